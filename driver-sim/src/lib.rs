@@ -1,0 +1,1 @@
+//! A deterministic simulated network that runs Pilot's real protocol core.

@@ -1,0 +1,26 @@
+//! Pilot's protocol core: pure, deterministic and sans-IO.
+//!
+//! Nothing in this crate reads a clock, opens a socket, spawns a thread,
+//! touches a file or asks the OS for randomness. Time arrives as a
+//! [`Timestamp`] argument and randomness comes from one 32-byte seed.
+#![no_std]
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+extern crate alloc;
+#[cfg(test)]
+extern crate std;
+
+pub mod addr;
+pub mod identity;
+pub mod io;
+pub mod noise;
+pub mod overlay;
+pub mod replay;
+pub mod rng;
+pub mod time;
+
+pub use addr::{Address, Hostname, SocketAddress};
+pub use identity::{Identity, PublicKey};
+pub use io::Transmit;
+pub use time::Timestamp;
