@@ -171,9 +171,15 @@ mod tests {
         let id = Identity::from_seed(&[1; 32]);
         let sig = id.sign(b"hello");
         assert_eq!(id.public().verify(b"hello", &sig), Ok(()));
-        assert_eq!(id.public().verify(b"hellp", &sig), Err(KeyError::BadSignature));
+        assert_eq!(
+            id.public().verify(b"hellp", &sig),
+            Err(KeyError::BadSignature)
+        );
         let other = Identity::from_seed(&[2; 32]);
-        assert_eq!(other.public().verify(b"hello", &sig), Err(KeyError::BadSignature));
+        assert_eq!(
+            other.public().verify(b"hello", &sig),
+            Err(KeyError::BadSignature)
+        );
     }
 
     #[test]

@@ -11,3 +11,57 @@ pub struct Transmit {
     /// The bytes of the UDP payload.
     pub payload: Vec<u8>,
 }
+
+/// Why a state machine wants to be woken: each deadline names its timer,
+/// so traces explain themselves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
+pub enum Timer {
+    /// Output is queued: drain it now.
+    Output,
+    /// Retransmit or give up on a handshake.
+    Handshake,
+    /// Send a keepalive.
+    Keepalive,
+    /// A session reaches its reject time.
+    SessionExpiry,
+    /// (Re)try registration with the rendezvous.
+    Register,
+    /// Refresh a registration before it expires.
+    Refresh,
+    /// Retry or time out a resolve.
+    Resolve,
+    /// A registration held by the rendezvous expires.
+    Expiry,
+    /// Queued datagrams waiting for a peer time out.
+    QueueExpiry,
+}
+
+impl Timer {
+    /// A short lower-case name for traces and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Timer::Output => "output",
+            Timer::Handshake => "handshake",
+            Timer::Keepalive => "keepalive",
+            Timer::SessionExpiry => "session-expiry",
+            Timer::Register => "register",
+            Timer::Refresh => "refresh",
+            Timer::Resolve => "resolve",
+            Timer::Expiry => "expiry",
+            Timer::QueueExpiry => "queue-expiry",
+        }
+    }
+}
+
+/// Folds a candidate deadline into the earliest one so far.
+pub fn earliest(
+    a: Option<(crate::Timestamp, Timer)>,
+    b: Option<(crate::Timestamp, Timer)>,
+) -> Option<(crate::Timestamp, Timer)> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(if y.0 < x.0 { y } else { x }),
+        (x, None) => x,
+        (None, y) => y,
+    }
+}

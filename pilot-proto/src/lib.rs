@@ -12,13 +12,20 @@ extern crate alloc;
 extern crate std;
 
 pub mod addr;
+pub mod codec;
+pub mod cookie;
 pub mod identity;
 pub mod io;
+pub mod msg;
 pub mod noise;
 pub mod overlay;
 pub mod replay;
 pub mod rng;
+pub mod session;
+pub mod stats;
 pub mod time;
+pub mod tunnel;
+pub mod wire;
 
 pub use addr::{Address, Hostname, SocketAddress};
 pub use identity::{Identity, PublicKey};

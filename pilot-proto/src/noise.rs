@@ -50,6 +50,7 @@ pub fn x25519_public(secret: &[u8; 32]) -> [u8; 32] {
 }
 
 /// The initiator's side, between its first message and the reply.
+#[derive(Clone)]
 pub struct Initiator {}
 
 impl Initiator {
@@ -63,7 +64,14 @@ impl Initiator {
         payload: &[u8],
         out: &mut Vec<u8>,
     ) -> Result<Initiator, NoiseError> {
-        let _ = (prologue, local_static, remote_static, ephemeral, payload, out);
+        let _ = (
+            prologue,
+            local_static,
+            remote_static,
+            ephemeral,
+            payload,
+            out,
+        );
         todo!()
     }
 

@@ -79,6 +79,9 @@ mod tests {
         assert_eq!(t - Duration::from_secs(10), Timestamp::ZERO);
         assert_eq!(Timestamp::MAX + Duration::from_secs(1), Timestamp::MAX);
         assert_eq!(Timestamp::ZERO.saturating_since(t), Duration::ZERO);
-        assert_eq!(alloc::format!("{}", Timestamp::from_micros(1_500_001)), "+1.500001s");
+        assert_eq!(
+            alloc::format!("{}", Timestamp::from_micros(1_500_001)),
+            "+1.500001s"
+        );
     }
 }

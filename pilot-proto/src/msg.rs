@@ -1,0 +1,504 @@
+//! Inner messages: the plaintext of transport packets.
+//!
+//! One kind byte, then fields (integers big-endian). An empty plaintext
+//! is a keepalive and never reaches this codec. See `docs/PROTOCOL.md`.
+
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+use core::fmt;
+use core::net::SocketAddr;
+
+use crate::addr::{Address, Hostname};
+use crate::codec::{put_endpoint, put_short_str, DecodeError, Reader};
+use crate::identity::{Identity, PublicKey};
+
+/// Agent to rendezvous: register or refresh.
+pub const KIND_REGISTER: u8 = 0x01;
+/// Agent to rendezvous: look up a node.
+pub const KIND_RESOLVE: u8 = 0x02;
+/// Agent to agent: an overlay IPv6 packet.
+pub const KIND_DATA: u8 = 0x10;
+/// Rendezvous to agent: registration accepted.
+pub const KIND_REGISTERED: u8 = 0x81;
+/// Rendezvous to agent: lookup answer.
+pub const KIND_RESOLVED: u8 = 0x82;
+/// Rendezvous to agent: a request failed.
+pub const KIND_ERROR: u8 = 0x8F;
+
+/// The most endpoints a resolve answer carries.
+pub const MAX_ENDPOINTS: usize = 8;
+
+/// What a resolve looks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Query {
+    /// A node by address.
+    Address(Address),
+    /// A node by hostname.
+    Hostname(Hostname),
+}
+
+impl fmt::Display for Query {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Query::Address(a) => write!(f, "{a}"),
+            Query::Hostname(h) => write!(f, "{h}"),
+        }
+    }
+}
+
+/// A registry's statement that `key` holds `address` until `not_after`
+/// (wall-clock seconds), signed by the rendezvous. Agents put theirs in
+/// every handshake so a peer learns the address behind a key without
+/// asking anyone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Certificate {
+    /// The agent's address.
+    pub address: Address,
+    /// The agent's Ed25519 key.
+    pub key: PublicKey,
+    /// Expiry, in wall-clock seconds since the Unix epoch.
+    pub not_after: u64,
+    /// The rendezvous's signature.
+    pub signature: [u8; 64],
+}
+
+/// Encoded length of a certificate.
+pub const CERT_LEN: usize = 6 + 32 + 8 + 64;
+
+impl Certificate {
+    fn signed_bytes(address: Address, key: &PublicKey, not_after: u64) -> Vec<u8> {
+        let mut m = Vec::with_capacity(64);
+        m.extend_from_slice(b"pilot cert v1");
+        m.extend_from_slice(&address.to_bytes());
+        m.extend_from_slice(key.as_bytes());
+        m.extend_from_slice(&not_after.to_be_bytes());
+        m
+    }
+
+    /// Issues a certificate signed by `issuer`.
+    pub fn issue(issuer: &Identity, address: Address, key: PublicKey, not_after: u64) -> Self {
+        let signature = issuer.sign(&Self::signed_bytes(address, &key, not_after));
+        Certificate {
+            address,
+            key,
+            not_after,
+            signature,
+        }
+    }
+
+    /// Checks the signature against the pinned rendezvous key, and the
+    /// expiry against `now_secs`.
+    pub fn verify(&self, issuer: &PublicKey, now_secs: u64) -> bool {
+        now_secs <= self.not_after
+            && issuer
+                .verify(
+                    &Self::signed_bytes(self.address, &self.key, self.not_after),
+                    &self.signature,
+                )
+                .is_ok()
+    }
+
+    /// Appends the wire form.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.address.to_bytes());
+        out.extend_from_slice(self.key.as_bytes());
+        out.extend_from_slice(&self.not_after.to_be_bytes());
+        out.extend_from_slice(&self.signature);
+    }
+
+    /// Reads the wire form.
+    pub fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(Certificate {
+            address: Address::from_bytes(r.array("cert address")?),
+            key: PublicKey(r.array("cert key")?),
+            not_after: r.u64("cert expiry")?,
+            signature: r.array("cert signature")?,
+        })
+    }
+}
+
+/// Why the rendezvous refused a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// The request made no sense.
+    BadRequest,
+    /// Another identity holds this hostname.
+    HostnameTaken,
+    /// No such node (or it is private to you).
+    NotFound,
+    /// The hostname breaks the rules.
+    InvalidHostname,
+    /// A signature did not verify.
+    BadSignature,
+    /// Too many requests; slow down.
+    RateLimited,
+    /// The registry is full.
+    Full,
+    /// Register first.
+    NotRegistered,
+    /// The identity key does not match the session's key.
+    KeyMismatch,
+    /// A code this version does not know.
+    Other(u8),
+}
+
+impl ErrorCode {
+    /// The wire value.
+    pub fn to_u8(self) -> u8 {
+        match self {
+            ErrorCode::BadRequest => 1,
+            ErrorCode::HostnameTaken => 2,
+            ErrorCode::NotFound => 3,
+            ErrorCode::InvalidHostname => 4,
+            ErrorCode::BadSignature => 5,
+            ErrorCode::RateLimited => 6,
+            ErrorCode::Full => 7,
+            ErrorCode::NotRegistered => 8,
+            ErrorCode::KeyMismatch => 9,
+            ErrorCode::Other(c) => c,
+        }
+    }
+
+    /// From the wire value.
+    pub fn from_u8(c: u8) -> Self {
+        match c {
+            1 => ErrorCode::BadRequest,
+            2 => ErrorCode::HostnameTaken,
+            3 => ErrorCode::NotFound,
+            4 => ErrorCode::InvalidHostname,
+            5 => ErrorCode::BadSignature,
+            6 => ErrorCode::RateLimited,
+            7 => ErrorCode::Full,
+            8 => ErrorCode::NotRegistered,
+            9 => ErrorCode::KeyMismatch,
+            c => ErrorCode::Other(c),
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ErrorCode::BadRequest => f.write_str("bad request"),
+            ErrorCode::HostnameTaken => f.write_str("hostname taken"),
+            ErrorCode::NotFound => f.write_str("not found"),
+            ErrorCode::InvalidHostname => f.write_str("invalid hostname"),
+            ErrorCode::BadSignature => f.write_str("bad signature"),
+            ErrorCode::RateLimited => f.write_str("rate limited"),
+            ErrorCode::Full => f.write_str("registry full"),
+            ErrorCode::NotRegistered => f.write_str("not registered"),
+            ErrorCode::KeyMismatch => f.write_str("identity key does not match session"),
+            ErrorCode::Other(c) => write!(f, "error {c}"),
+        }
+    }
+}
+
+/// A registration request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Register {
+    /// Request ID, echoed in the answer.
+    pub req: u32,
+    /// The agent's Ed25519 identity.
+    pub key: PublicKey,
+    /// Findable by anyone (otherwise private).
+    pub public: bool,
+    /// Requested hostname, if any.
+    pub hostname: Option<Hostname>,
+    /// Signature by `key` over [`Register::signed_bytes`].
+    pub signature: [u8; 64],
+}
+
+impl Register {
+    /// What the signature covers: the session's handshake hash binds it to
+    /// this session, so a captured request cannot be replayed elsewhere.
+    pub fn signed_bytes(
+        handshake_hash: &[u8; 32],
+        req: u32,
+        key: &PublicKey,
+        public: bool,
+        hostname: Option<&Hostname>,
+    ) -> Vec<u8> {
+        let mut m = Vec::with_capacity(128);
+        m.extend_from_slice(b"pilot register v1");
+        m.extend_from_slice(handshake_hash);
+        m.extend_from_slice(&req.to_be_bytes());
+        m.extend_from_slice(key.as_bytes());
+        m.push(public as u8);
+        put_short_str(&mut m, hostname.map(|h| h.as_str()).unwrap_or(""));
+        m
+    }
+
+    /// Builds a signed request.
+    pub fn new(
+        identity: &Identity,
+        handshake_hash: &[u8; 32],
+        req: u32,
+        public: bool,
+        hostname: Option<Hostname>,
+    ) -> Self {
+        let key = identity.public();
+        let signature = identity.sign(&Self::signed_bytes(
+            handshake_hash,
+            req,
+            &key,
+            public,
+            hostname.as_ref(),
+        ));
+        Register {
+            req,
+            key,
+            public,
+            hostname,
+            signature,
+        }
+    }
+
+    /// Checks the signature for the session with `handshake_hash`.
+    pub fn verify(&self, handshake_hash: &[u8; 32]) -> bool {
+        let m = Self::signed_bytes(
+            handshake_hash,
+            self.req,
+            &self.key,
+            self.public,
+            self.hostname.as_ref(),
+        );
+        self.key.verify(&m, &self.signature).is_ok()
+    }
+}
+
+/// A registration answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Registered {
+    /// The request answered.
+    pub req: u32,
+    /// The agent's address (stable for its identity).
+    pub address: Address,
+    /// The agent's public endpoint as the rendezvous sees it.
+    pub observed: SocketAddr,
+    /// Refresh this often (seconds).
+    pub refresh_secs: u16,
+    /// The registration lapses after this long without refresh (seconds).
+    pub ttl_secs: u16,
+    /// The agent's certificate.
+    pub cert: Certificate,
+}
+
+/// A lookup answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resolved {
+    /// The request answered.
+    pub req: u32,
+    /// The node's address.
+    pub address: Address,
+    /// The node's Ed25519 identity.
+    pub key: PublicKey,
+    /// Public visibility.
+    pub public: bool,
+    /// Registered and fresh right now.
+    pub online: bool,
+    /// Its hostname, if any.
+    pub hostname: Option<Hostname>,
+    /// Where to reach it (empty when offline).
+    pub endpoints: Vec<SocketAddr>,
+}
+
+/// Any inner message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Message<'a> {
+    /// See [`Register`].
+    Register(Register),
+    /// Look a node up.
+    Resolve {
+        /// Request ID.
+        req: u32,
+        /// What to find.
+        query: Query,
+    },
+    /// An overlay IPv6 packet.
+    Data(&'a [u8]),
+    /// See [`Registered`].
+    Registered(Registered),
+    /// See [`Resolved`].
+    Resolved(Resolved),
+    /// A request failed.
+    Error {
+        /// The request that failed.
+        req: u32,
+        /// Why.
+        code: ErrorCode,
+        /// Detail for humans.
+        message: String,
+    },
+}
+
+fn hostname_field(
+    r: &mut Reader<'_>,
+    field: &'static str,
+) -> Result<Option<Hostname>, DecodeError> {
+    let s = r.short_str(field)?;
+    if s.is_empty() {
+        return Ok(None);
+    }
+    Hostname::new(s)
+        .map(Some)
+        .map_err(|_| DecodeError::BadValue(field))
+}
+
+impl<'a> Message<'a> {
+    /// Decodes a plaintext. Never panics.
+    pub fn decode(buf: &'a [u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(buf);
+        let kind = r.u8("kind")?;
+        let msg = match kind {
+            KIND_REGISTER => {
+                let req = r.u32("req")?;
+                let key = PublicKey(r.array("key")?);
+                let flags = r.u8("flags")?;
+                if flags > 1 {
+                    return Err(DecodeError::BadValue("flags"));
+                }
+                let hostname = hostname_field(&mut r, "hostname")?;
+                let signature = r.array("signature")?;
+                Message::Register(Register {
+                    req,
+                    key,
+                    public: flags & 1 == 1,
+                    hostname,
+                    signature,
+                })
+            }
+            KIND_RESOLVE => {
+                let req = r.u32("req")?;
+                let query = match r.u8("query kind")? {
+                    1 => Query::Address(Address::from_bytes(r.array("address")?)),
+                    2 => match hostname_field(&mut r, "hostname")? {
+                        Some(h) => Query::Hostname(h),
+                        None => return Err(DecodeError::BadValue("hostname")),
+                    },
+                    _ => return Err(DecodeError::BadValue("query kind")),
+                };
+                Message::Resolve { req, query }
+            }
+            KIND_DATA => Message::Data(r.rest()),
+            KIND_REGISTERED => Message::Registered(Registered {
+                req: r.u32("req")?,
+                address: Address::from_bytes(r.array("address")?),
+                observed: r.endpoint("observed")?,
+                refresh_secs: r.u16("refresh")?,
+                ttl_secs: r.u16("ttl")?,
+                cert: Certificate::decode(&mut r)?,
+            }),
+            KIND_RESOLVED => {
+                let req = r.u32("req")?;
+                let address = Address::from_bytes(r.array("address")?);
+                let key = PublicKey(r.array("key")?);
+                let flags = r.u8("flags")?;
+                if flags > 3 {
+                    return Err(DecodeError::BadValue("flags"));
+                }
+                let hostname = hostname_field(&mut r, "hostname")?;
+                let count = r.u8("endpoint count")? as usize;
+                if count > MAX_ENDPOINTS {
+                    return Err(DecodeError::BadValue("endpoint count"));
+                }
+                let mut endpoints = Vec::with_capacity(count);
+                for _ in 0..count {
+                    endpoints.push(r.endpoint("endpoint")?);
+                }
+                Message::Resolved(Resolved {
+                    req,
+                    address,
+                    key,
+                    public: flags & 1 == 1,
+                    online: flags & 2 == 2,
+                    hostname,
+                    endpoints,
+                })
+            }
+            KIND_ERROR => Message::Error {
+                req: r.u32("req")?,
+                code: ErrorCode::from_u8(r.u8("code")?),
+                message: r.short_str("message")?.to_string(),
+            },
+            other => return Err(DecodeError::UnknownKind(other)),
+        };
+        r.finish()?;
+        Ok(msg)
+    }
+
+    /// Appends the encoding to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            Message::Register(m) => {
+                out.push(KIND_REGISTER);
+                out.extend_from_slice(&m.req.to_be_bytes());
+                out.extend_from_slice(m.key.as_bytes());
+                out.push(m.public as u8);
+                put_short_str(out, m.hostname.as_ref().map(|h| h.as_str()).unwrap_or(""));
+                out.extend_from_slice(&m.signature);
+            }
+            Message::Resolve { req, query } => {
+                out.push(KIND_RESOLVE);
+                out.extend_from_slice(&req.to_be_bytes());
+                match query {
+                    Query::Address(a) => {
+                        out.push(1);
+                        out.extend_from_slice(&a.to_bytes());
+                    }
+                    Query::Hostname(h) => {
+                        out.push(2);
+                        put_short_str(out, h.as_str());
+                    }
+                }
+            }
+            Message::Data(packet) => {
+                out.push(KIND_DATA);
+                out.extend_from_slice(packet);
+            }
+            Message::Registered(m) => {
+                out.push(KIND_REGISTERED);
+                out.extend_from_slice(&m.req.to_be_bytes());
+                out.extend_from_slice(&m.address.to_bytes());
+                put_endpoint(out, m.observed);
+                out.extend_from_slice(&m.refresh_secs.to_be_bytes());
+                out.extend_from_slice(&m.ttl_secs.to_be_bytes());
+                m.cert.encode(out);
+            }
+            Message::Resolved(m) => {
+                out.push(KIND_RESOLVED);
+                out.extend_from_slice(&m.req.to_be_bytes());
+                out.extend_from_slice(&m.address.to_bytes());
+                out.extend_from_slice(m.key.as_bytes());
+                out.push(m.public as u8 | (m.online as u8) << 1);
+                put_short_str(out, m.hostname.as_ref().map(|h| h.as_str()).unwrap_or(""));
+                let n = m.endpoints.len().min(MAX_ENDPOINTS);
+                out.push(n as u8);
+                for ep in &m.endpoints[..n] {
+                    put_endpoint(out, *ep);
+                }
+            }
+            Message::Error { req, code, message } => {
+                out.push(KIND_ERROR);
+                out.extend_from_slice(&req.to_be_bytes());
+                out.push(code.to_u8());
+                let mut cut = message.len().min(255);
+                while !message.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                put_short_str(out, &message[..cut]);
+            }
+        }
+    }
+
+    /// The encoding as a new vector.
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.encode(&mut out);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests;

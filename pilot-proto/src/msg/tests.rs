@@ -1,0 +1,115 @@
+use super::*;
+use std::vec;
+
+fn samples() -> Vec<Message<'static>> {
+    let rv = Identity::from_seed(&[1; 32]);
+    let agent = Identity::from_seed(&[2; 32]);
+    let addr = Address::new(0, 0x2A);
+    let cert = Certificate::issue(&rv, addr, agent.public(), 1_800_000_000);
+    vec![
+        Message::Register(Register::new(
+            &agent,
+            &[7; 32],
+            9,
+            true,
+            Hostname::new("alice").ok(),
+        )),
+        Message::Register(Register::new(&agent, &[7; 32], 10, false, None)),
+        Message::Resolve {
+            req: 3,
+            query: Query::Address(addr),
+        },
+        Message::Resolve {
+            req: 4,
+            query: Query::Hostname(Hostname::new("bob").unwrap()),
+        },
+        Message::Data(b"\x60packet"),
+        Message::Registered(Registered {
+            req: 9,
+            address: addr,
+            observed: "203.0.113.5:40000".parse().unwrap(),
+            refresh_secs: 25,
+            ttl_secs: 90,
+            cert,
+        }),
+        Message::Resolved(Resolved {
+            req: 4,
+            address: addr,
+            key: agent.public(),
+            public: true,
+            online: true,
+            hostname: Hostname::new("bob").ok(),
+            endpoints: vec![
+                "203.0.113.5:40000".parse().unwrap(),
+                "[2001:db8::5]:4000".parse().unwrap(),
+            ],
+        }),
+        Message::Error {
+            req: 4,
+            code: ErrorCode::HostnameTaken,
+            message: "hostname `bob` belongs to another identity".into(),
+        },
+    ]
+}
+
+#[test]
+fn every_message_round_trips_and_truncations_fail() {
+    for m in samples() {
+        let bytes = m.to_vec();
+        assert_eq!(Message::decode(&bytes).as_ref(), Ok(&m));
+        if matches!(m, Message::Data(_)) {
+            continue;
+        }
+        for cut in 0..bytes.len() {
+            assert!(
+                Message::decode(&bytes[..cut]).is_err(),
+                "{m:?} cut at {cut}"
+            );
+        }
+        let mut long = bytes.clone();
+        long.push(0);
+        assert_eq!(Message::decode(&long), Err(DecodeError::TrailingBytes));
+    }
+}
+
+#[test]
+fn register_signature_binds_session_and_fields() {
+    let agent = Identity::from_seed(&[2; 32]);
+    let r = Register::new(&agent, &[7; 32], 9, false, Hostname::new("alice").ok());
+    assert!(r.verify(&[7; 32]));
+    assert!(!r.verify(&[8; 32]), "replayed into another session");
+    let mut changed = r.clone();
+    changed.public = true;
+    assert!(!changed.verify(&[7; 32]));
+}
+
+#[test]
+fn certificate_checks_issuer_and_expiry() {
+    let rv = Identity::from_seed(&[1; 32]);
+    let other = Identity::from_seed(&[3; 32]);
+    let cert = Certificate::issue(&rv, Address::new(0, 0x10), other.public(), 100);
+    assert!(cert.verify(&rv.public(), 100));
+    assert!(!cert.verify(&rv.public(), 101));
+    assert!(!cert.verify(&other.public(), 50));
+    let mut forged = cert.clone();
+    forged.address = Address::new(0, 0x11);
+    assert!(!forged.verify(&rv.public(), 50));
+}
+
+#[test]
+fn unknown_kinds_and_bad_fields_are_typed_errors() {
+    assert_eq!(Message::decode(&[]), Err(DecodeError::Truncated("kind")));
+    assert_eq!(
+        Message::decode(&[0x55]),
+        Err(DecodeError::UnknownKind(0x55))
+    );
+    assert_eq!(
+        Message::decode(&[KIND_RESOLVE, 0, 0, 0, 1, 9]),
+        Err(DecodeError::BadValue("query kind"))
+    );
+    let bad_host = [KIND_RESOLVE, 0, 0, 0, 1, 2, 3, b'B', b'A', b'D'];
+    assert_eq!(
+        Message::decode(&bad_host),
+        Err(DecodeError::BadValue("hostname"))
+    );
+}

@@ -1,0 +1,786 @@
+//! Tunnels: Noise IK handshakes and transport sessions with a set of
+//! peers, each named by its static X25519 key. Both `Node` and
+//! `Rendezvous` own one.
+//!
+//! The tunnel layer does no protocol decisions above "who may complete a
+//! handshake with us", which its owner answers through an `accept`
+//! callback.
+
+use alloc::collections::{BTreeMap, VecDeque};
+use alloc::vec::Vec;
+use core::net::SocketAddr;
+use core::time::Duration;
+
+use crate::cookie::{self, CookieChecker, MacVerdict, COOKIE_SECRET_LIFETIME};
+use crate::io::{earliest, Timer, Transmit};
+use crate::noise::{self, Initiator, Responder, Split};
+use crate::rng::Stream;
+use crate::session::{OpenError, SealError, Session, SessionLimits};
+use crate::stats::{DropReason, Stats};
+use crate::time::Timestamp;
+use crate::wire::{self, Packet, MAC_LEN, MAX_HANDSHAKE_PAYLOAD};
+
+/// A peer's static X25519 public key: the tunnel's name for it.
+pub type PeerKey = [u8; 32];
+
+/// The Noise prologue: binds every handshake to this protocol version.
+pub const PROLOGUE: &[u8] = b"pilot/1";
+
+/// Timers and limits of the tunnel layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TunnelConfig {
+    /// Session lifetime and counter limits.
+    pub limits: SessionLimits,
+    /// Wait this long for a handshake response before retransmitting.
+    pub rekey_timeout: Duration,
+    /// Give up a handshake (and drop queued data) after this long.
+    pub rekey_attempt_time: Duration,
+    /// Answer received data with a keepalive if we sent nothing this long.
+    pub keepalive_timeout: Duration,
+    /// Handshakes per second above which we demand cookies.
+    pub load_threshold: u32,
+    /// Plaintexts queued per peer while a handshake is under way.
+    pub max_queued: usize,
+    /// Most peers remembered; new responders are refused beyond it.
+    pub max_peers: usize,
+}
+
+impl Default for TunnelConfig {
+    fn default() -> Self {
+        TunnelConfig {
+            limits: SessionLimits::default(),
+            rekey_timeout: Duration::from_secs(5),
+            rekey_attempt_time: Duration::from_secs(90),
+            keepalive_timeout: Duration::from_secs(10),
+            load_threshold: 200,
+            max_queued: 128,
+            max_peers: 1 << 20,
+        }
+    }
+}
+
+/// Something the tunnel layer tells its owner.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TunnelEvent {
+    /// A new session with `peer` is ready to carry data. `payload` is what
+    /// the peer put in its handshake after any timestamp (a certificate).
+    Established {
+        /// The peer.
+        peer: PeerKey,
+        /// The peer's handshake payload.
+        payload: Vec<u8>,
+    },
+    /// A handshake with `peer` was given up; `dropped` queued messages
+    /// were lost.
+    HandshakeFailed {
+        /// The peer.
+        peer: PeerKey,
+        /// Queued plaintexts discarded.
+        dropped: usize,
+    },
+}
+
+/// Why `send` failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SendError {
+    /// We know no endpoint for this peer.
+    NoEndpoint,
+    /// The queue for this peer is full; the message was dropped.
+    QueueFull,
+}
+
+/// A decrypted message from a peer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Inbound {
+    /// Who sent it.
+    pub peer: PeerKey,
+    /// The underlay address it came from.
+    pub from: SocketAddr,
+    /// The plaintext (never empty: keepalives are absorbed).
+    pub plaintext: Vec<u8>,
+    /// The handshake hash of the session it arrived on.
+    pub handshake_hash: [u8; 32],
+}
+
+struct Pending {
+    initiator: Initiator,
+    local_index: u32,
+    started: Timestamp,
+    retry_at: Timestamp,
+    mac1: [u8; 16],
+}
+
+struct Peer {
+    endpoint: Option<SocketAddr>,
+    current: Option<Session>,
+    previous: Option<Session>,
+    /// A responder's session, usable once the initiator's first packet
+    /// proves it got our response.
+    next: Option<Session>,
+    pending: Option<Pending>,
+    cookie: Option<([u8; 16], Timestamp)>,
+    queue: VecDeque<Vec<u8>>,
+    last_sent: Timestamp,
+    last_data_received: Option<Timestamp>,
+    persistent_keepalive: Option<Duration>,
+    /// The newest handshake timestamp accepted from this peer.
+    last_init_timestamp: u64,
+    /// The peer's handshake payload, until the session is confirmed.
+    next_payload: Vec<u8>,
+}
+
+impl Peer {
+    fn new(endpoint: Option<SocketAddr>) -> Self {
+        Peer {
+            endpoint,
+            current: None,
+            previous: None,
+            next: None,
+            pending: None,
+            cookie: None,
+            queue: VecDeque::new(),
+            last_sent: Timestamp::ZERO,
+            last_data_received: None,
+            persistent_keepalive: None,
+            last_init_timestamp: 0,
+            next_payload: Vec::new(),
+        }
+    }
+
+    fn usable(&self, now: Timestamp) -> Option<&Session> {
+        self.current.as_ref().filter(|s| !s.expired(now))
+    }
+
+    fn slot_mut(&mut self, index: u32) -> Option<(&mut Session, bool)> {
+        if let Some(s) = self.current.as_mut().filter(|s| s.local_index() == index) {
+            return Some((s, false));
+        }
+        if let Some(s) = self.previous.as_mut().filter(|s| s.local_index() == index) {
+            return Some((s, false));
+        }
+        if let Some(s) = self.next.as_mut().filter(|s| s.local_index() == index) {
+            return Some((s, true));
+        }
+        None
+    }
+}
+
+/// The set of tunnels one endpoint keeps.
+pub struct Tunnels {
+    config: TunnelConfig,
+    secret: [u8; 32],
+    public: [u8; 32],
+    checker: CookieChecker,
+    wire_rng: Stream,
+    secret_rng: Stream,
+    /// Our handshake payload (a certificate), sent in every handshake.
+    local_payload: Vec<u8>,
+    /// Wall-clock microseconds at `Timestamp::ZERO`: the handshake
+    /// timestamp that defeats replayed initiations.
+    wall_origin: u64,
+    last_sent_timestamp: u64,
+    peers: BTreeMap<PeerKey, Peer>,
+    indices: BTreeMap<u32, PeerKey>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<TunnelEvent>,
+    stats: Stats,
+}
+
+fn remove_session_index(indices: &mut BTreeMap<u32, PeerKey>, s: &Option<Session>) {
+    if let Some(s) = s {
+        indices.remove(&s.local_index());
+    }
+}
+
+impl Tunnels {
+    /// Tunnels for the endpoint whose static X25519 secret is `secret`.
+    pub fn new(config: TunnelConfig, secret: [u8; 32], seed: &[u8; 32], wall_origin: u64) -> Self {
+        let public = noise::x25519_public(&secret);
+        Tunnels {
+            config,
+            secret,
+            public,
+            checker: CookieChecker::new(&public, config.load_threshold),
+            wire_rng: Stream::derive(seed, "tunnel wire"),
+            secret_rng: Stream::derive(seed, "tunnel secret"),
+            local_payload: Vec::new(),
+            wall_origin,
+            last_sent_timestamp: 0,
+            peers: BTreeMap::new(),
+            indices: BTreeMap::new(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: Stats::default(),
+        }
+    }
+
+    /// Our static X25519 public key.
+    pub fn public_key(&self) -> &PeerKey {
+        &self.public
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Counters, for the owner to add its own drops to.
+    pub fn stats_mut(&mut self) -> &mut Stats {
+        &mut self.stats
+    }
+
+    /// Sets what we send in our handshakes (truncated to what fits).
+    pub fn set_local_payload(&mut self, payload: Vec<u8>) {
+        let mut payload = payload;
+        payload.truncate(MAX_HANDSHAKE_PAYLOAD - 8);
+        self.local_payload = payload;
+    }
+
+    /// Adds a peer, or updates its endpoint.
+    pub fn set_endpoint(&mut self, peer: PeerKey, endpoint: SocketAddr) {
+        self.peers
+            .entry(peer)
+            .or_insert_with(|| Peer::new(None))
+            .endpoint = Some(endpoint);
+    }
+
+    /// The endpoint we last authenticated the peer at, or were told.
+    pub fn endpoint(&self, peer: &PeerKey) -> Option<SocketAddr> {
+        self.peers.get(peer).and_then(|p| p.endpoint)
+    }
+
+    /// Sends a keepalive to `peer` every `interval` (to keep NAT mappings).
+    pub fn set_persistent_keepalive(&mut self, peer: &PeerKey, interval: Option<Duration>) {
+        if let Some(p) = self.peers.get_mut(peer) {
+            p.persistent_keepalive = interval;
+        }
+    }
+
+    /// Forgets a peer and all its sessions.
+    pub fn remove_peer(&mut self, peer: &PeerKey) {
+        let Some(p) = self.peers.remove(peer) else {
+            return;
+        };
+        remove_session_index(&mut self.indices, &p.current);
+        remove_session_index(&mut self.indices, &p.previous);
+        remove_session_index(&mut self.indices, &p.next);
+        if let Some(h) = &p.pending {
+            self.indices.remove(&h.local_index);
+        }
+    }
+
+    /// True if a confirmed, unexpired session with `peer` exists.
+    pub fn has_session(&self, peer: &PeerKey, now: Timestamp) -> bool {
+        self.peers
+            .get(peer)
+            .is_some_and(|p| p.usable(now).is_some())
+    }
+
+    /// The handshake hash of the current session with `peer`.
+    pub fn handshake_hash(&self, peer: &PeerKey, now: Timestamp) -> Option<[u8; 32]> {
+        self.peers
+            .get(peer)
+            .and_then(|p| p.usable(now))
+            .map(|s| *s.handshake_hash())
+    }
+
+    /// Mutable access to the current session (tests of counter limits).
+    pub fn current_session_mut(&mut self, peer: &PeerKey) -> Option<&mut Session> {
+        self.peers.get_mut(peer).and_then(|p| p.current.as_mut())
+    }
+
+    /// Sends `plaintext` to `peer`, starting a handshake if needed (the
+    /// message then waits in a bounded queue).
+    pub fn send(
+        &mut self,
+        now: Timestamp,
+        peer: &PeerKey,
+        plaintext: &[u8],
+    ) -> Result<(), SendError> {
+        let Some(p) = self.peers.get_mut(peer) else {
+            return Err(SendError::NoEndpoint);
+        };
+        let Some(endpoint) = p.endpoint else {
+            return Err(SendError::NoEndpoint);
+        };
+        let mut rekey = p.current.is_none();
+        if let Some(s) = p.current.as_mut() {
+            let mut out = Vec::new();
+            match s.seal(now, plaintext, &mut out) {
+                Ok(()) => {
+                    rekey = s.wants_rekey(now);
+                    p.last_sent = now;
+                    self.transmits.push_back(Transmit {
+                        destination: endpoint,
+                        payload: out,
+                    });
+                    self.stats.datagrams_out += 1;
+                    if rekey && p.pending.is_none() {
+                        self.initiate(now, peer);
+                    }
+                    return Ok(());
+                }
+                Err(SealError::CounterExhausted | SealError::Expired) => rekey = true,
+            }
+        }
+        let _ = rekey;
+        let p = match self.peers.get_mut(peer) {
+            Some(p) => p,
+            None => return Err(SendError::NoEndpoint),
+        };
+        let result = if p.queue.len() >= self.config.max_queued {
+            p.queue.pop_front();
+            self.stats.send_dropped += 1;
+            Err(SendError::QueueFull)
+        } else {
+            Ok(())
+        };
+        p.queue.push_back(plaintext.to_vec());
+        if p.pending.is_none() {
+            self.initiate(now, peer);
+        }
+        result
+    }
+
+    /// Starts a handshake with `peer` now unless one is under way.
+    pub fn connect(&mut self, now: Timestamp, peer: &PeerKey) {
+        if self.peers.get(peer).is_some_and(|p| p.pending.is_none()) {
+            self.initiate(now, peer);
+        }
+    }
+
+    fn fresh_index(&mut self) -> u32 {
+        loop {
+            let i = self.wire_rng.next_u32();
+            if i != 0 && !self.indices.contains_key(&i) {
+                return i;
+            }
+        }
+    }
+
+    fn jitter(&mut self) -> Duration {
+        // Up to a third of a second, so peers that lost packets together
+        // do not retry in lockstep.
+        Duration::from_micros(self.wire_rng.below(333_333))
+    }
+
+    /// Builds and queues a handshake initiation to `peer` (first send or
+    /// retransmission: each attempt uses a fresh ephemeral key).
+    fn initiate(&mut self, now: Timestamp, peer: &PeerKey) {
+        let index = self.fresh_index();
+        let ephemeral = self.secret_rng.bytes32();
+        let jitter = self.jitter();
+        let wall = self.wall_origin.saturating_add(now.as_micros());
+        let timestamp = wall.max(self.last_sent_timestamp + 1);
+        self.last_sent_timestamp = timestamp;
+        let Some(p) = self.peers.get_mut(peer) else {
+            return;
+        };
+        let Some(endpoint) = p.endpoint else {
+            return;
+        };
+        let mut payload = Vec::with_capacity(8 + self.local_payload.len());
+        payload.extend_from_slice(&timestamp.to_be_bytes());
+        payload.extend_from_slice(&self.local_payload);
+        let mut pkt = Vec::with_capacity(256);
+        wire::put_header(&mut pkt, wire::TYPE_INIT, index);
+        let initiator =
+            match Initiator::start(PROLOGUE, &self.secret, peer, &ephemeral, &payload, &mut pkt) {
+                Ok(i) => i,
+                Err(_) => return,
+            };
+        pkt.extend_from_slice(&[0; 2 * MAC_LEN]);
+        let cookie = p
+            .cookie
+            .filter(|(_, at)| now.saturating_since(*at) < COOKIE_SECRET_LIFETIME)
+            .map(|(c, _)| c);
+        let mac1 = cookie::seal_macs(&mut pkt, &cookie::mac1_key(peer), cookie.as_ref());
+        let started = match &p.pending {
+            Some(old) => {
+                self.indices.remove(&old.local_index);
+                old.started
+            }
+            None => now,
+        };
+        p.pending = Some(Pending {
+            initiator,
+            local_index: index,
+            started,
+            retry_at: now + self.config.rekey_timeout + jitter,
+            mac1,
+        });
+        p.last_sent = now;
+        self.indices.insert(index, *peer);
+        self.transmits.push_back(Transmit {
+            destination: endpoint,
+            payload: pkt,
+        });
+        self.stats.handshakes_sent += 1;
+        self.stats.datagrams_out += 1;
+    }
+
+    /// Handles one datagram. Returns the decrypted message if it carried
+    /// one. `accept` decides whether a peer may complete a handshake with
+    /// us, given its key and handshake payload.
+    pub fn handle_datagram(
+        &mut self,
+        now: Timestamp,
+        from: SocketAddr,
+        data: &[u8],
+        accept: &mut dyn FnMut(&PeerKey, &[u8]) -> bool,
+    ) -> Result<Option<Inbound>, DropReason> {
+        self.stats.datagrams_in += 1;
+        let packet = wire::decode(data).map_err(|_| DropReason::Malformed)?;
+        match packet {
+            Packet::Init(h) => self.on_init(now, from, &h, accept).map(|_| None),
+            Packet::Response(h) => self.on_response(now, from, &h, accept).map(|_| None),
+            Packet::Cookie {
+                receiver,
+                nonce,
+                sealed,
+            } => self.on_cookie(now, receiver, nonce, sealed).map(|_| None),
+            Packet::Transport {
+                receiver,
+                counter,
+                ciphertext,
+            } => self.on_transport(now, from, receiver, counter, ciphertext),
+        }
+    }
+
+    fn check_macs(
+        &mut self,
+        now: Timestamp,
+        from: SocketAddr,
+        h: &wire::Handshake<'_>,
+    ) -> Result<(), DropReason> {
+        match self.checker.verify(now, &mut self.secret_rng, from, h) {
+            MacVerdict::Accept => Ok(()),
+            MacVerdict::BadMac1 => Err(DropReason::BadMac),
+            MacVerdict::NeedCookie => {
+                let reply =
+                    self.checker
+                        .cookie_reply(now, &mut self.secret_rng, from, h.sender, h.mac1);
+                self.transmits.push_back(Transmit {
+                    destination: from,
+                    payload: reply,
+                });
+                self.stats.cookie_replies += 1;
+                self.stats.datagrams_out += 1;
+                Err(DropReason::RateLimited)
+            }
+        }
+    }
+
+    fn on_init(
+        &mut self,
+        now: Timestamp,
+        from: SocketAddr,
+        h: &wire::Handshake<'_>,
+        accept: &mut dyn FnMut(&PeerKey, &[u8]) -> bool,
+    ) -> Result<(), DropReason> {
+        self.check_macs(now, from, h)?;
+        let mut payload = Vec::new();
+        let responder = Responder::read(PROLOGUE, &self.secret, h.noise, &mut payload)
+            .map_err(|_| DropReason::AuthFailed)?;
+        let remote = *responder.remote_static();
+        if payload.len() < 8 {
+            return Err(DropReason::Malformed);
+        }
+        let mut ts = [0u8; 8];
+        ts.copy_from_slice(&payload[..8]);
+        let timestamp = u64::from_be_bytes(ts);
+        // A replayed initiation carries an old timestamp: refuse it before
+        // allocating anything.
+        if self
+            .peers
+            .get(&remote)
+            .is_some_and(|p| timestamp <= p.last_init_timestamp)
+        {
+            return Err(DropReason::Replay);
+        }
+        if !accept(&remote, &payload[8..]) {
+            return Err(DropReason::NotAllowed);
+        }
+        if !self.peers.contains_key(&remote) && self.peers.len() >= self.config.max_peers {
+            return Err(DropReason::RateLimited);
+        }
+        let index = self.fresh_index();
+        let ephemeral = self.secret_rng.bytes32();
+        let mut pkt = Vec::with_capacity(128);
+        wire::put_header(&mut pkt, wire::TYPE_RESPONSE, index);
+        pkt.extend_from_slice(&h.sender.to_le_bytes());
+        let split = responder
+            .reply(&ephemeral, &self.local_payload, &mut pkt)
+            .map_err(|_| DropReason::AuthFailed)?;
+        pkt.extend_from_slice(&[0; 2 * MAC_LEN]);
+        let session = Session::new(&split, false, index, h.sender, now, self.config.limits);
+        let p = self.peers.entry(remote).or_insert_with(|| Peer::new(None));
+        let cookie = p
+            .cookie
+            .filter(|(_, at)| now.saturating_since(*at) < COOKIE_SECRET_LIFETIME)
+            .map(|(c, _)| c);
+        cookie::seal_macs(&mut pkt, &cookie::mac1_key(&remote), cookie.as_ref());
+        p.last_init_timestamp = timestamp;
+        p.endpoint = Some(from);
+        p.next_payload = payload[8..].to_vec();
+        remove_session_index(&mut self.indices, &p.next);
+        p.next = Some(session);
+        p.last_sent = now;
+        self.indices.insert(index, remote);
+        self.transmits.push_back(Transmit {
+            destination: from,
+            payload: pkt,
+        });
+        self.stats.datagrams_out += 1;
+        Ok(())
+    }
+
+    fn on_response(
+        &mut self,
+        now: Timestamp,
+        from: SocketAddr,
+        h: &wire::Handshake<'_>,
+        accept: &mut dyn FnMut(&PeerKey, &[u8]) -> bool,
+    ) -> Result<(), DropReason> {
+        let peer = *self
+            .indices
+            .get(&h.receiver)
+            .ok_or(DropReason::UnknownSession)?;
+        let pending_matches = self
+            .peers
+            .get(&peer)
+            .and_then(|p| p.pending.as_ref())
+            .is_some_and(|pd| pd.local_index == h.receiver);
+        if !pending_matches {
+            return Err(DropReason::UnknownSession);
+        }
+        self.check_macs(now, from, h)?;
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return Err(DropReason::UnknownSession);
+        };
+        let Some(pending) = p.pending.as_ref() else {
+            return Err(DropReason::UnknownSession);
+        };
+        // Work on a copy: a forged response must not consume the real
+        // handshake state.
+        let mut payload = Vec::new();
+        let split: Split = pending
+            .initiator
+            .clone()
+            .finish(h.noise, &mut payload)
+            .map_err(|_| DropReason::AuthFailed)?;
+        if !accept(&peer, &payload) {
+            return Err(DropReason::NotAllowed);
+        }
+        let local_index = pending.local_index;
+        p.pending = None;
+        let session = Session::new(&split, true, local_index, h.sender, now, self.config.limits);
+        remove_session_index(&mut self.indices, &p.previous);
+        p.previous = p.current.take();
+        p.current = Some(session);
+        p.endpoint = Some(from);
+        self.stats.handshakes_completed += 1;
+        self.events
+            .push_back(TunnelEvent::Established { peer, payload });
+        self.flush_queue(now, &peer, true);
+        Ok(())
+    }
+
+    fn on_cookie(
+        &mut self,
+        now: Timestamp,
+        receiver: u32,
+        nonce: &[u8; 24],
+        sealed: &[u8; 32],
+    ) -> Result<(), DropReason> {
+        let peer = *self
+            .indices
+            .get(&receiver)
+            .ok_or(DropReason::UnknownSession)?;
+        let p = self
+            .peers
+            .get_mut(&peer)
+            .ok_or(DropReason::UnknownSession)?;
+        let pending = p
+            .pending
+            .as_ref()
+            .filter(|pd| pd.local_index == receiver)
+            .ok_or(DropReason::UnknownSession)?;
+        let c = cookie::open_cookie_reply(&peer, &pending.mac1, nonce, sealed)
+            .ok_or(DropReason::AuthFailed)?;
+        // The retransmission timer resends with mac2 set; answering at
+        // once would let a forger make us flood.
+        p.cookie = Some((c, now));
+        Ok(())
+    }
+
+    fn on_transport(
+        &mut self,
+        now: Timestamp,
+        from: SocketAddr,
+        receiver: u32,
+        counter: u64,
+        ciphertext: &[u8],
+    ) -> Result<Option<Inbound>, DropReason> {
+        let peer = *self
+            .indices
+            .get(&receiver)
+            .ok_or(DropReason::UnknownSession)?;
+        let p = self
+            .peers
+            .get_mut(&peer)
+            .ok_or(DropReason::UnknownSession)?;
+        let (session, is_next) = p.slot_mut(receiver).ok_or(DropReason::UnknownSession)?;
+        let mut plaintext = Vec::with_capacity(ciphertext.len());
+        session
+            .open(now, counter, ciphertext, &mut plaintext)
+            .map_err(|e| match e {
+                OpenError::Replay(_) => DropReason::Replay,
+                OpenError::Auth => DropReason::AuthFailed,
+                OpenError::Expired => DropReason::Expired,
+            })?;
+        let handshake_hash = *session.handshake_hash();
+        // An authenticated packet from a new address moves the path.
+        p.endpoint = Some(from);
+        if is_next {
+            remove_session_index(&mut self.indices, &p.previous);
+            p.previous = p.current.take();
+            p.current = p.next.take();
+            let payload = core::mem::take(&mut p.next_payload);
+            self.stats.handshakes_completed += 1;
+            self.events
+                .push_back(TunnelEvent::Established { peer, payload });
+            self.flush_queue(now, &peer, false);
+        }
+        if plaintext.is_empty() {
+            return Ok(None);
+        }
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.last_data_received = Some(now);
+        }
+        Ok(Some(Inbound {
+            peer,
+            from,
+            plaintext,
+            handshake_hash,
+        }))
+    }
+
+    /// Sends what waited for the session. An initiator with nothing queued
+    /// sends a keepalive so the responder can confirm the session.
+    fn flush_queue(&mut self, now: Timestamp, peer: &PeerKey, confirm: bool) {
+        let queued: Vec<Vec<u8>> = match self.peers.get_mut(peer) {
+            Some(p) => p.queue.drain(..).collect(),
+            None => return,
+        };
+        if queued.is_empty() && confirm {
+            let _ = self.send(now, peer, &[]);
+        }
+        for m in queued {
+            let _ = self.send(now, peer, &m);
+        }
+    }
+
+    /// The next thing the tunnel layer must do by itself.
+    pub fn poll_timeout(&self) -> Option<(Timestamp, Timer)> {
+        if !self.transmits.is_empty() || !self.events.is_empty() {
+            return Some((Timestamp::ZERO, Timer::Output));
+        }
+        let mut next = None;
+        for p in self.peers.values() {
+            next = earliest(next, self.peer_deadline(p));
+        }
+        next
+    }
+
+    fn peer_deadline(&self, p: &Peer) -> Option<(Timestamp, Timer)> {
+        let mut next = None;
+        if let Some(h) = &p.pending {
+            let give_up = h.started + self.config.rekey_attempt_time;
+            next = earliest(next, Some((h.retry_at.min(give_up), Timer::Handshake)));
+        }
+        for s in [&p.current, &p.previous, &p.next].into_iter().flatten() {
+            next = earliest(next, Some((s.expires_at(), Timer::SessionExpiry)));
+        }
+        if p.current.is_some() {
+            if let Some(rx) = p.last_data_received.filter(|rx| *rx > p.last_sent) {
+                next = earliest(
+                    next,
+                    Some((rx + self.config.keepalive_timeout, Timer::Keepalive)),
+                );
+            }
+            if let Some(k) = p.persistent_keepalive {
+                next = earliest(next, Some((p.last_sent + k, Timer::Keepalive)));
+            }
+        }
+        next
+    }
+
+    /// Runs every timer that is due. Safe to call at any time.
+    pub fn handle_timeout(&mut self, now: Timestamp) {
+        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+        for key in keys {
+            self.peer_timers(now, &key);
+        }
+    }
+
+    fn peer_timers(&mut self, now: Timestamp, key: &PeerKey) {
+        let config = self.config;
+        let Some(p) = self.peers.get_mut(key) else {
+            return;
+        };
+        // Expire sessions past their reject time.
+        for slot in [&mut p.current, &mut p.previous, &mut p.next] {
+            if slot.as_ref().is_some_and(|s| s.expired(now)) {
+                if let Some(s) = slot.take() {
+                    self.indices.remove(&s.local_index());
+                }
+            }
+        }
+        let mut retransmit = false;
+        if let Some(h) = &p.pending {
+            if now >= h.started + config.rekey_attempt_time {
+                self.indices.remove(&h.local_index);
+                p.pending = None;
+                let dropped = p.queue.len();
+                p.queue.clear();
+                self.stats.send_dropped += dropped as u64;
+                self.events.push_back(TunnelEvent::HandshakeFailed {
+                    peer: *key,
+                    dropped,
+                });
+            } else if now >= h.retry_at {
+                retransmit = true;
+            }
+        }
+        let mut keepalive = false;
+        if p.current.is_some() {
+            if let Some(rx) = p.last_data_received.filter(|rx| *rx > p.last_sent) {
+                keepalive |= now >= rx + config.keepalive_timeout;
+            }
+            if let Some(k) = p.persistent_keepalive {
+                keepalive |= now >= p.last_sent + k;
+            }
+        }
+        if retransmit {
+            self.initiate(now, key);
+        }
+        if keepalive {
+            let _ = self.send(now, key, &[]);
+        }
+    }
+
+    /// The next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<TunnelEvent> {
+        self.events.pop_front()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,270 @@
+use super::*;
+use std::vec;
+
+const A: &str = "192.0.2.1:1000";
+const B: &str = "192.0.2.2:2000";
+
+fn ep(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+fn tunnels(seed: u8, config: TunnelConfig) -> Tunnels {
+    let secret = [seed; 32];
+    Tunnels::new(config, secret, &[seed; 32], 1_700_000_000_000_000)
+}
+
+fn yes(_: &PeerKey, _: &[u8]) -> bool {
+    true
+}
+
+/// Delivers every queued datagram between `a` (at A) and `b` (at B) until
+/// both are quiet; returns what each side received.
+fn shuttle(now: Timestamp, a: &mut Tunnels, b: &mut Tunnels) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    let (mut got_a, mut got_b) = (Vec::new(), Vec::new());
+    for _ in 0..20 {
+        let mut moved = false;
+        while let Some(t) = a.poll_transmit() {
+            moved = true;
+            assert_eq!(t.destination, ep(B));
+            if let Ok(Some(m)) = b.handle_datagram(now, ep(A), &t.payload, &mut yes) {
+                got_b.push(m.plaintext);
+            }
+        }
+        while let Some(t) = b.poll_transmit() {
+            moved = true;
+            if let Ok(Some(m)) = a.handle_datagram(now, ep(B), &t.payload, &mut yes) {
+                got_a.push(m.plaintext);
+            }
+        }
+        if !moved {
+            break;
+        }
+    }
+    (got_a, got_b)
+}
+
+fn pair() -> (Tunnels, Tunnels) {
+    let mut a = tunnels(1, TunnelConfig::default());
+    let b = tunnels(2, TunnelConfig::default());
+    a.set_endpoint(*b.public_key(), ep(B));
+    (a, b)
+}
+
+#[test]
+fn handshake_then_data_both_ways() {
+    let (mut a, mut b) = pair();
+    let now = Timestamp::from_secs(1);
+    let bk = *b.public_key();
+    a.send(now, &bk, b"first").unwrap();
+    let (got_a, got_b) = shuttle(now, &mut a, &mut b);
+    assert!(got_a.is_empty());
+    assert_eq!(got_b, vec![b"first".to_vec()]);
+    assert!(matches!(
+        a.poll_event(),
+        Some(TunnelEvent::Established { .. })
+    ));
+    assert!(matches!(
+        b.poll_event(),
+        Some(TunnelEvent::Established { .. })
+    ));
+    let ak = *a.public_key();
+    assert_eq!(b.endpoint(&ak), Some(ep(A)));
+    b.send(now, &ak, b"reply").unwrap();
+    let (got_a, _) = shuttle(now, &mut a, &mut b);
+    assert_eq!(got_a, vec![b"reply".to_vec()]);
+    assert_eq!(a.handshake_hash(&bk, now), b.handshake_hash(&ak, now));
+    assert!(a.handshake_hash(&bk, now).is_some());
+}
+
+#[test]
+fn replayed_initiation_allocates_nothing() {
+    let (mut a, mut b) = pair();
+    let now = Timestamp::from_secs(1);
+    let bk = *b.public_key();
+    a.connect(now, &bk);
+    let init = a.poll_transmit().unwrap();
+    b.handle_datagram(now, ep(A), &init.payload, &mut yes)
+        .unwrap();
+    let resp = b.poll_transmit().unwrap();
+    let indices = b.indices.len();
+    assert_eq!(
+        b.handle_datagram(now, ep(A), &init.payload, &mut yes),
+        Err(DropReason::Replay)
+    );
+    assert_eq!(b.indices.len(), indices);
+    assert!(b.poll_transmit().is_none(), "no response to a replay");
+    a.handle_datagram(now, ep(B), &resp.payload, &mut yes)
+        .unwrap();
+}
+
+#[test]
+fn policy_refuses_unknown_peers_without_state() {
+    let (mut a, mut b) = pair();
+    let now = Timestamp::from_secs(1);
+    a.connect(now, &b.public_key().clone());
+    let init = a.poll_transmit().unwrap();
+    let r = b.handle_datagram(now, ep(A), &init.payload, &mut |_, _| false);
+    assert_eq!(r, Err(DropReason::NotAllowed));
+    assert!(b.peers.is_empty() && b.indices.is_empty());
+    assert!(b.poll_transmit().is_none());
+}
+
+#[test]
+fn cookie_under_load_then_handshake_completes() {
+    let config = TunnelConfig {
+        load_threshold: 0,
+        ..TunnelConfig::default()
+    };
+    let mut a = tunnels(1, TunnelConfig::default());
+    let mut b = tunnels(2, config);
+    let bk = *b.public_key();
+    a.set_endpoint(bk, ep(B));
+    let now = Timestamp::from_secs(1);
+    a.send(now, &bk, b"hi").unwrap();
+    let init = a.poll_transmit().unwrap();
+    assert_eq!(
+        b.handle_datagram(now, ep(A), &init.payload, &mut yes),
+        Err(DropReason::RateLimited)
+    );
+    assert!(b.peers.is_empty(), "no state for an unproven source");
+    let cookie = b.poll_transmit().unwrap();
+    assert_eq!(cookie.destination, ep(A));
+    a.handle_datagram(now, ep(B), &cookie.payload, &mut yes)
+        .unwrap();
+    // The retry carries mac2 and goes through.
+    let later = now + Duration::from_secs(6);
+    a.handle_timeout(later);
+    let (_, got_b) = shuttle(later, &mut a, &mut b);
+    assert_eq!(got_b, vec![b"hi".to_vec()]);
+    assert_eq!(b.stats().cookie_replies, 1);
+}
+
+#[test]
+fn forged_response_keeps_the_real_handshake() {
+    let (mut a, mut b) = pair();
+    let now = Timestamp::from_secs(1);
+    let bk = *b.public_key();
+    a.send(now, &bk, b"x").unwrap();
+    let init = a.poll_transmit().unwrap();
+    b.handle_datagram(now, ep(A), &init.payload, &mut yes)
+        .unwrap();
+    let resp = b.poll_transmit().unwrap();
+    let mut forged = resp.payload.clone();
+    forged[20] ^= 0x55;
+    // mac1 no longer matches, so this is dropped before any DH.
+    assert_eq!(
+        a.handle_datagram(now, ep(B), &forged, &mut yes),
+        Err(DropReason::BadMac)
+    );
+    a.handle_datagram(now, ep(B), &resp.payload, &mut yes)
+        .unwrap();
+    assert!(a.has_session(&bk, now));
+}
+
+#[test]
+fn tampered_and_replayed_transport_dropped_session_survives() {
+    let (mut a, mut b) = pair();
+    let now = Timestamp::from_secs(1);
+    let bk = *b.public_key();
+    a.send(now, &bk, b"one").unwrap();
+    shuttle(now, &mut a, &mut b);
+    a.send(now, &bk, b"two").unwrap();
+    let pkt = a.poll_transmit().unwrap().payload;
+    let mut bad = pkt.clone();
+    let last = bad.len() - 1;
+    bad[last] ^= 1;
+    assert_eq!(
+        b.handle_datagram(now, ep(A), &bad, &mut yes),
+        Err(DropReason::AuthFailed)
+    );
+    let ok = b
+        .handle_datagram(now, ep(A), &pkt, &mut yes)
+        .unwrap()
+        .unwrap();
+    assert_eq!(ok.plaintext, b"two");
+    assert_eq!(
+        b.handle_datagram(now, ep(A), &pkt, &mut yes),
+        Err(DropReason::Replay)
+    );
+    assert_eq!(
+        b.stats().dropped_auth,
+        0,
+        "the tunnel returns drops; owners count them"
+    );
+}
+
+#[test]
+fn roaming_moves_the_path() {
+    let (mut a, mut b) = pair();
+    let now = Timestamp::from_secs(1);
+    let bk = *b.public_key();
+    let ak = *a.public_key();
+    a.send(now, &bk, b"one").unwrap();
+    shuttle(now, &mut a, &mut b);
+    a.send(now, &bk, b"moved").unwrap();
+    let pkt = a.poll_transmit().unwrap().payload;
+    let new_addr = ep("198.51.100.9:3333");
+    b.handle_datagram(now, new_addr, &pkt, &mut yes).unwrap();
+    assert_eq!(b.endpoint(&ak), Some(new_addr));
+}
+
+#[test]
+fn handshake_retries_then_gives_up() {
+    let (mut a, _b) = pair();
+    let mut now = Timestamp::from_secs(1);
+    let bk = *_b.public_key();
+    a.send(now, &bk, b"lost").unwrap();
+    let mut sent = 0;
+    loop {
+        while a.poll_transmit().is_some() {
+            sent += 1;
+        }
+        if let Some(TunnelEvent::HandshakeFailed { dropped, .. }) = a.poll_event() {
+            assert_eq!(dropped, 1);
+            break;
+        }
+        let (at, timer) = a.poll_timeout().unwrap();
+        assert_eq!(timer, Timer::Handshake);
+        assert!(at > now);
+        now = at;
+        a.handle_timeout(now);
+    }
+    // 90 s of attempts, one every 5 to 5.33 s.
+    assert!((17..=19).contains(&sent), "sent {sent}");
+    assert!(a.poll_timeout().is_none());
+}
+
+#[test]
+fn rekey_after_time_keeps_old_session_for_receiving() {
+    let (mut a, mut b) = pair();
+    let now = Timestamp::from_secs(1);
+    let bk = *b.public_key();
+    let ak = *a.public_key();
+    a.send(now, &bk, b"one").unwrap();
+    shuttle(now, &mut a, &mut b);
+    let old = a.handshake_hash(&bk, now).unwrap();
+    let later = now + Duration::from_secs(121);
+    // This send still uses the old session, and starts a rekey.
+    a.send(later, &bk, b"two").unwrap();
+    let (_, got_b) = shuttle(later, &mut a, &mut b);
+    assert_eq!(got_b, vec![b"two".to_vec()]);
+    let new = a.handshake_hash(&bk, later).unwrap();
+    assert_ne!(old, new);
+    assert_eq!(b.handshake_hash(&ak, later), Some(new));
+}
+
+#[test]
+fn keepalive_answers_silence() {
+    let (mut a, mut b) = pair();
+    let now = Timestamp::from_secs(1);
+    let bk = *b.public_key();
+    a.send(now, &bk, b"one").unwrap();
+    shuttle(now, &mut a, &mut b);
+    // b received data and sent nothing since: it owes a keepalive.
+    let (at, timer) = b.poll_timeout().unwrap();
+    assert_eq!(timer, Timer::Keepalive);
+    assert_eq!(at, now + Duration::from_secs(10));
+    b.handle_timeout(at);
+    let t = b.poll_transmit().unwrap();
+    assert_eq!(a.handle_datagram(at, ep(B), &t.payload, &mut yes), Ok(None));
+}

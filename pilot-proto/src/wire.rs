@@ -1,0 +1,241 @@
+//! Outer packets: what travels in one UDP datagram between two Pilot
+//! endpoints. The layout follows WireGuard's (see `docs/PROTOCOL.md`).
+//!
+//! ```text
+//! 1 handshake init  type u8 | 0 0 0 | sender u32le | noise msg1 | mac1[16] | mac2[16]
+//! 2 handshake resp  type u8 | 0 0 0 | sender u32le | receiver u32le | noise msg2 | mac1 | mac2
+//! 3 cookie reply    type u8 | 0 0 0 | receiver u32le | nonce[24] | sealed cookie[32]
+//! 4 transport       type u8 | 0 0 0 | receiver u32le | counter u64le | ciphertext+tag
+//! ```
+
+use crate::codec::DecodeError;
+use crate::noise::{MSG1_OVERHEAD, MSG2_OVERHEAD};
+
+/// Handshake initiation.
+pub const TYPE_INIT: u8 = 1;
+/// Handshake response.
+pub const TYPE_RESPONSE: u8 = 2;
+/// Cookie reply (the responder is under load).
+pub const TYPE_COOKIE: u8 = 3;
+/// Transport data.
+pub const TYPE_TRANSPORT: u8 = 4;
+
+/// Length of a MAC field.
+pub const MAC_LEN: usize = 16;
+/// Length of the AEAD tag.
+pub const TAG_LEN: usize = 16;
+/// Bytes before a transport packet's ciphertext.
+pub const TRANSPORT_HEADER_LEN: usize = 16;
+/// Smallest transport packet: header and an empty (keepalive) ciphertext.
+pub const TRANSPORT_MIN_LEN: usize = TRANSPORT_HEADER_LEN + TAG_LEN;
+/// Length of a cookie reply.
+pub const COOKIE_REPLY_LEN: usize = 4 + 4 + 24 + 32;
+/// Bytes of an init before its Noise message.
+pub const INIT_HEADER_LEN: usize = 8;
+/// Bytes of a response before its Noise message.
+pub const RESPONSE_HEADER_LEN: usize = 12;
+/// Largest handshake payload we send or accept (a timestamp and a
+/// registration certificate fit with room to spare).
+pub const MAX_HANDSHAKE_PAYLOAD: usize = 256;
+
+/// A decoded outer packet, borrowing the datagram.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Packet<'a> {
+    /// Handshake initiation.
+    Init(Handshake<'a>),
+    /// Handshake response.
+    Response(Handshake<'a>),
+    /// Cookie reply.
+    Cookie {
+        /// The index of the handshake this answers.
+        receiver: u32,
+        /// XChaCha20 nonce.
+        nonce: &'a [u8; 24],
+        /// The cookie, sealed.
+        sealed: &'a [u8; 32],
+    },
+    /// Transport data.
+    Transport {
+        /// Our index for the session.
+        receiver: u32,
+        /// The sender's packet counter (the AEAD nonce).
+        counter: u64,
+        /// Ciphertext with tag.
+        ciphertext: &'a [u8],
+    },
+}
+
+/// The parts of a handshake packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Handshake<'a> {
+    /// The sender's index for the new session.
+    pub sender: u32,
+    /// Our index (responses only; zero in inits).
+    pub receiver: u32,
+    /// The Noise message.
+    pub noise: &'a [u8],
+    /// The bytes mac1 covers (everything before mac1).
+    pub mac1_covered: &'a [u8],
+    /// mac1.
+    pub mac1: &'a [u8; 16],
+    /// The bytes mac2 covers (everything before mac2).
+    pub mac2_covered: &'a [u8],
+    /// mac2 (zeros when the sender has no cookie).
+    pub mac2: &'a [u8; 16],
+}
+
+fn u32le(b: &[u8]) -> u32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&b[..4]);
+    u32::from_le_bytes(a)
+}
+
+fn handshake(buf: &[u8], header: usize, min_noise: usize) -> Result<Handshake<'_>, DecodeError> {
+    if buf.len() < header + min_noise + 2 * MAC_LEN {
+        return Err(DecodeError::Truncated("handshake"));
+    }
+    if buf.len() > header + min_noise + MAX_HANDSHAKE_PAYLOAD + 2 * MAC_LEN {
+        return Err(DecodeError::BadValue("handshake length"));
+    }
+    let mac1_at = buf.len() - 2 * MAC_LEN;
+    let mac2_at = buf.len() - MAC_LEN;
+    let mac1 = buf[mac1_at..mac2_at]
+        .try_into()
+        .map_err(|_| DecodeError::Truncated("mac1"))?;
+    let mac2 = buf[mac2_at..]
+        .try_into()
+        .map_err(|_| DecodeError::Truncated("mac2"))?;
+    Ok(Handshake {
+        sender: u32le(&buf[4..8]),
+        receiver: if header == RESPONSE_HEADER_LEN {
+            u32le(&buf[8..12])
+        } else {
+            0
+        },
+        noise: &buf[header..mac1_at],
+        mac1_covered: &buf[..mac1_at],
+        mac1,
+        mac2_covered: &buf[..mac2_at],
+        mac2,
+    })
+}
+
+/// Decodes an outer packet. Never panics; checks only framing, not
+/// cryptography.
+pub fn decode(buf: &[u8]) -> Result<Packet<'_>, DecodeError> {
+    if buf.len() < 4 {
+        return Err(DecodeError::Truncated("type"));
+    }
+    if buf[1..4] != [0, 0, 0] {
+        return Err(DecodeError::BadValue("reserved"));
+    }
+    match buf[0] {
+        TYPE_INIT => Ok(Packet::Init(handshake(
+            buf,
+            INIT_HEADER_LEN,
+            MSG1_OVERHEAD,
+        )?)),
+        TYPE_RESPONSE => Ok(Packet::Response(handshake(
+            buf,
+            RESPONSE_HEADER_LEN,
+            MSG2_OVERHEAD,
+        )?)),
+        TYPE_COOKIE => {
+            if buf.len() != COOKIE_REPLY_LEN {
+                return Err(DecodeError::BadValue("cookie reply length"));
+            }
+            Ok(Packet::Cookie {
+                receiver: u32le(&buf[4..8]),
+                nonce: buf[8..32]
+                    .try_into()
+                    .map_err(|_| DecodeError::Truncated("nonce"))?,
+                sealed: buf[32..64]
+                    .try_into()
+                    .map_err(|_| DecodeError::Truncated("cookie"))?,
+            })
+        }
+        TYPE_TRANSPORT => {
+            if buf.len() < TRANSPORT_MIN_LEN {
+                return Err(DecodeError::Truncated("transport"));
+            }
+            let mut counter = [0u8; 8];
+            counter.copy_from_slice(&buf[8..16]);
+            Ok(Packet::Transport {
+                receiver: u32le(&buf[4..8]),
+                counter: u64::from_le_bytes(counter),
+                ciphertext: &buf[TRANSPORT_HEADER_LEN..],
+            })
+        }
+        other => Err(DecodeError::UnknownKind(other)),
+    }
+}
+
+/// Writes the 4-byte type word and a little-endian index.
+pub fn put_header(out: &mut alloc::vec::Vec<u8>, kind: u8, index: u32) {
+    out.extend_from_slice(&[kind, 0, 0, 0]);
+    out.extend_from_slice(&index.to_le_bytes());
+}
+
+/// A one-word description of a datagram for traces and logs.
+pub fn describe(buf: &[u8]) -> alloc::string::String {
+    use alloc::format;
+    match decode(buf) {
+        Ok(Packet::Init(h)) => format!("handshake-init sender={}", h.sender),
+        Ok(Packet::Response(h)) => {
+            format!("handshake-resp sender={} receiver={}", h.sender, h.receiver)
+        }
+        Ok(Packet::Cookie { receiver, .. }) => format!("cookie-reply receiver={receiver}"),
+        Ok(Packet::Transport {
+            receiver,
+            counter,
+            ciphertext,
+        }) if ciphertext.len() == TAG_LEN => {
+            format!("keepalive receiver={receiver} n={counter}")
+        }
+        Ok(Packet::Transport {
+            receiver, counter, ..
+        }) => format!("data receiver={receiver} n={counter}"),
+        Err(e) => format!("garbage ({e})"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::vec::Vec;
+
+    #[test]
+    fn framing_checks() {
+        assert_eq!(decode(&[]), Err(DecodeError::Truncated("type")));
+        assert_eq!(
+            decode(&[4, 1, 0, 0]),
+            Err(DecodeError::BadValue("reserved"))
+        );
+        assert_eq!(decode(&[9, 0, 0, 0]), Err(DecodeError::UnknownKind(9)));
+        let mut t = Vec::new();
+        put_header(&mut t, TYPE_TRANSPORT, 7);
+        t.extend_from_slice(&5u64.to_le_bytes());
+        assert_eq!(decode(&t), Err(DecodeError::Truncated("transport")));
+        t.extend_from_slice(&[0; TAG_LEN]);
+        assert_eq!(
+            decode(&t),
+            Ok(Packet::Transport {
+                receiver: 7,
+                counter: 5,
+                ciphertext: &[0; TAG_LEN]
+            })
+        );
+        let mut init = Vec::new();
+        put_header(&mut init, TYPE_INIT, 3);
+        init.resize(INIT_HEADER_LEN + MSG1_OVERHEAD + 2 * MAC_LEN, 0);
+        match decode(&init) {
+            Ok(Packet::Init(h)) => {
+                assert_eq!(h.sender, 3);
+                assert_eq!(h.noise.len(), MSG1_OVERHEAD);
+            }
+            other => panic!("{other:?}"),
+        }
+        init.pop();
+        assert!(decode(&init).is_err());
+    }
+}
