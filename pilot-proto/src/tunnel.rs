@@ -683,10 +683,9 @@ impl Tunnels {
     }
 
     /// The next thing the tunnel layer must do by itself.
+    /// Queued output (transmits or events) is not part of it: see
+    /// [`Tunnels::has_output`].
     pub fn poll_timeout(&self) -> Option<(Timestamp, Timer)> {
-        if !self.transmits.is_empty() || !self.events.is_empty() {
-            return Some((Timestamp::ZERO, Timer::Output));
-        }
         let mut next = None;
         for p in self.peers.values() {
             next = earliest(next, self.peer_deadline(p));
@@ -769,6 +768,11 @@ impl Tunnels {
         if keepalive {
             let _ = self.send(now, key, &[]);
         }
+    }
+
+    /// True while transmits or events wait to be polled.
+    pub fn has_output(&self) -> bool {
+        !self.transmits.is_empty() || !self.events.is_empty()
     }
 
     /// The next datagram to send.
