@@ -1,0 +1,959 @@
+//! The agent's brain: registration, lookups, sessions with peers and
+//! datagrams to virtual ports.
+//!
+//! # Driving a node
+//!
+//! After any input (`handle_datagram`, `handle_timeout` or a command),
+//! drain [`Node::poll_transmit`] until `None`, then [`Node::poll_event`]
+//! until `None`, then read [`Node::poll_timeout`]. `poll_timeout` returns
+//! the last `now` while output is queued; `handle_timeout` is idempotent
+//! and safe to call early.
+
+use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt;
+use core::net::SocketAddr;
+use core::time::Duration;
+
+use crate::addr::{Address, Hostname, SocketAddress};
+use crate::identity::{Identity, PublicKey};
+use crate::io::{earliest, Timer, Transmit};
+use crate::msg::{Certificate, ErrorCode, Message, Query, Register, Resolved, CERT_LEN};
+use crate::overlay::{self, MAX_DATAGRAM};
+use crate::rng::Stream;
+use crate::stats::{DropReason, Stats};
+use crate::time::Timestamp;
+use crate::tunnel::{PeerKey, SendError, TunnelConfig, TunnelEvent, Tunnels};
+
+/// How a node behaves.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// The agent's identity.
+    pub identity: Identity,
+    /// The rendezvous's pinned public key.
+    pub rendezvous_key: PublicKey,
+    /// Where the rendezvous listens.
+    pub rendezvous_addr: SocketAddr,
+    /// Hostname to register, if any.
+    pub hostname: Option<Hostname>,
+    /// Findable by anyone (otherwise private, the default).
+    pub public: bool,
+    /// Wall-clock microseconds since the Unix epoch at `Timestamp::ZERO`.
+    pub wall_origin_micros: u64,
+    /// Wait this long for a registration answer before retrying.
+    pub register_timeout: Duration,
+    /// The longest wait between registration attempts.
+    pub max_backoff: Duration,
+    /// Resend a lookup after this long without an answer.
+    pub resolve_retry: Duration,
+    /// Give a lookup up after this long.
+    pub resolve_timeout: Duration,
+    /// Datagrams waiting for a lookup are dropped after this long.
+    pub queue_timeout: Duration,
+    /// Datagrams that may wait per unresolved peer.
+    pub max_waiting: usize,
+    /// Handshake and session settings.
+    pub tunnel: TunnelConfig,
+}
+
+impl NodeConfig {
+    /// Defaults for an agent with `identity` that registers with the
+    /// rendezvous at `rendezvous_addr` holding `rendezvous_key`.
+    pub fn new(identity: Identity, rendezvous_key: PublicKey, rendezvous_addr: SocketAddr) -> Self {
+        NodeConfig {
+            identity,
+            rendezvous_key,
+            rendezvous_addr,
+            hostname: None,
+            public: false,
+            wall_origin_micros: 0,
+            register_timeout: Duration::from_secs(2),
+            max_backoff: Duration::from_secs(30),
+            resolve_retry: Duration::from_secs(1),
+            resolve_timeout: Duration::from_secs(10),
+            queue_timeout: Duration::from_secs(15),
+            max_waiting: 64,
+            tunnel: TunnelConfig::default(),
+        }
+    }
+}
+
+/// What we know about a peer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerInfo {
+    /// Its address.
+    pub address: Address,
+    /// Its Ed25519 identity.
+    pub key: PublicKey,
+    /// Its hostname, if any.
+    pub hostname: Option<Hostname>,
+    /// Public visibility.
+    pub public: bool,
+    /// Registered and fresh when looked up.
+    pub online: bool,
+    /// Underlay endpoints to try.
+    pub endpoints: Vec<SocketAddr>,
+}
+
+/// Why a lookup failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ResolveError {
+    /// No such node, or it is private.
+    NotFound,
+    /// The rendezvous did not answer in time.
+    Timeout,
+    /// The rendezvous refused.
+    Refused(ErrorCode),
+}
+
+impl fmt::Display for ResolveError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ResolveError::NotFound => f.write_str("not found"),
+            ResolveError::Timeout => f.write_str("the rendezvous did not answer"),
+            ResolveError::Refused(c) => write!(f, "refused: {c}"),
+        }
+    }
+}
+
+/// Why a command was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CommandError {
+    /// We have no address yet: wait for `Event::Registered`.
+    NotRegistered,
+    /// The payload exceeds the largest datagram.
+    TooLarge {
+        /// The largest payload allowed.
+        max: usize,
+    },
+    /// Not a unicast address of a node.
+    InvalidDestination,
+    /// Too many datagrams already wait for this peer.
+    QueueFull,
+    /// The port is already bound.
+    PortInUse,
+}
+
+impl fmt::Display for CommandError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CommandError::NotRegistered => f.write_str("not registered with the rendezvous yet"),
+            CommandError::TooLarge { max } => write!(f, "payload larger than {max} bytes"),
+            CommandError::InvalidDestination => f.write_str("destination is not a node address"),
+            CommandError::QueueFull => f.write_str("too many datagrams waiting for this peer"),
+            CommandError::PortInUse => f.write_str("port already bound"),
+        }
+    }
+}
+
+/// Why datagrams to a peer were given up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Unreachable {
+    /// The lookup failed.
+    Resolve(ResolveError),
+    /// The peer is not online.
+    Offline,
+    /// No handshake answer.
+    HandshakeTimeout,
+    /// Waited too long.
+    QueueTimeout,
+}
+
+impl fmt::Display for Unreachable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Unreachable::Resolve(e) => write!(f, "lookup failed: {e}"),
+            Unreachable::Offline => f.write_str("peer offline"),
+            Unreachable::HandshakeTimeout => f.write_str("no handshake answer"),
+            Unreachable::QueueTimeout => f.write_str("timed out waiting"),
+        }
+    }
+}
+
+/// Something the application should know.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// Registered (first time, or the address or public endpoint changed).
+    Registered {
+        /// Our address.
+        address: Address,
+        /// Our public endpoint as the rendezvous sees it.
+        public_endpoint: SocketAddr,
+    },
+    /// The rendezvous refused our registration.
+    RegistrationFailed {
+        /// Why.
+        code: ErrorCode,
+        /// Detail.
+        message: String,
+    },
+    /// A lookup finished.
+    Resolved {
+        /// The ID `resolve` returned.
+        id: u32,
+        /// The answer.
+        result: Result<PeerInfo, ResolveError>,
+    },
+    /// An encrypted session with a peer is up.
+    SessionEstablished {
+        /// The peer.
+        peer: Address,
+    },
+    /// A datagram arrived on a bound port.
+    Datagram {
+        /// Sender and its port.
+        from: SocketAddress,
+        /// Our port it arrived on.
+        port: u16,
+        /// Payload.
+        data: Vec<u8>,
+    },
+    /// Datagrams to a peer were dropped.
+    Unreachable {
+        /// The peer.
+        peer: Address,
+        /// Why.
+        reason: Unreachable,
+        /// How many datagrams were lost.
+        dropped: usize,
+    },
+}
+
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Event::Registered {
+                address,
+                public_endpoint,
+            } => write!(f, "registered as {address} (public endpoint {public_endpoint})"),
+            Event::RegistrationFailed { code, message } => {
+                write!(f, "registration refused: {code}: {message}")
+            }
+            Event::Resolved { id, result: Ok(p) } => {
+                write!(f, "resolved #{id}: {}", p.address)?;
+                if let Some(h) = &p.hostname {
+                    write!(f, " ({h})")?;
+                }
+                for e in &p.endpoints {
+                    write!(f, " {e}")?;
+                }
+                Ok(())
+            }
+            Event::Resolved { id, result: Err(e) } => write!(f, "resolve #{id} failed: {e}"),
+            Event::SessionEstablished { peer } => write!(f, "session with {peer}"),
+            Event::Datagram { from, port, data } => {
+                write!(f, "datagram {from} -> :{port} ({}B)", data.len())
+            }
+            Event::Unreachable {
+                peer,
+                reason,
+                dropped,
+            } => write!(f, "unreachable {peer}: {reason} ({dropped} dropped)"),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RegState {
+    /// No answer yet; retry at `retry_at`.
+    Trying { attempt: u32, retry_at: Timestamp, req: Option<u32> },
+    /// Registered; refresh at `refresh_at`.
+    Registered { refresh_at: Timestamp },
+}
+
+struct PendingResolve {
+    query: Query,
+    req: u32,
+    started: Timestamp,
+    retry_at: Timestamp,
+    /// Reported to the application as `Event::Resolved`.
+    user_id: Option<u32>,
+}
+
+struct Known {
+    key: PublicKey,
+    x25519: PeerKey,
+}
+
+/// An agent's protocol state machine.
+pub struct Node {
+    config: NodeConfig,
+    tunnels: Tunnels,
+    rng: Stream,
+    rv: PeerKey,
+    reg: RegState,
+    address: Option<Address>,
+    public_endpoint: Option<SocketAddr>,
+    next_req: u32,
+    resolves: BTreeMap<u32, PendingResolve>,
+    peers: BTreeMap<Address, Known>,
+    by_key: BTreeMap<PeerKey, Address>,
+    /// Overlay packets waiting for a lookup, by destination.
+    waiting: BTreeMap<Address, VecDeque<(Timestamp, Vec<u8>)>>,
+    bound: BTreeSet<u16>,
+    events: VecDeque<Event>,
+    stats: Stats,
+    now: Timestamp,
+}
+
+impl Node {
+    /// A node seeded with `seed` (all its randomness), started at `now`.
+    /// Registration begins at once.
+    pub fn new(config: NodeConfig, seed: &[u8; 32], now: Timestamp) -> Self {
+        let mut tunnels = Tunnels::new(
+            config.tunnel,
+            config.identity.x25519_secret(),
+            seed,
+            config.wall_origin_micros,
+        );
+        // A rendezvous key that is not a valid point can never complete a
+        // handshake; registration then retries and the driver reports it.
+        let rv = config.rendezvous_key.x25519().unwrap_or([0; 32]);
+        tunnels.set_endpoint(rv, config.rendezvous_addr);
+        Node {
+            config,
+            tunnels,
+            rng: Stream::derive(seed, "node wire"),
+            rv,
+            reg: RegState::Trying {
+                attempt: 0,
+                retry_at: now,
+                req: None,
+            },
+            address: None,
+            public_endpoint: None,
+            next_req: 1,
+            resolves: BTreeMap::new(),
+            peers: BTreeMap::new(),
+            by_key: BTreeMap::new(),
+            waiting: BTreeMap::new(),
+            bound: BTreeSet::new(),
+            events: VecDeque::new(),
+            stats: Stats::default(),
+            now,
+        }
+    }
+
+    /// Our address, once registered.
+    pub fn address(&self) -> Option<Address> {
+        self.address
+    }
+
+    /// Our public endpoint as the rendezvous last saw it.
+    pub fn public_endpoint(&self) -> Option<SocketAddr> {
+        self.public_endpoint
+    }
+
+    /// True while the registration is fresh.
+    pub fn is_registered(&self) -> bool {
+        matches!(self.reg, RegState::Registered { .. })
+    }
+
+    /// Our identity's public key.
+    pub fn public_key(&self) -> PublicKey {
+        self.config.identity.public()
+    }
+
+    /// Counters: the tunnel layer's and the node's own, added up.
+    pub fn stats(&self) -> Stats {
+        let t = self.tunnels.stats();
+        let n = &self.stats;
+        Stats {
+            datagrams_in: t.datagrams_in,
+            datagrams_out: t.datagrams_out,
+            handshakes_sent: t.handshakes_sent,
+            handshakes_completed: t.handshakes_completed,
+            cookie_replies: t.cookie_replies,
+            delivered: n.delivered,
+            send_dropped: t.send_dropped + n.send_dropped,
+            dropped_malformed: t.dropped_malformed + n.dropped_malformed,
+            dropped_bad_mac: t.dropped_bad_mac + n.dropped_bad_mac,
+            dropped_unknown_session: t.dropped_unknown_session + n.dropped_unknown_session,
+            dropped_auth: t.dropped_auth + n.dropped_auth,
+            dropped_replay: t.dropped_replay + n.dropped_replay,
+            dropped_rate_limited: t.dropped_rate_limited + n.dropped_rate_limited,
+            dropped_not_allowed: t.dropped_not_allowed + n.dropped_not_allowed,
+            dropped_expired: t.dropped_expired + n.dropped_expired,
+            dropped_spoofed: t.dropped_spoofed + n.dropped_spoofed,
+            dropped_port_unreachable: t.dropped_port_unreachable + n.dropped_port_unreachable,
+            dropped_unexpected: t.dropped_unexpected + n.dropped_unexpected,
+        }
+    }
+
+    /// True if an encrypted session with `peer` is up.
+    pub fn has_session(&self, peer: Address) -> bool {
+        self.peers
+            .get(&peer)
+            .is_some_and(|k| self.tunnels.has_session(&k.x25519, self.now))
+    }
+
+    /// Access to the tunnel layer (tests of counter limits and rekeying).
+    pub fn tunnels_mut(&mut self) -> &mut Tunnels {
+        &mut self.tunnels
+    }
+
+    fn wall_secs(&self, now: Timestamp) -> u64 {
+        self.config.wall_origin_micros.saturating_add(now.as_micros()) / 1_000_000
+    }
+
+    fn fresh_req(&mut self) -> u32 {
+        let r = self.next_req;
+        self.next_req = self.next_req.wrapping_add(1).max(1);
+        r
+    }
+
+    // ---- commands ----
+
+    /// Receives datagrams sent to `port`.
+    pub fn bind(&mut self, port: u16) -> Result<(), CommandError> {
+        if !self.bound.insert(port) {
+            return Err(CommandError::PortInUse);
+        }
+        Ok(())
+    }
+
+    /// Stops receiving datagrams on `port`.
+    pub fn unbind(&mut self, port: u16) {
+        self.bound.remove(&port);
+    }
+
+    /// Looks a node up at the rendezvous. The answer arrives as
+    /// `Event::Resolved` with the returned ID. Lookups made before
+    /// registration wait for it.
+    pub fn resolve(&mut self, now: Timestamp, query: Query) -> u32 {
+        self.now = now;
+        let req = self.fresh_req();
+        self.resolves.insert(
+            req,
+            PendingResolve {
+                query,
+                req,
+                started: now,
+                retry_at: now,
+                user_id: Some(req),
+            },
+        );
+        self.send_resolves(now);
+        self.drain_tunnel_events(now);
+        req
+    }
+
+    /// Sends `data` from our port `src_port` to `dst`. Looks the peer up
+    /// and opens a session first if needed; the datagram waits meanwhile.
+    pub fn send_datagram(
+        &mut self,
+        now: Timestamp,
+        src_port: u16,
+        dst: SocketAddress,
+        data: &[u8],
+    ) -> Result<(), CommandError> {
+        self.now = now;
+        if data.len() > MAX_DATAGRAM {
+            return Err(CommandError::TooLarge { max: MAX_DATAGRAM });
+        }
+        if dst.addr.is_unspecified() || dst.addr.is_broadcast() {
+            return Err(CommandError::InvalidDestination);
+        }
+        let Some(me) = self.address else {
+            return Err(CommandError::NotRegistered);
+        };
+        let mut packet = Vec::with_capacity(1 + overlay::UDP_HEADER_LEN + data.len());
+        packet.push(crate::msg::KIND_DATA);
+        overlay::encode_udp(SocketAddress::new(me, src_port), dst, data, &mut packet);
+        let result = self.send_to_peer(now, dst.addr, packet);
+        self.drain_tunnel_events(now);
+        result
+    }
+
+    fn send_to_peer(&mut self, now: Timestamp, peer: Address, msg: Vec<u8>) -> Result<(), CommandError> {
+        if let Some(k) = self.peers.get(&peer) {
+            if self.tunnels.endpoint(&k.x25519).is_some() {
+                let x = k.x25519;
+                return match self.tunnels.send(now, &x, &msg) {
+                    Ok(()) => Ok(()),
+                    Err(SendError::QueueFull) => Err(CommandError::QueueFull),
+                    Err(_) => Err(CommandError::InvalidDestination),
+                };
+            }
+        }
+        let queue = self.waiting.entry(peer).or_default();
+        if queue.len() >= self.config.max_waiting {
+            self.stats.send_dropped += 1;
+            return Err(CommandError::QueueFull);
+        }
+        queue.push_back((now, msg));
+        let resolving = self
+            .resolves
+            .values()
+            .any(|r| r.query == Query::Address(peer));
+        if !resolving {
+            let req = self.fresh_req();
+            self.resolves.insert(
+                req,
+                PendingResolve {
+                    query: Query::Address(peer),
+                    req,
+                    started: now,
+                    retry_at: now,
+                    user_id: None,
+                },
+            );
+            self.send_resolves(now);
+        }
+        Ok(())
+    }
+
+    // ---- inputs ----
+
+    /// Handles one datagram from `from`.
+    pub fn handle_datagram(&mut self, now: Timestamp, from: SocketAddr, data: &[u8]) {
+        self.now = now;
+        let rv = self.rv;
+        let rv_key = self.config.rendezvous_key;
+        let wall = self.wall_secs(now);
+        let by_key = &self.by_key;
+        // Peers prove who they are with a certificate from our
+        // rendezvous; a peer we looked up must present the address we
+        // looked it up by.
+        let mut accept = |peer: &PeerKey, payload: &[u8]| -> bool {
+            if *peer == rv {
+                return true;
+            }
+            match verified_cert(payload, &rv_key, wall, peer) {
+                Some(cert) => by_key.get(peer).is_none_or(|a| *a == cert.address),
+                None => false,
+            }
+        };
+        match self.tunnels.handle_datagram(now, from, data, &mut accept) {
+            Err(reason) => self.stats.drop(reason),
+            Ok(None) => {}
+            Ok(Some(inbound)) if inbound.peer == self.rv => self.on_rendezvous_message(now, &inbound.plaintext),
+            Ok(Some(inbound)) => self.on_peer_message(inbound.peer, &inbound.plaintext),
+        }
+        self.drain_tunnel_events(now);
+    }
+
+    fn on_rendezvous_message(&mut self, now: Timestamp, plaintext: &[u8]) {
+        let msg = match Message::decode(plaintext) {
+            Ok(m) => m,
+            Err(_) => return self.stats.drop(DropReason::Malformed),
+        };
+        match msg {
+            Message::Registered(r) => {
+                let RegState::Trying { req: Some(req), .. } = self.reg else {
+                    return self.stats.drop(DropReason::Unexpected);
+                };
+                if r.req != req {
+                    return self.stats.drop(DropReason::Unexpected);
+                }
+                if r.cert.key != self.config.identity.public() || r.cert.address != r.address {
+                    return self.stats.drop(DropReason::Unexpected);
+                }
+                let changed = self.address != Some(r.address) || self.public_endpoint != Some(r.observed);
+                self.address = Some(r.address);
+                self.public_endpoint = Some(r.observed);
+                let mut payload = Vec::with_capacity(CERT_LEN);
+                r.cert.encode(&mut payload);
+                self.tunnels.set_local_payload(payload);
+                let refresh = Duration::from_secs(u64::from(r.refresh_secs.max(1)));
+                self.reg = RegState::Registered {
+                    refresh_at: now + refresh,
+                };
+                if changed {
+                    self.events.push_back(Event::Registered {
+                        address: r.address,
+                        public_endpoint: r.observed,
+                    });
+                }
+                // Lookups made before registration can go now.
+                self.send_resolves(now);
+            }
+            Message::Resolved(r) => self.on_resolved(now, r),
+            Message::Error { req, code, message } => self.on_rendezvous_error(now, req, code, message),
+            _ => self.stats.drop(DropReason::Unexpected),
+        }
+    }
+
+    fn on_rendezvous_error(&mut self, now: Timestamp, req: u32, code: ErrorCode, message: String) {
+        if let RegState::Trying {
+            req: Some(r),
+            attempt,
+            ..
+        } = self.reg
+        {
+            if r == req {
+                // Hostname conflicts will not fix themselves quickly: wait
+                // long before asking again, and say so once.
+                let retry_at = now + self.config.max_backoff;
+                self.reg = RegState::Trying {
+                    attempt: attempt + 1,
+                    retry_at,
+                    req: None,
+                };
+                self.events.push_back(Event::RegistrationFailed { code, message });
+                return;
+            }
+        }
+        let Some(pending) = self.resolves.remove(&req) else {
+            return self.stats.drop(DropReason::Unexpected);
+        };
+        let error = match code {
+            ErrorCode::NotFound => ResolveError::NotFound,
+            ErrorCode::NotRegistered => {
+                // The rendezvous forgot us (restart): register again and
+                // ask once more after.
+                self.resolves.insert(req, pending);
+                self.start_registration(now);
+                return;
+            }
+            other => ResolveError::Refused(other),
+        };
+        self.finish_resolve(pending, Err(error));
+    }
+
+    fn on_resolved(&mut self, now: Timestamp, r: Resolved) {
+        let Some(pending) = self.resolves.remove(&r.req) else {
+            return self.stats.drop(DropReason::Unexpected);
+        };
+        let info = PeerInfo {
+            address: r.address,
+            key: r.key,
+            hostname: r.hostname,
+            public: r.public,
+            online: r.online,
+            endpoints: r.endpoints,
+        };
+        if let Ok(x) = info.key.x25519() {
+            // The registry's word on which key holds an address is taken
+            // until the peer's certificate confirms it in the handshake.
+            if let Some(old) = self.peers.insert(info.address, Known { key: info.key, x25519: x }) {
+                if old.x25519 != x {
+                    self.by_key.remove(&old.x25519);
+                }
+            }
+            self.by_key.insert(x, info.address);
+            if let Some(ep) = info.endpoints.first() {
+                if self.tunnels.endpoint(&x).is_none() {
+                    self.tunnels.set_endpoint(x, *ep);
+                }
+            }
+        }
+        let _ = now;
+        self.finish_resolve(pending, Ok(info));
+    }
+
+    fn finish_resolve(&mut self, pending: PendingResolve, result: Result<PeerInfo, ResolveError>) {
+        if let Query::Address(peer) = pending.query {
+            self.release_waiting(peer, &result);
+        }
+        if let Query::Hostname(_) = pending.query {
+            if let Ok(info) = &result {
+                self.release_waiting(info.address, &result);
+            }
+        }
+        if let Some(id) = pending.user_id {
+            self.events.push_back(Event::Resolved { id, result });
+        }
+    }
+
+    fn release_waiting(&mut self, peer: Address, result: &Result<PeerInfo, ResolveError>) {
+        let Some(queue) = self.waiting.remove(&peer) else {
+            return;
+        };
+        let reason = match result {
+            Ok(info) if info.online && !info.endpoints.is_empty() => None,
+            Ok(_) => Some(Unreachable::Offline),
+            Err(e) => Some(Unreachable::Resolve(e.clone())),
+        };
+        if let Some(reason) = reason {
+            self.stats.send_dropped += queue.len() as u64;
+            self.events.push_back(Event::Unreachable {
+                peer,
+                reason,
+                dropped: queue.len(),
+            });
+            return;
+        }
+        let Some(x) = self.peers.get(&peer).map(|k| k.x25519) else {
+            return;
+        };
+        for (_, msg) in queue {
+            if self.tunnels.send(self.now, &x, &msg).is_err() {
+                self.stats.send_dropped += 1;
+            }
+        }
+    }
+
+    fn on_peer_message(&mut self, peer: PeerKey, plaintext: &[u8]) {
+        let Some(&peer_addr) = self.by_key.get(&peer) else {
+            return self.stats.drop(DropReason::Unexpected);
+        };
+        let packet = match Message::decode(plaintext) {
+            Ok(Message::Data(p)) => p,
+            Ok(_) => return self.stats.drop(DropReason::Unexpected),
+            Err(_) => return self.stats.drop(DropReason::Malformed),
+        };
+        let (src, dst, payload) = match overlay::decode(packet) {
+            Ok(overlay::Packet::Udp { src, dst, payload }) => (src, dst, payload),
+            Ok(_) => return self.stats.drop(DropReason::Unexpected),
+            Err(_) => return self.stats.drop(DropReason::Malformed),
+        };
+        // The session proves the peer's key; the certificate binds the key
+        // to an address. Anything else in the source is a lie.
+        if src.addr != peer_addr || Some(dst.addr) != self.address {
+            return self.stats.drop(DropReason::Spoofed);
+        }
+        if !self.bound.contains(&dst.port) {
+            return self.stats.drop(DropReason::PortUnreachable);
+        }
+        self.stats.delivered += 1;
+        self.events.push_back(Event::Datagram {
+            from: src,
+            port: dst.port,
+            data: payload.to_vec(),
+        });
+    }
+
+    fn drain_tunnel_events(&mut self, now: Timestamp) {
+        while let Some(ev) = self.tunnels.poll_event() {
+            match ev {
+                TunnelEvent::Established { peer, .. } if peer == self.rv => {
+                    // A new session with the rendezvous: (re)register on it
+                    // at once unless a registration is fresh.
+                    if let RegState::Trying { .. } = self.reg {
+                        self.send_register(now);
+                    }
+                    self.send_resolves(now);
+                }
+                TunnelEvent::Established { peer, payload } => {
+                    let cert = verified_cert(&payload, &self.config.rendezvous_key, self.wall_secs(now), &peer);
+                    let Some(cert) = cert else { continue };
+                    self.by_key.insert(peer, cert.address);
+                    self.peers.insert(
+                        cert.address,
+                        Known {
+                            key: cert.key,
+                            x25519: peer,
+                        },
+                    );
+                    self.events.push_back(Event::SessionEstablished { peer: cert.address });
+                }
+                TunnelEvent::HandshakeFailed { peer, dropped } if peer != self.rv => {
+                    if let Some(&address) = self.by_key.get(&peer) {
+                        self.events.push_back(Event::Unreachable {
+                            peer: address,
+                            reason: Unreachable::HandshakeTimeout,
+                            dropped,
+                        });
+                    }
+                }
+                TunnelEvent::HandshakeFailed { .. } => {}
+            }
+        }
+    }
+
+    // ---- registration ----
+
+    fn start_registration(&mut self, now: Timestamp) {
+        self.reg = RegState::Trying {
+            attempt: 0,
+            retry_at: now,
+            req: None,
+        };
+        self.registration_step(now);
+    }
+
+    fn backoff(&mut self, attempt: u32) -> Duration {
+        let base = Duration::from_secs(1u64 << attempt.min(6)).min(self.config.max_backoff);
+        // ±20 % so a fleet restarted together spreads out.
+        let spread = base.as_micros() as u64 / 5;
+        let jitter = self.rng.below(2 * spread + 1);
+        Duration::from_micros(base.as_micros() as u64 - spread + jitter)
+    }
+
+    fn send_register(&mut self, now: Timestamp) {
+        let Some(hash) = self.tunnels.handshake_hash(&self.rv, now) else {
+            return;
+        };
+        let req = self.fresh_req();
+        let msg = Register::new(
+            &self.config.identity,
+            &hash,
+            req,
+            self.config.public,
+            self.config.hostname.clone(),
+        );
+        let attempt = match self.reg {
+            RegState::Trying { attempt, .. } => attempt,
+            RegState::Registered { .. } => 0,
+        };
+        self.reg = RegState::Trying {
+            attempt,
+            retry_at: now + self.config.register_timeout.max(self.backoff(attempt)),
+            req: Some(req),
+        };
+        let rv = self.rv;
+        let _ = self.tunnels.send(now, &rv, &Message::Register(msg).to_vec());
+    }
+
+    fn registration_step(&mut self, now: Timestamp) {
+        match self.reg {
+            RegState::Registered { refresh_at } if now >= refresh_at => {
+                self.reg = RegState::Trying {
+                    attempt: 0,
+                    retry_at: now,
+                    req: None,
+                };
+                self.registration_step(now);
+            }
+            RegState::Registered { .. } => {}
+            RegState::Trying { attempt, retry_at, .. } if now >= retry_at => {
+                if self.tunnels.has_session(&self.rv, now) {
+                    self.send_register(now);
+                    if let RegState::Trying { req, retry_at, .. } = self.reg {
+                        self.reg = RegState::Trying {
+                            attempt: attempt + 1,
+                            retry_at,
+                            req,
+                        };
+                    }
+                } else {
+                    let rv = self.rv;
+                    self.tunnels.connect(now, &rv);
+                    let wait = self.backoff(attempt);
+                    self.reg = RegState::Trying {
+                        attempt: attempt + 1,
+                        retry_at: now + wait,
+                        req: None,
+                    };
+                }
+            }
+            RegState::Trying { .. } => {}
+        }
+    }
+
+    // ---- lookups ----
+
+    fn send_resolves(&mut self, now: Timestamp) {
+        if self.address.is_none() || !self.tunnels.has_session(&self.rv, now) {
+            return;
+        }
+        let due: Vec<(u32, Query)> = self
+            .resolves
+            .values()
+            .filter(|r| r.retry_at <= now)
+            .map(|r| (r.req, r.query.clone()))
+            .collect();
+        let rv = self.rv;
+        for (req, query) in due {
+            let msg = Message::Resolve { req, query }.to_vec();
+            let _ = self.tunnels.send(now, &rv, &msg);
+            if let Some(r) = self.resolves.get_mut(&req) {
+                r.retry_at = now + self.config.resolve_retry;
+            }
+        }
+    }
+
+    fn resolve_timers(&mut self, now: Timestamp) {
+        let expired: Vec<u32> = self
+            .resolves
+            .values()
+            .filter(|r| now >= r.started + self.config.resolve_timeout)
+            .map(|r| r.req)
+            .collect();
+        for req in expired {
+            if let Some(p) = self.resolves.remove(&req) {
+                self.finish_resolve(p, Err(ResolveError::Timeout));
+            }
+        }
+        self.send_resolves(now);
+    }
+
+    fn queue_timers(&mut self, now: Timestamp) {
+        let timeout = self.config.queue_timeout;
+        let mut gone = Vec::new();
+        for (peer, q) in self.waiting.iter_mut() {
+            let before = q.len();
+            q.retain(|(at, _)| now < *at + timeout);
+            if before != q.len() {
+                gone.push((*peer, before - q.len()));
+            }
+        }
+        self.waiting.retain(|_, q| !q.is_empty());
+        for (peer, dropped) in gone {
+            self.stats.send_dropped += dropped as u64;
+            self.events.push_back(Event::Unreachable {
+                peer,
+                reason: Unreachable::QueueTimeout,
+                dropped,
+            });
+        }
+    }
+
+    /// Runs every timer that is due. Idempotent; safe to call early.
+    pub fn handle_timeout(&mut self, now: Timestamp) {
+        self.now = now;
+        self.tunnels.handle_timeout(now);
+        self.drain_tunnel_events(now);
+        self.registration_step(now);
+        self.resolve_timers(now);
+        self.queue_timers(now);
+        self.drain_tunnel_events(now);
+    }
+
+    // ---- outputs ----
+
+    /// The next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.tunnels.poll_transmit()
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When to call `handle_timeout` next, and why.
+    pub fn poll_timeout(&self) -> Option<(Timestamp, Timer)> {
+        if self.tunnels.has_output() || !self.events.is_empty() {
+            return Some((self.now, Timer::Output));
+        }
+        let mut next = self.tunnels.poll_timeout();
+        next = earliest(
+            next,
+            Some(match self.reg {
+                RegState::Trying { retry_at, .. } => (retry_at, Timer::Register),
+                RegState::Registered { refresh_at } => (refresh_at, Timer::Refresh),
+            }),
+        );
+        for r in self.resolves.values() {
+            let give_up = r.started + self.config.resolve_timeout;
+            let at = if self.address.is_some() { r.retry_at.min(give_up) } else { give_up };
+            next = earliest(next, Some((at, Timer::Resolve)));
+        }
+        for q in self.waiting.values() {
+            if let Some((at, _)) = q.front() {
+                next = earliest(next, Some((*at + self.config.queue_timeout, Timer::QueueExpiry)));
+            }
+        }
+        next
+    }
+}
+
+/// The certificate in a handshake payload, if it is one our rendezvous
+/// signed, still valid, for the key that did the handshake.
+fn verified_cert(payload: &[u8], issuer: &PublicKey, wall_secs: u64, peer: &PeerKey) -> Option<Certificate> {
+    if payload.len() != CERT_LEN {
+        return None;
+    }
+    let cert = Certificate::decode(&mut crate::codec::Reader::new(payload)).ok()?;
+    if cert.key.x25519().ok()? != *peer || !cert.verify(issuer, wall_secs) {
+        return None;
+    }
+    Some(cert)
+}

@@ -1,0 +1,443 @@
+//! The rendezvous: registry and beacon.
+//!
+//! It hands out addresses (one per identity, forever), binds hostnames,
+//! reflects each agent's public endpoint, and answers lookups. Agents reach
+//! it over the same Noise sessions they use with each other, keyed to the
+//! rendezvous's pinned public key.
+
+use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt;
+use core::net::SocketAddr;
+use core::time::Duration;
+
+use crate::addr::{Address, Hostname};
+use crate::identity::{Identity, PublicKey};
+use crate::io::{earliest, Timer, Transmit};
+use crate::msg::{Certificate, ErrorCode, Message, Query, Register, Registered, Resolved};
+use crate::stats::{DropReason, Stats};
+use crate::time::Timestamp;
+use crate::tunnel::{PeerKey, TunnelConfig, Tunnels};
+
+/// How a rendezvous behaves.
+#[derive(Clone, Debug)]
+pub struct RendezvousConfig {
+    /// The rendezvous's identity; agents pin its public key.
+    pub identity: Identity,
+    /// The network whose addresses it hands out.
+    pub network: u16,
+    /// Wall-clock microseconds since the Unix epoch at `Timestamp::ZERO`.
+    pub wall_origin_micros: u64,
+    /// How often agents should refresh.
+    pub refresh_interval: Duration,
+    /// A registration without refresh for this long goes offline.
+    pub registration_ttl: Duration,
+    /// How long the certificates it issues stay valid.
+    pub cert_lifetime: Duration,
+    /// The most identities it will register.
+    pub max_registrations: usize,
+    /// Requests per second each agent may make (sustained).
+    pub requests_per_second: u32,
+    /// Requests an agent may make in a burst.
+    pub request_burst: u32,
+    /// Handshake and session settings.
+    pub tunnel: TunnelConfig,
+}
+
+impl RendezvousConfig {
+    /// Defaults for a rendezvous with `identity`.
+    pub fn new(identity: Identity) -> Self {
+        RendezvousConfig {
+            identity,
+            network: 0,
+            wall_origin_micros: 0,
+            refresh_interval: Duration::from_secs(25),
+            registration_ttl: Duration::from_secs(90),
+            cert_lifetime: Duration::from_secs(3600),
+            max_registrations: 1_000_000,
+            requests_per_second: 20,
+            request_burst: 40,
+            tunnel: TunnelConfig::default(),
+        }
+    }
+}
+
+/// What the registry knows of one identity.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    /// The node's address.
+    pub address: Address,
+    /// Its Ed25519 identity.
+    pub key: PublicKey,
+    /// Its hostname, if any.
+    pub hostname: Option<Hostname>,
+    /// Findable by anyone.
+    pub public: bool,
+    /// Its reflected public endpoint while online.
+    pub endpoint: Option<SocketAddr>,
+    /// When it goes offline without a refresh (None: offline).
+    pub expires: Option<Timestamp>,
+}
+
+/// Something that happened at the rendezvous.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RendezvousEvent {
+    /// A node registered (or changed its registration).
+    Registered {
+        /// Its address.
+        address: Address,
+        /// Its hostname.
+        hostname: Option<Hostname>,
+        /// Its reflected endpoint.
+        endpoint: SocketAddr,
+        /// First registration of this identity.
+        new: bool,
+    },
+    /// A node stopped refreshing and went offline.
+    Expired {
+        /// Its address.
+        address: Address,
+    },
+}
+
+impl fmt::Display for RendezvousEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RendezvousEvent::Registered {
+                address,
+                hostname,
+                endpoint,
+                new,
+            } => {
+                write!(f, "registered {address}")?;
+                if let Some(h) = hostname {
+                    write!(f, " ({h})")?;
+                }
+                write!(f, " at {endpoint}{}", if *new { " new" } else { "" })
+            }
+            RendezvousEvent::Expired { address } => write!(f, "expired {address}"),
+        }
+    }
+}
+
+struct Bucket {
+    /// Tokens, in thousandths of a request.
+    milli_tokens: u64,
+    last: Timestamp,
+}
+
+/// The registry and beacon state machine.
+pub struct Rendezvous {
+    config: RendezvousConfig,
+    tunnels: Tunnels,
+    records: BTreeMap<PublicKey, Record>,
+    by_node: BTreeMap<u32, PublicKey>,
+    by_hostname: BTreeMap<Hostname, PublicKey>,
+    /// Session key to identity, for agents that registered.
+    by_session_key: BTreeMap<PeerKey, PublicKey>,
+    expiries: BTreeSet<(Timestamp, PublicKey)>,
+    buckets: BTreeMap<PeerKey, Bucket>,
+    next_node: u32,
+    events: VecDeque<RendezvousEvent>,
+    now: Timestamp,
+}
+
+impl Rendezvous {
+    /// A rendezvous seeded with `seed` (all its randomness), started at `now`.
+    pub fn new(config: RendezvousConfig, seed: &[u8; 32], now: Timestamp) -> Self {
+        let tunnels = Tunnels::new(
+            config.tunnel,
+            config.identity.x25519_secret(),
+            seed,
+            config.wall_origin_micros,
+        );
+        Rendezvous {
+            config,
+            tunnels,
+            records: BTreeMap::new(),
+            by_node: BTreeMap::new(),
+            by_hostname: BTreeMap::new(),
+            by_session_key: BTreeMap::new(),
+            expiries: BTreeSet::new(),
+            buckets: BTreeMap::new(),
+            next_node: Address::FIRST_ALLOCATABLE,
+            events: VecDeque::new(),
+            now,
+        }
+    }
+
+    /// The public key agents pin.
+    pub fn public_key(&self) -> PublicKey {
+        self.config.identity.public()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &Stats {
+        self.tunnels.stats()
+    }
+
+    /// Every registration, in key order (for persistence and inspection).
+    pub fn records(&self) -> impl Iterator<Item = &Record> {
+        self.records.values()
+    }
+
+    /// The registration holding `address`.
+    pub fn record(&self, address: Address) -> Option<&Record> {
+        self.by_node
+            .get(&address.node())
+            .and_then(|k| self.records.get(k))
+    }
+
+    /// Registrations currently online.
+    pub fn online(&self) -> usize {
+        self.expiries.len()
+    }
+
+    /// Restores a registration saved earlier (offline until it refreshes).
+    pub fn restore(&mut self, record: Record) {
+        let mut record = record;
+        record.endpoint = None;
+        record.expires = None;
+        self.by_node.insert(record.address.node(), record.key);
+        if let Some(h) = &record.hostname {
+            self.by_hostname.insert(h.clone(), record.key);
+        }
+        self.next_node = self.next_node.max(record.address.node().saturating_add(1));
+        self.records.insert(record.key, record);
+    }
+
+    fn wall_secs(&self, now: Timestamp) -> u64 {
+        self.config.wall_origin_micros.saturating_add(now.as_micros()) / 1_000_000
+    }
+
+    /// Handles one datagram from `from`.
+    pub fn handle_datagram(&mut self, now: Timestamp, from: SocketAddr, data: &[u8]) {
+        self.now = now;
+        // Anyone may open a session with the rendezvous: registering is
+        // how an agent gets known at all.
+        let result = self.tunnels.handle_datagram(now, from, data, &mut |_, _| true);
+        match result {
+            Err(reason) => self.tunnels.stats_mut().drop(reason),
+            Ok(None) => {}
+            Ok(Some(inbound)) => {
+                if !self.take_token(now, &inbound.peer) {
+                    self.tunnels.stats_mut().drop(DropReason::RateLimited);
+                    return;
+                }
+                match Message::decode(&inbound.plaintext) {
+                    Ok(Message::Register(r)) => {
+                        self.on_register(now, inbound.peer, inbound.from, &inbound.handshake_hash, r)
+                    }
+                    Ok(Message::Resolve { req, query }) => self.on_resolve(now, inbound.peer, req, query),
+                    Ok(_) => self.tunnels.stats_mut().drop(DropReason::Unexpected),
+                    Err(_) => self.tunnels.stats_mut().drop(DropReason::Malformed),
+                }
+            }
+        }
+        // The rendezvous never initiates, so tunnel events carry nothing
+        // it must act on.
+        while self.tunnels.poll_event().is_some() {}
+    }
+
+    fn take_token(&mut self, now: Timestamp, peer: &PeerKey) -> bool {
+        let rate = u64::from(self.config.requests_per_second);
+        let cap = u64::from(self.config.request_burst) * 1000;
+        let b = self.buckets.entry(*peer).or_insert(Bucket {
+            milli_tokens: cap,
+            last: now,
+        });
+        let elapsed_ms = now.saturating_since(b.last).as_millis() as u64;
+        b.milli_tokens = (b.milli_tokens + elapsed_ms * rate).min(cap);
+        b.last = now;
+        if b.milli_tokens < 1000 {
+            return false;
+        }
+        b.milli_tokens -= 1000;
+        true
+    }
+
+    fn reply(&mut self, now: Timestamp, peer: &PeerKey, msg: &Message<'_>) {
+        // A reply can only fail if the session vanished; the agent retries.
+        let _ = self.tunnels.send(now, peer, &msg.to_vec());
+    }
+
+    fn error(&mut self, now: Timestamp, peer: &PeerKey, req: u32, code: ErrorCode, message: String) {
+        self.reply(now, peer, &Message::Error { req, code, message });
+    }
+
+    fn on_register(
+        &mut self,
+        now: Timestamp,
+        peer: PeerKey,
+        from: SocketAddr,
+        handshake_hash: &[u8; 32],
+        r: Register,
+    ) {
+        if r.key.x25519().ok() != Some(peer) {
+            let msg = "the identity key is not the key of this session".into();
+            return self.error(now, &peer, r.req, ErrorCode::KeyMismatch, msg);
+        }
+        if !r.verify(handshake_hash) {
+            let msg = "registration signature does not verify".into();
+            return self.error(now, &peer, r.req, ErrorCode::BadSignature, msg);
+        }
+        if let Some(h) = &r.hostname {
+            if self.by_hostname.get(h).is_some_and(|owner| *owner != r.key) {
+                let msg = format!("hostname `{h}` belongs to another identity");
+                return self.error(now, &peer, r.req, ErrorCode::HostnameTaken, msg);
+            }
+        }
+        let new = !self.records.contains_key(&r.key);
+        if new {
+            if self.records.len() >= self.config.max_registrations {
+                let msg = "the registry is full".into();
+                return self.error(now, &peer, r.req, ErrorCode::Full, msg);
+            }
+            let Some(node) = self.allocate_node() else {
+                let msg = "no node IDs left in this network".into();
+                return self.error(now, &peer, r.req, ErrorCode::Full, msg);
+            };
+            self.by_node.insert(node, r.key);
+            self.records.insert(
+                r.key,
+                Record {
+                    address: Address::new(self.config.network, node),
+                    key: r.key,
+                    hostname: None,
+                    public: false,
+                    endpoint: None,
+                    expires: None,
+                },
+            );
+        }
+        let expires = now + self.config.registration_ttl;
+        let Some(rec) = self.records.get_mut(&r.key) else {
+            return;
+        };
+        let changed = new || rec.hostname != r.hostname || rec.public != r.public || rec.endpoint != Some(from);
+        if let Some(old) = rec.hostname.take() {
+            self.by_hostname.remove(&old);
+        }
+        if let Some(h) = &r.hostname {
+            self.by_hostname.insert(h.clone(), r.key);
+        }
+        rec.hostname = r.hostname.clone();
+        rec.public = r.public;
+        rec.endpoint = Some(from);
+        if let Some(old) = rec.expires.replace(expires) {
+            self.expiries.remove(&(old, r.key));
+        }
+        self.expiries.insert((expires, r.key));
+        let address = rec.address;
+        self.by_session_key.insert(peer, r.key);
+        let not_after = self.wall_secs(now) + self.config.cert_lifetime.as_secs();
+        let cert = Certificate::issue(&self.config.identity, address, r.key, not_after);
+        let answer = Message::Registered(Registered {
+            req: r.req,
+            address,
+            observed: from,
+            refresh_secs: self.config.refresh_interval.as_secs().min(u16::MAX as u64) as u16,
+            ttl_secs: self.config.registration_ttl.as_secs().min(u16::MAX as u64) as u16,
+            cert,
+        });
+        self.reply(now, &peer, &answer);
+        if changed {
+            self.events.push_back(RendezvousEvent::Registered {
+                address,
+                hostname: r.hostname,
+                endpoint: from,
+                new,
+            });
+        }
+    }
+
+    fn allocate_node(&mut self) -> Option<u32> {
+        let start = self.next_node;
+        loop {
+            let candidate = self.next_node;
+            self.next_node = match self.next_node.checked_add(1) {
+                Some(n) if n < Address::BROADCAST_NODE => n,
+                _ => Address::FIRST_ALLOCATABLE,
+            };
+            if !self.by_node.contains_key(&candidate) {
+                return Some(candidate);
+            }
+            if self.next_node == start {
+                return None;
+            }
+        }
+    }
+
+    fn on_resolve(&mut self, now: Timestamp, peer: PeerKey, req: u32, query: Query) {
+        let Some(requester) = self.by_session_key.get(&peer).copied() else {
+            let msg = "register before resolving".into();
+            return self.error(now, &peer, req, ErrorCode::NotRegistered, msg);
+        };
+        let key = match &query {
+            Query::Address(a) if a.network() == self.config.network => self.by_node.get(&a.node()),
+            Query::Address(_) => None,
+            Query::Hostname(h) => self.by_hostname.get(h),
+        };
+        // A private node is indistinguishable from a missing one, so
+        // lookups cannot enumerate private agents.
+        let rec = key
+            .and_then(|k| self.records.get(k))
+            .filter(|r| r.public || r.key == requester);
+        let Some(rec) = rec else {
+            let msg = format!("no public node `{query}`");
+            return self.error(now, &peer, req, ErrorCode::NotFound, msg);
+        };
+        let answer = Message::Resolved(Resolved {
+            req,
+            address: rec.address,
+            key: rec.key,
+            public: rec.public,
+            online: rec.expires.is_some(),
+            hostname: rec.hostname.clone(),
+            endpoints: rec.endpoint.into_iter().collect(),
+        });
+        self.reply(now, &peer, &answer);
+    }
+
+    /// Runs due timers: registration expiry and the tunnel layer's.
+    pub fn handle_timeout(&mut self, now: Timestamp) {
+        self.now = now;
+        self.tunnels.handle_timeout(now);
+        while let Some(&(at, key)) = self.expiries.first() {
+            if at > now {
+                break;
+            }
+            self.expiries.remove(&(at, key));
+            if let Some(rec) = self.records.get_mut(&key) {
+                rec.expires = None;
+                rec.endpoint = None;
+                self.events.push_back(RendezvousEvent::Expired {
+                    address: rec.address,
+                });
+            }
+        }
+        while self.tunnels.poll_event().is_some() {}
+    }
+
+    /// The next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.tunnels.poll_transmit()
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<RendezvousEvent> {
+        self.events.pop_front()
+    }
+
+    /// When to call `handle_timeout` next, and why.
+    pub fn poll_timeout(&self) -> Option<(Timestamp, Timer)> {
+        if self.tunnels.has_output() || !self.events.is_empty() {
+            return Some((self.now, Timer::Output));
+        }
+        let expiry = self.expiries.first().map(|(t, _)| (*t, Timer::Expiry));
+        earliest(self.tunnels.poll_timeout(), expiry)
+    }
+}
