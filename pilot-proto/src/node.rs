@@ -230,7 +230,10 @@ impl fmt::Display for Event {
             Event::Registered {
                 address,
                 public_endpoint,
-            } => write!(f, "registered as {address} (public endpoint {public_endpoint})"),
+            } => write!(
+                f,
+                "registered as {address} (public endpoint {public_endpoint})"
+            ),
             Event::RegistrationFailed { code, message } => {
                 write!(f, "registration refused: {code}: {message}")
             }
@@ -261,7 +264,11 @@ impl fmt::Display for Event {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum RegState {
     /// No answer yet; retry at `retry_at`.
-    Trying { attempt: u32, retry_at: Timestamp, req: Option<u32> },
+    Trying {
+        attempt: u32,
+        retry_at: Timestamp,
+        req: Option<u32>,
+    },
     /// Registered; refresh at `refresh_at`.
     Registered { refresh_at: Timestamp },
 }
@@ -392,13 +399,21 @@ impl Node {
             .is_some_and(|k| self.tunnels.has_session(&k.x25519, self.now))
     }
 
+    /// The identity key behind a peer's address, as far as we know it.
+    pub fn peer_key(&self, peer: Address) -> Option<PublicKey> {
+        self.peers.get(&peer).map(|k| k.key)
+    }
+
     /// Access to the tunnel layer (tests of counter limits and rekeying).
     pub fn tunnels_mut(&mut self) -> &mut Tunnels {
         &mut self.tunnels
     }
 
     fn wall_secs(&self, now: Timestamp) -> u64 {
-        self.config.wall_origin_micros.saturating_add(now.as_micros()) / 1_000_000
+        self.config
+            .wall_origin_micros
+            .saturating_add(now.as_micros())
+            / 1_000_000
     }
 
     fn fresh_req(&mut self) -> u32 {
@@ -470,7 +485,12 @@ impl Node {
         result
     }
 
-    fn send_to_peer(&mut self, now: Timestamp, peer: Address, msg: Vec<u8>) -> Result<(), CommandError> {
+    fn send_to_peer(
+        &mut self,
+        now: Timestamp,
+        peer: Address,
+        msg: Vec<u8>,
+    ) -> Result<(), CommandError> {
         if let Some(k) = self.peers.get(&peer) {
             if self.tunnels.endpoint(&k.x25519).is_some() {
                 let x = k.x25519;
@@ -532,7 +552,9 @@ impl Node {
         match self.tunnels.handle_datagram(now, from, data, &mut accept) {
             Err(reason) => self.stats.drop(reason),
             Ok(None) => {}
-            Ok(Some(inbound)) if inbound.peer == self.rv => self.on_rendezvous_message(now, &inbound.plaintext),
+            Ok(Some(inbound)) if inbound.peer == self.rv => {
+                self.on_rendezvous_message(now, &inbound.plaintext)
+            }
             Ok(Some(inbound)) => self.on_peer_message(inbound.peer, &inbound.plaintext),
         }
         self.drain_tunnel_events(now);
@@ -554,7 +576,8 @@ impl Node {
                 if r.cert.key != self.config.identity.public() || r.cert.address != r.address {
                     return self.stats.drop(DropReason::Unexpected);
                 }
-                let changed = self.address != Some(r.address) || self.public_endpoint != Some(r.observed);
+                let changed =
+                    self.address != Some(r.address) || self.public_endpoint != Some(r.observed);
                 self.address = Some(r.address);
                 self.public_endpoint = Some(r.observed);
                 let mut payload = Vec::with_capacity(CERT_LEN);
@@ -574,7 +597,9 @@ impl Node {
                 self.send_resolves(now);
             }
             Message::Resolved(r) => self.on_resolved(now, r),
-            Message::Error { req, code, message } => self.on_rendezvous_error(now, req, code, message),
+            Message::Error { req, code, message } => {
+                self.on_rendezvous_error(now, req, code, message)
+            }
             _ => self.stats.drop(DropReason::Unexpected),
         }
     }
@@ -595,7 +620,8 @@ impl Node {
                     retry_at,
                     req: None,
                 };
-                self.events.push_back(Event::RegistrationFailed { code, message });
+                self.events
+                    .push_back(Event::RegistrationFailed { code, message });
                 return;
             }
         }
@@ -631,7 +657,13 @@ impl Node {
         if let Ok(x) = info.key.x25519() {
             // The registry's word on which key holds an address is taken
             // until the peer's certificate confirms it in the handshake.
-            if let Some(old) = self.peers.insert(info.address, Known { key: info.key, x25519: x }) {
+            if let Some(old) = self.peers.insert(
+                info.address,
+                Known {
+                    key: info.key,
+                    x25519: x,
+                },
+            ) {
                 if old.x25519 != x {
                     self.by_key.remove(&old.x25519);
                 }
@@ -700,7 +732,6 @@ impl Node {
         };
         let (src, dst, payload) = match overlay::decode(packet) {
             Ok(overlay::Packet::Udp { src, dst, payload }) => (src, dst, payload),
-            Ok(_) => return self.stats.drop(DropReason::Unexpected),
             Err(_) => return self.stats.drop(DropReason::Malformed),
         };
         // The session proves the peer's key; the certificate binds the key
@@ -731,7 +762,12 @@ impl Node {
                     self.send_resolves(now);
                 }
                 TunnelEvent::Established { peer, payload } => {
-                    let cert = verified_cert(&payload, &self.config.rendezvous_key, self.wall_secs(now), &peer);
+                    let cert = verified_cert(
+                        &payload,
+                        &self.config.rendezvous_key,
+                        self.wall_secs(now),
+                        &peer,
+                    );
                     let Some(cert) = cert else { continue };
                     self.by_key.insert(peer, cert.address);
                     self.peers.insert(
@@ -741,7 +777,8 @@ impl Node {
                             x25519: peer,
                         },
                     );
-                    self.events.push_back(Event::SessionEstablished { peer: cert.address });
+                    self.events
+                        .push_back(Event::SessionEstablished { peer: cert.address });
                 }
                 TunnelEvent::HandshakeFailed { peer, dropped } if peer != self.rv => {
                     if let Some(&address) = self.by_key.get(&peer) {
@@ -798,7 +835,9 @@ impl Node {
             req: Some(req),
         };
         let rv = self.rv;
-        let _ = self.tunnels.send(now, &rv, &Message::Register(msg).to_vec());
+        let _ = self
+            .tunnels
+            .send(now, &rv, &Message::Register(msg).to_vec());
     }
 
     fn registration_step(&mut self, now: Timestamp) {
@@ -812,7 +851,9 @@ impl Node {
                 self.registration_step(now);
             }
             RegState::Registered { .. } => {}
-            RegState::Trying { attempt, retry_at, .. } if now >= retry_at => {
+            RegState::Trying {
+                attempt, retry_at, ..
+            } if now >= retry_at => {
                 if self.tunnels.has_session(&self.rv, now) {
                     self.send_register(now);
                     if let RegState::Trying { req, retry_at, .. } = self.reg {
@@ -933,12 +974,19 @@ impl Node {
         );
         for r in self.resolves.values() {
             let give_up = r.started + self.config.resolve_timeout;
-            let at = if self.address.is_some() { r.retry_at.min(give_up) } else { give_up };
+            let at = if self.address.is_some() {
+                r.retry_at.min(give_up)
+            } else {
+                give_up
+            };
             next = earliest(next, Some((at, Timer::Resolve)));
         }
         for q in self.waiting.values() {
             if let Some((at, _)) = q.front() {
-                next = earliest(next, Some((*at + self.config.queue_timeout, Timer::QueueExpiry)));
+                next = earliest(
+                    next,
+                    Some((*at + self.config.queue_timeout, Timer::QueueExpiry)),
+                );
             }
         }
         next
@@ -947,7 +995,12 @@ impl Node {
 
 /// The certificate in a handshake payload, if it is one our rendezvous
 /// signed, still valid, for the key that did the handshake.
-fn verified_cert(payload: &[u8], issuer: &PublicKey, wall_secs: u64, peer: &PeerKey) -> Option<Certificate> {
+fn verified_cert(
+    payload: &[u8],
+    issuer: &PublicKey,
+    wall_secs: u64,
+    peer: &PeerKey,
+) -> Option<Certificate> {
     if payload.len() != CERT_LEN {
         return None;
     }

@@ -8,7 +8,6 @@
 use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::format;
 use alloc::string::String;
-use alloc::vec::Vec;
 use core::fmt;
 use core::net::SocketAddr;
 use core::time::Duration;
@@ -210,7 +209,10 @@ impl Rendezvous {
     }
 
     fn wall_secs(&self, now: Timestamp) -> u64 {
-        self.config.wall_origin_micros.saturating_add(now.as_micros()) / 1_000_000
+        self.config
+            .wall_origin_micros
+            .saturating_add(now.as_micros())
+            / 1_000_000
     }
 
     /// Handles one datagram from `from`.
@@ -218,7 +220,9 @@ impl Rendezvous {
         self.now = now;
         // Anyone may open a session with the rendezvous: registering is
         // how an agent gets known at all.
-        let result = self.tunnels.handle_datagram(now, from, data, &mut |_, _| true);
+        let result = self
+            .tunnels
+            .handle_datagram(now, from, data, &mut |_, _| true);
         match result {
             Err(reason) => self.tunnels.stats_mut().drop(reason),
             Ok(None) => {}
@@ -228,10 +232,16 @@ impl Rendezvous {
                     return;
                 }
                 match Message::decode(&inbound.plaintext) {
-                    Ok(Message::Register(r)) => {
-                        self.on_register(now, inbound.peer, inbound.from, &inbound.handshake_hash, r)
+                    Ok(Message::Register(r)) => self.on_register(
+                        now,
+                        inbound.peer,
+                        inbound.from,
+                        &inbound.handshake_hash,
+                        r,
+                    ),
+                    Ok(Message::Resolve { req, query }) => {
+                        self.on_resolve(now, inbound.peer, req, query)
                     }
-                    Ok(Message::Resolve { req, query }) => self.on_resolve(now, inbound.peer, req, query),
                     Ok(_) => self.tunnels.stats_mut().drop(DropReason::Unexpected),
                     Err(_) => self.tunnels.stats_mut().drop(DropReason::Malformed),
                 }
@@ -264,7 +274,14 @@ impl Rendezvous {
         let _ = self.tunnels.send(now, peer, &msg.to_vec());
     }
 
-    fn error(&mut self, now: Timestamp, peer: &PeerKey, req: u32, code: ErrorCode, message: String) {
+    fn error(
+        &mut self,
+        now: Timestamp,
+        peer: &PeerKey,
+        req: u32,
+        code: ErrorCode,
+        message: String,
+    ) {
         self.reply(now, peer, &Message::Error { req, code, message });
     }
 
@@ -317,7 +334,10 @@ impl Rendezvous {
         let Some(rec) = self.records.get_mut(&r.key) else {
             return;
         };
-        let changed = new || rec.hostname != r.hostname || rec.public != r.public || rec.endpoint != Some(from);
+        let changed = new
+            || rec.hostname != r.hostname
+            || rec.public != r.public
+            || rec.endpoint != Some(from);
         if let Some(old) = rec.hostname.take() {
             self.by_hostname.remove(&old);
         }

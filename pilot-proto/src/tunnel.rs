@@ -703,7 +703,7 @@ impl Tunnels {
             next = earliest(next, Some((s.expires_at(), Timer::SessionExpiry)));
         }
         if p.current.is_some() {
-            if let Some(rx) = p.last_data_received.filter(|rx| *rx > p.last_sent) {
+            if let Some(rx) = p.last_data_received.filter(|rx| *rx >= p.last_sent) {
                 next = earliest(
                     next,
                     Some((rx + self.config.keepalive_timeout, Timer::Keepalive)),
@@ -755,7 +755,7 @@ impl Tunnels {
         }
         let mut keepalive = false;
         if p.current.is_some() {
-            if let Some(rx) = p.last_data_received.filter(|rx| *rx > p.last_sent) {
+            if let Some(rx) = p.last_data_received.filter(|rx| *rx >= p.last_sent) {
                 keepalive |= now >= rx + config.keepalive_timeout;
             }
             if let Some(k) = p.persistent_keepalive {
