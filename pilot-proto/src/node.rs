@@ -549,7 +549,11 @@ impl Node {
                 None => false,
             }
         };
-        match self.tunnels.handle_datagram(now, from, data, &mut accept) {
+        let result = self.tunnels.handle_datagram(now, from, data, &mut accept);
+        // A packet that confirms a session comes with the session's event:
+        // learn the peer's address before reading what it sent.
+        self.drain_tunnel_events(now);
+        match result {
             Err(reason) => self.stats.drop(reason),
             Ok(None) => {}
             Ok(Some(inbound)) if inbound.peer == self.rv => {

@@ -1,0 +1,192 @@
+//! Node and Rendezvous driven by a tiny zero-latency network loop. The
+//! simulator tests the same things under latency, loss and attack; this
+//! keeps the core's own test suite self-sufficient.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use pilot_proto::addr::{Hostname, SocketAddress};
+use pilot_proto::msg::Query;
+use pilot_proto::node::{Event, Node, NodeConfig};
+use pilot_proto::rendezvous::{Rendezvous, RendezvousConfig};
+use pilot_proto::{Identity, Timestamp};
+
+const RV: &str = "192.0.2.1:9000";
+const ALICE: &str = "198.51.100.1:4000";
+const BOB: &str = "203.0.113.1:4000";
+const WALL: u64 = 1_800_000_000_000_000;
+
+enum Host {
+    Rv(Rendezvous),
+    Node(Box<Node>),
+}
+
+struct Net {
+    now: Timestamp,
+    hosts: BTreeMap<SocketAddr, Host>,
+    events: Vec<(SocketAddr, Event)>,
+}
+
+impl Net {
+    fn new() -> Self {
+        let rv_id = Identity::from_seed(&[1; 32]);
+        let mut hosts = BTreeMap::new();
+        let mut rv_cfg = RendezvousConfig::new(rv_id.clone());
+        rv_cfg.wall_origin_micros = WALL;
+        let rv = Rendezvous::new(rv_cfg, &[11; 32], Timestamp::ZERO);
+        hosts.insert(ep(RV), Host::Rv(rv));
+        for (addr, seed, name) in [(ALICE, 2u8, "alice"), (BOB, 3, "bob")] {
+            let mut cfg = NodeConfig::new(Identity::from_seed(&[seed; 32]), rv_id.public(), ep(RV));
+            cfg.hostname = Some(Hostname::new(name).unwrap());
+            cfg.public = true;
+            cfg.wall_origin_micros = WALL;
+            let node = Node::new(cfg, &[seed + 10; 32], Timestamp::ZERO);
+            hosts.insert(ep(addr), Host::Node(Box::new(node)));
+        }
+        Net {
+            now: Timestamp::ZERO,
+            hosts,
+            events: Vec::new(),
+        }
+    }
+
+    fn node(&mut self, at: &str) -> &mut Node {
+        match self.hosts.get_mut(&ep(at)) {
+            Some(Host::Node(n)) => n,
+            _ => panic!("no node at {at}"),
+        }
+    }
+
+    /// Delivers everything queued, then advances to the next deadline.
+    fn step(&mut self) {
+        let mut queue = Vec::new();
+        for (addr, h) in self.hosts.iter_mut() {
+            match h {
+                Host::Rv(r) => {
+                    while let Some(t) = r.poll_transmit() {
+                        queue.push((*addr, t));
+                    }
+                    while r.poll_event().is_some() {}
+                }
+                Host::Node(n) => {
+                    while let Some(t) = n.poll_transmit() {
+                        queue.push((*addr, t));
+                    }
+                    while let Some(e) = n.poll_event() {
+                        self.events.push((*addr, e));
+                    }
+                }
+            }
+        }
+        if !queue.is_empty() {
+            for (from, t) in queue {
+                match self.hosts.get_mut(&t.destination) {
+                    Some(Host::Rv(r)) => r.handle_datagram(self.now, from, &t.payload),
+                    Some(Host::Node(n)) => n.handle_datagram(self.now, from, &t.payload),
+                    None => {}
+                }
+            }
+            return;
+        }
+        let next = self
+            .hosts
+            .values()
+            .filter_map(|h| match h {
+                Host::Rv(r) => r.poll_timeout(),
+                Host::Node(n) => n.poll_timeout(),
+            })
+            .map(|(t, _)| t)
+            .min()
+            .expect("something is always scheduled");
+        self.now = self.now.max(next);
+        for h in self.hosts.values_mut() {
+            match h {
+                Host::Rv(r) => r.handle_timeout(self.now),
+                Host::Node(n) => n.handle_timeout(self.now),
+            }
+        }
+    }
+
+    fn run_until(&mut self, mut done: impl FnMut(&mut Net) -> bool) {
+        for _ in 0..10_000 {
+            if done(self) {
+                return;
+            }
+            self.step();
+        }
+        panic!("condition not reached; events: {:?}", self.events);
+    }
+}
+
+fn ep(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+#[test]
+fn register_resolve_and_exchange_datagrams() {
+    let mut net = Net::new();
+    net.run_until(|n| n.node(ALICE).is_registered() && n.node(BOB).is_registered());
+    let alice_addr = net.node(ALICE).address().unwrap();
+    let bob_addr = net.node(BOB).address().unwrap();
+    assert_ne!(alice_addr, bob_addr);
+    assert_eq!(net.node(ALICE).public_endpoint(), Some(ep(ALICE)));
+
+    let now = net.now;
+    let id = net
+        .node(ALICE)
+        .resolve(now, Query::Hostname(Hostname::new("bob").unwrap()));
+    net.run_until(|n| {
+        n.events
+            .iter()
+            .any(|(_, e)| matches!(e, Event::Resolved { id: i, .. } if *i == id))
+    });
+    let resolved = net.events.iter().find_map(|(_, e)| match e {
+        Event::Resolved { result, .. } => Some(result.clone()),
+        _ => None,
+    });
+    let info = resolved.unwrap().unwrap();
+    assert_eq!(info.address, bob_addr);
+    assert_eq!(info.endpoints, vec![ep(BOB)]);
+
+    net.node(BOB).bind(5000).unwrap();
+    let now = net.now;
+    net.node(ALICE)
+        .send_datagram(now, 6000, SocketAddress::new(bob_addr, 5000), b"hello bob")
+        .unwrap();
+    net.run_until(|n| {
+        n.events
+            .iter()
+            .any(|(_, e)| matches!(e, Event::Datagram { .. }))
+    });
+    let (at, ev) = net
+        .events
+        .iter()
+        .find(|(_, e)| matches!(e, Event::Datagram { .. }))
+        .unwrap();
+    assert_eq!(*at, ep(BOB));
+    assert_eq!(
+        *ev,
+        Event::Datagram {
+            from: SocketAddress::new(alice_addr, 6000),
+            port: 5000,
+            data: b"hello bob".to_vec()
+        }
+    );
+    // Bob answers to the address he learned from Alice's certificate.
+    net.node(ALICE).bind(6000).unwrap();
+    let now = net.now;
+    net.node(BOB)
+        .send_datagram(now, 5000, SocketAddress::new(alice_addr, 6000), b"hi alice")
+        .unwrap();
+    net.run_until(|n| {
+        n.events
+            .iter()
+            .any(|(at, e)| *at == ep(ALICE) && matches!(e, Event::Datagram { .. }))
+    });
+    // A datagram to a port nobody bound is dropped and counted.
+    let now = net.now;
+    net.node(ALICE)
+        .send_datagram(now, 6000, SocketAddress::new(bob_addr, 5001), b"nobody")
+        .unwrap();
+    net.run_until(|n| n.node(BOB).stats().dropped_port_unreachable == 1);
+}
