@@ -123,6 +123,10 @@ struct Peer {
     queue: VecDeque<Vec<u8>>,
     last_sent: Timestamp,
     last_data_received: Option<Timestamp>,
+    /// The first data we sent since the peer was last heard from: if it
+    /// stays unanswered, the session is presumed dead (the peer restarted)
+    /// and a new handshake starts.
+    unanswered_since: Option<Timestamp>,
     persistent_keepalive: Option<Duration>,
     /// The newest handshake timestamp accepted from this peer.
     last_init_timestamp: u64,
@@ -142,6 +146,7 @@ impl Peer {
             queue: VecDeque::new(),
             last_sent: Timestamp::ZERO,
             last_data_received: None,
+            unanswered_since: None,
             persistent_keepalive: None,
             last_init_timestamp: 0,
             next_payload: Vec::new(),
@@ -311,6 +316,9 @@ impl Tunnels {
                 Ok(()) => {
                     rekey = s.wants_rekey(now);
                     p.last_sent = now;
+                    if !plaintext.is_empty() && p.unanswered_since.is_none() {
+                        p.unanswered_since = Some(now);
+                    }
                     self.transmits.push_back(Transmit {
                         destination: endpoint,
                         payload: out,
@@ -643,6 +651,7 @@ impl Tunnels {
         let handshake_hash = *session.handshake_hash();
         // An authenticated packet from a new address moves the path.
         p.endpoint = Some(from);
+        p.unanswered_since = None;
         if is_next {
             remove_session_index(&mut self.indices, &p.previous);
             p.previous = p.current.take();
@@ -702,6 +711,9 @@ impl Tunnels {
         for s in [&p.current, &p.previous, &p.next].into_iter().flatten() {
             next = earliest(next, Some((s.expires_at(), Timer::SessionExpiry)));
         }
+        if let Some(t) = p.unanswered_since.filter(|_| p.pending.is_none()) {
+            next = earliest(next, Some((t + self.dead_after(), Timer::Handshake)));
+        }
         if p.current.is_some() {
             if let Some(rx) = p.last_data_received.filter(|rx| *rx >= p.last_sent) {
                 next = earliest(
@@ -714,6 +726,12 @@ impl Tunnels {
             }
         }
         next
+    }
+
+    /// How long sent data may go unanswered (not even by a keepalive)
+    /// before we assume the peer lost the session.
+    fn dead_after(&self) -> Duration {
+        self.config.keepalive_timeout + self.config.rekey_timeout
     }
 
     /// Runs every timer that is due. Safe to call at any time.
@@ -738,6 +756,11 @@ impl Tunnels {
             }
         }
         let mut retransmit = false;
+        let dead_after = config.keepalive_timeout + config.rekey_timeout;
+        if p.pending.is_none() && p.unanswered_since.is_some_and(|t| now >= t + dead_after) {
+            p.unanswered_since = None;
+            retransmit = true;
+        }
         if let Some(h) = &p.pending {
             if now >= h.started + config.rekey_attempt_time {
                 self.indices.remove(&h.local_index);

@@ -268,3 +268,32 @@ fn keepalive_answers_silence() {
     let t = b.poll_transmit().unwrap();
     assert_eq!(a.handle_datagram(at, ep(B), &t.payload, &mut yes), Ok(None));
 }
+
+#[test]
+fn unanswered_data_starts_a_new_handshake() {
+    let (mut a, mut b) = pair();
+    let now = Timestamp::from_secs(1);
+    let bk = *b.public_key();
+    a.send(now, &bk, b"one").unwrap();
+    shuttle(now, &mut a, &mut b);
+    assert!(matches!(
+        a.poll_event(),
+        Some(TunnelEvent::Established { .. })
+    ));
+    // b restarts and forgets everything.
+    let mut b = tunnels(2, TunnelConfig::default());
+    let t = now + Duration::from_secs(1);
+    a.send(t, &bk, b"into the void").unwrap();
+    let pkt = a.poll_transmit().unwrap();
+    assert_eq!(
+        b.handle_datagram(t, ep(A), &pkt.payload, &mut yes),
+        Err(DropReason::UnknownSession)
+    );
+    let (at, timer) = a.poll_timeout().unwrap();
+    // Unanswered since "one" (b never even sent its keepalive).
+    assert_eq!((at, timer), (now + Duration::from_secs(15), Timer::Handshake));
+    a.handle_timeout(at);
+    a.send(at, &bk, b"again").unwrap();
+    let (_, got_b) = shuttle(at, &mut a, &mut b);
+    assert_eq!(got_b, vec![b"again".to_vec()]);
+}
