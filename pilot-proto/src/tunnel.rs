@@ -760,6 +760,13 @@ impl Tunnels {
         if p.pending.is_none() && p.unanswered_since.is_some_and(|t| now >= t + dead_after) {
             p.unanswered_since = None;
             retransmit = true;
+            // Stop sending into a session the peer has probably lost: new
+            // data waits for the new handshake. The old session still
+            // receives, in case the peer was only slow.
+            if let Some(old) = p.current.take() {
+                remove_session_index(&mut self.indices, &p.previous);
+                p.previous = Some(old);
+            }
         }
         if let Some(h) = &p.pending {
             if now >= h.started + config.rekey_attempt_time {

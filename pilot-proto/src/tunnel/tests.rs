@@ -291,7 +291,10 @@ fn unanswered_data_starts_a_new_handshake() {
     );
     let (at, timer) = a.poll_timeout().unwrap();
     // Unanswered since "one" (b never even sent its keepalive).
-    assert_eq!((at, timer), (now + Duration::from_secs(15), Timer::Handshake));
+    assert_eq!(
+        (at, timer),
+        (now + Duration::from_secs(15), Timer::Handshake)
+    );
     a.handle_timeout(at);
     a.send(at, &bk, b"again").unwrap();
     let (_, got_b) = shuttle(at, &mut a, &mut b);
