@@ -404,6 +404,11 @@ impl Node {
         self.peers.get(&peer).map(|k| k.key)
     }
 
+    /// Peers and receiver indices held by the tunnel layer.
+    pub fn state_size(&self) -> (usize, usize) {
+        self.tunnels.state_size()
+    }
+
     /// Access to the tunnel layer (tests of counter limits and rekeying).
     pub fn tunnels_mut(&mut self) -> &mut Tunnels {
         &mut self.tunnels

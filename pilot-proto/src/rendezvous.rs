@@ -178,6 +178,11 @@ impl Rendezvous {
         self.tunnels.stats()
     }
 
+    /// Peers and receiver indices held by the tunnel layer.
+    pub fn state_size(&self) -> (usize, usize) {
+        self.tunnels.state_size()
+    }
+
     /// Every registration, in key order (for persistence and inspection).
     pub fn records(&self) -> impl Iterator<Item = &Record> {
         self.records.values()

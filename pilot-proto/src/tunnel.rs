@@ -800,6 +800,12 @@ impl Tunnels {
         }
     }
 
+    /// How many peers and receiver indices we hold state for: an attacker
+    /// must not be able to make these grow.
+    pub fn state_size(&self) -> (usize, usize) {
+        (self.peers.len(), self.indices.len())
+    }
+
     /// True while transmits or events wait to be polled.
     pub fn has_output(&self) -> bool {
         !self.transmits.is_empty() || !self.events.is_empty()

@@ -1,0 +1,221 @@
+//! Pilot's real `Node` and `Rendezvous` as simulator hosts, and a small
+//! builder for scenarios: one rendezvous, any number of agents.
+
+use core::fmt;
+use core::net::SocketAddr;
+use core::time::Duration;
+
+use pilot_proto::addr::Hostname;
+use pilot_proto::node::{Event, Node, NodeConfig};
+use pilot_proto::rendezvous::{Rendezvous, RendezvousConfig, RendezvousEvent};
+use pilot_proto::{wire, Identity, PublicKey, Timestamp, Transmit};
+use sha2::{Digest, Sha256};
+
+use crate::{HostId, Machine, Stalled, World};
+
+/// Wall-clock time at the simulation's origin (2027-01-15), so certificate
+/// expiry and handshake timestamps look like real ones.
+pub const WALL_ORIGIN_MICROS: u64 = 1_800_000_000_000_000;
+
+/// Where the scenario's rendezvous listens.
+pub const RENDEZVOUS_ADDR: &str = "192.0.2.1:9000";
+
+/// A simulated host: an agent or the rendezvous.
+#[allow(clippy::large_enum_variant)]
+pub enum Host {
+    /// The registry and beacon.
+    Rendezvous(Box<Rendezvous>),
+    /// An agent.
+    Node(Box<Node>),
+}
+
+/// What a host reports, for the trace and for scenarios.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HostEvent {
+    /// From an agent.
+    Node(Event),
+    /// From the rendezvous.
+    Rendezvous(RendezvousEvent),
+}
+
+impl fmt::Display for HostEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HostEvent::Node(e) => e.fmt(f),
+            HostEvent::Rendezvous(e) => e.fmt(f),
+        }
+    }
+}
+
+impl Host {
+    /// The agent on this host. Panics on the rendezvous: a scenario bug.
+    pub fn node(&self) -> &Node {
+        match self {
+            Host::Node(n) => n,
+            Host::Rendezvous(_) => panic!("this host is the rendezvous, not a node"),
+        }
+    }
+
+    /// The agent on this host, mutably.
+    pub fn node_mut(&mut self) -> &mut Node {
+        match self {
+            Host::Node(n) => n,
+            Host::Rendezvous(_) => panic!("this host is the rendezvous, not a node"),
+        }
+    }
+
+    /// The rendezvous on this host. Panics on an agent.
+    pub fn rendezvous(&self) -> &Rendezvous {
+        match self {
+            Host::Rendezvous(r) => r,
+            Host::Node(_) => panic!("this host is a node, not the rendezvous"),
+        }
+    }
+}
+
+impl Machine for Host {
+    type Event = HostEvent;
+
+    fn handle_datagram(&mut self, now: Timestamp, from: SocketAddr, payload: &[u8]) {
+        match self {
+            Host::Rendezvous(r) => r.handle_datagram(now, from, payload),
+            Host::Node(n) => n.handle_datagram(now, from, payload),
+        }
+    }
+
+    fn handle_timeout(&mut self, now: Timestamp) {
+        match self {
+            Host::Rendezvous(r) => r.handle_timeout(now),
+            Host::Node(n) => n.handle_timeout(now),
+        }
+    }
+
+    fn poll_transmit(&mut self) -> Option<Transmit> {
+        match self {
+            Host::Rendezvous(r) => r.poll_transmit(),
+            Host::Node(n) => n.poll_transmit(),
+        }
+    }
+
+    fn poll_event(&mut self) -> Option<HostEvent> {
+        match self {
+            Host::Rendezvous(r) => r.poll_event().map(HostEvent::Rendezvous),
+            Host::Node(n) => n.poll_event().map(HostEvent::Node),
+        }
+    }
+
+    fn poll_timeout(&mut self) -> Option<(Timestamp, &'static str)> {
+        let t = match self {
+            Host::Rendezvous(r) => r.poll_timeout(),
+            Host::Node(n) => n.poll_timeout(),
+        };
+        t.map(|(at, timer)| (at, timer.as_str()))
+    }
+
+    fn describe(payload: &[u8]) -> String {
+        wire::describe(payload)
+    }
+}
+
+/// The identity a host named by its seed gets: derived, so every run of a
+/// scenario has the same keys.
+pub fn identity_for(host_seed: &[u8; 32]) -> Identity {
+    let mut h = Sha256::new();
+    h.update(b"pilot sim identity");
+    h.update(host_seed);
+    Identity::from_seed(&h.finalize().into())
+}
+
+/// A world with a rendezvous, ready for agents.
+pub struct Scenario {
+    /// The simulated world.
+    pub world: World<Host>,
+    /// The rendezvous host.
+    pub rendezvous: HostId,
+    /// The rendezvous's public key, which agents pin.
+    pub rendezvous_key: PublicKey,
+}
+
+impl Scenario {
+    /// A world seeded with `seed` holding a rendezvous at
+    /// [`RENDEZVOUS_ADDR`].
+    pub fn new(seed: u64) -> Self {
+        Self::with_rendezvous(seed, |_| {})
+    }
+
+    /// Like [`Scenario::new`], letting the test adjust the rendezvous's
+    /// configuration.
+    pub fn with_rendezvous(seed: u64, configure: impl FnOnce(&mut RendezvousConfig)) -> Self {
+        let mut world = World::new(seed);
+        let mut key = None;
+        let addr = RENDEZVOUS_ADDR.parse().expect("constant address parses");
+        let rendezvous = world.add_host("rv", addr, |seed| {
+            let identity = identity_for(&seed);
+            key = Some(identity.public());
+            let mut config = RendezvousConfig::new(identity);
+            config.wall_origin_micros = WALL_ORIGIN_MICROS;
+            configure(&mut config);
+            Host::Rendezvous(Box::new(Rendezvous::new(config, &seed, Timestamp::ZERO)))
+        });
+        Scenario {
+            world,
+            rendezvous,
+            rendezvous_key: key.expect("add_host runs its constructor"),
+        }
+    }
+
+    /// Adds an agent called `name` (also its hostname, public) at `addr`;
+    /// `configure` may change its configuration.
+    pub fn add_node(
+        &mut self,
+        name: &str,
+        addr: &str,
+        configure: impl FnOnce(&mut NodeConfig),
+    ) -> HostId {
+        let rv_key = self.rendezvous_key;
+        let rv_addr = self.world.addr(self.rendezvous);
+        let addr: SocketAddr = addr.parse().expect("scenario addresses parse");
+        let start = self.world.now();
+        self.world.add_host(name, addr, |seed| {
+            let mut config = NodeConfig::new(identity_for(&seed), rv_key, rv_addr);
+            config.hostname = Hostname::new(name).ok();
+            config.public = true;
+            config.wall_origin_micros = WALL_ORIGIN_MICROS;
+            configure(&mut config);
+            Host::Node(Box::new(Node::new(config, &seed, start)))
+        })
+    }
+
+    /// The agent on `id`.
+    pub fn node(&self, id: HostId) -> &Node {
+        self.world.host(id).node()
+    }
+
+    /// Runs until every host in `ids` is registered.
+    pub fn run_until_registered(&mut self, ids: &[HostId], max: Duration) -> Result<(), Stalled> {
+        self.world.run_until(
+            |w| ids.iter().all(|id| w.host(*id).node().is_registered()),
+            max,
+        )
+    }
+
+    /// Node events so far, with their host.
+    pub fn node_events(&self) -> impl Iterator<Item = (Timestamp, HostId, &Event)> {
+        self.world.events().iter().filter_map(|(t, h, e)| match e {
+            HostEvent::Node(n) => Some((*t, *h, n)),
+            HostEvent::Rendezvous(_) => None,
+        })
+    }
+
+    /// Datagrams delivered to `id` so far: (source port, destination port,
+    /// payload).
+    pub fn datagrams(&self, id: HostId) -> Vec<(u16, u16, Vec<u8>)> {
+        self.node_events()
+            .filter(|(_, h, _)| *h == id)
+            .filter_map(|(_, _, e)| match e {
+                Event::Datagram { from, port, data } => Some((from.port, *port, data.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+}
