@@ -109,6 +109,7 @@
 
 mod link;
 mod net;
+pub mod pilot;
 mod queue;
 mod rng;
 pub mod speed;

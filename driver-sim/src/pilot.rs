@@ -21,7 +21,6 @@ pub const WALL_ORIGIN_MICROS: u64 = 1_800_000_000_000_000;
 pub const RENDEZVOUS_ADDR: &str = "192.0.2.1:9000";
 
 /// A simulated host: an agent or the rendezvous.
-#[allow(clippy::large_enum_variant)]
 pub enum Host {
     /// The registry and beacon.
     Rendezvous(Box<Rendezvous>),

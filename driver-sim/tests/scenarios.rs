@@ -9,7 +9,6 @@ use driver_sim::{HostId, LinkConfig, World};
 use pilot_proto::addr::{Hostname, SocketAddress};
 use pilot_proto::msg::Query;
 use pilot_proto::node::Event;
-use pilot_proto::Timestamp;
 
 const ALICE: &str = "198.51.100.10:4000";
 const BOB: &str = "203.0.113.20:4000";
@@ -35,16 +34,20 @@ fn two_nodes(seed: u64, link: LinkConfig) -> (Scenario, HostId, HostId) {
     }
     s.run_until_registered(&[alice, bob], Duration::from_secs(60))
         .unwrap_or_else(|e| panic!("{e}"));
-    s.world.with_host(bob, |h, _| h.node_mut().bind(5000)).unwrap();
-    s.world.with_host(alice, |h, _| h.node_mut().bind(7000)).unwrap();
+    s.world
+        .with_host(bob, |h, _| h.node_mut().bind(5000))
+        .unwrap();
+    s.world
+        .with_host(alice, |h, _| h.node_mut().bind(7000))
+        .unwrap();
     (s, alice, bob)
 }
 
 fn resolve(s: &mut Scenario, from: HostId, name: &str) -> pilot_proto::node::PeerInfo {
     let host = Hostname::new(name).unwrap();
-    let id = s
-        .world
-        .with_host(from, |h, now| h.node_mut().resolve(now, Query::Hostname(host)));
+    let id = s.world.with_host(from, |h, now| {
+        h.node_mut().resolve(now, Query::Hostname(host))
+    });
     let found = |w: &World<driver_sim::pilot::Host>| {
         w.events().iter().any(|(_, h, e)| {
             *h == from && matches!(e, HostEvent::Node(Event::Resolved { id: i, .. }) if *i == id)
@@ -73,8 +76,6 @@ fn payload(i: u32) -> Vec<u8> {
 /// Bob echoes every datagram he gets back to its sender.
 fn echo_bob(s: &mut Scenario, bob: HostId, seen: &mut usize) {
     let got = s.datagrams(bob);
-    let bob_addr = s.node(bob).address().unwrap();
-    let _ = bob_addr;
     for (from_port, _, data) in got.into_iter().skip(*seen) {
         *seen += 1;
         let alice_addr = s
@@ -87,8 +88,12 @@ fn echo_bob(s: &mut Scenario, bob: HostId, seen: &mut usize) {
             .unwrap();
         s.world
             .with_host(bob, |h, now| {
-                h.node_mut()
-                    .send_datagram(now, 5000, SocketAddress::new(alice_addr, from_port), &data)
+                h.node_mut().send_datagram(
+                    now,
+                    5000,
+                    SocketAddress::new(alice_addr, from_port),
+                    &data,
+                )
             })
             .unwrap();
     }
@@ -101,12 +106,19 @@ fn two_nodes_register_resolve_and_exchange_datagrams() {
     let bob_addr = s.node(bob).address().unwrap();
     assert_eq!(info.address, bob_addr);
     assert_eq!(info.endpoints, vec![BOB.parse().unwrap()]);
-    assert_eq!(s.node(alice).public_endpoint(), Some(ALICE.parse().unwrap()));
+    assert_eq!(
+        s.node(alice).public_endpoint(),
+        Some(ALICE.parse().unwrap())
+    );
     for i in 0..3 {
         s.world
             .with_host(alice, |h, now| {
-                h.node_mut()
-                    .send_datagram(now, 7000, SocketAddress::new(bob_addr, 5000), &payload(i))
+                h.node_mut().send_datagram(
+                    now,
+                    7000,
+                    SocketAddress::new(bob_addr, 5000),
+                    &payload(i),
+                )
             })
             .unwrap();
     }
@@ -144,13 +156,18 @@ fn lossy_run(seed: u64) -> String {
         // The first ones wait in the lookup queue; later ones go straight.
         s.world
             .with_host(alice, |h, now| {
-                h.node_mut()
-                    .send_datagram(now, 7000, SocketAddress::new(bob_addr, 5000), &payload(i))
+                h.node_mut().send_datagram(
+                    now,
+                    7000,
+                    SocketAddress::new(bob_addr, 5000),
+                    &payload(i),
+                )
             })
             .unwrap_or_else(|e| panic!("seed {seed}: send {i}: {e}"));
         s.world.run_for(Duration::from_millis(50));
     }
-    s.world.run_for(Duration::from_secs(2));
+    // Long enough for a handshake whose first tries were lost.
+    s.world.run_for(Duration::from_secs(10));
     let got = s.datagrams(bob);
     let mut indices: Vec<u32> = got
         .iter()
@@ -163,19 +180,35 @@ fn lossy_run(seed: u64) -> String {
     let delivered = indices.len();
     indices.sort_unstable();
     indices.dedup();
-    assert_eq!(indices.len(), delivered, "seed {seed}: a datagram arrived twice");
+    assert_eq!(
+        indices.len(),
+        delivered,
+        "seed {seed}: a datagram arrived twice"
+    );
     let world = s.world.stats();
-    assert!(world.drops.loss > 0, "seed {seed}: the link lost nothing?");
-    assert!(world.duplicated > 0, "seed {seed}: the link duplicated nothing?");
+    assert!(
+        world.dropped.loss > 0,
+        "seed {seed}: the link lost nothing?"
+    );
+    assert!(
+        world.duplicated > 0,
+        "seed {seed}: the link duplicated nothing?"
+    );
     // Datagrams are unreliable: some are lost, most arrive.
-    assert!(delivered < N as usize && delivered > N as usize / 2, "seed {seed}: {delivered}/{N}");
+    assert!(
+        delivered < N as usize && delivered > N as usize / 2,
+        "seed {seed}: {delivered}/{N}"
+    );
     let bob_stats = s.node(bob).stats();
-    assert!(bob_stats.dropped_replay > 0, "seed {seed}: duplicates must be caught as replays");
+    assert!(
+        bob_stats.dropped_replay > 0,
+        "seed {seed}: duplicates must be caught as replays"
+    );
     assert_eq!(bob_stats.delivered as usize, delivered);
     assert_eq!(bob_stats.dropped_auth, 0, "seed {seed}");
     s.world.note(format!(
         "delivered {delivered}/{N}; link lost {}, duplicated {}; bob dropped {} replays",
-        world.drops.loss, world.duplicated, bob_stats.dropped_replay
+        world.dropped.loss, world.duplicated, bob_stats.dropped_replay
     ));
     s.world.trace().to_string()
 }
@@ -187,7 +220,7 @@ fn lossy_links_never_deliver_twice_or_corrupted() {
 
 #[test]
 fn lossy_links_hold_across_seeds() {
-    for seed in 100..108 {
+    for seed in 100..116 {
         lossy_run(seed);
     }
 }
@@ -216,8 +249,12 @@ fn nodes_register_by_themselves_after_a_rendezvous_outage() {
     s.run_until_registered(&[alice, bob], Duration::from_secs(60))
         .unwrap_or_else(|e| panic!("{e}"));
     let took = s.world.now().saturating_since(back);
-    // Handshake retries run every ~5 s: both must be back within two of them.
-    assert!(took <= Duration::from_secs(11), "re-registration took {took:?}");
+    // Handshake retries run every ~5 s at most: both must be back within
+    // one of them and a registration round trip.
+    assert!(
+        took <= Duration::from_secs(6),
+        "re-registration took {took:?}"
+    );
     snapshot("scenario_rendezvous_outage", s.world.trace());
 }
 
@@ -227,7 +264,11 @@ fn registration_is_refreshed_and_survives_a_short_outage() {
     let addr = s.node(alice).address();
     s.world.run_for(Duration::from_secs(200));
     assert!(s.node(alice).is_registered());
-    assert_eq!(s.node(alice).address(), addr, "address is stable across refreshes");
+    assert_eq!(
+        s.node(alice).address(),
+        addr,
+        "address is stable across refreshes"
+    );
     // Refreshes rekeyed the session with the rendezvous at least once.
     assert!(s.node(alice).stats().handshakes_completed >= 2);
 }
@@ -240,8 +281,12 @@ fn attacker_replays_and_tampers_everything_and_the_session_survives() {
     for i in 0..4 {
         s.world
             .with_host(alice, |h, now| {
-                h.node_mut()
-                    .send_datagram(now, 7000, SocketAddress::new(bob_addr, 5000), &payload(i))
+                h.node_mut().send_datagram(
+                    now,
+                    7000,
+                    SocketAddress::new(bob_addr, 5000),
+                    &payload(i),
+                )
             })
             .unwrap();
         s.world.run_for(Duration::from_millis(100));
@@ -253,7 +298,8 @@ fn attacker_replays_and_tampers_everything_and_the_session_survives() {
     let before_bob = s.node(bob).stats();
     let state_bob = s.node(bob).state_size();
     let state_rv = s.world.host(s.rendezvous).rendezvous().state_size();
-    s.world.note("attack: replay every captured packet, then tamper with each");
+    s.world
+        .note("attack: replay every captured packet, then tamper with each");
     let attacker: std::net::SocketAddr = "203.0.113.66:6666".parse().unwrap();
     for c in &captured {
         s.world.inject(c.from, c.to, c.payload.clone());
@@ -263,17 +309,34 @@ fn attacker_replays_and_tampers_everything_and_the_session_survives() {
             bad[pos] ^= 0x40;
             s.world.inject(c.from, c.to, bad);
         }
+        if c.payload[0] == 4 && c.payload.len() > 32 {
+            // A fresh counter gets past the replay window, so the forgery
+            // meets the AEAD check itself.
+            let mut forged = c.payload.clone();
+            forged[8..16].copy_from_slice(&1_000_000u64.to_le_bytes());
+            forged[20] ^= 1;
+            s.world.inject(c.from, c.to, forged);
+        }
         let mut short = c.payload.clone();
         short.truncate(c.payload.len() / 3);
         s.world.inject(c.from, c.to, short);
     }
     s.world.run_for(Duration::from_secs(1));
-    assert_eq!(s.datagrams(bob).len(), 4, "nothing forged reached bob's application");
+    assert_eq!(
+        s.datagrams(bob).len(),
+        4,
+        "nothing forged reached bob's application"
+    );
     let after_bob = s.node(bob).stats();
     assert!(after_bob.dropped_replay > before_bob.dropped_replay);
-    assert!(after_bob.dropped_auth + after_bob.dropped_bad_mac > before_bob.dropped_auth);
+    assert!(after_bob.dropped_auth > before_bob.dropped_auth);
+    assert!(after_bob.dropped_bad_mac > before_bob.dropped_bad_mac);
     assert!(after_bob.dropped_malformed > before_bob.dropped_malformed);
-    assert_eq!(s.node(bob).state_size(), state_bob, "no state allocated at bob");
+    assert_eq!(
+        s.node(bob).state_size(),
+        state_bob,
+        "no state allocated at bob"
+    );
     assert_eq!(
         s.world.host(s.rendezvous).rendezvous().state_size(),
         state_rv,
@@ -287,10 +350,16 @@ fn attacker_replays_and_tampers_everything_and_the_session_survives() {
         })
         .unwrap();
     s.world.run_for(Duration::from_millis(100));
-    assert_eq!(s.datagrams(bob).last().map(|d| d.2.clone()), Some(payload(99)));
+    assert_eq!(
+        s.datagrams(bob).last().map(|d| d.2.clone()),
+        Some(payload(99))
+    );
     s.world.note(format!(
         "bob dropped: replay {}, auth {}, bad-mac {}, malformed {}",
-        after_bob.dropped_replay, after_bob.dropped_auth, after_bob.dropped_bad_mac, after_bob.dropped_malformed
+        after_bob.dropped_replay,
+        after_bob.dropped_auth,
+        after_bob.dropped_bad_mac,
+        after_bob.dropped_malformed
     ));
     snapshot("scenario_attacker", s.world.trace());
 }
@@ -315,12 +384,17 @@ fn handshake_flood_gets_cookies_not_state() {
     // the first few are refused as replays (after full handshake work),
     // then the rendezvous is under load and answers with cookies.
     for i in 0..200u16 {
-        let src = format!("198.51.100.{}:{}", 100 + i % 50, 10_000 + i).parse().unwrap();
+        let src = format!("198.51.100.{}:{}", 100 + i % 50, 10_000 + i)
+            .parse()
+            .unwrap();
         s.world.inject(src, init.to, init.payload.clone());
     }
     s.world.run_for(Duration::from_millis(100));
     let stats = s.world.host(rv).rendezvous().stats().clone();
-    assert!(stats.cookie_replies >= 190, "cookies: {}", stats.cookie_replies);
+    assert!(
+        stats.cookie_replies >= 190,
+        "cookies: {}",
+        stats.cookie_replies
+    );
     assert_eq!(s.world.host(rv).rendezvous().state_size(), state);
-    let _ = Timestamp::ZERO;
 }

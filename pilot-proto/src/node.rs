@@ -296,6 +296,9 @@ pub struct Node {
     reg: RegState,
     address: Option<Address>,
     public_endpoint: Option<SocketAddr>,
+    /// The rendezvous holds our registration until then (its TTL after
+    /// the last answer), refreshes in flight or not.
+    registered_until: Option<Timestamp>,
     next_req: u32,
     resolves: BTreeMap<u32, PendingResolve>,
     peers: BTreeMap<Address, Known>,
@@ -334,6 +337,7 @@ impl Node {
             },
             address: None,
             public_endpoint: None,
+            registered_until: None,
             next_req: 1,
             resolves: BTreeMap::new(),
             peers: BTreeMap::new(),
@@ -356,9 +360,10 @@ impl Node {
         self.public_endpoint
     }
 
-    /// True while the registration is fresh.
+    /// True while the rendezvous holds a fresh registration for us (a
+    /// refresh may be in flight).
     pub fn is_registered(&self) -> bool {
-        matches!(self.reg, RegState::Registered { .. })
+        self.registered_until.is_some_and(|t| self.now < t)
     }
 
     /// Our identity's public key.
@@ -593,6 +598,7 @@ impl Node {
                 r.cert.encode(&mut payload);
                 self.tunnels.set_local_payload(payload);
                 let refresh = Duration::from_secs(u64::from(r.refresh_secs.max(1)));
+                self.registered_until = Some(now + Duration::from_secs(u64::from(r.ttl_secs)));
                 self.reg = RegState::Registered {
                     refresh_at: now + refresh,
                 };
@@ -766,6 +772,11 @@ impl Node {
                     // A new session with the rendezvous: (re)register on it
                     // at once unless a registration is fresh.
                     if let RegState::Trying { .. } = self.reg {
+                        self.reg = RegState::Trying {
+                            attempt: 0,
+                            retry_at: now,
+                            req: None,
+                        };
                         self.send_register(now);
                     }
                     self.send_resolves(now);
@@ -840,7 +851,14 @@ impl Node {
         };
         self.reg = RegState::Trying {
             attempt,
-            retry_at: now + self.config.register_timeout.max(self.backoff(attempt)),
+            // The session is up, so only the request or its answer was
+            // lost: retry soon (2, 2, 4, 8 s), whatever the handshake
+            // phase's backoff had grown to.
+            retry_at: now
+                + self
+                    .config
+                    .register_timeout
+                    .max(self.backoff(attempt.min(3))),
             req: Some(req),
         };
         let rv = self.rv;

@@ -108,6 +108,8 @@ struct Pending {
     local_index: u32,
     started: Timestamp,
     retry_at: Timestamp,
+    /// Initiations sent in this attempt, retransmissions included.
+    sent: u32,
     mac1: [u8; 16],
 }
 
@@ -196,6 +198,17 @@ fn remove_session_index(indices: &mut BTreeMap<u32, PeerKey>, s: &Option<Session
     if let Some(s) = s {
         indices.remove(&s.local_index());
     }
+}
+
+/// Moves the current session to `previous` (still accepted for receiving).
+/// With no current session, `previous` stays: it may be the one a dead-peer
+/// check retired, and the peer may still be sending on it.
+fn retire_current(indices: &mut BTreeMap<u32, PeerKey>, p: &mut Peer) {
+    if p.current.is_none() {
+        return;
+    }
+    remove_session_index(indices, &p.previous);
+    p.previous = p.current.take();
 }
 
 impl Tunnels {
@@ -404,18 +417,22 @@ impl Tunnels {
             .filter(|(_, at)| now.saturating_since(*at) < COOKIE_SECRET_LIFETIME)
             .map(|(c, _)| c);
         let mac1 = cookie::seal_macs(&mut pkt, &cookie::mac1_key(peer), cookie.as_ref());
-        let started = match &p.pending {
+        let (started, sent) = match &p.pending {
             Some(old) => {
                 self.indices.remove(&old.local_index);
-                old.started
+                (old.started, old.sent)
             }
-            None => now,
+            None => (now, 0),
         };
+        // First contact should not wait 5 s for one lost packet: retry
+        // after 1, 2 and 4 s, then every `rekey_timeout`.
+        let backoff = Duration::from_secs(1u64 << sent.min(8)).min(self.config.rekey_timeout);
         p.pending = Some(Pending {
             initiator,
             local_index: index,
             started,
-            retry_at: now + self.config.rekey_timeout + jitter,
+            retry_at: now + backoff + jitter,
+            sent: sent + 1,
             mac1,
         });
         p.last_sent = now;
@@ -584,8 +601,7 @@ impl Tunnels {
         let local_index = pending.local_index;
         p.pending = None;
         let session = Session::new(&split, true, local_index, h.sender, now, self.config.limits);
-        remove_session_index(&mut self.indices, &p.previous);
-        p.previous = p.current.take();
+        retire_current(&mut self.indices, p);
         p.current = Some(session);
         p.endpoint = Some(from);
         self.stats.handshakes_completed += 1;
@@ -653,8 +669,7 @@ impl Tunnels {
         p.endpoint = Some(from);
         p.unanswered_since = None;
         if is_next {
-            remove_session_index(&mut self.indices, &p.previous);
-            p.previous = p.current.take();
+            retire_current(&mut self.indices, p);
             p.current = p.next.take();
             let payload = core::mem::take(&mut p.next_payload);
             self.stats.handshakes_completed += 1;

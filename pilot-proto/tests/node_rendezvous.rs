@@ -17,7 +17,7 @@ const BOB: &str = "203.0.113.1:4000";
 const WALL: u64 = 1_800_000_000_000_000;
 
 enum Host {
-    Rv(Rendezvous),
+    Rv(Box<Rendezvous>),
     Node(Box<Node>),
 }
 
@@ -34,7 +34,7 @@ impl Net {
         let mut rv_cfg = RendezvousConfig::new(rv_id.clone());
         rv_cfg.wall_origin_micros = WALL;
         let rv = Rendezvous::new(rv_cfg, &[11; 32], Timestamp::ZERO);
-        hosts.insert(ep(RV), Host::Rv(rv));
+        hosts.insert(ep(RV), Host::Rv(Box::new(rv)));
         for (addr, seed, name) in [(ALICE, 2u8, "alice"), (BOB, 3, "bob")] {
             let mut cfg = NodeConfig::new(Identity::from_seed(&[seed; 32]), rv_id.public(), ep(RV));
             cfg.hostname = Some(Hostname::new(name).unwrap());
