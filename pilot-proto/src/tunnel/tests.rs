@@ -300,3 +300,37 @@ fn unanswered_data_starts_a_new_handshake() {
     let (_, got_b) = shuttle(at, &mut a, &mut b);
     assert_eq!(got_b, vec![b"again".to_vec()]);
 }
+
+#[test]
+fn message_count_rekeys_and_exhaustion_never_reuses_a_counter() {
+    let config = TunnelConfig {
+        limits: crate::session::SessionLimits {
+            rekey_after_messages: 10,
+            reject_after_messages: 12,
+            ..Default::default()
+        },
+        ..TunnelConfig::default()
+    };
+    let mut a = tunnels(1, config);
+    let mut b = tunnels(2, config);
+    let bk = *b.public_key();
+    a.set_endpoint(bk, ep(B));
+    let now = Timestamp::from_secs(1);
+    a.send(now, &bk, b"0").unwrap();
+    shuttle(now, &mut a, &mut b);
+    let first = a.handshake_hash(&bk, now).unwrap();
+    // Skip to just below the rekey threshold: the next send rekeys.
+    a.current_session_mut(&bk).unwrap().set_send_counter(9);
+    a.send(now, &bk, b"1").unwrap();
+    assert_eq!(a.stats().handshakes_sent, 2, "count threshold started a rekey");
+    let (_, got_b) = shuttle(now, &mut a, &mut b);
+    assert_eq!(got_b, vec![b"1".to_vec()]);
+    assert_ne!(a.handshake_hash(&bk, now).unwrap(), first);
+    // At the hard limit nothing is sealed: the message waits for a fresh
+    // session instead of reusing a nonce.
+    a.current_session_mut(&bk).unwrap().set_send_counter(12);
+    a.send(now, &bk, b"2").unwrap();
+    let (_, got_b) = shuttle(now, &mut a, &mut b);
+    assert_eq!(got_b, vec![b"2".to_vec()]);
+    assert_eq!(a.stats().handshakes_sent, 3);
+}
