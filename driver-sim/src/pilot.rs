@@ -5,8 +5,8 @@ use core::fmt;
 use core::net::SocketAddr;
 use core::time::Duration;
 
-use pilot_proto::addr::Hostname;
-use pilot_proto::node::{Event, Node, NodeConfig};
+use pilot_proto::addr::{Hostname, SocketAddress};
+use pilot_proto::node::{CommandError, Event, Node, NodeConfig};
 use pilot_proto::rendezvous::{Rendezvous, RendezvousConfig, RendezvousEvent};
 use pilot_proto::{wire, Identity, PublicKey, Timestamp, Transmit};
 use sha2::{Digest, Sha256};
@@ -196,6 +196,19 @@ impl Scenario {
             |w| ids.iter().all(|id| w.host(*id).node().is_registered()),
             max,
         )
+    }
+
+    /// Has agent `from` send `data` from its port `src_port` to `dst`.
+    pub fn send(
+        &mut self,
+        from: HostId,
+        src_port: u16,
+        dst: SocketAddress,
+        data: &[u8],
+    ) -> Result<(), CommandError> {
+        self.world.with_host(from, |h, now| {
+            h.node_mut().send_datagram(now, src_port, dst, data)
+        })
     }
 
     /// Node events so far, with their host.

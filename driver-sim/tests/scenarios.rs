@@ -86,15 +86,7 @@ fn echo_bob(s: &mut Scenario, bob: HostId, seen: &mut usize) {
                 _ => None,
             })
             .unwrap();
-        s.world
-            .with_host(bob, |h, now| {
-                h.node_mut().send_datagram(
-                    now,
-                    5000,
-                    SocketAddress::new(alice_addr, from_port),
-                    &data,
-                )
-            })
+        s.send(bob, 5000, SocketAddress::new(alice_addr, from_port), &data)
             .unwrap();
     }
 }
@@ -111,15 +103,7 @@ fn two_nodes_register_resolve_and_exchange_datagrams() {
         Some(ALICE.parse().unwrap())
     );
     for i in 0..3 {
-        s.world
-            .with_host(alice, |h, now| {
-                h.node_mut().send_datagram(
-                    now,
-                    7000,
-                    SocketAddress::new(bob_addr, 5000),
-                    &payload(i),
-                )
-            })
+        s.send(alice, 7000, SocketAddress::new(bob_addr, 5000), &payload(i))
             .unwrap();
     }
     let mut seen = 0;
@@ -154,15 +138,7 @@ fn lossy_run(seed: u64) -> String {
     const N: u32 = 60;
     for i in 0..N {
         // The first ones wait in the lookup queue; later ones go straight.
-        s.world
-            .with_host(alice, |h, now| {
-                h.node_mut().send_datagram(
-                    now,
-                    7000,
-                    SocketAddress::new(bob_addr, 5000),
-                    &payload(i),
-                )
-            })
+        s.send(alice, 7000, SocketAddress::new(bob_addr, 5000), &payload(i))
             .unwrap_or_else(|e| panic!("seed {seed}: send {i}: {e}"));
         s.world.run_for(Duration::from_millis(50));
     }
@@ -199,7 +175,7 @@ fn lossy_run(seed: u64) -> String {
         delivered < N as usize && delivered > N as usize / 2,
         "seed {seed}: {delivered}/{N}"
     );
-    let bob_stats = s.node(bob).stats();
+    let bob_stats = s.node(bob).stats().clone();
     assert!(
         bob_stats.dropped_replay > 0,
         "seed {seed}: duplicates must be caught as replays"
@@ -279,15 +255,7 @@ fn attacker_replays_and_tampers_everything_and_the_session_survives() {
     let bob_addr = s.node(bob).address().unwrap();
     s.world.set_capture(true);
     for i in 0..4 {
-        s.world
-            .with_host(alice, |h, now| {
-                h.node_mut().send_datagram(
-                    now,
-                    7000,
-                    SocketAddress::new(bob_addr, 5000),
-                    &payload(i),
-                )
-            })
+        s.send(alice, 7000, SocketAddress::new(bob_addr, 5000), &payload(i))
             .unwrap();
         s.world.run_for(Duration::from_millis(100));
     }
@@ -295,7 +263,7 @@ fn attacker_replays_and_tampers_everything_and_the_session_survives() {
     let captured = s.world.take_captured();
     assert!(!captured.is_empty());
     s.world.set_capture(false);
-    let before_bob = s.node(bob).stats();
+    let before_bob = s.node(bob).stats().clone();
     let state_bob = s.node(bob).state_size();
     let state_rv = s.world.host(s.rendezvous).rendezvous().state_size();
     s.world
@@ -327,7 +295,7 @@ fn attacker_replays_and_tampers_everything_and_the_session_survives() {
         4,
         "nothing forged reached bob's application"
     );
-    let after_bob = s.node(bob).stats();
+    let after_bob = s.node(bob).stats().clone();
     assert!(after_bob.dropped_replay > before_bob.dropped_replay);
     assert!(after_bob.dropped_auth > before_bob.dropped_auth);
     assert!(after_bob.dropped_bad_mac > before_bob.dropped_bad_mac);
@@ -343,12 +311,13 @@ fn attacker_replays_and_tampers_everything_and_the_session_survives() {
         "no state allocated at the rendezvous"
     );
     // The real session still works, both ways.
-    s.world
-        .with_host(alice, |h, now| {
-            h.node_mut()
-                .send_datagram(now, 7000, SocketAddress::new(bob_addr, 5000), &payload(99))
-        })
-        .unwrap();
+    s.send(
+        alice,
+        7000,
+        SocketAddress::new(bob_addr, 5000),
+        &payload(99),
+    )
+    .unwrap();
     s.world.run_for(Duration::from_millis(100));
     assert_eq!(
         s.datagrams(bob).last().map(|d| d.2.clone()),

@@ -307,7 +307,6 @@ pub struct Node {
     waiting: BTreeMap<Address, VecDeque<(Timestamp, Vec<u8>)>>,
     bound: BTreeSet<u16>,
     events: VecDeque<Event>,
-    stats: Stats,
     now: Timestamp,
 }
 
@@ -345,7 +344,6 @@ impl Node {
             waiting: BTreeMap::new(),
             bound: BTreeSet::new(),
             events: VecDeque::new(),
-            stats: Stats::default(),
             now,
         }
     }
@@ -371,30 +369,9 @@ impl Node {
         self.config.identity.public()
     }
 
-    /// Counters: the tunnel layer's and the node's own, added up.
-    pub fn stats(&self) -> Stats {
-        let t = self.tunnels.stats();
-        let n = &self.stats;
-        Stats {
-            datagrams_in: t.datagrams_in,
-            datagrams_out: t.datagrams_out,
-            handshakes_sent: t.handshakes_sent,
-            handshakes_completed: t.handshakes_completed,
-            cookie_replies: t.cookie_replies,
-            delivered: n.delivered,
-            send_dropped: t.send_dropped + n.send_dropped,
-            dropped_malformed: t.dropped_malformed + n.dropped_malformed,
-            dropped_bad_mac: t.dropped_bad_mac + n.dropped_bad_mac,
-            dropped_unknown_session: t.dropped_unknown_session + n.dropped_unknown_session,
-            dropped_auth: t.dropped_auth + n.dropped_auth,
-            dropped_replay: t.dropped_replay + n.dropped_replay,
-            dropped_rate_limited: t.dropped_rate_limited + n.dropped_rate_limited,
-            dropped_not_allowed: t.dropped_not_allowed + n.dropped_not_allowed,
-            dropped_expired: t.dropped_expired + n.dropped_expired,
-            dropped_spoofed: t.dropped_spoofed + n.dropped_spoofed,
-            dropped_port_unreachable: t.dropped_port_unreachable + n.dropped_port_unreachable,
-            dropped_unexpected: t.dropped_unexpected + n.dropped_unexpected,
-        }
+    /// Counters: one set for the node and its tunnel layer.
+    pub fn stats(&self) -> &Stats {
+        self.tunnels.stats()
     }
 
     /// True if an encrypted session with `peer` is up.
@@ -513,7 +490,7 @@ impl Node {
         }
         let queue = self.waiting.entry(peer).or_default();
         if queue.len() >= self.config.max_waiting {
-            self.stats.send_dropped += 1;
+            self.tunnels.stats_mut().send_dropped += 1;
             return Err(CommandError::QueueFull);
         }
         queue.push_back((now, msg));
@@ -564,7 +541,7 @@ impl Node {
         // learn the peer's address before reading what it sent.
         self.drain_tunnel_events(now);
         match result {
-            Err(reason) => self.stats.drop(reason),
+            Err(reason) => self.tunnels.stats_mut().drop(reason),
             Ok(None) => {}
             Ok(Some(inbound)) if inbound.peer == self.rv => {
                 self.on_rendezvous_message(now, &inbound.plaintext)
@@ -577,18 +554,18 @@ impl Node {
     fn on_rendezvous_message(&mut self, now: Timestamp, plaintext: &[u8]) {
         let msg = match Message::decode(plaintext) {
             Ok(m) => m,
-            Err(_) => return self.stats.drop(DropReason::Malformed),
+            Err(_) => return self.tunnels.stats_mut().drop(DropReason::Malformed),
         };
         match msg {
             Message::Registered(r) => {
                 let RegState::Trying { req: Some(req), .. } = self.reg else {
-                    return self.stats.drop(DropReason::Unexpected);
+                    return self.tunnels.stats_mut().drop(DropReason::Unexpected);
                 };
                 if r.req != req {
-                    return self.stats.drop(DropReason::Unexpected);
+                    return self.tunnels.stats_mut().drop(DropReason::Unexpected);
                 }
                 if r.cert.key != self.config.identity.public() || r.cert.address != r.address {
-                    return self.stats.drop(DropReason::Unexpected);
+                    return self.tunnels.stats_mut().drop(DropReason::Unexpected);
                 }
                 let changed =
                     self.address != Some(r.address) || self.public_endpoint != Some(r.observed);
@@ -615,7 +592,7 @@ impl Node {
             Message::Error { req, code, message } => {
                 self.on_rendezvous_error(now, req, code, message)
             }
-            _ => self.stats.drop(DropReason::Unexpected),
+            _ => self.tunnels.stats_mut().drop(DropReason::Unexpected),
         }
     }
 
@@ -641,7 +618,7 @@ impl Node {
             }
         }
         let Some(pending) = self.resolves.remove(&req) else {
-            return self.stats.drop(DropReason::Unexpected);
+            return self.tunnels.stats_mut().drop(DropReason::Unexpected);
         };
         let error = match code {
             ErrorCode::NotFound => ResolveError::NotFound,
@@ -659,7 +636,7 @@ impl Node {
 
     fn on_resolved(&mut self, now: Timestamp, r: Resolved) {
         let Some(pending) = self.resolves.remove(&r.req) else {
-            return self.stats.drop(DropReason::Unexpected);
+            return self.tunnels.stats_mut().drop(DropReason::Unexpected);
         };
         let info = PeerInfo {
             address: r.address,
@@ -718,7 +695,7 @@ impl Node {
             Err(e) => Some(Unreachable::Resolve(e.clone())),
         };
         if let Some(reason) = reason {
-            self.stats.send_dropped += queue.len() as u64;
+            self.tunnels.stats_mut().send_dropped += queue.len() as u64;
             self.events.push_back(Event::Unreachable {
                 peer,
                 reason,
@@ -731,33 +708,33 @@ impl Node {
         };
         for (_, msg) in queue {
             if self.tunnels.send(self.now, &x, &msg).is_err() {
-                self.stats.send_dropped += 1;
+                self.tunnels.stats_mut().send_dropped += 1;
             }
         }
     }
 
     fn on_peer_message(&mut self, peer: PeerKey, plaintext: &[u8]) {
         let Some(&peer_addr) = self.by_key.get(&peer) else {
-            return self.stats.drop(DropReason::Unexpected);
+            return self.tunnels.stats_mut().drop(DropReason::Unexpected);
         };
         let packet = match Message::decode(plaintext) {
             Ok(Message::Data(p)) => p,
-            Ok(_) => return self.stats.drop(DropReason::Unexpected),
-            Err(_) => return self.stats.drop(DropReason::Malformed),
+            Ok(_) => return self.tunnels.stats_mut().drop(DropReason::Unexpected),
+            Err(_) => return self.tunnels.stats_mut().drop(DropReason::Malformed),
         };
         let (src, dst, payload) = match overlay::decode(packet) {
             Ok(overlay::Packet::Udp { src, dst, payload }) => (src, dst, payload),
-            Err(_) => return self.stats.drop(DropReason::Malformed),
+            Err(_) => return self.tunnels.stats_mut().drop(DropReason::Malformed),
         };
         // The session proves the peer's key; the certificate binds the key
         // to an address. Anything else in the source is a lie.
         if src.addr != peer_addr || Some(dst.addr) != self.address {
-            return self.stats.drop(DropReason::Spoofed);
+            return self.tunnels.stats_mut().drop(DropReason::Spoofed);
         }
         if !self.bound.contains(&dst.port) {
-            return self.stats.drop(DropReason::PortUnreachable);
+            return self.tunnels.stats_mut().drop(DropReason::PortUnreachable);
         }
-        self.stats.delivered += 1;
+        self.tunnels.stats_mut().delivered += 1;
         self.events.push_back(Event::Datagram {
             from: src,
             port: dst.port,
@@ -954,7 +931,7 @@ impl Node {
         }
         self.waiting.retain(|_, q| !q.is_empty());
         for (peer, dropped) in gone {
-            self.stats.send_dropped += dropped as u64;
+            self.tunnels.stats_mut().send_dropped += dropped as u64;
             self.events.push_back(Event::Unreachable {
                 peer,
                 reason: Unreachable::QueueTimeout,

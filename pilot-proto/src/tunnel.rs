@@ -155,6 +155,13 @@ impl Peer {
         }
     }
 
+    /// The cookie the peer gave us, while it is still valid for mac2.
+    fn fresh_cookie(&self, now: Timestamp) -> Option<[u8; 16]> {
+        self.cookie
+            .filter(|(_, at)| now.saturating_since(*at) < COOKIE_SECRET_LIFETIME)
+            .map(|(c, _)| c)
+    }
+
     fn usable(&self, now: Timestamp) -> Option<&Session> {
         self.current.as_ref().filter(|s| !s.expired(now))
     }
@@ -198,6 +205,17 @@ fn remove_session_index(indices: &mut BTreeMap<u32, PeerKey>, s: &Option<Session
     if let Some(s) = s {
         indices.remove(&s.local_index());
     }
+}
+
+/// The peer that owns our receiver index `index`.
+fn peer_by_index<'a>(
+    indices: &BTreeMap<u32, PeerKey>,
+    peers: &'a mut BTreeMap<PeerKey, Peer>,
+    index: u32,
+) -> Result<(PeerKey, &'a mut Peer), DropReason> {
+    let peer = *indices.get(&index).ok_or(DropReason::UnknownSession)?;
+    let p = peers.get_mut(&peer).ok_or(DropReason::UnknownSession)?;
+    Ok((peer, p))
 }
 
 /// Moves the current session to `previous` (still accepted for receiving).
@@ -412,10 +430,7 @@ impl Tunnels {
                 Err(_) => return,
             };
         pkt.extend_from_slice(&[0; 2 * MAC_LEN]);
-        let cookie = p
-            .cookie
-            .filter(|(_, at)| now.saturating_since(*at) < COOKIE_SECRET_LIFETIME)
-            .map(|(c, _)| c);
+        let cookie = p.fresh_cookie(now);
         let mac1 = cookie::seal_macs(&mut pkt, &cookie::mac1_key(peer), cookie.as_ref());
         let (started, sent) = match &p.pending {
             Some(old) => {
@@ -541,10 +556,7 @@ impl Tunnels {
         pkt.extend_from_slice(&[0; 2 * MAC_LEN]);
         let session = Session::new(&split, false, index, h.sender, now, self.config.limits);
         let p = self.peers.entry(remote).or_insert_with(|| Peer::new(None));
-        let cookie = p
-            .cookie
-            .filter(|(_, at)| now.saturating_since(*at) < COOKIE_SECRET_LIFETIME)
-            .map(|(c, _)| c);
+        let cookie = p.fresh_cookie(now);
         cookie::seal_macs(&mut pkt, &cookie::mac1_key(&remote), cookie.as_ref());
         p.last_init_timestamp = timestamp;
         p.endpoint = Some(from);
@@ -618,14 +630,7 @@ impl Tunnels {
         nonce: &[u8; 24],
         sealed: &[u8; 32],
     ) -> Result<(), DropReason> {
-        let peer = *self
-            .indices
-            .get(&receiver)
-            .ok_or(DropReason::UnknownSession)?;
-        let p = self
-            .peers
-            .get_mut(&peer)
-            .ok_or(DropReason::UnknownSession)?;
+        let (peer, p) = peer_by_index(&self.indices, &mut self.peers, receiver)?;
         let pending = p
             .pending
             .as_ref()
@@ -647,14 +652,7 @@ impl Tunnels {
         counter: u64,
         ciphertext: &[u8],
     ) -> Result<Option<Inbound>, DropReason> {
-        let peer = *self
-            .indices
-            .get(&receiver)
-            .ok_or(DropReason::UnknownSession)?;
-        let p = self
-            .peers
-            .get_mut(&peer)
-            .ok_or(DropReason::UnknownSession)?;
+        let (peer, p) = peer_by_index(&self.indices, &mut self.peers, receiver)?;
         let (session, is_next) = p.slot_mut(receiver).ok_or(DropReason::UnknownSession)?;
         let mut plaintext = Vec::with_capacity(ciphertext.len());
         session

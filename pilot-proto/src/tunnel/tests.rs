@@ -322,7 +322,11 @@ fn message_count_rekeys_and_exhaustion_never_reuses_a_counter() {
     // Skip to just below the rekey threshold: the next send rekeys.
     a.current_session_mut(&bk).unwrap().set_send_counter(9);
     a.send(now, &bk, b"1").unwrap();
-    assert_eq!(a.stats().handshakes_sent, 2, "count threshold started a rekey");
+    assert_eq!(
+        a.stats().handshakes_sent,
+        2,
+        "count threshold started a rekey"
+    );
     let (_, got_b) = shuttle(now, &mut a, &mut b);
     assert_eq!(got_b, vec![b"1".to_vec()]);
     assert_ne!(a.handshake_hash(&bk, now).unwrap(), first);
