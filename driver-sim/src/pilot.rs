@@ -211,6 +211,32 @@ impl Scenario {
         })
     }
 
+    /// Runs a full trust handshake: `a` asks `b` (by address), `b`
+    /// approves as soon as the request arrives, until both trust each
+    /// other.
+    pub fn trust(&mut self, a: HostId, b: HostId, max: Duration) -> Result<(), Stalled> {
+        let a_addr = self.node(a).address().expect("registered before trust");
+        let b_addr = self.node(b).address().expect("registered before trust");
+        let _ = self.world.with_host(a, |h, now| {
+            h.node_mut()
+                .handshake(now, pilot_proto::msg::Query::Address(b_addr), "scenario")
+        });
+        self.world.run_until(
+            |w| w.host(b).node().pending().any(|p| p.request.from == a_addr),
+            max,
+        )?;
+        let _ = self
+            .world
+            .with_host(b, |h, now| h.node_mut().approve(now, a_addr));
+        self.world.run_until(
+            |w| {
+                w.host(a).node().trusted().any(|t| t.address == b_addr)
+                    && w.host(b).node().trusted().any(|t| t.address == a_addr)
+            },
+            max,
+        )
+    }
+
     /// Node events so far, with their host.
     pub fn node_events(&self) -> impl Iterator<Item = (Timestamp, HostId, &Event)> {
         self.world.events().iter().filter_map(|(t, h, e)| match e {

@@ -23,8 +23,8 @@ fn snapshot(name: &str, trace: &str) {
     });
 }
 
-/// A rendezvous, alice and bob, both registered; bob listens on 5000 and
-/// alice on 7000.
+/// A rendezvous, alice and bob, both registered and trusting each other;
+/// bob listens on 5000 and alice on 7000.
 fn two_nodes(seed: u64, link: LinkConfig) -> (Scenario, HostId, HostId) {
     let mut s = Scenario::new(seed);
     let alice = s.add_node("alice", ALICE, |_| {});
@@ -33,6 +33,8 @@ fn two_nodes(seed: u64, link: LinkConfig) -> (Scenario, HostId, HostId) {
         s.world.set_link(id, link.clone());
     }
     s.run_until_registered(&[alice, bob], Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("{e}"));
+    s.trust(alice, bob, Duration::from_secs(60))
         .unwrap_or_else(|e| panic!("{e}"));
     s.world
         .with_host(bob, |h, _| h.node_mut().bind(5000))

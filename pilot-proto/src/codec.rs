@@ -114,13 +114,22 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// The longest prefix of `s` of at most `max` bytes that ends on a
+/// character boundary.
+pub fn truncate_str(s: &str, max: usize) -> &str {
+    let mut cut = s.len().min(max);
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    &s[..cut]
+}
+
 /// Appends `s` with a one-byte length. Callers guarantee `s.len() <= 255`
 /// (hostnames are at most 63 bytes, messages are truncated before this).
 pub fn put_short_str(out: &mut Vec<u8>, s: &str) {
-    let bytes = s.as_bytes();
-    let len = bytes.len().min(255);
-    out.push(len as u8);
-    out.extend_from_slice(&bytes[..len]);
+    let s = truncate_str(s, 255);
+    out.push(s.len() as u8);
+    out.extend_from_slice(s.as_bytes());
 }
 
 /// Appends a UDP endpoint: family (4 or 6), address, port (big-endian).

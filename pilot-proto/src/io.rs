@@ -35,6 +35,9 @@ pub enum Timer {
     Expiry,
     /// Queued datagrams waiting for a peer time out.
     QueueExpiry,
+    /// Resend a message pushed to an agent, or a request to the
+    /// rendezvous, that is not acknowledged yet.
+    Push,
 }
 
 impl Timer {
@@ -50,6 +53,7 @@ impl Timer {
             Timer::Resolve => "resolve",
             Timer::Expiry => "expiry",
             Timer::QueueExpiry => "queue-expiry",
+            Timer::Push => "push",
         }
     }
 }

@@ -26,6 +26,7 @@ pub mod rng;
 pub mod session;
 pub mod stats;
 pub mod time;
+pub mod trust;
 pub mod tunnel;
 pub mod wire;
 

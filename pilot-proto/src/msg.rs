@@ -11,17 +11,38 @@ use core::net::SocketAddr;
 use crate::addr::{Address, Hostname};
 use crate::codec::{put_endpoint, put_short_str, DecodeError, Reader};
 use crate::identity::{Identity, PublicKey};
+use crate::trust::{TrustApproval, TrustRequest};
 
 /// Agent to rendezvous: register or refresh.
 pub const KIND_REGISTER: u8 = 0x01;
 /// Agent to rendezvous: look up a node.
 pub const KIND_RESOLVE: u8 = 0x02;
+/// Agent to rendezvous: ask a node for trust.
+pub const KIND_TRUST_REQUEST: u8 = 0x03;
+/// Agent to rendezvous: approve a request.
+pub const KIND_TRUST_APPROVE: u8 = 0x04;
+/// Agent to rendezvous: reject a request.
+pub const KIND_TRUST_REJECT: u8 = 0x05;
+/// Agent to rendezvous: revoke trust.
+pub const KIND_TRUST_REVOKE: u8 = 0x06;
 /// Agent to agent: an overlay IPv6 packet.
 pub const KIND_DATA: u8 = 0x10;
+/// Agent to agent: we no longer trust you; the session ends.
+pub const KIND_REVOKE: u8 = 0x11;
 /// Rendezvous to agent: registration accepted.
 pub const KIND_REGISTERED: u8 = 0x81;
 /// Rendezvous to agent: lookup answer.
 pub const KIND_RESOLVED: u8 = 0x82;
+/// Rendezvous to agent: someone asks for trust.
+pub const KIND_TRUST_REQUESTED: u8 = 0x84;
+/// Rendezvous to agent: request done.
+pub const KIND_ACK: u8 = 0x85;
+/// Rendezvous to agent: a request of ours was approved.
+pub const KIND_TRUST_APPROVED: u8 = 0x86;
+/// Rendezvous to agent: a request of ours was rejected.
+pub const KIND_TRUST_REJECTED: u8 = 0x87;
+/// Rendezvous to agent: a peer revoked its trust in us.
+pub const KIND_TRUST_REVOKED: u8 = 0x88;
 /// Rendezvous to agent: a request failed.
 pub const KIND_ERROR: u8 = 0x8F;
 
@@ -322,6 +343,81 @@ pub enum Message<'a> {
     Registered(Registered),
     /// See [`Resolved`].
     Resolved(Resolved),
+    /// Ask for trust (relayed by the rendezvous).
+    TrustRequest {
+        /// Request ID.
+        req: u32,
+        /// The signed request.
+        request: TrustRequest,
+    },
+    /// Approve a request.
+    TrustApprove {
+        /// Request ID.
+        req: u32,
+        /// The signed approval.
+        approval: TrustApproval,
+    },
+    /// Reject a request.
+    TrustReject {
+        /// Request ID.
+        req: u32,
+        /// The requester.
+        requester: Address,
+        /// `issued_at` of the request rejected.
+        issued_at: u64,
+        /// Why.
+        reason: String,
+    },
+    /// Revoke trust in a peer.
+    TrustRevoke {
+        /// Request ID.
+        req: u32,
+        /// The peer.
+        peer: Address,
+    },
+    /// Agent to agent: trust revoked, the session ends.
+    Revoke,
+    /// Someone asks us for trust.
+    TrustRequested {
+        /// Push ID: acknowledge it with [`Message::Ack`].
+        id: u32,
+        /// The signed request.
+        request: TrustRequest,
+        /// The requester's hostname.
+        hostname: Option<Hostname>,
+    },
+    /// A request succeeded.
+    Ack {
+        /// The request.
+        req: u32,
+    },
+    /// A request of ours was approved.
+    TrustApproved {
+        /// Push ID: acknowledge it with [`Message::Ack`].
+        id: u32,
+        /// The signed approval.
+        approval: TrustApproval,
+        /// The approver's hostname.
+        hostname: Option<Hostname>,
+    },
+    /// A request of ours was rejected.
+    TrustRejected {
+        /// Push ID: acknowledge it with [`Message::Ack`].
+        id: u32,
+        /// Who rejected it.
+        rejecter: Address,
+        /// `issued_at` of our request.
+        issued_at: u64,
+        /// Why.
+        reason: String,
+    },
+    /// A peer revoked its trust in us.
+    TrustRevoked {
+        /// Push ID: acknowledge it with [`Message::Ack`].
+        id: u32,
+        /// The peer.
+        peer: Address,
+    },
     /// A request failed.
     Error {
         /// The request that failed.
@@ -331,6 +427,32 @@ pub enum Message<'a> {
         /// Detail for humans.
         message: String,
     },
+}
+
+/// Reads a query: kind 1 and an address, or kind 2 and a hostname.
+pub fn read_query(r: &mut Reader<'_>) -> Result<Query, DecodeError> {
+    match r.u8("query kind")? {
+        1 => Ok(Query::Address(Address::from_bytes(r.array("address")?))),
+        2 => match hostname_field(r, "hostname")? {
+            Some(h) => Ok(Query::Hostname(h)),
+            None => Err(DecodeError::BadValue("hostname")),
+        },
+        _ => Err(DecodeError::BadValue("query kind")),
+    }
+}
+
+/// Appends a query (see [`read_query`]).
+pub fn write_query(out: &mut Vec<u8>, q: &Query) {
+    match q {
+        Query::Address(a) => {
+            out.push(1);
+            out.extend_from_slice(&a.to_bytes());
+        }
+        Query::Hostname(h) => {
+            out.push(2);
+            put_short_str(out, h.as_str());
+        }
+    }
 }
 
 fn hostname_field(
@@ -369,18 +491,50 @@ impl<'a> Message<'a> {
                     signature,
                 })
             }
-            KIND_RESOLVE => {
-                let req = r.u32("req")?;
-                let query = match r.u8("query kind")? {
-                    1 => Query::Address(Address::from_bytes(r.array("address")?)),
-                    2 => match hostname_field(&mut r, "hostname")? {
-                        Some(h) => Query::Hostname(h),
-                        None => return Err(DecodeError::BadValue("hostname")),
-                    },
-                    _ => return Err(DecodeError::BadValue("query kind")),
-                };
-                Message::Resolve { req, query }
-            }
+            KIND_RESOLVE => Message::Resolve {
+                req: r.u32("req")?,
+                query: read_query(&mut r)?,
+            },
+            KIND_TRUST_REQUEST => Message::TrustRequest {
+                req: r.u32("req")?,
+                request: TrustRequest::decode(&mut r)?,
+            },
+            KIND_TRUST_APPROVE => Message::TrustApprove {
+                req: r.u32("req")?,
+                approval: TrustApproval::decode(&mut r)?,
+            },
+            KIND_TRUST_REJECT => Message::TrustReject {
+                req: r.u32("req")?,
+                requester: Address::from_bytes(r.array("requester")?),
+                issued_at: r.u64("issued at")?,
+                reason: r.short_str("reason")?.to_string(),
+            },
+            KIND_TRUST_REVOKE => Message::TrustRevoke {
+                req: r.u32("req")?,
+                peer: Address::from_bytes(r.array("peer")?),
+            },
+            KIND_REVOKE => Message::Revoke,
+            KIND_TRUST_REQUESTED => Message::TrustRequested {
+                id: r.u32("id")?,
+                request: TrustRequest::decode(&mut r)?,
+                hostname: hostname_field(&mut r, "hostname")?,
+            },
+            KIND_ACK => Message::Ack { req: r.u32("req")? },
+            KIND_TRUST_APPROVED => Message::TrustApproved {
+                id: r.u32("id")?,
+                approval: TrustApproval::decode(&mut r)?,
+                hostname: hostname_field(&mut r, "hostname")?,
+            },
+            KIND_TRUST_REJECTED => Message::TrustRejected {
+                id: r.u32("id")?,
+                rejecter: Address::from_bytes(r.array("rejecter")?),
+                issued_at: r.u64("issued at")?,
+                reason: r.short_str("reason")?.to_string(),
+            },
+            KIND_TRUST_REVOKED => Message::TrustRevoked {
+                id: r.u32("id")?,
+                peer: Address::from_bytes(r.array("peer")?),
+            },
             KIND_DATA => Message::Data(r.rest()),
             KIND_REGISTERED => Message::Registered(Registered {
                 req: r.u32("req")?,
@@ -442,16 +596,76 @@ impl<'a> Message<'a> {
             Message::Resolve { req, query } => {
                 out.push(KIND_RESOLVE);
                 out.extend_from_slice(&req.to_be_bytes());
-                match query {
-                    Query::Address(a) => {
-                        out.push(1);
-                        out.extend_from_slice(&a.to_bytes());
-                    }
-                    Query::Hostname(h) => {
-                        out.push(2);
-                        put_short_str(out, h.as_str());
-                    }
-                }
+                write_query(out, query);
+            }
+            Message::TrustRequest { req, request } => {
+                out.push(KIND_TRUST_REQUEST);
+                out.extend_from_slice(&req.to_be_bytes());
+                request.encode(out);
+            }
+            Message::TrustApprove { req, approval } => {
+                out.push(KIND_TRUST_APPROVE);
+                out.extend_from_slice(&req.to_be_bytes());
+                approval.encode(out);
+            }
+            Message::TrustReject {
+                req,
+                requester,
+                issued_at,
+                reason,
+            } => {
+                out.push(KIND_TRUST_REJECT);
+                out.extend_from_slice(&req.to_be_bytes());
+                out.extend_from_slice(&requester.to_bytes());
+                out.extend_from_slice(&issued_at.to_be_bytes());
+                put_short_str(out, reason);
+            }
+            Message::TrustRevoke { req, peer } => {
+                out.push(KIND_TRUST_REVOKE);
+                out.extend_from_slice(&req.to_be_bytes());
+                out.extend_from_slice(&peer.to_bytes());
+            }
+            Message::Revoke => out.push(KIND_REVOKE),
+            Message::TrustRequested {
+                id,
+                request,
+                hostname,
+            } => {
+                out.push(KIND_TRUST_REQUESTED);
+                out.extend_from_slice(&id.to_be_bytes());
+                request.encode(out);
+                put_short_str(out, hostname.as_ref().map(|h| h.as_str()).unwrap_or(""));
+            }
+            Message::Ack { req } => {
+                out.push(KIND_ACK);
+                out.extend_from_slice(&req.to_be_bytes());
+            }
+            Message::TrustApproved {
+                id,
+                approval,
+                hostname,
+            } => {
+                out.push(KIND_TRUST_APPROVED);
+                out.extend_from_slice(&id.to_be_bytes());
+                approval.encode(out);
+                put_short_str(out, hostname.as_ref().map(|h| h.as_str()).unwrap_or(""));
+            }
+            Message::TrustRejected {
+                id,
+                rejecter,
+                issued_at,
+                reason,
+            } => {
+                out.push(KIND_TRUST_REJECTED);
+                out.extend_from_slice(&id.to_be_bytes());
+                out.extend_from_slice(&rejecter.to_bytes());
+                out.extend_from_slice(&issued_at.to_be_bytes());
+                put_short_str(out, reason);
+            }
+            Message::TrustRevoked { id, peer } => {
+                out.push(KIND_TRUST_REVOKED);
+                out.extend_from_slice(&id.to_be_bytes());
+                out.extend_from_slice(&peer.to_bytes());
             }
             Message::Data(packet) => {
                 out.push(KIND_DATA);
@@ -483,11 +697,7 @@ impl<'a> Message<'a> {
                 out.push(KIND_ERROR);
                 out.extend_from_slice(&req.to_be_bytes());
                 out.push(code.to_u8());
-                let mut cut = message.len().min(255);
-                while !message.is_char_boundary(cut) {
-                    cut -= 1;
-                }
-                put_short_str(out, &message[..cut]);
+                put_short_str(out, message);
             }
         }
     }

@@ -24,7 +24,12 @@ use crate::overlay::{self, MAX_DATAGRAM};
 use crate::rng::Stream;
 use crate::stats::{DropReason, Stats};
 use crate::time::Timestamp;
+use crate::trust::{Pending, TrustRequest, TrustState, Trusted};
 use crate::tunnel::{PeerKey, SendError, TunnelConfig, TunnelEvent, Tunnels};
+
+mod trust;
+
+pub use trust::RequestError;
 
 /// How a node behaves.
 #[derive(Clone, Debug)]
@@ -53,6 +58,14 @@ pub struct NodeConfig {
     pub queue_timeout: Duration,
     /// Datagrams that may wait per unresolved peer.
     pub max_waiting: usize,
+    /// Approve every trust request at once (service agents).
+    pub auto_approve: bool,
+    /// Trust state saved by a previous run (see [`Node::trust_state`]).
+    pub trust: TrustState,
+    /// Resend an unacknowledged request to the rendezvous after this long.
+    pub request_retry: Duration,
+    /// Give a request to the rendezvous up after this long.
+    pub request_timeout: Duration,
     /// Handshake and session settings.
     pub tunnel: TunnelConfig,
 }
@@ -74,6 +87,10 @@ impl NodeConfig {
             resolve_timeout: Duration::from_secs(10),
             queue_timeout: Duration::from_secs(15),
             max_waiting: 64,
+            auto_approve: false,
+            trust: TrustState::default(),
+            request_retry: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(15),
             tunnel: TunnelConfig::default(),
         }
     }
@@ -135,6 +152,12 @@ pub enum CommandError {
     QueueFull,
     /// The port is already bound.
     PortInUse,
+    /// We do not trust this peer: run a trust handshake first.
+    NotTrusted,
+    /// No pending request or trusted peer by that name.
+    NotFound,
+    /// Already trusted.
+    AlreadyTrusted,
 }
 
 impl fmt::Display for CommandError {
@@ -145,6 +168,11 @@ impl fmt::Display for CommandError {
             CommandError::InvalidDestination => f.write_str("destination is not a node address"),
             CommandError::QueueFull => f.write_str("too many datagrams waiting for this peer"),
             CommandError::PortInUse => f.write_str("port already bound"),
+            CommandError::NotTrusted => {
+                f.write_str("peer not trusted: run a trust handshake first")
+            }
+            CommandError::NotFound => f.write_str("no such pending request or trusted peer"),
+            CommandError::AlreadyTrusted => f.write_str("peer already trusted"),
         }
     }
 }
@@ -161,6 +189,9 @@ pub enum Unreachable {
     HandshakeTimeout,
     /// Waited too long.
     QueueTimeout,
+    /// The registry holds another key for the address than the one we
+    /// pinned when trust was granted.
+    KeyMismatch,
 }
 
 impl fmt::Display for Unreachable {
@@ -170,6 +201,9 @@ impl fmt::Display for Unreachable {
             Unreachable::Offline => f.write_str("peer offline"),
             Unreachable::HandshakeTimeout => f.write_str("no handshake answer"),
             Unreachable::QueueTimeout => f.write_str("timed out waiting"),
+            Unreachable::KeyMismatch => {
+                f.write_str("the registry's key for this address is not the pinned one")
+            }
         }
     }
 }
@@ -212,6 +246,44 @@ pub enum Event {
         port: u16,
         /// Payload.
         data: Vec<u8>,
+    },
+    /// Someone asks for our trust; `approve` or `reject` it.
+    TrustRequested {
+        /// The requester.
+        from: Address,
+        /// Its hostname.
+        hostname: Option<Hostname>,
+        /// Its key's fingerprint.
+        fingerprint: crate::identity::Fingerprint,
+        /// Why it asks.
+        reason: String,
+    },
+    /// We now trust this peer (and it trusts us).
+    Trusted {
+        /// The peer.
+        peer: Address,
+        /// Its hostname.
+        hostname: Option<Hostname>,
+    },
+    /// A peer rejected our request.
+    TrustRejected {
+        /// The peer.
+        peer: Address,
+        /// Why.
+        reason: String,
+    },
+    /// A peer revoked its trust; sessions with it are closed.
+    TrustRevoked {
+        /// The peer.
+        peer: Address,
+    },
+    /// A request to the rendezvous (handshake, approve, reject, untrust)
+    /// finished.
+    RequestDone {
+        /// The ID the command returned.
+        id: u32,
+        /// How it went.
+        result: Result<(), RequestError>,
     },
     /// Datagrams to a peer were dropped.
     Unreachable {
@@ -257,6 +329,23 @@ impl fmt::Display for Event {
                 reason,
                 dropped,
             } => write!(f, "unreachable {peer}: {reason} ({dropped} dropped)"),
+            Event::TrustRequested {
+                from,
+                hostname,
+                fingerprint,
+                reason,
+            } => {
+                write!(f, "trust requested by {from}")?;
+                if let Some(h) = hostname {
+                    write!(f, " ({h})")?;
+                }
+                write!(f, " key {fingerprint}: {reason:?}")
+            }
+            Event::Trusted { peer, .. } => write!(f, "trusted {peer}"),
+            Event::TrustRejected { peer, reason } => write!(f, "rejected by {peer}: {reason:?}"),
+            Event::TrustRevoked { peer } => write!(f, "trust revoked by {peer}"),
+            Event::RequestDone { id, result: Ok(()) } => write!(f, "request #{id} done"),
+            Event::RequestDone { id, result: Err(e) } => write!(f, "request #{id} failed: {e}"),
         }
     }
 }
@@ -306,6 +395,14 @@ pub struct Node {
     /// Overlay packets waiting for a lookup, by destination.
     waiting: BTreeMap<Address, VecDeque<(Timestamp, Vec<u8>)>>,
     bound: BTreeSet<u16>,
+    trusted: BTreeMap<Address, Trusted>,
+    pending_in: BTreeMap<Address, Pending>,
+    /// Our requests the targets have not answered.
+    outgoing: Vec<TrustRequest>,
+    last_issued_at: u64,
+    /// The newest request seen per requester, to refuse replays.
+    seen_requests: BTreeMap<PublicKey, u64>,
+    rv_requests: BTreeMap<u32, trust::RvRequest>,
     events: VecDeque<Event>,
     now: Timestamp,
 }
@@ -324,7 +421,8 @@ impl Node {
         // handshake; registration then retries and the driver reports it.
         let rv = config.rendezvous_key.x25519().unwrap_or([0; 32]);
         tunnels.set_endpoint(rv, config.rendezvous_addr);
-        Node {
+        let saved = config.trust.clone();
+        let mut node = Node {
             config,
             tunnels,
             rng: Stream::derive(seed, "node wire"),
@@ -343,9 +441,17 @@ impl Node {
             by_key: BTreeMap::new(),
             waiting: BTreeMap::new(),
             bound: BTreeSet::new(),
+            trusted: BTreeMap::new(),
+            pending_in: BTreeMap::new(),
+            outgoing: Vec::new(),
+            last_issued_at: 0,
+            seen_requests: BTreeMap::new(),
+            rv_requests: BTreeMap::new(),
             events: VecDeque::new(),
             now,
-        }
+        };
+        node.restore_trust(saved);
+        node
     }
 
     /// Our address, once registered.
@@ -464,6 +570,9 @@ impl Node {
         let Some(me) = self.address else {
             return Err(CommandError::NotRegistered);
         };
+        if !self.trusted.contains_key(&dst.addr) {
+            return Err(CommandError::NotTrusted);
+        }
         let mut packet = Vec::with_capacity(1 + overlay::UDP_HEADER_LEN + data.len());
         packet.push(crate::msg::KIND_DATA);
         overlay::encode_udp(SocketAddress::new(me, src_port), dst, data, &mut packet);
@@ -524,6 +633,7 @@ impl Node {
         let rv_key = self.config.rendezvous_key;
         let wall = self.wall_secs(now);
         let by_key = &self.by_key;
+        let trusted = &self.trusted;
         // Peers prove who they are with a certificate from our
         // rendezvous; a peer we looked up must present the address we
         // looked it up by.
@@ -531,8 +641,15 @@ impl Node {
             if *peer == rv {
                 return true;
             }
+            // Only trusted peers get a session, and only with the key we
+            // pinned for them.
             match verified_cert(payload, &rv_key, wall, peer) {
-                Some(cert) => by_key.get(peer).is_none_or(|a| *a == cert.address),
+                Some(cert) => {
+                    by_key.get(peer).is_none_or(|a| *a == cert.address)
+                        && trusted
+                            .get(&cert.address)
+                            .is_some_and(|t| t.key == cert.key)
+                }
                 None => false,
             }
         };
@@ -585,10 +702,41 @@ impl Node {
                         public_endpoint: r.observed,
                     });
                 }
-                // Lookups made before registration can go now.
+                // Lookups and requests made before registration go now.
                 self.send_resolves(now);
+                self.rv_request_timers(now);
             }
             Message::Resolved(r) => self.on_resolved(now, r),
+            Message::Ack { req } => self.on_rv_ack(req),
+            Message::TrustRequested {
+                id,
+                request,
+                hostname,
+            } => {
+                self.ack_push(now, id);
+                self.on_trust_requested(now, request, hostname);
+            }
+            Message::TrustApproved {
+                id,
+                approval,
+                hostname,
+            } => {
+                self.ack_push(now, id);
+                self.on_trust_approved(now, approval, hostname);
+            }
+            Message::TrustRejected {
+                id,
+                rejecter,
+                issued_at,
+                reason,
+            } => {
+                self.ack_push(now, id);
+                self.on_trust_rejected(rejecter, issued_at, reason);
+            }
+            Message::TrustRevoked { id, peer } => {
+                self.ack_push(now, id);
+                self.on_trust_revoked(now, peer);
+            }
             Message::Error { req, code, message } => {
                 self.on_rendezvous_error(now, req, code, message)
             }
@@ -597,6 +745,9 @@ impl Node {
     }
 
     fn on_rendezvous_error(&mut self, now: Timestamp, req: u32, code: ErrorCode, message: String) {
+        if self.rv_requests.contains_key(&req) {
+            return self.fail_rv_request(req, RequestError::Refused(code, message));
+        }
         if let RegState::Trying {
             req: Some(r),
             attempt,
@@ -646,28 +797,20 @@ impl Node {
             online: r.online,
             endpoints: r.endpoints,
         };
-        if let Ok(x) = info.key.x25519() {
-            // The registry's word on which key holds an address is taken
-            // until the peer's certificate confirms it in the handshake.
-            if let Some(old) = self.peers.insert(
-                info.address,
-                Known {
-                    key: info.key,
-                    x25519: x,
-                },
-            ) {
-                if old.x25519 != x {
-                    self.by_key.remove(&old.x25519);
-                }
-            }
-            self.by_key.insert(x, info.address);
-            if let Some(ep) = info.endpoints.first() {
-                if self.tunnels.endpoint(&x).is_none() {
-                    self.tunnels.set_endpoint(x, *ep);
-                }
+        // Only a trusted peer's endpoint is used, and only if the registry
+        // still names the key we pinned: a lying registry cannot redirect
+        // an established trust to another key.
+        let pinned = self.trusted.get(&info.address).map(|t| t.key);
+        if pinned.is_some() && pinned != Some(info.key) {
+            self.release_waiting_with(info.address, Unreachable::KeyMismatch);
+        } else if let (Some(known), Some(ep)) =
+            (self.peers.get(&info.address), info.endpoints.first())
+        {
+            let x = known.x25519;
+            if self.tunnels.endpoint(&x).is_none() || !self.tunnels.has_session(&x, now) {
+                self.tunnels.set_endpoint(x, *ep);
             }
         }
-        let _ = now;
         self.finish_resolve(pending, Ok(info));
     }
 
@@ -695,13 +838,8 @@ impl Node {
             Err(e) => Some(Unreachable::Resolve(e.clone())),
         };
         if let Some(reason) = reason {
-            self.tunnels.stats_mut().send_dropped += queue.len() as u64;
-            self.events.push_back(Event::Unreachable {
-                peer,
-                reason,
-                dropped: queue.len(),
-            });
-            return;
+            self.waiting.insert(peer, queue);
+            return self.release_waiting_with(peer, reason);
         }
         let Some(x) = self.peers.get(&peer).map(|k| k.x25519) else {
             return;
@@ -713,12 +851,26 @@ impl Node {
         }
     }
 
+    /// Drops what waits for `peer`, telling the application why.
+    fn release_waiting_with(&mut self, peer: Address, reason: Unreachable) {
+        let Some(queue) = self.waiting.remove(&peer) else {
+            return;
+        };
+        self.tunnels.stats_mut().send_dropped += queue.len() as u64;
+        self.events.push_back(Event::Unreachable {
+            peer,
+            reason,
+            dropped: queue.len(),
+        });
+    }
+
     fn on_peer_message(&mut self, peer: PeerKey, plaintext: &[u8]) {
         let Some(&peer_addr) = self.by_key.get(&peer) else {
             return self.tunnels.stats_mut().drop(DropReason::Unexpected);
         };
         let packet = match Message::decode(plaintext) {
             Ok(Message::Data(p)) => p,
+            Ok(Message::Revoke) => return self.on_trust_revoked(self.now, peer_addr),
             Ok(_) => return self.tunnels.stats_mut().drop(DropReason::Unexpected),
             Err(_) => return self.tunnels.stats_mut().drop(DropReason::Malformed),
         };
@@ -757,6 +909,7 @@ impl Node {
                         self.send_register(now);
                     }
                     self.send_resolves(now);
+                    self.rv_request_timers(now);
                 }
                 TunnelEvent::Established { peer, payload } => {
                     let cert = verified_cert(
@@ -947,6 +1100,7 @@ impl Node {
         self.drain_tunnel_events(now);
         self.registration_step(now);
         self.resolve_timers(now);
+        self.rv_request_timers(now);
         self.queue_timers(now);
         self.drain_tunnel_events(now);
     }
@@ -985,6 +1139,7 @@ impl Node {
             };
             next = earliest(next, Some((at, Timer::Resolve)));
         }
+        next = earliest(next, self.rv_request_deadline());
         for q in self.waiting.values() {
             if let Some((at, _)) = q.front() {
                 next = earliest(

@@ -8,6 +8,7 @@
 use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::format;
 use alloc::string::String;
+use alloc::vec::Vec;
 use core::fmt;
 use core::net::SocketAddr;
 use core::time::Duration;
@@ -18,6 +19,7 @@ use crate::io::{earliest, Timer, Transmit};
 use crate::msg::{Certificate, ErrorCode, Message, Query, Register, Registered, Resolved};
 use crate::stats::{DropReason, Stats};
 use crate::time::Timestamp;
+use crate::trust::{TrustApproval, TrustRequest};
 use crate::tunnel::{PeerKey, TunnelConfig, Tunnels};
 
 /// How a rendezvous behaves.
@@ -122,6 +124,34 @@ impl fmt::Display for RendezvousEvent {
     }
 }
 
+/// A message pushed to an agent, kept until the agent acknowledges it.
+struct Push {
+    id: u32,
+    bytes: Vec<u8>,
+    next_send: Timestamp,
+    sends: u32,
+}
+
+/// Pushes not yet acknowledged, per identity.
+const MAX_MAILBOX: usize = 64;
+
+/// Both signatures behind a trust pair.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrustPair {
+    /// The request.
+    pub request: TrustRequest,
+    /// Its approval.
+    pub approval: TrustApproval,
+}
+
+fn pair_key(a: PublicKey, b: PublicKey) -> (PublicKey, PublicKey) {
+    if a <= b {
+        (a, b)
+    } else {
+        (b, a)
+    }
+}
+
 struct Bucket {
     /// Tokens, in thousandths of a request.
     milli_tokens: u64,
@@ -139,6 +169,13 @@ pub struct Rendezvous {
     by_session_key: BTreeMap<PeerKey, PublicKey>,
     expiries: BTreeSet<(Timestamp, PublicKey)>,
     buckets: BTreeMap<PeerKey, Bucket>,
+    /// Requests waiting for the target's decision: (target, requester).
+    pending_trust: BTreeMap<(PublicKey, PublicKey), TrustRequest>,
+    /// The newest request `issued_at` accepted per requester.
+    last_request: BTreeMap<PublicKey, u64>,
+    pairs: BTreeMap<(PublicKey, PublicKey), TrustPair>,
+    mailboxes: BTreeMap<PublicKey, VecDeque<Push>>,
+    next_push: u32,
     next_node: u32,
     events: VecDeque<RendezvousEvent>,
     now: Timestamp,
@@ -162,6 +199,11 @@ impl Rendezvous {
             by_session_key: BTreeMap::new(),
             expiries: BTreeSet::new(),
             buckets: BTreeMap::new(),
+            pending_trust: BTreeMap::new(),
+            last_request: BTreeMap::new(),
+            pairs: BTreeMap::new(),
+            mailboxes: BTreeMap::new(),
+            next_push: 1,
             next_node: Address::FIRST_ALLOCATABLE,
             events: VecDeque::new(),
             now,
@@ -247,6 +289,24 @@ impl Rendezvous {
                     Ok(Message::Resolve { req, query }) => {
                         self.on_resolve(now, inbound.peer, req, query)
                     }
+                    Ok(Message::TrustRequest { req, request }) => {
+                        self.on_trust_request(now, inbound.peer, req, request)
+                    }
+                    Ok(Message::TrustApprove { req, approval }) => {
+                        self.on_trust_approve(now, inbound.peer, req, approval)
+                    }
+                    Ok(Message::TrustReject {
+                        req,
+                        requester,
+                        issued_at,
+                        reason,
+                    }) => {
+                        self.on_trust_reject(now, inbound.peer, req, requester, issued_at, reason)
+                    }
+                    Ok(Message::TrustRevoke { req, peer }) => {
+                        self.on_trust_revoke(now, inbound.peer, req, peer)
+                    }
+                    Ok(Message::Ack { req }) => self.on_ack(inbound.peer, req),
                     Ok(_) => self.tunnels.stats_mut().drop(DropReason::Unexpected),
                     Err(_) => self.tunnels.stats_mut().drop(DropReason::Malformed),
                 }
@@ -369,6 +429,8 @@ impl Rendezvous {
             cert,
         });
         self.reply(now, &peer, &answer);
+        // Whatever waited for this agent goes out now, on this session.
+        self.flush_mailbox(now, r.key, true);
         if changed {
             self.events.push_back(RendezvousEvent::Registered {
                 address,
@@ -408,9 +470,9 @@ impl Rendezvous {
         };
         // A private node is indistinguishable from a missing one, so
         // lookups cannot enumerate private agents.
-        let rec = key
-            .and_then(|k| self.records.get(k))
-            .filter(|r| r.public || r.key == requester);
+        let rec = key.and_then(|k| self.records.get(k)).filter(|r| {
+            r.public || r.key == requester || self.pairs.contains_key(&pair_key(r.key, requester))
+        });
         let Some(rec) = rec else {
             let msg = format!("no public node `{query}`");
             return self.error(now, &peer, req, ErrorCode::NotFound, msg);
@@ -427,10 +489,271 @@ impl Rendezvous {
         self.reply(now, &peer, &answer);
     }
 
+    /// True if `a` and `b` trust each other (both signatures on record).
+    pub fn is_pair(&self, a: PublicKey, b: PublicKey) -> bool {
+        self.pairs.contains_key(&pair_key(a, b))
+    }
+
+    /// Every trust pair (for persistence and inspection).
+    pub fn pairs(&self) -> impl Iterator<Item = &TrustPair> {
+        self.pairs.values()
+    }
+
+    /// Restores a trust pair saved earlier, after checking both signatures.
+    pub fn restore_pair(&mut self, pair: TrustPair) -> bool {
+        if !(pair.request.verify()
+            && pair.approval.verify()
+            && pair.approval.approves(&pair.request))
+        {
+            return false;
+        }
+        let key = pair_key(pair.request.from_key, pair.approval.approver_key);
+        self.pairs.insert(key, pair);
+        true
+    }
+
+    fn key_of(&self, address: Address) -> Option<PublicKey> {
+        if address.network() != self.config.network {
+            return None;
+        }
+        self.by_node.get(&address.node()).copied()
+    }
+
+    fn hostname_of(&self, key: &PublicKey) -> Option<Hostname> {
+        self.records.get(key).and_then(|r| r.hostname.clone())
+    }
+
+    /// The registered identity behind a session, or an error sent back.
+    fn requester(
+        &mut self,
+        now: Timestamp,
+        peer: &PeerKey,
+        req: u32,
+    ) -> Option<(PublicKey, Address)> {
+        let found = self
+            .by_session_key
+            .get(peer)
+            .and_then(|k| self.records.get(k))
+            .map(|r| (r.key, r.address));
+        if found.is_none() {
+            self.error(
+                now,
+                peer,
+                req,
+                ErrorCode::NotRegistered,
+                "register first".into(),
+            );
+        }
+        found
+    }
+
+    /// Queues `msg` (built with the push ID) for `to` and sends it if the
+    /// agent is connected. Pushes are retried until acknowledged.
+    fn push(&mut self, now: Timestamp, to: PublicKey, msg: impl FnOnce(u32) -> Message<'static>) {
+        let id = self.next_push;
+        self.next_push = self.next_push.wrapping_add(1).max(1);
+        let bytes = msg(id).to_vec();
+        let mailbox = self.mailboxes.entry(to).or_default();
+        if mailbox.len() >= MAX_MAILBOX {
+            mailbox.pop_front();
+        }
+        mailbox.push_back(Push {
+            id,
+            bytes,
+            next_send: now,
+            sends: 0,
+        });
+        self.flush_mailbox(now, to, false);
+    }
+
+    /// Sends the pushes for `to` that are due (all of them if `all`).
+    fn flush_mailbox(&mut self, now: Timestamp, to: PublicKey, all: bool) {
+        let Ok(x) = to.x25519() else {
+            return;
+        };
+        if !self.tunnels.has_session(&x, now) {
+            return;
+        }
+        let Some(mailbox) = self.mailboxes.get_mut(&to) else {
+            return;
+        };
+        let mut due = Vec::new();
+        for p in mailbox.iter_mut() {
+            if all || p.next_send <= now {
+                due.push(p.bytes.clone());
+                // 1, 2, 4, 8 s; then only at the agent's next refresh.
+                p.sends += 1;
+                p.next_send = if p.sends > 4 {
+                    Timestamp::MAX
+                } else {
+                    now + Duration::from_secs(1 << (p.sends - 1))
+                };
+            }
+        }
+        for bytes in due {
+            let _ = self.tunnels.send(now, &x, &bytes);
+        }
+    }
+
+    fn on_ack(&mut self, peer: PeerKey, id: u32) {
+        let Some(key) = self.by_session_key.get(&peer).copied() else {
+            return self.tunnels.stats_mut().drop(DropReason::Unexpected);
+        };
+        if let Some(mailbox) = self.mailboxes.get_mut(&key) {
+            mailbox.retain(|p| p.id != id);
+            if mailbox.is_empty() {
+                self.mailboxes.remove(&key);
+            }
+        }
+    }
+
+    fn on_trust_request(&mut self, now: Timestamp, peer: PeerKey, req: u32, request: TrustRequest) {
+        let Some((requester, address)) = self.requester(now, &peer, req) else {
+            return;
+        };
+        if request.from_key != requester || request.from != address || !request.verify() {
+            let msg = "the request is not signed by this agent's identity".into();
+            return self.error(now, &peer, req, ErrorCode::BadSignature, msg);
+        }
+        let target = match &request.to {
+            Query::Address(a) => self.key_of(*a),
+            Query::Hostname(h) => self.by_hostname.get(h).copied(),
+        };
+        let Some(target) = target.filter(|t| *t != requester) else {
+            let msg = format!("no node `{}`", request.to);
+            return self.error(now, &peer, req, ErrorCode::NotFound, msg);
+        };
+        let last = self.last_request.get(&requester).copied().unwrap_or(0);
+        if request.issued_at <= last {
+            // A retransmission of the request already pending is answered
+            // again; anything else older is a replay.
+            if self.pending_trust.get(&(target, requester)) == Some(&request) {
+                return self.reply(now, &peer, &Message::Ack { req });
+            }
+            let msg = "replayed trust request".into();
+            return self.error(now, &peer, req, ErrorCode::BadRequest, msg);
+        }
+        self.last_request.insert(requester, request.issued_at);
+        self.pending_trust
+            .insert((target, requester), request.clone());
+        let hostname = self.hostname_of(&requester);
+        self.push(now, target, |id| Message::TrustRequested {
+            id,
+            request,
+            hostname,
+        });
+        self.reply(now, &peer, &Message::Ack { req });
+    }
+
+    fn on_trust_approve(
+        &mut self,
+        now: Timestamp,
+        peer: PeerKey,
+        req: u32,
+        approval: TrustApproval,
+    ) {
+        let Some((approver, address)) = self.requester(now, &peer, req) else {
+            return;
+        };
+        if approval.approver_key != approver || approval.approver != address || !approval.verify() {
+            let msg = "the approval is not signed by this agent's identity".into();
+            return self.error(now, &peer, req, ErrorCode::BadSignature, msg);
+        }
+        let requester = approval.requester_key;
+        let pair = pair_key(approver, requester);
+        if self
+            .pairs
+            .get(&pair)
+            .is_some_and(|p| p.approval == approval)
+        {
+            return self.reply(now, &peer, &Message::Ack { req });
+        }
+        let pending = self.pending_trust.get(&(approver, requester));
+        let Some(request) = pending.filter(|r| approval.approves(r)).cloned() else {
+            let msg = "no such pending request".into();
+            return self.error(now, &peer, req, ErrorCode::NotFound, msg);
+        };
+        self.pending_trust.remove(&(approver, requester));
+        // A request the other way is settled by this pair too.
+        self.pending_trust.remove(&(requester, approver));
+        self.pairs.insert(
+            pair,
+            TrustPair {
+                request,
+                approval: approval.clone(),
+            },
+        );
+        let hostname = self.hostname_of(&approver);
+        self.push(now, requester, |id| Message::TrustApproved {
+            id,
+            approval,
+            hostname,
+        });
+        self.reply(now, &peer, &Message::Ack { req });
+    }
+
+    fn on_trust_reject(
+        &mut self,
+        now: Timestamp,
+        peer: PeerKey,
+        req: u32,
+        requester: Address,
+        issued_at: u64,
+        reason: String,
+    ) {
+        let Some((rejecter, address)) = self.requester(now, &peer, req) else {
+            return;
+        };
+        let Some(requester_key) = self.key_of(requester) else {
+            return self.reply(now, &peer, &Message::Ack { req });
+        };
+        let matches = self
+            .pending_trust
+            .get(&(rejecter, requester_key))
+            .is_some_and(|r| r.issued_at == issued_at);
+        if matches {
+            self.pending_trust.remove(&(rejecter, requester_key));
+            self.push(now, requester_key, |id| Message::TrustRejected {
+                id,
+                rejecter: address,
+                issued_at,
+                reason,
+            });
+        }
+        // Rejecting twice (a retransmission) is not an error.
+        self.reply(now, &peer, &Message::Ack { req });
+    }
+
+    fn on_trust_revoke(&mut self, now: Timestamp, peer: PeerKey, req: u32, other: Address) {
+        let Some((revoker, address)) = self.requester(now, &peer, req) else {
+            return;
+        };
+        if let Some(other_key) = self.key_of(other) {
+            self.pending_trust.remove(&(revoker, other_key));
+            self.pending_trust.remove(&(other_key, revoker));
+            if self.pairs.remove(&pair_key(revoker, other_key)).is_some() {
+                self.push(now, other_key, |id| Message::TrustRevoked {
+                    id,
+                    peer: address,
+                });
+            }
+        }
+        self.reply(now, &peer, &Message::Ack { req });
+    }
+
     /// Runs due timers: registration expiry and the tunnel layer's.
     pub fn handle_timeout(&mut self, now: Timestamp) {
         self.now = now;
         self.tunnels.handle_timeout(now);
+        let due: Vec<PublicKey> = self
+            .mailboxes
+            .iter()
+            .filter(|(_, m)| m.iter().any(|p| p.next_send <= now))
+            .map(|(k, _)| *k)
+            .collect();
+        for key in due {
+            self.flush_mailbox(now, key, false);
+        }
         while let Some(&(at, key)) = self.expiries.first() {
             if at > now {
                 break;
@@ -463,6 +786,22 @@ impl Rendezvous {
             return Some((self.now, Timer::Output));
         }
         let expiry = self.expiries.first().map(|(t, _)| (*t, Timer::Expiry));
-        earliest(self.tunnels.poll_timeout(), expiry)
+        let mut next = earliest(self.tunnels.poll_timeout(), expiry);
+        for (key, mailbox) in &self.mailboxes {
+            // Pushes wait for a session; without one, the next
+            // registration sends them.
+            let connected = key
+                .x25519()
+                .is_ok_and(|x| self.tunnels.has_session(&x, self.now));
+            if let Some(at) = mailbox
+                .iter()
+                .map(|p| p.next_send)
+                .min()
+                .filter(|_| connected)
+            {
+                next = earliest(next, Some((at, Timer::Push)));
+            }
+        }
+        next
     }
 }

@@ -148,6 +148,25 @@ fn register_resolve_and_exchange_datagrams() {
     assert_eq!(info.address, bob_addr);
     assert_eq!(info.endpoints, vec![ep(BOB)]);
 
+    // Nothing flows before trust.
+    let now = net.now;
+    assert_eq!(
+        net.node(ALICE)
+            .send_datagram(now, 6000, SocketAddress::new(bob_addr, 5000), b"x"),
+        Err(pilot_proto::node::CommandError::NotTrusted)
+    );
+    net.node(ALICE)
+        .handshake(
+            now,
+            Query::Hostname(Hostname::new("bob").unwrap()),
+            "let's talk",
+        )
+        .unwrap();
+    net.run_until(|n| n.node(BOB).pending().count() == 1);
+    let now = net.now;
+    net.node(BOB).approve(now, alice_addr).unwrap();
+    net.run_until(|n| n.node(ALICE).trusted().count() == 1);
+
     net.node(BOB).bind(5000).unwrap();
     let now = net.now;
     net.node(ALICE)
