@@ -10,7 +10,17 @@ use std::fs;
 use std::path::PathBuf;
 
 use pilot_proto::addr::{Address, Hostname, PeerRef, SocketAddress};
+use pilot_proto::msg::{Certificate, ErrorCode, Message, Query, Register, Registered, Resolved};
+use pilot_proto::noise::{MSG1_OVERHEAD, MSG2_OVERHEAD};
 use pilot_proto::overlay::{self, Packet, MAX_DATAGRAM};
+use pilot_proto::tunnel::{TunnelConfig, Tunnels};
+use pilot_proto::wire::{self, Handshake};
+use pilot_proto::{Identity, Timestamp};
+
+/// The world the state-machine targets run in, shared with their fuzz
+/// targets so a corpus file means the same program to both.
+#[path = "../../fuzz/fuzz_targets/shared/world.rs"]
+mod world;
 
 /// Pseudo-random inputs generated per target, on top of the corpus.
 const GENERATED: usize = 20_000;
@@ -263,4 +273,406 @@ fn overlay_decode() {
         accepted > 1_000,
         "only {accepted} generated packets decoded"
     );
+}
+
+/// Random edits of a valid packet: bit flips, overwritten bytes (mostly in
+/// the header, where decisions are made), truncation, appended garbage.
+fn mutate_bytes(rng: &mut Rng, packet: &mut Vec<u8>) {
+    match rng.below(6) {
+        // Left valid.
+        0 => {}
+        1 | 2 => {
+            for _ in 0..=rng.below(3) {
+                if packet.is_empty() {
+                    break;
+                }
+                let at = rng.below(packet.len());
+                packet[at] ^= 1 << rng.below(8);
+            }
+        }
+        3 if !packet.is_empty() => {
+            let at = rng.below(packet.len().min(24));
+            packet[at] = rng.next() as u8;
+        }
+        4 => packet.truncate(rng.below(packet.len() + 1)),
+        _ => packet.extend((0..=rng.below(8)).map(|_| rng.next() as u8)),
+    }
+}
+
+// --- wire_decode ----------------------------------------------------------
+
+fn check_wire_handshake(data: &[u8], kind: u8, h: &Handshake<'_>, min_noise: usize) {
+    let mut out = Vec::new();
+    wire::put_header(&mut out, kind, h.sender);
+    if kind == wire::TYPE_RESPONSE {
+        out.extend_from_slice(&h.receiver.to_le_bytes());
+    } else {
+        assert_eq!(h.receiver, 0);
+    }
+    out.extend_from_slice(h.noise);
+    assert_eq!(out.as_slice(), h.mac1_covered);
+    out.extend_from_slice(h.mac1);
+    assert_eq!(out.as_slice(), h.mac2_covered);
+    out.extend_from_slice(h.mac2);
+    assert_eq!(out, data);
+    assert!(h.noise.len() >= min_noise);
+    assert!(h.noise.len() <= min_noise + wire::MAX_HANDSHAKE_PAYLOAD);
+}
+
+fn check_wire_decode(data: &[u8]) {
+    drop(wire::describe(data));
+    match wire::decode(data) {
+        Err(e) => drop(e.to_string()),
+        Ok(wire::Packet::Init(h)) => check_wire_handshake(data, wire::TYPE_INIT, &h, MSG1_OVERHEAD),
+        Ok(wire::Packet::Response(h)) => {
+            check_wire_handshake(data, wire::TYPE_RESPONSE, &h, MSG2_OVERHEAD)
+        }
+        Ok(wire::Packet::Cookie {
+            receiver,
+            nonce,
+            sealed,
+        }) => {
+            let mut out = Vec::new();
+            wire::put_header(&mut out, wire::TYPE_COOKIE, receiver);
+            out.extend_from_slice(nonce);
+            out.extend_from_slice(sealed);
+            assert_eq!(out, data);
+        }
+        Ok(wire::Packet::Transport {
+            receiver,
+            counter,
+            ciphertext,
+        }) => {
+            assert!(ciphertext.len() >= wire::TAG_LEN);
+            let mut out = Vec::new();
+            wire::put_header(&mut out, wire::TYPE_TRANSPORT, receiver);
+            out.extend_from_slice(&counter.to_le_bytes());
+            out.extend_from_slice(ciphertext);
+            assert_eq!(out, data);
+        }
+    }
+}
+
+/// One of every outer packet, from two real `Tunnels`: an initiation, a
+/// cookie reply (the responder is made to feel loaded), the retried
+/// initiation with mac2, the response, data and a keepalive.
+fn wire_samples() -> Vec<Vec<u8>> {
+    let ep = |s: &str| s.parse::<std::net::SocketAddr>().unwrap();
+    let (a_at, b_at) = (ep("192.0.2.1:1000"), ep("192.0.2.2:2000"));
+    let loaded = TunnelConfig {
+        load_threshold: 0,
+        ..TunnelConfig::default()
+    };
+    let mut a = Tunnels::new(TunnelConfig::default(), [1; 32], &[1; 32], world::WALL);
+    let mut b = Tunnels::new(loaded, [2; 32], &[2; 32], world::WALL);
+    a.set_local_payload(vec![7; 110]);
+    let bk = *b.public_key();
+    a.set_endpoint(bk, b_at);
+    let mut out = Vec::new();
+    let mut now = Timestamp::from_secs(1);
+    a.send(now, &bk, b"first").unwrap();
+    for _ in 0..8 {
+        let mut moved = false;
+        while let Some(t) = a.poll_transmit() {
+            moved = true;
+            let _ = b.handle_datagram(now, a_at, &t.payload, &mut |_, _| true);
+            out.push(t.payload);
+        }
+        while let Some(t) = b.poll_transmit() {
+            moved = true;
+            let _ = a.handle_datagram(now, b_at, &t.payload, &mut |_, _| true);
+            out.push(t.payload);
+        }
+        if !moved {
+            // Retry with the cookie, or let a keepalive fall due.
+            now = now + std::time::Duration::from_secs(11);
+            a.handle_timeout(now);
+            b.handle_timeout(now);
+        }
+    }
+    let kinds: std::collections::BTreeSet<u8> = out.iter().map(|p| p[0]).collect();
+    assert_eq!(kinds.len(), 4, "every packet type sampled");
+    out
+}
+
+#[test]
+fn wire_decode() {
+    for input in corpus("wire_decode") {
+        check_wire_decode(&input);
+    }
+    let seeds = wire_samples();
+    let mut rng = Rng(0x3143_DEC0_DE00_0004);
+    let mut accepted = 0;
+    for _ in 0..GENERATED {
+        let mut packet = rng.pick(&seeds).clone();
+        mutate_bytes(&mut rng, &mut packet);
+        if rng.below(8) == 0 && packet.len() >= 4 {
+            // The type byte, which picks the layout.
+            packet[0] = rng.below(6) as u8;
+        }
+        accepted += usize::from(wire::decode(&packet).is_ok());
+        check_wire_decode(&packet);
+    }
+    for len in 0..200 {
+        let noise: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+        check_wire_decode(&noise);
+        let mut typed = noise;
+        if typed.len() >= 4 {
+            typed[0] = 1 + rng.below(4) as u8;
+            typed[1..4].fill(0);
+        }
+        check_wire_decode(&typed);
+    }
+    assert!(
+        accepted > 1_000,
+        "only {accepted} generated packets decoded"
+    );
+}
+
+// --- msg_decode -----------------------------------------------------------
+
+fn check_msg_decode(data: &[u8]) {
+    let m = match Message::decode(data) {
+        Ok(m) => m,
+        Err(e) => return drop(e.to_string()),
+    };
+    let bytes = m.to_vec();
+    assert_eq!(Message::decode(&bytes).as_ref(), Ok(&m));
+    assert_eq!(bytes, data);
+    match &m {
+        Message::Register(r) => {
+            let _ = r.key.x25519();
+            let _ = r.verify(&[0; 32]);
+        }
+        Message::Resolve { query, .. } => drop(query.to_string()),
+        Message::Registered(r) => {
+            let _ = r.cert.key.x25519();
+            let _ = r.cert.verify(&r.cert.key, r.cert.not_after);
+        }
+        Message::Resolved(r) => {
+            let _ = r.key.x25519();
+        }
+        Message::Error { code, .. } => drop(code.to_string()),
+        _ => {}
+    }
+}
+
+/// One of every message, valid.
+fn msg_samples() -> Vec<Vec<u8>> {
+    let rv = Identity::from_seed(&[1; 32]);
+    let agent = Identity::from_seed(&[2; 32]);
+    let addr = Address::new(0, 0x2A);
+    let cert = Certificate::issue(&rv, addr, agent.public(), 1_800_000_000);
+    let bob = Hostname::new("bob").ok();
+    [
+        Message::Register(Register::new(&agent, &[7; 32], 9, true, bob.clone())),
+        Message::Register(Register::new(&agent, &[7; 32], 10, false, None)),
+        Message::Resolve {
+            req: 3,
+            query: Query::Address(addr),
+        },
+        Message::Resolve {
+            req: 4,
+            query: Query::Hostname(Hostname::new("bob").unwrap()),
+        },
+        Message::Data(b"\x60packet"),
+        Message::Registered(Registered {
+            req: 9,
+            address: addr,
+            observed: "203.0.113.5:40000".parse().unwrap(),
+            refresh_secs: 25,
+            ttl_secs: 90,
+            cert,
+        }),
+        Message::Resolved(Resolved {
+            req: 4,
+            address: addr,
+            key: agent.public(),
+            public: true,
+            online: true,
+            hostname: bob,
+            endpoints: vec![
+                "203.0.113.5:40000".parse().unwrap(),
+                "[2001:db8::5]:4000".parse().unwrap(),
+            ],
+        }),
+        Message::Error {
+            req: 4,
+            code: ErrorCode::HostnameTaken,
+            message: "hostname `bob` belongs to another identity".into(),
+        },
+    ]
+    .iter()
+    .map(Message::to_vec)
+    .collect()
+}
+
+#[test]
+fn msg_decode() {
+    for input in corpus("msg_decode") {
+        check_msg_decode(&input);
+    }
+    let seeds = msg_samples();
+    let mut rng = Rng(0x4D53_4744_4543_0005);
+    let mut accepted = 0;
+    for _ in 0..GENERATED {
+        let mut m = rng.pick(&seeds).clone();
+        mutate_bytes(&mut rng, &mut m);
+        if rng.below(6) == 0 && !m.is_empty() {
+            // Another kind's layout over these fields.
+            m[0] = *rng.pick(&[0x01, 0x02, 0x10, 0x81, 0x82, 0x8F, 0x00, 0xFF]);
+        }
+        accepted += usize::from(Message::decode(&m).is_ok());
+        check_msg_decode(&m);
+    }
+    for _ in 0..GENERATED / 10 {
+        let len = rng.below(300);
+        let noise: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+        check_msg_decode(&noise);
+    }
+    assert!(
+        accepted > 1_000,
+        "only {accepted} generated messages decoded"
+    );
+}
+
+// --- node_datagram and rendezvous_datagram ---------------------------------
+
+/// Programs generated per state-machine target (each runs a whole world,
+/// handshakes and all, so far fewer than for a decoder).
+const PROGRAMS: usize = 1_000;
+
+/// An op of the world's input language (see `world.rs`), with arguments
+/// that mostly make sense: raw datagrams are usually mutated copies of
+/// packets really seen on the wire.
+fn random_op(rng: &mut Rng, out: &mut Vec<u8>, seen: &[Vec<u8>], messages: &[Vec<u8>]) {
+    let len16 = |out: &mut Vec<u8>, n: usize| out.extend_from_slice(&(n as u16).to_le_bytes());
+    match rng.below(12) {
+        0..=2 => {
+            let mut p = if seen.is_empty() || rng.below(5) == 0 {
+                (0..rng.below(200)).map(|_| rng.next() as u8).collect()
+            } else {
+                rng.pick(seen).clone()
+            };
+            mutate_bytes(rng, &mut p);
+            out.extend_from_slice(&[0, rng.next() as u8]);
+            len16(out, p.len());
+            out.extend_from_slice(&p);
+        }
+        3 => out.extend((0..7).map(|i| if i == 0 { 1 } else { rng.next() as u8 })),
+        4 => out.extend_from_slice(&[2, rng.next() as u8, rng.next() as u8]),
+        5 => out.extend_from_slice(&[3, rng.next() as u8]),
+        6 => out.push(4),
+        7 => {
+            let mut m = rng.pick(messages).clone();
+            mutate_bytes(rng, &mut m);
+            out.extend_from_slice(&[5, rng.next() as u8]);
+            len16(out, m.len());
+            out.extend_from_slice(&m);
+        }
+        8..=10 => {
+            out.extend_from_slice(&[6, rng.next() as u8, rng.next() as u8]);
+            // Fields, and a short payload for the kinds that take one.
+            out.extend((0..7).map(|_| rng.next() as u8));
+            let n = rng.below(24);
+            len16(out, n);
+            out.extend((0..n).map(|_| rng.next() as u8));
+        }
+        _ => out.extend((0..5).map(|i| if i == 0 { 7 } else { rng.next() as u8 })),
+    }
+}
+
+/// Runs generated programs through `run`: a happy prefix now and then (so
+/// later ops meet established sessions), then random ops.
+fn state_machine_programs(seed: u64, happy: &[u8], run: fn(&[u8]) -> Vec<Vec<u8>>) {
+    let seen = run(happy);
+    let messages = msg_samples();
+    let mut rng = Rng(seed);
+    for i in 0..PROGRAMS {
+        let mut program = vec![rng.next() as u8 | 3];
+        if i % 3 == 0 {
+            program.clear();
+            program.extend_from_slice(happy);
+        }
+        for _ in 0..=rng.below(6) {
+            random_op(&mut rng, &mut program, &seen, &messages);
+        }
+        run(&program);
+    }
+    // And noise: the language must take any bytes.
+    for _ in 0..PROGRAMS / 10 {
+        let noise: Vec<u8> = (0..rng.below(64)).map(|_| rng.next() as u8).collect();
+        run(&noise);
+    }
+}
+
+/// The node registers, binds a port, gets a datagram from bob, looks him
+/// up and answers: every kind of packet a node handles goes by.
+const NODE_HAPPY: &[u8] = &[
+    3, // the stand-in rendezvous answers registrations and lookups
+    4, // deadline: the node registers
+    7, 0, 1, // bind 5000
+    6, 1, 5, // bob opens a session
+    6, 1, 0, 1, 1, 1, 1, 2, 0, // bob: datagram to our port 5000, "hi"
+    b'h', b'i', //
+    7, 3, 1, 1, 1, 9, // send 9 bytes to bob:5000 (resolves him first)
+    3, 0xC3, // wait 30 s: refresh, keepalives
+];
+
+#[test]
+fn node_datagram() {
+    for input in corpus("node_datagram") {
+        world::run_node(&input);
+    }
+    state_machine_programs(0x40DE_DA7A_0000_0006, NODE_HAPPY, world::run_node);
+}
+
+/// Both agents register (alice as "alice", bob as "bob"), alice looks bob
+/// up, time passes until registrations expire.
+const RENDEZVOUS_HAPPY: &[u8] = &[
+    0, //
+    6, 0, 0, 1, 1, 1, // alice registers, public, as "alice"
+    6, 1, 0, 2, 1, 2, // bob registers, public, as "bob"
+    6, 0, 2, 3, 0, // alice resolves bob by address
+    3, 0xCA, // wait 100 s: both expire
+];
+
+#[test]
+fn rendezvous_datagram() {
+    for input in corpus("rendezvous_datagram") {
+        world::run_rendezvous(&input);
+    }
+    state_machine_programs(
+        0x4E2D_7E20_0000_0007,
+        RENDEZVOUS_HAPPY,
+        world::run_rendezvous,
+    );
+}
+
+/// Found by the `node_datagram` fuzz target, minimised. The stand-in
+/// rendezvous opens a session and registers the node with a refresh
+/// interval (13364 s) longer than a session lives (180 s); time passes
+/// until the session expires while the node still counts itself
+/// registered; then a datagram to a peer it does not know starts a lookup.
+/// `Node::send_resolves` returns early without a session and leaves the
+/// lookup's `retry_at` in the past, and nothing reopens the session (only
+/// the registration refresh would, hours later), so `poll_timeout` keeps
+/// answering `(now, Timer::Resolve)` after `handle_timeout(now)`: a driver
+/// spins until `resolve_timeout`, and the lookup then fails although the
+/// rendezvous is reachable. Any stretch where the session is down while
+/// the registration is fresh does the same (a rekey that fails between
+/// 120 s and 180 s, say). Ignored until node.rs is fixed; then move these
+/// bytes into `fuzz/corpus/node_datagram/` and delete this test.
+#[test]
+#[ignore = "known bug in node.rs: a lookup stays due while the rendezvous session is down"]
+fn node_datagram_lookup_without_rendezvous_session() {
+    world::run_node(&[
+        0x00, // flags: the stand-in rendezvous answers nothing by itself
+        0xb6, 0x00, 0x00, // the stand-in rendezvous sends Registered:
+        0x01, 0xcd, 0x34, // req 1, address 0:0000.0000.0011, observed 198.18.0.9:53,
+        0x34, 0x34, 0x34, 0x34, 0x34, // refresh 13364 s, ttl 13364 s, cert for our key
+        0x34, // next deadline: keepalives at 10 s
+        0x34, // next deadline: the session expires at 180 s
+        0xff, 0x30, // send an empty datagram to 0:0000.0000.0010:7
+    ]);
 }
