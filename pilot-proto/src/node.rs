@@ -1037,8 +1037,29 @@ impl Node {
 
     // ---- lookups ----
 
+    /// True if requests to the rendezvous can go now. If we are
+    /// registered but the session lapsed (a refresh interval longer than
+    /// a session's life, a failed rekey), starts a new one: the requests go
+    /// when it is up.
+    fn rendezvous_ready(&mut self, now: Timestamp) -> bool {
+        if self.address.is_none() {
+            return false;
+        }
+        if self.tunnels.has_session(&self.rv, now) {
+            return true;
+        }
+        let rv = self.rv;
+        self.tunnels.connect(now, &rv);
+        false
+    }
+
+    /// Whether requests to the rendezvous can be sent without waiting.
+    fn rendezvous_connected(&self) -> bool {
+        self.address.is_some() && self.tunnels.has_session(&self.rv, self.now)
+    }
+
     fn send_resolves(&mut self, now: Timestamp) {
-        if self.address.is_none() || !self.tunnels.has_session(&self.rv, now) {
+        if self.resolves.is_empty() || !self.rendezvous_ready(now) {
             return;
         }
         let due: Vec<(u32, Query)> = self
@@ -1130,9 +1151,10 @@ impl Node {
                 RegState::Registered { refresh_at } => (refresh_at, Timer::Refresh),
             }),
         );
+        let connected = self.rendezvous_connected();
         for r in self.resolves.values() {
             let give_up = r.started + self.config.resolve_timeout;
-            let at = if self.address.is_some() {
+            let at = if connected {
                 r.retry_at.min(give_up)
             } else {
                 give_up

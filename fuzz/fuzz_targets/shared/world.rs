@@ -338,6 +338,17 @@ impl World {
         cfg.hostname = Hostname::new("alice").ok();
         cfg.public = true;
         cfg.wall_origin_micros = WALL;
+        // Alice trusts bob, so bob's sessions and datagrams reach the data
+        // path (untrusted peers stop at the handshake).
+        cfg.trust = pilot_proto::trust::TrustState {
+            trusted: vec![pilot_proto::trust::Trusted {
+                address: BOB_ADDR,
+                key: ids.bob.public(),
+                hostname: Hostname::new("bob").ok(),
+                since: 0,
+            }],
+            ..Default::default()
+        };
         let node = Node::new(cfg, &[12; 32], Timestamp::ZERO);
         let sut = (alice_key, ep(ALICE));
         let rv = Peer::new(Role::StandInRendezvous, RV, &ids.rv, 11, sut);

@@ -414,7 +414,7 @@ impl Node {
         for id in expired {
             self.fail_rv_request(id, RequestError::Timeout);
         }
-        if self.address.is_none() || !self.tunnels.has_session(&self.rv, now) {
+        if self.rv_requests.is_empty() || !self.rendezvous_ready(now) {
             return;
         }
         let rv = self.rv;
@@ -430,7 +430,7 @@ impl Node {
     }
 
     pub(super) fn rv_request_deadline(&self) -> Option<(Timestamp, Timer)> {
-        let connected = self.address.is_some() && self.tunnels.has_session(&self.rv, self.now);
+        let connected = self.rendezvous_connected();
         self.rv_requests.values().fold(None, |next, r| {
             let give_up = r.started + self.config.request_timeout;
             let at = if connected {
