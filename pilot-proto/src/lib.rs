@@ -23,6 +23,7 @@ pub mod overlay;
 pub mod rendezvous;
 pub mod replay;
 pub mod rng;
+pub mod services;
 pub mod session;
 pub mod stats;
 pub mod time;
