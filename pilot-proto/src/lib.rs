@@ -25,6 +25,7 @@ pub mod replay;
 pub mod rng;
 pub mod session;
 pub mod stats;
+pub mod stream;
 pub mod time;
 pub mod tunnel;
 pub mod wire;
