@@ -11,4 +11,11 @@ if [[ -n "$bad" ]]; then
     echo "$bad" >&2
     exit 1
 fi
+# No dependency may be built with its "std" feature in the default core.
+with_std=$(cargo tree -p pilot-proto -e normal --prefix none --format '{p} [{f}]' | grep -E '[[,]std[],]' || true)
+if [[ -n "$with_std" ]]; then
+    echo "pilot-proto's default dependency tree builds crates with std:" >&2
+    echo "$with_std" >&2
+    exit 1
+fi
 echo "pilot-proto dependency tree is clean ($(sort -u <<<"$tree" | wc -l) crates, none doing I/O)"

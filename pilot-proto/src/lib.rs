@@ -26,6 +26,7 @@ pub mod rng;
 pub mod services;
 pub mod session;
 pub mod stats;
+pub mod stream;
 pub mod time;
 pub mod trust;
 pub mod tunnel;

@@ -40,6 +40,8 @@ const IPV6_HEADER_LEN: usize = 40;
 const UDP_LEN: usize = 8;
 /// IPv6 next-header value for UDP.
 const PROTO_UDP: u8 = 17;
+/// IPv6 next-header value for TCP: the overlay's streams.
+pub const PROTO_TCP: u8 = 6;
 /// Hop limit put on every packet; the usual default, never checked.
 const HOP_LIMIT: u8 = 64;
 
@@ -274,6 +276,37 @@ pub fn decode(packet: &[u8]) -> Result<Packet<'_>, OverlayError> {
         dst: SocketAddress::new(dst_addr, dst_port),
         payload,
     })
+}
+
+/// Validates an overlay packet's IPv6 header and returns its source,
+/// destination and next header, whatever the protocol.
+///
+/// Checks the length, the version, that the payload length matches the
+/// bytes after the header, and that both addresses are under
+/// [`OVERLAY_PREFIX`]. A node uses it to route a packet by protocol:
+/// [`PROTO_TCP`] to the streams, UDP to [`decode`].
+pub fn header(packet: &[u8]) -> Result<(Address, Address, u8), OverlayError> {
+    let Some((header, body)) = split(packet, IPV6_HEADER_LEN) else {
+        return Err(OverlayError::TooShort { len: packet.len() });
+    };
+    let version = header[0] >> 4;
+    if version != 6 {
+        return Err(OverlayError::NotIpv6 { version });
+    }
+    let declared = usize::from(be16(header[4], header[5]));
+    if declared != body.len() {
+        return Err(OverlayError::LengthMismatch {
+            declared,
+            actual: body.len(),
+        });
+    }
+    let Some(src) = from_ipv6(&ip_at(header, 8)) else {
+        return Err(OverlayError::ForeignSource);
+    };
+    let Some(dst) = from_ipv6(&ip_at(header, 24)) else {
+        return Err(OverlayError::ForeignDestination);
+    };
+    Ok((src, dst, header[6]))
 }
 
 /// Splits off the first `n` bytes, or `None` if there are fewer.
@@ -631,6 +664,32 @@ mod tests {
                 "byte {at}"
             );
         }
+    }
+
+    #[test]
+    fn header_of_any_protocol() {
+        let (src, dst) = (sa(1, 0x20, 5), sa(1, 0x21, 6));
+        let mut p = encode(src, dst, b"x");
+        assert_eq!(header(&p), Ok((src.addr, dst.addr, 17)));
+        p[6] = PROTO_TCP;
+        assert_eq!(header(&p), Ok((src.addr, dst.addr, PROTO_TCP)));
+        assert_eq!(header(&p[..39]), Err(OverlayError::TooShort { len: 39 }));
+        assert_eq!(
+            header(&p[..48]),
+            Err(OverlayError::LengthMismatch {
+                declared: 9,
+                actual: 8
+            })
+        );
+        let mut v4 = p.clone();
+        v4[0] = 0x45;
+        assert_eq!(header(&v4), Err(OverlayError::NotIpv6 { version: 4 }));
+        let mut foreign = p.clone();
+        foreign[8] = 0xfe;
+        assert_eq!(header(&foreign), Err(OverlayError::ForeignSource));
+        foreign = p.clone();
+        foreign[33] = 1;
+        assert_eq!(header(&foreign), Err(OverlayError::ForeignDestination));
     }
 
     #[test]

@@ -165,7 +165,7 @@ fn nonce(counter: u64) -> Nonce {
 }
 
 fn hex(s: &str) -> Vec<u8> {
-    assert!(s.len() % 2 == 0, "odd hex length");
+    assert!(s.len().is_multiple_of(2), "odd hex length");
     s.as_bytes()
         .chunks(2)
         .map(|pair| (nibble(pair[0]) << 4) | nibble(pair[1]))
