@@ -38,6 +38,9 @@ pub enum Timer {
     /// Resend a message pushed to an agent, or a request to the
     /// rendezvous, that is not acknowledged yet.
     Push,
+    /// The stream stack's next deadline (retransmission, delayed ACK,
+    /// keep-alive, timeouts).
+    Stream,
 }
 
 impl Timer {
@@ -54,6 +57,7 @@ impl Timer {
             Timer::Expiry => "expiry",
             Timer::QueueExpiry => "queue-expiry",
             Timer::Push => "push",
+            Timer::Stream => "stream",
         }
     }
 }

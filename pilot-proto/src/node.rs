@@ -23,12 +23,15 @@ use crate::msg::{Certificate, ErrorCode, Message, Query, Register, Resolved, CER
 use crate::overlay::{self, MAX_DATAGRAM};
 use crate::rng::Stream;
 use crate::stats::{DropReason, Stats};
+use crate::stream::{StreamConfig, StreamError, StreamEvent};
 use crate::time::Timestamp;
 use crate::trust::{Pending, TrustRequest, TrustState, Trusted};
 use crate::tunnel::{PeerKey, SendError, TunnelConfig, TunnelEvent, Tunnels};
 
+mod streams;
 mod trust;
 
+pub use streams::{Delivered, ServiceConfig};
 pub use trust::RequestError;
 
 /// How a node behaves.
@@ -66,6 +69,10 @@ pub struct NodeConfig {
     pub request_retry: Duration,
     /// Give a request to the rendezvous up after this long.
     pub request_timeout: Duration,
+    /// Stream buffers, limits and congestion control.
+    pub streams: StreamConfig,
+    /// The built-in services offered.
+    pub services: ServiceConfig,
     /// Handshake and session settings.
     pub tunnel: TunnelConfig,
 }
@@ -91,6 +98,8 @@ impl NodeConfig {
             trust: TrustState::default(),
             request_retry: Duration::from_secs(1),
             request_timeout: Duration::from_secs(15),
+            streams: StreamConfig::default(),
+            services: ServiceConfig::default(),
             tunnel: TunnelConfig::default(),
         }
     }
@@ -158,6 +167,10 @@ pub enum CommandError {
     NotFound,
     /// Already trusted.
     AlreadyTrusted,
+    /// The stream layer refused.
+    Stream(StreamError),
+    /// An argument is malformed (a topic, say).
+    InvalidArgument,
 }
 
 impl fmt::Display for CommandError {
@@ -173,6 +186,8 @@ impl fmt::Display for CommandError {
             }
             CommandError::NotFound => f.write_str("no such pending request or trusted peer"),
             CommandError::AlreadyTrusted => f.write_str("peer already trusted"),
+            CommandError::Stream(e) => write!(f, "stream: {e}"),
+            CommandError::InvalidArgument => f.write_str("invalid argument"),
         }
     }
 }
@@ -285,6 +300,10 @@ pub enum Event {
         /// How it went.
         result: Result<(), RequestError>,
     },
+    /// Something happened on an application stream.
+    Stream(StreamEvent),
+    /// A message or file arrived through the data exchange service.
+    Message(Delivered),
     /// Datagrams to a peer were dropped.
     Unreachable {
         /// The peer.
@@ -342,6 +361,21 @@ impl fmt::Display for Event {
                 write!(f, " key {fingerprint}: {reason:?}")
             }
             Event::Trusted { peer, .. } => write!(f, "trusted {peer}"),
+            Event::Stream(e) => write!(f, "stream {e:?}"),
+            Event::Message(m) => {
+                write!(
+                    f,
+                    "message #{} {:?} from {} ({}B)",
+                    m.id,
+                    m.kind,
+                    m.from,
+                    m.payload.len()
+                )?;
+                if let Some(n) = &m.name {
+                    write!(f, " file {n:?}")?;
+                }
+                Ok(())
+            }
             Event::TrustRejected { peer, reason } => write!(f, "rejected by {peer}: {reason:?}"),
             Event::TrustRevoked { peer } => write!(f, "trust revoked by {peer}"),
             Event::RequestDone { id, result: Ok(()) } => write!(f, "request #{id} done"),
@@ -403,6 +437,8 @@ pub struct Node {
     /// The newest request seen per requester, to refuse replays.
     seen_requests: BTreeMap<PublicKey, u64>,
     rv_requests: BTreeMap<u32, trust::RvRequest>,
+    streams: Option<streams::StreamState>,
+    stream_seed: [u8; 32],
     events: VecDeque<Event>,
     now: Timestamp,
 }
@@ -447,6 +483,8 @@ impl Node {
             last_issued_at: 0,
             seen_requests: BTreeMap::new(),
             rv_requests: BTreeMap::new(),
+            streams: None,
+            stream_seed: Stream::derive(seed, "streams").bytes32(),
             events: VecDeque::new(),
             now,
         };
@@ -684,6 +722,7 @@ impl Node {
                 if r.cert.key != self.config.identity.public() || r.cert.address != r.address {
                     return self.tunnels.stats_mut().drop(DropReason::Unexpected);
                 }
+                self.start_streams(now, r.address);
                 let changed =
                     self.address != Some(r.address) || self.public_endpoint != Some(r.observed);
                 self.address = Some(r.address);
@@ -874,14 +913,31 @@ impl Node {
             Ok(_) => return self.tunnels.stats_mut().drop(DropReason::Unexpected),
             Err(_) => return self.tunnels.stats_mut().drop(DropReason::Malformed),
         };
-        let (src, dst, payload) = match overlay::decode(packet) {
-            Ok(overlay::Packet::Udp { src, dst, payload }) => (src, dst, payload),
+        let (src, dst, proto) = match overlay::header(packet) {
+            Ok(h) => h,
             Err(_) => return self.tunnels.stats_mut().drop(DropReason::Malformed),
         };
         // The session proves the peer's key; the certificate binds the key
         // to an address. Anything else in the source is a lie.
-        if src.addr != peer_addr || Some(dst.addr) != self.address {
+        if src != peer_addr || Some(dst) != self.address {
             return self.tunnels.stats_mut().drop(DropReason::Spoofed);
+        }
+        if proto == overlay::PROTO_TCP {
+            return self.on_stream_packet(self.now, packet);
+        }
+        let (src, dst, payload) = match overlay::decode(packet) {
+            Ok(overlay::Packet::Udp { src, dst, payload }) => (src, dst, payload),
+            Err(_) => return self.tunnels.stats_mut().drop(DropReason::Malformed),
+        };
+        if dst.port == crate::addr::ports::ECHO
+            && self.config.services.echo
+            && !self.bound.contains(&dst.port)
+        {
+            // Datagram echo: the answer goes back from port 7.
+            let now = self.now;
+            let payload = payload.to_vec();
+            let _ = self.send_datagram(now, dst.port, src, &payload);
+            return;
         }
         if !self.bound.contains(&dst.port) {
             return self.tunnels.stats_mut().drop(DropReason::PortUnreachable);
@@ -1123,6 +1179,7 @@ impl Node {
         self.resolve_timers(now);
         self.rv_request_timers(now);
         self.queue_timers(now);
+        self.stream_timers(now);
         self.drain_tunnel_events(now);
     }
 
@@ -1162,6 +1219,7 @@ impl Node {
             next = earliest(next, Some((at, Timer::Resolve)));
         }
         next = earliest(next, self.rv_request_deadline());
+        next = earliest(next, self.stream_deadline());
         for q in self.waiting.values() {
             if let Some((at, _)) = q.front() {
                 next = earliest(

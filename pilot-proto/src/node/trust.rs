@@ -254,6 +254,8 @@ impl Node {
 
     /// Closes everything with `peer` and forgets its sessions.
     fn forget_peer(&mut self, peer: Address) {
+        let now = self.now;
+        self.abort_streams_with(now, peer);
         if let Some(k) = self.peers.remove(&peer) {
             self.by_key.remove(&k.x25519);
             self.tunnels.remove_peer(&k.x25519);
