@@ -237,6 +237,102 @@ impl Scenario {
         )
     }
 
+    /// Sends `data` over a new stream from `from` to port `port` of `to`
+    /// (both trusted), half-closes, and reads on `to` until end of stream.
+    /// Returns what `to`'s application read and how long it took in
+    /// virtual time. The stream layer's own events drive the loop.
+    pub fn transfer(
+        &mut self,
+        from: HostId,
+        to: HostId,
+        port: u16,
+        data: &[u8],
+        max: Duration,
+    ) -> Result<(Vec<u8>, Duration), String> {
+        use pilot_proto::stream::{StreamError, StreamEvent};
+        let to_addr = self.node(to).address().ok_or("receiver not registered")?;
+        self.world
+            .with_host(to, |h, _| h.node_mut().listen(port))
+            .map_err(|e| format!("listen: {e}"))?;
+        let start = self.world.now();
+        let deadline = start + max;
+        let tx = self
+            .world
+            .with_host(from, |h, now| {
+                h.node_mut().connect(now, SocketAddress::new(to_addr, port))
+            })
+            .map_err(|e| format!("connect: {e}"))?;
+        let mut rx = None;
+        let mut sent = 0usize;
+        let mut shut = false;
+        let mut got = Vec::with_capacity(data.len());
+        let mut seen = self.world.events().len();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            for (_, h, e) in &self.world.events()[seen..] {
+                match e {
+                    HostEvent::Node(Event::Stream(StreamEvent::Incoming { id, .. }))
+                        if *h == to =>
+                    {
+                        rx = Some(*id)
+                    }
+                    HostEvent::Node(Event::Stream(StreamEvent::Closed { id, reason }))
+                        if *id == tx && *h == from && sent < data.len() =>
+                    {
+                        return Err(format!("sending stream closed early: {reason:?}"));
+                    }
+                    _ => {}
+                }
+            }
+            seen = self.world.events().len();
+            if sent < data.len() {
+                let n = self
+                    .world
+                    .with_host(from, |h, now| {
+                        h.node_mut().stream_write(now, tx, &data[sent..])
+                    })
+                    .map_err(|e| format!("write: {e}"))?;
+                sent += n;
+            }
+            if sent == data.len() && !shut {
+                self.world
+                    .with_host(from, |h, now| h.node_mut().stream_shutdown(now, tx));
+                shut = true;
+            }
+            if let Some(rx) = rx {
+                loop {
+                    let r = self
+                        .world
+                        .with_host(to, |h, now| h.node_mut().stream_read(now, rx, &mut buf));
+                    match r {
+                        Ok(0) => {
+                            self.world
+                                .with_host(to, |h, now| h.node_mut().stream_close(now, rx));
+                            self.world
+                                .with_host(from, |h, now| h.node_mut().stream_close(now, tx));
+                            return Ok((got, self.world.now().saturating_since(start)));
+                        }
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                        Err(CommandError::Stream(StreamError::WouldBlock)) => break,
+                        Err(e) => return Err(format!("read: {e}")),
+                    }
+                }
+            }
+            if self.world.now() > deadline {
+                return Err(format!(
+                    "transfer stalled at {} of {} bytes sent, {} received (seed {})",
+                    sent,
+                    data.len(),
+                    got.len(),
+                    self.world.seed()
+                ));
+            }
+            if !self.world.step() {
+                return Err("the world went idle".into());
+            }
+        }
+    }
+
     /// Node events so far, with their host.
     pub fn node_events(&self) -> impl Iterator<Item = (Timestamp, HostId, &Event)> {
         self.world.events().iter().filter_map(|(t, h, e)| match e {

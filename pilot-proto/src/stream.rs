@@ -170,7 +170,7 @@ impl Default for StreamConfig {
             backlog: 16,
             idle_timeout: Duration::from_secs(300),
             connect_timeout: Duration::from_secs(20),
-            user_timeout: Duration::from_secs(60),
+            user_timeout: Duration::from_secs(180),
             congestion: Congestion::default(),
         }
     }
