@@ -399,6 +399,9 @@ pub enum Message<'a> {
         approval: TrustApproval,
         /// The approver's hostname.
         hostname: Option<Hostname>,
+        /// Where the approver is reachable, if online: saves the requester
+        /// a lookup before its first packet.
+        endpoint: Option<SocketAddr>,
     },
     /// A request of ours was rejected.
     TrustRejected {
@@ -524,6 +527,11 @@ impl<'a> Message<'a> {
                 id: r.u32("id")?,
                 approval: TrustApproval::decode(&mut r)?,
                 hostname: hostname_field(&mut r, "hostname")?,
+                endpoint: match r.u8("endpoint flag")? {
+                    0 => None,
+                    1 => Some(r.endpoint("endpoint")?),
+                    _ => return Err(DecodeError::BadValue("endpoint flag")),
+                },
             },
             KIND_TRUST_REJECTED => Message::TrustRejected {
                 id: r.u32("id")?,
@@ -644,11 +652,19 @@ impl<'a> Message<'a> {
                 id,
                 approval,
                 hostname,
+                endpoint,
             } => {
                 out.push(KIND_TRUST_APPROVED);
                 out.extend_from_slice(&id.to_be_bytes());
                 approval.encode(out);
                 put_short_str(out, hostname.as_ref().map(|h| h.as_str()).unwrap_or(""));
+                match endpoint {
+                    None => out.push(0),
+                    Some(ep) => {
+                        out.push(1);
+                        put_endpoint(out, *ep);
+                    }
+                }
             }
             Message::TrustRejected {
                 id,

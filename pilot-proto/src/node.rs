@@ -759,9 +759,10 @@ impl Node {
                 id,
                 approval,
                 hostname,
+                endpoint,
             } => {
                 self.ack_push(now, id);
-                self.on_trust_approved(now, approval, hostname);
+                self.on_trust_approved(now, approval, hostname, endpoint);
             }
             Message::TrustRejected {
                 id,

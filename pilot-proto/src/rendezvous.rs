@@ -684,10 +684,12 @@ impl Rendezvous {
             },
         );
         let hostname = self.hostname_of(&approver);
+        let endpoint = self.records.get(&approver).and_then(|r| r.endpoint);
         self.push(now, requester, |id| Message::TrustApproved {
             id,
             approval,
             hostname,
+            endpoint,
         });
         self.reply(now, &peer, &Message::Ack { req });
     }

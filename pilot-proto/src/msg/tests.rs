@@ -76,8 +76,15 @@ fn samples() -> Vec<Message<'static>> {
         Message::Ack { req: 9 },
         Message::TrustApproved {
             id: 2,
-            approval,
+            approval: approval.clone(),
             hostname: None,
+            endpoint: None,
+        },
+        Message::TrustApproved {
+            id: 3,
+            approval,
+            hostname: Hostname::new("bob").ok(),
+            endpoint: Some("[2001:db8::7]:4000".parse().unwrap()),
         },
         Message::TrustRejected {
             id: 3,

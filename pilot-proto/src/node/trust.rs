@@ -326,6 +326,7 @@ impl Node {
         now: Timestamp,
         approval: TrustApproval,
         hostname: Option<Hostname>,
+        endpoint: Option<core::net::SocketAddr>,
     ) {
         if !approval.verify() {
             return self.tunnels.stats_mut().drop(DropReason::AuthFailed);
@@ -336,6 +337,13 @@ impl Node {
         };
         self.outgoing.remove(i);
         self.grant(now, approval.approver, approval.approver_key, hostname);
+        // The first packet to the new peer need not wait for a lookup.
+        if let (Some(ep), Some(k)) = (endpoint, self.peers.get(&approval.approver)) {
+            let x = k.x25519;
+            if self.tunnels.endpoint(&x).is_none() {
+                self.tunnels.set_endpoint(x, ep);
+            }
+        }
     }
 
     pub(super) fn on_trust_rejected(&mut self, rejecter: Address, issued_at: u64, reason: String) {
