@@ -380,3 +380,47 @@ fn forged_and_replayed_requests_and_approvals_are_refused() {
     assert_eq!(asks, 1, "the replay raised no second request");
     assert!(s.node(bob).stats().dropped_replay > 0);
 }
+
+#[test]
+fn pending_requests_and_trust_survive_a_restart() {
+    let (mut s, alice, bob) = private_pair(28);
+    let alice_addr = s.node(alice).address().unwrap();
+    let bob_addr = s.node(bob).address().unwrap();
+    s.world
+        .with_host(alice, |h, now| {
+            h.node_mut()
+                .handshake(now, Query::Address(bob_addr), "persist me")
+        })
+        .unwrap();
+    run_until_event(&mut s, bob, |e| matches!(e, Event::TrustRequested { .. }));
+    // Bob's daemon saves its state and dies; a new one starts from it
+    // (encoded and decoded, as the daemon's file would be).
+    let saved = TrustState::decode(&s.node(bob).trust_state().encode()).unwrap();
+    assert_eq!(saved.pending.len(), 1);
+    s.world.isolate(bob);
+    let bob_identity = driver_sim::pilot::identity_for(&driver_sim::host_seed(28, "bob"));
+    let bob2 = s.add_node("bob-again", "203.0.113.21:4000", |c| {
+        c.identity = bob_identity;
+        c.hostname = pilot_proto::addr::Hostname::new("bob").ok();
+        c.public = false;
+        c.trust = saved;
+    });
+    s.run_until_registered(&[bob2], MAX)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(s.node(bob2).address(), Some(bob_addr));
+    let pending: Vec<_> = s
+        .node(bob2)
+        .pending()
+        .map(|p| p.request.reason.clone())
+        .collect();
+    assert_eq!(pending, vec!["persist me".to_string()]);
+    s.world
+        .with_host(bob2, |h, now| h.node_mut().approve(now, alice_addr))
+        .unwrap();
+    run_until_event(&mut s, alice, |e| matches!(e, Event::Trusted { .. }));
+    // And trust itself survives the next restart.
+    let saved = s.node(bob2).trust_state();
+    assert_eq!(saved.trusted.len(), 1);
+    assert_eq!(saved.trusted[0].address, alice_addr);
+    assert_eq!(saved.trusted[0].key, s.node(alice).public_key());
+}
