@@ -1,8 +1,10 @@
-//! Runs Pilot's protocol core against real sockets, clocks and files.
+//! Runs Pilot's protocol core against real sockets, clocks and files: the
+//! agent daemon, the rendezvous server, the local IPC and its client.
 //!
-//! The event loop, the daemon and the rendezvous server arrive with the
-//! daemon issue; until then this crate only re-exports the core so the
-//! workspace keeps its final shape.
+//! No protocol decision lives here: the drivers move bytes, time and
+//! randomness in and out of `pilot_proto`'s state machines.
 #![forbid(unsafe_code)]
+
+pub mod ipc;
 
 pub use pilot_proto as proto;
