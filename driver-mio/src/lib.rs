@@ -5,6 +5,7 @@
 //! randomness in and out of `pilot_proto`'s state machines.
 #![forbid(unsafe_code)]
 
+pub mod client;
 pub mod ipc;
 
 pub use pilot_proto as proto;
