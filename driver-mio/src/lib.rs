@@ -5,6 +5,12 @@
 //! randomness in and out of `pilot_proto`'s state machines.
 #![forbid(unsafe_code)]
 
+pub mod clock;
+pub mod fsutil;
 pub mod ipc;
+pub mod rendezvous;
+pub mod seed;
+pub mod signals;
+pub mod udp;
 
 pub use pilot_proto as proto;
