@@ -74,7 +74,9 @@ pub fn timeout_between(now: Timestamp, deadline: Option<Timestamp>) -> Option<Du
         return Some(Duration::ZERO);
     }
     let millis = left.as_micros().div_ceil(1000);
-    Some(Duration::from_millis(u64::try_from(millis).unwrap_or(u64::MAX)))
+    Some(Duration::from_millis(
+        u64::try_from(millis).unwrap_or(u64::MAX),
+    ))
 }
 
 #[cfg(test)]

@@ -291,7 +291,9 @@ impl UdpEndpoint {
             Ok(()) => self.want_writable = on,
             // Cannot happen for a registered socket; if it does, flushing
             // on the next read event still empties the queue.
-            Err(e) => tracing::warn!(local = %self.local, error = %e, "cannot change socket interest"),
+            Err(e) => {
+                tracing::warn!(local = %self.local, error = %e, "cannot change socket interest")
+            }
         }
     }
 }
@@ -373,20 +375,27 @@ mod tests {
     #[test]
     fn sends_and_receives_in_batches() {
         let mut poll = Poll::new().unwrap();
-        let mut a = UdpEndpoint::bind("127.0.0.1:0".parse().unwrap(), poll.registry(), Token(1))
-            .unwrap();
+        let mut a =
+            UdpEndpoint::bind("127.0.0.1:0".parse().unwrap(), poll.registry(), Token(1)).unwrap();
         let b = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         assert_ne!(a.local_addr().port(), 0);
         for i in 0..10u8 {
             b.send_to(&[i; 3], a.local_addr()).unwrap();
         }
         let mut events = Events::with_capacity(8);
-        poll.poll(&mut events, Some(Duration::from_secs(2))).unwrap();
+        poll.poll(&mut events, Some(Duration::from_secs(2)))
+            .unwrap();
         let mut got = Vec::new();
-        let n = a.recv_batch(4, |from, d| got.push((from, d.to_vec()))).unwrap();
+        let n = a
+            .recv_batch(4, |from, d| got.push((from, d.to_vec())))
+            .unwrap();
         assert_eq!(n, 4);
         assert!(a.may_have_more());
-        while a.recv_batch(4, |from, d| got.push((from, d.to_vec()))).unwrap() > 0 {}
+        while a
+            .recv_batch(4, |from, d| got.push((from, d.to_vec())))
+            .unwrap()
+            > 0
+        {}
         assert!(!a.may_have_more());
         assert_eq!(got.len(), 10);
         assert!(got.iter().all(|(from, _)| *from == b.local_addr().unwrap()));
@@ -403,8 +412,8 @@ mod tests {
     #[test]
     fn icmp_errors_do_not_stop_the_socket() {
         let mut poll = Poll::new().unwrap();
-        let mut a = UdpEndpoint::bind("127.0.0.1:0".parse().unwrap(), poll.registry(), Token(1))
-            .unwrap();
+        let mut a =
+            UdpEndpoint::bind("127.0.0.1:0".parse().unwrap(), poll.registry(), Token(1)).unwrap();
         // A port nobody listens on: the kernel answers with ICMP, which
         // Linux reports on a later call.
         let closed = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -440,7 +449,8 @@ mod tests {
         let to: SocketAddr = SocketAddr::new("127.0.0.1".parse().unwrap(), a.local_addr().port());
         b.send_to(b"v4", to).unwrap();
         let mut events = Events::with_capacity(8);
-        poll.poll(&mut events, Some(Duration::from_secs(2))).unwrap();
+        poll.poll(&mut events, Some(Duration::from_secs(2)))
+            .unwrap();
         let mut from = None;
         a.recv_batch(8, |f, _| from = Some(f)).unwrap();
         assert_eq!(from, Some(b.local_addr().unwrap()), "no ::ffff: prefix");
@@ -456,8 +466,8 @@ mod tests {
         // Loopback never makes a send wait (a full receiver drops), so the
         // queue is filled directly, as a WouldBlock would.
         let mut poll = Poll::new().unwrap();
-        let mut a = UdpEndpoint::bind("127.0.0.1:0".parse().unwrap(), poll.registry(), Token(1))
-            .unwrap();
+        let mut a =
+            UdpEndpoint::bind("127.0.0.1:0".parse().unwrap(), poll.registry(), Token(1)).unwrap();
         a.set_max_queue(2);
         let b = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let to = b.local_addr().unwrap();
@@ -469,7 +479,8 @@ mod tests {
         assert!(!a.send(transmit(to, b"3")));
         assert_eq!(a.stats().queue_drops, 1);
         let mut events = Events::with_capacity(8);
-        poll.poll(&mut events, Some(Duration::from_secs(2))).unwrap();
+        poll.poll(&mut events, Some(Duration::from_secs(2)))
+            .unwrap();
         assert!(events.iter().any(|e| e.is_writable()));
         a.flush();
         assert_eq!(a.queued(), 0);

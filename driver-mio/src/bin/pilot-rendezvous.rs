@@ -9,7 +9,7 @@
 //! until SIGTERM or SIGINT. Exit status 0 after a clean stop, 1 if it
 //! could not start or had to stop (the message names the file or socket).
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -124,6 +124,7 @@ fn init_logging(args: &Args, home: &std::path::Path) {
         None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
     };
     let stderr = fmt::layer()
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .with_filter(filter());
     // A week of daily files; the writes are rare enough to go straight to

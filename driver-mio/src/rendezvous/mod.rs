@@ -146,9 +146,9 @@ impl ServerError {
                  start with an empty registry (agents then get new addresses)",
                 path.display()
             )),
-            ServerError::AlreadyRunning { pid, .. } => Some(format!(
-                "stop it first (kill {pid}) or use another --home"
-            )),
+            ServerError::AlreadyRunning { pid, .. } => {
+                Some(format!("stop it first (kill {pid}) or use another --home"))
+            }
             ServerError::Io { source, .. } if source.kind() == io::ErrorKind::AddrInUse => {
                 Some("another process uses this port; choose another --listen".into())
             }
@@ -373,8 +373,7 @@ impl Server {
         }
         self.release();
 
-        if (readable || self.udp.may_have_more()) && self.held.is_empty() && !self.udp.is_full()
-        {
+        if (readable || self.udp.may_have_more()) && self.held.is_empty() && !self.udp.is_full() {
             let now = self.clock.now();
             let (rv, held) = (&mut self.rv, &mut self.held);
             let read = self.udp.recv_batch(self.batch, |from, bytes| {

@@ -211,7 +211,9 @@ impl Store {
         for item in table.iter().map_err(|e| self.err("cannot read", e))? {
             let (_, v) = item.map_err(|e| self.err("cannot read", e))?;
             let pair = decode_pair(v.value())
-                .filter(|p| p.request.verify() && p.approval.verify() && p.approval.approves(&p.request))
+                .filter(|p| {
+                    p.request.verify() && p.approval.verify() && p.approval.approves(&p.request)
+                })
                 .ok_or_else(|| corrupt("a trust pair (does not decode or verify)".into()))?;
             snap.pairs.push(pair);
         }
@@ -256,7 +258,10 @@ impl Store {
             .begin_write()
             .map_err(|e| self.err("cannot write", e))?;
         {
-            let open = |t| tx.open_table(t).map_err(|e| self.err("cannot open table", e));
+            let open = |t| {
+                tx.open_table(t)
+                    .map_err(|e| self.err("cannot open table", e))
+            };
             let mut records = open(RECORDS)?;
             let mut pairs = open(PAIRS)?;
             let mut pending = open(PENDING)?;
@@ -286,7 +291,9 @@ impl Store {
                         pending.insert(&k[..], v.as_slice()).map_err(w)?;
                     }
                     Change::PendingRemoved { target, requester } => {
-                        pending.remove(&two_keys(*target, *requester)[..]).map_err(w)?;
+                        pending
+                            .remove(&two_keys(*target, *requester)[..])
+                            .map_err(w)?;
                     }
                     Change::LastRequest {
                         requester,
@@ -406,7 +413,7 @@ mod tests {
             address: Address::new(0, node),
             key: Identity::from_seed(&[seed; 32]).public(),
             hostname: name.map(|n| Hostname::new(n).unwrap()),
-            public: seed % 2 == 0,
+            public: seed.is_multiple_of(2),
             endpoint: None,
             expires: None,
         }
