@@ -6,6 +6,12 @@
 #![forbid(unsafe_code)]
 
 pub mod client;
+pub mod clock;
+pub mod fsutil;
 pub mod ipc;
+pub mod rendezvous;
+pub mod seed;
+pub mod signals;
+pub mod udp;
 
 pub use pilot_proto as proto;

@@ -124,6 +124,63 @@ impl fmt::Display for RendezvousEvent {
     }
 }
 
+/// Registry state that changed and must be persisted, as it is now.
+///
+/// The driver takes these with [`Rendezvous::poll_change`] and hands them
+/// back after a restart through [`Rendezvous::restore`],
+/// [`Rendezvous::restore_pair`], [`Rendezvous::restore_pending`] and
+/// [`Rendezvous::restore_last_request`]. Endpoints and expiry times are not
+/// state worth keeping: a restored registration is offline until the agent
+/// registers again. Pushes waiting for an agent's acknowledgement are not
+/// kept either.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Change {
+    /// A registration was created, or its hostname or visibility changed:
+    /// store it, replacing what was stored for its key.
+    Record(Record),
+    /// A trust pair exists: store it, replacing what was stored for the
+    /// two keys.
+    Pair(TrustPair),
+    /// The trust pair between these two keys (in key order) is gone.
+    PairRemoved(PublicKey, PublicKey),
+    /// A request waits for `target`'s decision: store it, replacing what
+    /// was stored for the same target and requester.
+    Pending {
+        /// Whom the request asks.
+        target: PublicKey,
+        /// The signed request.
+        request: TrustRequest,
+    },
+    /// The request from `requester` to `target` is settled.
+    PendingRemoved {
+        /// Whom the request asked.
+        target: PublicKey,
+        /// Who asked.
+        requester: PublicKey,
+    },
+    /// The newest request `issued_at` accepted from `requester`: older
+    /// requests are replays, also after a restart.
+    LastRequest {
+        /// Who asked.
+        requester: PublicKey,
+        /// Its request's `issued_at`.
+        issued_at: u64,
+    },
+}
+
+/// Which piece of state changed since the driver last asked. A set of
+/// keys rather than a log: each key appears once however often it
+/// changed, so a driver that never asks keeps memory bounded by the state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Dirty {
+    Record(PublicKey),
+    Pair(PublicKey, PublicKey),
+    /// (target, requester)
+    Pending(PublicKey, PublicKey),
+    LastRequest(PublicKey),
+}
+
 /// A message pushed to an agent, kept until the agent acknowledges it.
 struct Push {
     id: u32,
@@ -178,6 +235,8 @@ pub struct Rendezvous {
     next_push: u32,
     next_node: u32,
     events: VecDeque<RendezvousEvent>,
+    /// State changed since the driver last took the changes.
+    dirty: BTreeSet<Dirty>,
     now: Timestamp,
 }
 
@@ -206,6 +265,7 @@ impl Rendezvous {
             next_push: 1,
             next_node: Address::FIRST_ALLOCATABLE,
             events: VecDeque::new(),
+            dirty: BTreeSet::new(),
             now,
         }
     }
@@ -399,10 +459,8 @@ impl Rendezvous {
         let Some(rec) = self.records.get_mut(&r.key) else {
             return;
         };
-        let changed = new
-            || rec.hostname != r.hostname
-            || rec.public != r.public
-            || rec.endpoint != Some(from);
+        let persist = new || rec.hostname != r.hostname || rec.public != r.public;
+        let changed = persist || rec.endpoint != Some(from);
         if let Some(old) = rec.hostname.take() {
             self.by_hostname.remove(&old);
         }
@@ -417,6 +475,9 @@ impl Rendezvous {
         }
         self.expiries.insert((expires, r.key));
         let address = rec.address;
+        if persist {
+            self.dirty.insert(Dirty::Record(r.key));
+        }
         self.by_session_key.insert(peer, r.key);
         let not_after = self.wall_secs(now) + self.config.cert_lifetime.as_secs();
         let cert = Certificate::issue(&self.config.identity, address, r.key, not_after);
@@ -510,6 +571,79 @@ impl Rendezvous {
         let key = pair_key(pair.request.from_key, pair.approval.approver_key);
         self.pairs.insert(key, pair);
         true
+    }
+
+    /// Restores a request that waited for `target`'s decision, after
+    /// checking the requester's signature. Its push to the target is not
+    /// repeated (the target keeps the requests it received); the target
+    /// can approve or reject it after the restart as before.
+    pub fn restore_pending(&mut self, target: PublicKey, request: TrustRequest) -> bool {
+        if !request.verify() || request.from_key == target {
+            return false;
+        }
+        self.pending_trust
+            .insert((target, request.from_key), request);
+        true
+    }
+
+    /// Restores the newest request `issued_at` accepted from `requester`,
+    /// so that replays stay refused across a restart.
+    pub fn restore_last_request(&mut self, requester: PublicKey, issued_at: u64) {
+        let last = self.last_request.entry(requester).or_insert(0);
+        *last = (*last).max(issued_at);
+    }
+
+    /// Requests waiting for a decision, as (target, request), for
+    /// persistence and inspection.
+    pub fn pending_requests(&self) -> impl Iterator<Item = (PublicKey, &TrustRequest)> {
+        self.pending_trust.iter().map(|((t, _), r)| (*t, r))
+    }
+
+    /// The newest request `issued_at` accepted per requester.
+    pub fn last_requests(&self) -> impl Iterator<Item = (PublicKey, u64)> + '_ {
+        self.last_request.iter().map(|(k, v)| (*k, *v))
+    }
+
+    /// The next piece of state that changed since the last call, as it is
+    /// now, for the driver to persist.
+    ///
+    /// Not part of the drain rule and not a reason to wake: changes are
+    /// remembered per key (however often a key changed, it is reported
+    /// once, with its latest state) until the driver takes them, so a
+    /// driver can take them once per loop turn and write them in one
+    /// transaction, and one that persists nothing may ignore them.
+    pub fn poll_change(&mut self) -> Option<Change> {
+        while let Some(dirty) = self.dirty.pop_first() {
+            let change = match dirty {
+                Dirty::Record(key) => match self.records.get(&key) {
+                    Some(rec) => Change::Record(rec.clone()),
+                    // Records are never removed.
+                    None => continue,
+                },
+                Dirty::Pair(a, b) => match self.pairs.get(&(a, b)) {
+                    Some(pair) => Change::Pair(pair.clone()),
+                    None => Change::PairRemoved(a, b),
+                },
+                Dirty::Pending(target, requester) => {
+                    match self.pending_trust.get(&(target, requester)) {
+                        Some(request) => Change::Pending {
+                            target,
+                            request: request.clone(),
+                        },
+                        None => Change::PendingRemoved { target, requester },
+                    }
+                }
+                Dirty::LastRequest(requester) => match self.last_request.get(&requester) {
+                    Some(&issued_at) => Change::LastRequest {
+                        requester,
+                        issued_at,
+                    },
+                    None => continue,
+                },
+            };
+            return Some(change);
+        }
+        None
     }
 
     fn key_of(&self, address: Address) -> Option<PublicKey> {
@@ -634,8 +768,10 @@ impl Rendezvous {
             return self.error(now, &peer, req, ErrorCode::BadRequest, msg);
         }
         self.last_request.insert(requester, request.issued_at);
+        self.dirty.insert(Dirty::LastRequest(requester));
         self.pending_trust
             .insert((target, requester), request.clone());
+        self.dirty.insert(Dirty::Pending(target, requester));
         let hostname = self.hostname_of(&requester);
         self.push(now, target, |id| Message::TrustRequested {
             id,
@@ -674,8 +810,12 @@ impl Rendezvous {
             return self.error(now, &peer, req, ErrorCode::NotFound, msg);
         };
         self.pending_trust.remove(&(approver, requester));
+        self.dirty.insert(Dirty::Pending(approver, requester));
         // A request the other way is settled by this pair too.
-        self.pending_trust.remove(&(requester, approver));
+        if self.pending_trust.remove(&(requester, approver)).is_some() {
+            self.dirty.insert(Dirty::Pending(requester, approver));
+        }
+        self.dirty.insert(Dirty::Pair(pair.0, pair.1));
         self.pairs.insert(
             pair,
             TrustPair {
@@ -715,6 +855,7 @@ impl Rendezvous {
             .is_some_and(|r| r.issued_at == issued_at);
         if matches {
             self.pending_trust.remove(&(rejecter, requester_key));
+            self.dirty.insert(Dirty::Pending(rejecter, requester_key));
             self.push(now, requester_key, |id| Message::TrustRejected {
                 id,
                 rejecter: address,
@@ -731,9 +872,15 @@ impl Rendezvous {
             return;
         };
         if let Some(other_key) = self.key_of(other) {
-            self.pending_trust.remove(&(revoker, other_key));
-            self.pending_trust.remove(&(other_key, revoker));
-            if self.pairs.remove(&pair_key(revoker, other_key)).is_some() {
+            let pair = pair_key(revoker, other_key);
+            if self.pending_trust.remove(&(revoker, other_key)).is_some() {
+                self.dirty.insert(Dirty::Pending(revoker, other_key));
+            }
+            if self.pending_trust.remove(&(other_key, revoker)).is_some() {
+                self.dirty.insert(Dirty::Pending(other_key, revoker));
+            }
+            if self.pairs.remove(&pair).is_some() {
+                self.dirty.insert(Dirty::Pair(pair.0, pair.1));
                 self.push(now, other_key, |id| Message::TrustRevoked {
                     id,
                     peer: address,

@@ -2,14 +2,15 @@
 //! anything a compromised or buggy client might: forged signatures,
 //! requests in someone else's name, replays.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
-use pilot_proto::addr::Address;
+use pilot_proto::addr::{Address, Hostname};
 use pilot_proto::msg::{ErrorCode, Message, Query, Register};
-use pilot_proto::rendezvous::{Rendezvous, RendezvousConfig};
+use pilot_proto::rendezvous::{Change, Record, Rendezvous, RendezvousConfig, TrustPair};
 use pilot_proto::trust::{TrustApproval, TrustRequest};
 use pilot_proto::tunnel::{TunnelConfig, Tunnels};
-use pilot_proto::{Identity, Timestamp};
+use pilot_proto::{Identity, PublicKey, Timestamp};
 
 const WALL: u64 = 1_800_000_000_000_000;
 const RV_ADDR: &str = "192.0.2.1:9000";
@@ -280,4 +281,265 @@ fn the_registry_refuses_forged_wrong_key_and_replayed_requests() {
         .inbox
         .iter()
         .any(|m| matches!(m, Message::TrustApproved { approval: a, .. } if *a == approval)));
+}
+
+/// What a driver's store would hold: the changes applied in order.
+#[derive(Default, Debug, PartialEq)]
+struct Store {
+    records: BTreeMap<[u8; 32], (Address, Option<String>, bool)>,
+    pairs: BTreeMap<([u8; 32], [u8; 32]), (TrustRequest, TrustApproval)>,
+    pending: BTreeMap<([u8; 32], [u8; 32]), TrustRequest>,
+    last: BTreeMap<[u8; 32], u64>,
+}
+
+impl Store {
+    fn apply(&mut self, rv: &mut Rendezvous) -> usize {
+        let mut n = 0;
+        while let Some(c) = rv.poll_change() {
+            n += 1;
+            match c {
+                Change::Record(r) => {
+                    let h = r.hostname.map(|h| h.as_str().to_string());
+                    self.records.insert(r.key.0, (r.address, h, r.public));
+                }
+                Change::Pair(p) => {
+                    let (a, b) = (p.request.from_key.0, p.approval.approver_key.0);
+                    let k = if a <= b { (a, b) } else { (b, a) };
+                    self.pairs.insert(k, (p.request, p.approval));
+                }
+                Change::PairRemoved(a, b) => {
+                    self.pairs.remove(&(a.0, b.0));
+                }
+                Change::Pending { target, request } => {
+                    self.pending.insert((target.0, request.from_key.0), request);
+                }
+                Change::PendingRemoved { target, requester } => {
+                    self.pending.remove(&(target.0, requester.0));
+                }
+                Change::LastRequest {
+                    requester,
+                    issued_at,
+                } => {
+                    self.last.insert(requester.0, issued_at);
+                }
+                other => panic!("unexpected change {other:?}"),
+            }
+        }
+        n
+    }
+
+    /// What a rendezvous holds, read through its inspection API.
+    fn of(rv: &Rendezvous) -> Store {
+        let mut s = Store::default();
+        for r in rv.records() {
+            let h = r.hostname.as_ref().map(|h| h.as_str().to_string());
+            s.records.insert(r.key.0, (r.address, h, r.public));
+        }
+        for p in rv.pairs() {
+            let (a, b) = (p.request.from_key.0, p.approval.approver_key.0);
+            let k = if a <= b { (a, b) } else { (b, a) };
+            s.pairs.insert(k, (p.request.clone(), p.approval.clone()));
+        }
+        for (t, r) in rv.pending_requests() {
+            s.pending.insert((t.0, r.from_key.0), r.clone());
+        }
+        for (k, v) in rv.last_requests() {
+            s.last.insert(k.0, v);
+        }
+        s
+    }
+
+    fn restore_into(&self, rv: &mut Rendezvous) {
+        for (key, (address, hostname, public)) in &self.records {
+            rv.restore(Record {
+                address: *address,
+                key: PublicKey(*key),
+                hostname: hostname.as_deref().map(|h| Hostname::new(h).unwrap()),
+                public: *public,
+                endpoint: None,
+                expires: None,
+            });
+        }
+        for (request, approval) in self.pairs.values() {
+            assert!(rv.restore_pair(TrustPair {
+                request: request.clone(),
+                approval: approval.clone(),
+            }));
+        }
+        for ((target, _), request) in &self.pending {
+            assert!(rv.restore_pending(PublicKey(*target), request.clone()));
+        }
+        for (k, v) in &self.last {
+            rv.restore_last_request(PublicKey(*k), *v);
+        }
+    }
+}
+
+#[test]
+fn registry_state_survives_a_restart_through_its_changes() {
+    let mut w = World::new();
+    let alice = w.add(10, "198.51.100.1:1000");
+    let bob = w.add(11, "198.51.100.2:1000");
+    let carol = w.add(12, "198.51.100.3:1000");
+    let mut store = Store::default();
+    assert_eq!(store.apply(&mut w.rv), 3, "three new registrations");
+    assert_eq!(w.rv.poll_change(), None);
+
+    // Alice takes a hostname and goes public: one record change, however
+    // often it is sent; a refresh that changes nothing changes nothing.
+    let x = w.rv_x();
+    let hash = w.agents[alice].tunnels.handshake_hash(&x, w.now).unwrap();
+    let id = w.agents[alice].id.clone();
+    for req in [2, 3] {
+        let reg = Register::new(&id, &hash, req, true, Hostname::new("alice").ok());
+        w.send(alice, Message::Register(reg));
+    }
+    assert_eq!(store.apply(&mut w.rv), 1);
+    let reg = Register::new(&id, &hash, 4, true, Hostname::new("alice").ok());
+    w.send(alice, Message::Register(reg));
+    assert_eq!(store.apply(&mut w.rv), 0);
+
+    // Alice and bob become a pair; carol's request to bob waits; a
+    // revoked pair is removed.
+    let (alice_addr, bob_addr) = (w.agents[alice].address, w.agents[bob].address);
+    let (alice_id, bob_id) = (w.agents[alice].id.clone(), w.agents[bob].id.clone());
+    let carol_id = w.agents[carol].id.clone();
+    let carol_addr = w.agents[carol].address;
+    let ask = TrustRequest::new(
+        &alice_id,
+        alice_addr,
+        Query::Address(bob_addr),
+        WALL + 1,
+        "",
+    );
+    w.send(
+        alice,
+        Message::TrustRequest {
+            req: 5,
+            request: ask.clone(),
+        },
+    );
+    let yes = TrustApproval::new(&bob_id, bob_addr, &ask);
+    w.send(
+        bob,
+        Message::TrustApprove {
+            req: 6,
+            approval: yes,
+        },
+    );
+    let to_carol = TrustRequest::new(
+        &alice_id,
+        alice_addr,
+        Query::Address(carol_addr),
+        WALL + 2,
+        "",
+    );
+    w.send(
+        alice,
+        Message::TrustRequest {
+            req: 7,
+            request: to_carol.clone(),
+        },
+    );
+    let yes = TrustApproval::new(&carol_id, carol_addr, &to_carol);
+    w.send(
+        carol,
+        Message::TrustApprove {
+            req: 8,
+            approval: yes,
+        },
+    );
+    assert!(w.rv.is_pair(alice_id.public(), carol_id.public()));
+    w.send(
+        carol,
+        Message::TrustRevoke {
+            req: 9,
+            peer: alice_addr,
+        },
+    );
+    let old = TrustRequest::new(
+        &carol_id,
+        carol_addr,
+        Query::Address(bob_addr),
+        WALL + 3,
+        "",
+    );
+    let waits = TrustRequest::new(
+        &carol_id,
+        carol_addr,
+        Query::Address(bob_addr),
+        WALL + 4,
+        "",
+    );
+    w.send(
+        carol,
+        Message::TrustRequest {
+            req: 10,
+            request: old.clone(),
+        },
+    );
+    w.send(
+        carol,
+        Message::TrustRequest {
+            req: 11,
+            request: waits.clone(),
+        },
+    );
+    store.apply(&mut w.rv);
+    assert_eq!(store, Store::of(&w.rv), "the changes describe the state");
+    assert_eq!(store.pairs.len(), 1);
+    assert_eq!(store.pending.len(), 1);
+
+    // A new rendezvous restored from the store holds the same state.
+    let mut cfg = RendezvousConfig::new(Identity::from_seed(&[1; 32]));
+    cfg.wall_origin_micros = WALL;
+    w.rv = Rendezvous::new(cfg, &[3; 32], Timestamp::ZERO);
+    store.restore_into(&mut w.rv);
+    assert_eq!(Store::of(&w.rv), store);
+    assert_eq!(w.rv.poll_change(), None, "restoring is not a change");
+    assert_eq!(w.rv.online(), 0, "restored registrations are offline");
+
+    // The agents come back (new sessions) with the same addresses; a new
+    // agent gets a fresh one.
+    w.agents.clear();
+    let alice = w.add(10, "198.51.100.1:1000");
+    let bob = w.add(11, "198.51.100.2:1000");
+    let carol = w.add(12, "198.51.100.3:1000");
+    let dave = w.add(13, "198.51.100.4:1000");
+    assert_eq!(w.agents[alice].address, alice_addr);
+    assert_eq!(w.agents[bob].address, bob_addr);
+    assert_eq!(w.agents[carol].address, carol_addr);
+    assert!(![alice_addr, bob_addr, carol_addr].contains(&w.agents[dave].address));
+
+    // Replays stay refused, the waiting request can still be approved.
+    w.send(
+        carol,
+        Message::TrustRequest {
+            req: 12,
+            request: old,
+        },
+    );
+    assert_eq!(w.last_error(carol, 12), Some(ErrorCode::BadRequest));
+    w.send(
+        carol,
+        Message::TrustRequest {
+            req: 13,
+            request: waits.clone(),
+        },
+    );
+    assert!(
+        w.acked(carol, 13),
+        "a retransmission of the waiting request"
+    );
+    let yes = TrustApproval::new(&bob_id, bob_addr, &waits);
+    w.send(
+        bob,
+        Message::TrustApprove {
+            req: 14,
+            approval: yes,
+        },
+    );
+    assert!(w.acked(bob, 14));
+    assert!(w.rv.is_pair(carol_id.public(), bob_id.public()));
+    assert!(w.rv.is_pair(alice_id.public(), bob_id.public()));
 }

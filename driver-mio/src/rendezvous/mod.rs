@@ -1,0 +1,502 @@
+//! The rendezvous server: the core's [`Rendezvous`] on a real UDP socket,
+//! with its registry kept in a redb store.
+//!
+//! One mio loop, one thread. Each turn reads at most
+//! [`ServerConfig::max_datagrams_per_turn`] datagrams, runs due timers,
+//! writes the turn's registry changes in one transaction, and only then
+//! releases the turn's datagrams: an agent is never told about a
+//! registration or a trust pair that a crash could still lose.
+//!
+//! Files in the home directory (mode 0700):
+//!
+//! | file | what |
+//! |---|---|
+//! | `rendezvous.key` | the Ed25519 seed, 64 hex digits, mode 0600 (see [`key`]) |
+//! | `registry.redb` | registrations, trust pairs, waiting requests (see [`store`]) |
+//! | `rendezvous.pid` | the running server's pid |
+//! | `rendezvous.YYYY-MM-DD.log` | the log, one file per day (written by the binary) |
+//!
+//! There is no per-source-address budget here: the core already limits
+//! requests per agent, and its tunnel layer answers handshake floods with
+//! cookies before doing any expensive work. The driver's own guard is the
+//! bounded work per turn and the bounded send queue.
+
+pub mod key;
+pub mod store;
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::{Events, Poll, Token, Waker};
+use pilot_proto::rendezvous::{Change, Rendezvous, RendezvousConfig, RendezvousEvent};
+use pilot_proto::{PublicKey, Transmit};
+
+use crate::clock::Clock;
+use crate::fsutil::{self, FileError};
+use crate::seed::os_seed;
+use crate::signals::{Signal, Signals};
+use crate::udp::UdpEndpoint;
+use store::Store;
+
+/// The key file's name in the home directory.
+pub const KEY_FILE: &str = "rendezvous.key";
+/// The store's name in the home directory.
+pub const STORE_FILE: &str = "registry.redb";
+/// The pid file's name in the home directory.
+pub const PID_FILE: &str = "rendezvous.pid";
+/// Where the server listens unless told otherwise.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:9000";
+
+const UDP: Token = Token(0);
+const SIGNALS: Token = Token(1);
+const WAKER: Token = Token(2);
+
+/// How a server starts.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// The UDP address to bind (port 0: any free port).
+    pub listen: SocketAddr,
+    /// The directory holding the key, the store and the pid file.
+    pub home: PathBuf,
+    /// The network whose addresses it hands out.
+    pub network: u16,
+    /// How often agents should refresh (the core's default if `None`).
+    pub refresh_interval: Option<Duration>,
+    /// How long a registration lasts without refresh (the core's default
+    /// if `None`).
+    pub registration_ttl: Option<Duration>,
+    /// Stop on SIGTERM and SIGINT. Off for servers embedded in tests,
+    /// which use a [`StopHandle`].
+    pub catch_signals: bool,
+    /// The most datagrams read per loop turn before timers and writes get
+    /// their turn.
+    pub max_datagrams_per_turn: usize,
+}
+
+impl ServerConfig {
+    /// Defaults for a server on `listen` keeping its files in `home`.
+    pub fn new(listen: SocketAddr, home: PathBuf) -> Self {
+        ServerConfig {
+            listen,
+            home,
+            network: 0,
+            refresh_interval: None,
+            registration_ttl: None,
+            catch_signals: true,
+            max_datagrams_per_turn: 256,
+        }
+    }
+}
+
+/// Why the server could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// A file in the home directory (key, store, pid file, the directory).
+    #[error(transparent)]
+    File(#[from] FileError),
+    /// The socket or the event loop.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The OS's error.
+        source: io::Error,
+    },
+    /// Another server runs with the same home directory.
+    #[error("another pilot-rendezvous (pid {pid}) is running with home {}", home.display())]
+    AlreadyRunning {
+        /// Its pid.
+        pid: u32,
+        /// The home directory.
+        home: PathBuf,
+    },
+}
+
+impl ServerError {
+    fn io(what: impl Into<String>, source: io::Error) -> Self {
+        ServerError::Io {
+            what: what.into(),
+            source,
+        }
+    }
+
+    /// A stable code for `--json` output.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ServerError::File(FileError::Corrupt { .. }) => "corrupt_file",
+            ServerError::File(FileError::Insecure { .. }) => "insecure_file",
+            ServerError::File(FileError::Permission { .. }) => "permission_denied",
+            ServerError::File(_) => "file_error",
+            ServerError::Io { .. } => "io_error",
+            ServerError::AlreadyRunning { .. } => "already_running",
+        }
+    }
+
+    /// What the user can do about it.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            ServerError::File(FileError::Corrupt { path, .. }) => Some(format!(
+                "the file is not overwritten; restore {} from a backup, or move it away to \
+                 start with an empty registry (agents then get new addresses)",
+                path.display()
+            )),
+            ServerError::AlreadyRunning { pid, .. } => {
+                Some(format!("stop it first (kill {pid}) or use another --home"))
+            }
+            ServerError::Io { source, .. } if source.kind() == io::ErrorKind::AddrInUse => {
+                Some("another process uses this port; choose another --listen".into())
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Stops a running [`Server`] from another thread.
+#[derive(Clone, Debug)]
+pub struct StopHandle {
+    flag: Arc<AtomicBool>,
+    waker: Arc<Waker>,
+}
+
+impl StopHandle {
+    /// Asks the server to stop: it finishes its turn, writes its changes,
+    /// flushes its datagrams and returns from [`Server::run`].
+    pub fn stop(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+        if let Err(e) = self.waker.wake() {
+            tracing::warn!(error = %e, "cannot wake the rendezvous loop");
+        }
+    }
+}
+
+/// A running rendezvous.
+pub struct Server {
+    rv: Rendezvous,
+    udp: UdpEndpoint,
+    poll: Poll,
+    events: Events,
+    store: Store,
+    signals: Option<Signals>,
+    clock: Clock,
+    stop: Arc<AtomicBool>,
+    waker: Arc<Waker>,
+    /// Datagrams waiting to go out: those of the current turn wait for
+    /// its changes to be written; older ones wait for the socket.
+    held: VecDeque<Transmit>,
+    /// How many of `held` are from turns whose changes are written.
+    releasable: usize,
+    changes: Vec<Change>,
+    home: PathBuf,
+    pid_file: PathBuf,
+    key: PublicKey,
+    batch: usize,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("listen", &self.udp.local_addr())
+            .field("home", &self.home)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// Prepares the home directory, loads (or creates) the key and the
+    /// store, restores the registry and binds the socket.
+    pub fn open(config: ServerConfig) -> Result<Server, ServerError> {
+        let home = config.home.clone();
+        fsutil::ensure_private_dir(&home)?;
+        let pid_file = home.join(PID_FILE);
+        if let Some(pid) = fsutil::running_pid(&pid_file)? {
+            if pid != std::process::id() {
+                return Err(ServerError::AlreadyRunning { pid, home });
+            }
+        }
+        // The store's lock also keeps a second server away from the key.
+        let store = Store::open(&home.join(STORE_FILE), config.network)?;
+        let snapshot = store.load()?;
+        let (identity, created) = key::load_or_create(&home.join(KEY_FILE))?;
+        if created {
+            tracing::info!(file = %home.join(KEY_FILE).display(), "new rendezvous key created");
+        }
+        let key = identity.public();
+
+        let clock = Clock::new();
+        let mut rv_config = RendezvousConfig::new(identity);
+        rv_config.network = config.network;
+        rv_config.wall_origin_micros = clock.wall_origin_micros();
+        if let Some(d) = config.refresh_interval {
+            rv_config.refresh_interval = d;
+        }
+        if let Some(d) = config.registration_ttl {
+            rv_config.registration_ttl = d;
+        }
+        let seed = os_seed().map_err(|e| ServerError::io("cannot seed the rendezvous", e))?;
+        let mut rv = Rendezvous::new(rv_config, &seed, clock.now());
+        let (records, pairs) = (snapshot.records.len(), snapshot.pairs.len());
+        snapshot.restore_into(&mut rv);
+        tracing::info!(
+            store = %store.path().display(),
+            records,
+            pairs,
+            "registry loaded"
+        );
+
+        let poll = Poll::new().map_err(|e| ServerError::io("cannot create the event loop", e))?;
+        let udp = UdpEndpoint::bind(config.listen, poll.registry(), UDP)
+            .map_err(|e| ServerError::io(format!("cannot listen on {}", config.listen), e))?;
+        let signals = if config.catch_signals {
+            Some(
+                Signals::register(poll.registry(), SIGNALS)
+                    .map_err(|e| ServerError::io("cannot catch signals", e))?,
+            )
+        } else {
+            None
+        };
+        let waker = Waker::new(poll.registry(), WAKER)
+            .map_err(|e| ServerError::io("cannot create the loop's waker", e))?;
+        fsutil::write_pid(&pid_file, std::process::id())?;
+        Ok(Server {
+            rv,
+            udp,
+            poll,
+            events: Events::with_capacity(64),
+            store,
+            signals,
+            clock,
+            stop: Arc::new(AtomicBool::new(false)),
+            waker: Arc::new(waker),
+            held: VecDeque::new(),
+            releasable: 0,
+            changes: Vec::new(),
+            home,
+            pid_file,
+            key,
+            batch: config.max_datagrams_per_turn.max(1),
+        })
+    }
+
+    /// The address the socket is bound to (port 0 resolved).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.udp.local_addr()
+    }
+
+    /// The public key agents pin.
+    pub fn public_key(&self) -> PublicKey {
+        self.key
+    }
+
+    /// The home directory.
+    pub fn home(&self) -> &Path {
+        &self.home
+    }
+
+    /// The registry state machine (for inspection).
+    pub fn rendezvous(&self) -> &Rendezvous {
+        &self.rv
+    }
+
+    /// A handle that stops [`Server::run`] from another thread.
+    pub fn stop_handle(&self) -> StopHandle {
+        StopHandle {
+            flag: self.stop.clone(),
+            waker: self.waker.clone(),
+        }
+    }
+
+    /// Serves until SIGTERM or SIGINT (if caught) or a [`StopHandle`]
+    /// asks it to stop; then writes what changed, flushes the datagrams
+    /// queued for agents (for at most a second) and returns. An error
+    /// writing the store stops the server: answering agents about state
+    /// that is not kept would break the promise that addresses last.
+    pub fn run(&mut self) -> Result<(), ServerError> {
+        tracing::info!(
+            address = %self.local_addr(),
+            public_key = %self.key,
+            home = %self.home.display(),
+            "rendezvous listening"
+        );
+        while !self.stop.load(Ordering::SeqCst) {
+            self.turn()?;
+        }
+        self.persist()?;
+        self.finish_flush();
+        let udp = self.udp.stats();
+        tracing::info!(
+            registrations = self.rv.records().count(),
+            online = self.rv.online(),
+            datagrams_in = udp.datagrams_in,
+            datagrams_out = udp.datagrams_out,
+            "rendezvous stopped"
+        );
+        Ok(())
+    }
+
+    /// One loop turn: wait for I/O or the core's deadline, read a bounded
+    /// batch, run timers, write changes, release datagrams.
+    fn turn(&mut self) -> Result<(), ServerError> {
+        let can_read = self.held.is_empty() && !self.udp.is_full();
+        let timeout = if can_read && self.udp.may_have_more() {
+            Some(Duration::ZERO)
+        } else {
+            self.clock
+                .timeout_until(self.rv.poll_timeout().map(|(at, _)| at))
+        };
+        match self.poll.poll(&mut self.events, timeout) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
+            Err(e) => return Err(ServerError::io("the event loop failed", e)),
+        }
+        let (mut readable, mut writable, mut signalled) = (false, false, false);
+        for event in self.events.iter() {
+            match event.token() {
+                UDP => {
+                    readable |= event.is_readable();
+                    writable |= event.is_writable();
+                }
+                SIGNALS => signalled = true,
+                _ => {}
+            }
+        }
+        if signalled {
+            self.on_signals();
+        }
+        if writable {
+            self.udp.flush();
+        }
+        self.release();
+
+        if (readable || self.udp.may_have_more()) && self.held.is_empty() && !self.udp.is_full() {
+            let now = self.clock.now();
+            let (rv, held) = (&mut self.rv, &mut self.held);
+            let read = self.udp.recv_batch(self.batch, |from, bytes| {
+                rv.handle_datagram(now, from, bytes);
+                drain(rv, held);
+            });
+            if let Err(e) = read {
+                tracing::warn!(error = %e, "UDP receive failed; retrying next turn");
+            }
+        }
+        let now = self.clock.now();
+        if self.rv.poll_timeout().is_some_and(|(at, _)| at <= now) {
+            self.rv.handle_timeout(now);
+            drain(&mut self.rv, &mut self.held);
+        }
+        self.persist()?;
+        self.releasable = self.held.len();
+        self.release();
+        Ok(())
+    }
+
+    fn on_signals(&mut self) {
+        let Some(signals) = self.signals.as_mut() else {
+            return;
+        };
+        for signal in signals.pending() {
+            if signal.is_stop() {
+                tracing::info!(?signal, "stopping");
+                self.stop.store(true, Ordering::SeqCst);
+            } else if signal == Signal::Hangup {
+                // Logs rotate daily by themselves and nothing else is
+                // reloadable yet.
+                tracing::info!("SIGHUP ignored: nothing to reload");
+            }
+        }
+    }
+
+    /// Writes the registry changes made since the last call, in one
+    /// transaction.
+    fn persist(&mut self) -> Result<(), ServerError> {
+        self.changes.clear();
+        while let Some(c) = self.rv.poll_change() {
+            self.changes.push(c);
+        }
+        if self.changes.is_empty() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        self.store.apply(&self.changes)?;
+        tracing::debug!(
+            changes = self.changes.len(),
+            micros = started.elapsed().as_micros() as u64,
+            "registry written"
+        );
+        Ok(())
+    }
+
+    /// Hands released datagrams to the socket while it takes them.
+    fn release(&mut self) {
+        while self.releasable > 0 && !self.udp.is_full() {
+            let Some(t) = self.held.pop_front() else {
+                break;
+            };
+            self.releasable -= 1;
+            self.udp.send(t);
+        }
+    }
+
+    /// At shutdown: everything written, send what is left for at most a
+    /// second.
+    fn finish_flush(&mut self) {
+        self.releasable = self.held.len();
+        let deadline = Instant::now() + Duration::from_secs(1);
+        loop {
+            self.udp.flush();
+            self.release();
+            if self.held.is_empty() && self.udp.queued() == 0 {
+                return;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                tracing::warn!(
+                    dropped = self.held.len() + self.udp.queued(),
+                    "stopped with datagrams unsent"
+                );
+                return;
+            }
+            let _ = self.poll.poll(&mut self.events, Some(left));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(Some(pid)) = fsutil::read_pid(&self.pid_file) {
+            if pid == std::process::id() {
+                let _ = std::fs::remove_file(&self.pid_file);
+            }
+        }
+    }
+}
+
+/// The drain rule: every datagram, then every event (logged).
+fn drain(rv: &mut Rendezvous, held: &mut VecDeque<Transmit>) {
+    while let Some(t) = rv.poll_transmit() {
+        held.push_back(t);
+    }
+    while let Some(event) = rv.poll_event() {
+        match &event {
+            RendezvousEvent::Registered {
+                address,
+                hostname,
+                endpoint,
+                new,
+            } => tracing::info!(
+                %address,
+                hostname = hostname.as_ref().map(|h| h.as_str()).unwrap_or(""),
+                %endpoint,
+                new,
+                "registered"
+            ),
+            RendezvousEvent::Expired { address } => tracing::info!(%address, "expired"),
+            other => tracing::info!(event = %other, "rendezvous event"),
+        }
+    }
+}
