@@ -60,7 +60,10 @@ impl RendezvousConfig {
             max_registrations: 1_000_000,
             requests_per_second: 20,
             request_burst: 40,
-            tunnel: TunnelConfig::default(),
+            tunnel: TunnelConfig {
+                responder_only: true,
+                ..TunnelConfig::default()
+            },
         }
     }
 }
@@ -914,6 +917,13 @@ impl Rendezvous {
                 self.events.push_back(RendezvousEvent::Expired {
                     address: rec.address,
                 });
+            }
+            // A silent agent's session state goes too: it comes back with
+            // a new handshake, and 10 000 vanished agents cost nothing.
+            if let Ok(x) = key.x25519() {
+                self.tunnels.remove_peer(&x);
+                self.by_session_key.remove(&x);
+                self.buckets.remove(&x);
             }
         }
         while self.tunnels.poll_event().is_some() {}

@@ -43,6 +43,9 @@ pub struct TunnelConfig {
     pub max_queued: usize,
     /// Most peers remembered; new responders are refused beyond it.
     pub max_peers: usize,
+    /// Never start a handshake (the rendezvous): peers always come to us,
+    /// and a vanished peer must not cost us retransmissions.
+    pub responder_only: bool,
 }
 
 impl Default for TunnelConfig {
@@ -55,6 +58,7 @@ impl Default for TunnelConfig {
             load_threshold: 200,
             max_queued: 128,
             max_peers: 1 << 20,
+            responder_only: false,
         }
     }
 }
@@ -407,6 +411,9 @@ impl Tunnels {
     /// Builds and queues a handshake initiation to `peer` (first send or
     /// retransmission: each attempt uses a fresh ephemeral key).
     fn initiate(&mut self, now: Timestamp, peer: &PeerKey) {
+        if self.config.responder_only {
+            return;
+        }
         let index = self.fresh_index();
         let ephemeral = self.secret_rng.bytes32();
         let jitter = self.jitter();
@@ -724,7 +731,8 @@ impl Tunnels {
         for s in [&p.current, &p.previous, &p.next].into_iter().flatten() {
             next = earliest(next, Some((s.expires_at(), Timer::SessionExpiry)));
         }
-        if let Some(t) = p.unanswered_since.filter(|_| p.pending.is_none()) {
+        let watch = p.pending.is_none() && !self.config.responder_only;
+        if let Some(t) = p.unanswered_since.filter(|_| watch) {
             next = earliest(next, Some((t + self.dead_after(), Timer::Handshake)));
         }
         if p.current.is_some() {
@@ -770,7 +778,10 @@ impl Tunnels {
         }
         let mut retransmit = false;
         let dead_after = config.keepalive_timeout + config.rekey_timeout;
-        if p.pending.is_none() && p.unanswered_since.is_some_and(|t| now >= t + dead_after) {
+        if p.pending.is_none()
+            && !config.responder_only
+            && p.unanswered_since.is_some_and(|t| now >= t + dead_after)
+        {
             p.unanswered_since = None;
             retransmit = true;
             // Stop sending into a session the peer has probably lost: new
