@@ -8,6 +8,7 @@
 pub mod client;
 pub mod clock;
 pub mod fsutil;
+pub mod daemon;
 pub mod ipc;
 pub mod rendezvous;
 pub mod seed;

@@ -497,6 +497,11 @@ impl Node {
         self.address
     }
 
+    /// The hostname we register.
+    pub fn hostname(&self) -> Option<&Hostname> {
+        self.config.hostname.as_ref()
+    }
+
     /// Our public endpoint as the rendezvous last saw it.
     pub fn public_endpoint(&self) -> Option<SocketAddr> {
         self.public_endpoint

@@ -1,0 +1,815 @@
+//! The daemon's plumbing between IPC clients and the node: requests become
+//! node commands, node events become responses and pushed events. No
+//! protocol decision is made here; this only routes and translates.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use base64::Engine as _;
+use pilot_proto::addr::{Address, PeerRef, SocketAddress};
+use pilot_proto::msg::Query;
+use pilot_proto::node::{CommandError, Event, Node, RequestError, ResolveError};
+use pilot_proto::stream::{StreamError, StreamEvent, StreamId};
+use pilot_proto::Timestamp;
+use serde_json::{json, Value};
+
+use crate::ipc::api::{self, codes, Request, Response};
+
+/// Who sent a request: the IPC server's name for a client.
+pub type ClientId = u64;
+
+/// Something for the IPC server to send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Out {
+    /// The answer to request `id` of `client`.
+    Response {
+        /// The client.
+        client: ClientId,
+        /// Its request ID.
+        id: u32,
+        /// The answer.
+        response: Response,
+    },
+    /// An event pushed to `client`.
+    Event {
+        /// The client.
+        client: ClientId,
+        /// The event.
+        event: api::Event,
+    },
+    /// Stream bytes for `client`.
+    Data {
+        /// The client.
+        client: ClientId,
+        /// The stream.
+        stream: u32,
+        /// The bytes.
+        bytes: Vec<u8>,
+    },
+}
+
+/// Things the daemon must do besides answering: persist, stop.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Effects {
+    /// Trust state changed: write it out.
+    pub trust_changed: bool,
+    /// A client asked the daemon to stop.
+    pub stop: bool,
+    /// Messages and files that arrived through data exchange, to store.
+    pub delivered: Vec<pilot_proto::node::Delivered>,
+}
+
+/// Stream bytes a client sent that the node did not take yet.
+#[derive(Default)]
+struct Pending {
+    bytes: VecDeque<u8>,
+    shutdown: bool,
+}
+
+/// The routing state between clients and the node.
+pub struct Agent {
+    /// The node itself.
+    pub node: Node,
+    started: Timestamp,
+    out: VecDeque<Out>,
+    effects: Effects,
+    /// Node request IDs (lookups, trust requests) to the client waiting.
+    deferred: BTreeMap<u32, (ClientId, u32)>,
+    /// Streams being connected: stream to (client, request ID).
+    connecting: BTreeMap<StreamId, (ClientId, u32)>,
+    stream_owner: BTreeMap<StreamId, ClientId>,
+    /// Bytes from clients waiting for room in the node's send buffer.
+    to_node: BTreeMap<StreamId, Pending>,
+    /// Streams whose data waits in the node because the client is full.
+    to_client_blocked: BTreeSet<StreamId>,
+    datagram_ports: BTreeMap<u16, ClientId>,
+    stream_ports: BTreeMap<u16, ClientId>,
+    clients: BTreeSet<ClientId>,
+}
+
+fn error(code: &str, message: impl Into<String>, hint: impl Into<String>) -> Response {
+    Response::Error {
+        code: code.into(),
+        message: message.into(),
+        hint: hint.into(),
+    }
+}
+
+fn ok(data: Value) -> Response {
+    Response::Ok { data }
+}
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// Maps a command error to a stable code, message and hint.
+pub fn command_error(e: &CommandError) -> Response {
+    match e {
+        CommandError::NotRegistered => error(
+            codes::NOT_REGISTERED,
+            "the daemon is not registered with the rendezvous yet",
+            "check `pilotctl info` and the rendezvous address; registration retries by itself",
+        ),
+        CommandError::NotTrusted => error(
+            codes::NOT_TRUSTED,
+            "this peer is not trusted",
+            "run `pilotctl handshake <peer>` and wait for the peer to approve",
+        ),
+        CommandError::NotFound => error(
+            codes::NOT_FOUND,
+            e.to_string(),
+            "see `pilotctl pending` and `pilotctl trust`",
+        ),
+        CommandError::AlreadyTrusted => {
+            error(codes::ALREADY_EXISTS, e.to_string(), "see `pilotctl trust`")
+        }
+        CommandError::PortInUse => error(codes::ALREADY_EXISTS, e.to_string(), "pick another port"),
+        CommandError::Stream(StreamError::PortInUse) => error(
+            codes::ALREADY_EXISTS,
+            "port already in use",
+            "pick another port",
+        ),
+        CommandError::Stream(StreamError::TooManyStreams | StreamError::PortLimit) => error(
+            codes::CONNECTION_FAILED,
+            e.to_string(),
+            "close some streams and retry",
+        ),
+        CommandError::TooLarge { .. }
+        | CommandError::InvalidDestination
+        | CommandError::InvalidArgument => error(codes::INVALID_ARGUMENT, e.to_string(), ""),
+        CommandError::Stream(StreamError::UnknownStream | StreamError::Closed) => {
+            error(codes::NOT_FOUND, e.to_string(), "the stream is closed")
+        }
+        _ => error(codes::INTERNAL, e.to_string(), ""),
+    }
+}
+
+impl Agent {
+    /// Routing for `node`, started at `now`.
+    pub fn new(node: Node, now: Timestamp) -> Self {
+        Agent {
+            node,
+            started: now,
+            out: VecDeque::new(),
+            effects: Effects::default(),
+            deferred: BTreeMap::new(),
+            connecting: BTreeMap::new(),
+            stream_owner: BTreeMap::new(),
+            to_node: BTreeMap::new(),
+            to_client_blocked: BTreeSet::new(),
+            datagram_ports: BTreeMap::new(),
+            stream_ports: BTreeMap::new(),
+            clients: BTreeSet::new(),
+        }
+    }
+
+    /// The next thing to send to a client.
+    pub fn poll_out(&mut self) -> Option<Out> {
+        self.out.pop_front()
+    }
+
+    /// What the daemon must do besides answering.
+    pub fn take_effects(&mut self) -> Effects {
+        std::mem::take(&mut self.effects)
+    }
+
+    /// A client connected.
+    pub fn client_connected(&mut self, client: ClientId) {
+        self.clients.insert(client);
+    }
+
+    /// A client went away: its streams close and its ports are released.
+    pub fn client_gone(&mut self, now: Timestamp, client: ClientId) {
+        self.clients.remove(&client);
+        let streams: Vec<StreamId> = self
+            .stream_owner
+            .iter()
+            .filter(|(_, c)| **c == client)
+            .map(|(s, _)| *s)
+            .collect();
+        for s in streams {
+            self.node.stream_close(now, s);
+            self.forget_stream(s);
+        }
+        let dports: Vec<u16> = self
+            .datagram_ports
+            .iter()
+            .filter(|(_, c)| **c == client)
+            .map(|(p, _)| *p)
+            .collect();
+        for p in dports {
+            self.node.unbind(p);
+            self.datagram_ports.remove(&p);
+        }
+        let sports: Vec<u16> = self
+            .stream_ports
+            .iter()
+            .filter(|(_, c)| **c == client)
+            .map(|(p, _)| *p)
+            .collect();
+        for p in sports {
+            self.node.unlisten(p);
+            self.stream_ports.remove(&p);
+        }
+        self.deferred.retain(|_, (c, _)| *c != client);
+        self.connecting.retain(|_, (c, _)| *c != client);
+    }
+
+    fn forget_stream(&mut self, s: StreamId) {
+        self.stream_owner.remove(&s);
+        self.to_node.remove(&s);
+        self.to_client_blocked.remove(&s);
+        self.connecting.remove(&s);
+    }
+
+    fn respond(&mut self, client: ClientId, id: u32, response: Response) {
+        self.out.push_back(Out::Response {
+            client,
+            id,
+            response,
+        });
+    }
+
+    fn broadcast(&mut self, event: api::Event) {
+        for client in self.clients.iter().copied().collect::<Vec<_>>() {
+            self.out.push_back(Out::Event {
+                client,
+                event: event.clone(),
+            });
+        }
+    }
+
+    /// Resolves a peer named by address or by hostname: hostnames of
+    /// trusted peers and pending requesters are known locally.
+    fn peer_address(&self, peer: &str) -> Result<Address, Response> {
+        match PeerRef::parse(peer.trim()) {
+            Ok(PeerRef::Address(a)) => Ok(a),
+            Ok(PeerRef::Hostname(h)) => self
+                .node
+                .trusted()
+                .find(|t| t.hostname.as_ref() == Some(&h))
+                .map(|t| t.address)
+                .or_else(|| {
+                    self.node
+                        .pending()
+                        .find(|p| p.hostname.as_ref() == Some(&h))
+                        .map(|p| p.request.from)
+                })
+                .ok_or_else(|| {
+                    error(
+                        codes::NOT_FOUND,
+                        format!("no trusted peer or pending request named `{h}`"),
+                        "use the peer's address, or see `pilotctl trust` and `pilotctl pending`",
+                    )
+                }),
+            Err(e) => Err(error(
+                codes::INVALID_ARGUMENT,
+                e.to_string(),
+                "addresses look like 0:0000.0000.002A; hostnames are lower-case letters, digits and '-'",
+            )),
+        }
+    }
+
+    fn query(&self, peer: &str) -> Result<Query, Response> {
+        match PeerRef::parse(peer.trim()) {
+            Ok(PeerRef::Address(a)) => Ok(Query::Address(a)),
+            Ok(PeerRef::Hostname(h)) => Ok(Query::Hostname(h)),
+            Err(e) => Err(error(
+                codes::INVALID_ARGUMENT,
+                e.to_string(),
+                "addresses look like 0:0000.0000.002A; hostnames are lower-case letters, digits and '-'",
+            )),
+        }
+    }
+
+    /// The daemon's identity and state (`pilotctl info`).
+    pub fn info(&self, now: Timestamp) -> Value {
+        let n = &self.node;
+        let stats = n.stats();
+        json!({
+            "address": n.address().map(|a| a.to_string()),
+            "node_id": n.address().map(|a| a.node()),
+            "hostname": n.hostname().map(|h| h.to_string()),
+            "public_key": n.public_key().to_string(),
+            "fingerprint": n.public_key().fingerprint().to_string(),
+            "registered": n.is_registered(),
+            "public_endpoint": n.public_endpoint().map(|e| e.to_string()),
+            "peers": n.trusted().count(),
+            "pending": n.pending().count(),
+            "streams": n.stream_infos().len(),
+            "uptime_secs": now.saturating_since(self.started).as_secs(),
+            "datagrams_in": stats.datagrams_in,
+            "datagrams_out": stats.datagrams_out,
+            "dropped": stats.dropped(),
+        })
+    }
+
+    /// Handles one request.
+    pub fn handle_request(&mut self, now: Timestamp, client: ClientId, id: u32, req: Request) {
+        let answer = self.request(now, client, id, req);
+        if let Some(r) = answer {
+            self.respond(client, id, r);
+        }
+    }
+
+    fn request(
+        &mut self,
+        now: Timestamp,
+        client: ClientId,
+        id: u32,
+        req: Request,
+    ) -> Option<Response> {
+        let r = match req {
+            Request::Info => ok(self.info(now)),
+            Request::Resolve { peer } => match self.query(&peer) {
+                Ok(q) => {
+                    let rid = self.node.resolve(now, q);
+                    self.deferred.insert(rid, (client, id));
+                    return None;
+                }
+                Err(e) => e,
+            },
+            Request::Handshake { peer, reason } => match self.query(&peer) {
+                Ok(q) => match self.node.handshake(now, q, &reason) {
+                    Ok(rid) => {
+                        self.effects.trust_changed = true;
+                        self.deferred.insert(rid, (client, id));
+                        return None;
+                    }
+                    Err(e) => command_error(&e),
+                },
+                Err(e) => e,
+            },
+            Request::Pending => ok(Value::Array(
+                self.node
+                    .pending()
+                    .map(|p| {
+                        json!({
+                            "node": p.request.from.to_string(),
+                            "node_id": p.request.from.node(),
+                            "hostname": p.hostname.as_ref().map(|h| h.to_string()),
+                            "fingerprint": p.request.from_key.fingerprint().to_string(),
+                            "reason": p.request.reason,
+                        })
+                    })
+                    .collect(),
+            )),
+            Request::Approve { node } => match self.peer_address(&node) {
+                Ok(a) => match self.node.approve(now, a) {
+                    Ok(rid) => {
+                        self.effects.trust_changed = true;
+                        self.deferred.insert(rid, (client, id));
+                        return None;
+                    }
+                    Err(e) => command_error(&e),
+                },
+                Err(e) => e,
+            },
+            Request::Reject { node, reason } => match self.peer_address(&node) {
+                Ok(a) => match self.node.reject(now, a, &reason) {
+                    Ok(rid) => {
+                        self.effects.trust_changed = true;
+                        self.deferred.insert(rid, (client, id));
+                        return None;
+                    }
+                    Err(e) => command_error(&e),
+                },
+                Err(e) => e,
+            },
+            Request::Trusted => ok(Value::Array(
+                self.node
+                    .trusted()
+                    .map(|t| {
+                        json!({
+                            "node": t.address.to_string(),
+                            "node_id": t.address.node(),
+                            "hostname": t.hostname.as_ref().map(|h| h.to_string()),
+                            "fingerprint": t.key.fingerprint().to_string(),
+                            "public_key": t.key.to_string(),
+                            "since": t.since,
+                            "connected": self.node.has_session(t.address),
+                        })
+                    })
+                    .collect(),
+            )),
+            Request::Untrust { node } => match self.peer_address(&node) {
+                Ok(a) => match self.node.untrust(now, a) {
+                    Ok(rid) => {
+                        self.effects.trust_changed = true;
+                        self.deferred.insert(rid, (client, id));
+                        return None;
+                    }
+                    Err(e) => command_error(&e),
+                },
+                Err(e) => e,
+            },
+            Request::Bind { port } => match self.node.bind(port) {
+                Ok(()) => {
+                    self.datagram_ports.insert(port, client);
+                    ok(json!({ "port": port }))
+                }
+                Err(e) => command_error(&e),
+            },
+            Request::Unbind { port } => {
+                if self.datagram_ports.get(&port) == Some(&client) {
+                    self.node.unbind(port);
+                    self.datagram_ports.remove(&port);
+                }
+                ok(json!({ "port": port }))
+            }
+            Request::SendDatagram {
+                peer,
+                port,
+                src_port,
+                data_b64,
+            } => {
+                let data = match base64::engine::general_purpose::STANDARD.decode(data_b64) {
+                    Ok(d) => d,
+                    Err(e) => {
+                        return Some(error(
+                            codes::INVALID_ARGUMENT,
+                            format!("data is not base64: {e}"),
+                            "",
+                        ))
+                    }
+                };
+                match self.peer_address(&peer) {
+                    Ok(a) => match self.node.send_datagram(
+                        now,
+                        src_port,
+                        SocketAddress::new(a, port),
+                        &data,
+                    ) {
+                        Ok(()) => ok(json!({ "sent": data.len() })),
+                        Err(e) => command_error(&e),
+                    },
+                    Err(e) => e,
+                }
+            }
+            Request::Listen { port } => match self.node.listen(port) {
+                Ok(()) => {
+                    self.stream_ports.insert(port, client);
+                    ok(json!({ "port": port }))
+                }
+                Err(e) => command_error(&e),
+            },
+            Request::Unlisten { port } => {
+                if self.stream_ports.get(&port) == Some(&client) {
+                    self.node.unlisten(port);
+                    self.stream_ports.remove(&port);
+                }
+                ok(json!({ "port": port }))
+            }
+            Request::Connect { peer, port } => match self.peer_address(&peer) {
+                Ok(a) => match self.node.connect(now, SocketAddress::new(a, port)) {
+                    Ok(s) => {
+                        self.stream_owner.insert(s, client);
+                        self.connecting.insert(s, (client, id));
+                        return None;
+                    }
+                    Err(e) => command_error(&e),
+                },
+                Err(e) => e,
+            },
+            Request::Shutdown { stream } => {
+                let s = StreamId(stream);
+                if self.stream_owner.get(&s) != Some(&client) {
+                    return Some(error(codes::NOT_FOUND, format!("no stream {stream}"), ""));
+                }
+                // Data still queued for the node goes first.
+                let pending = self.to_node.entry(s).or_default();
+                pending.shutdown = true;
+                self.flush_to_node(now, s);
+                ok(json!({ "stream": stream }))
+            }
+            Request::Close { stream } => {
+                let s = StreamId(stream);
+                if self.stream_owner.get(&s) != Some(&client) {
+                    return Some(error(codes::NOT_FOUND, format!("no stream {stream}"), ""));
+                }
+                self.node.stream_close(now, s);
+                ok(json!({ "stream": stream }))
+            }
+            Request::Publish { topic, data_b64 } => {
+                let data = match base64::engine::general_purpose::STANDARD.decode(data_b64) {
+                    Ok(d) => d,
+                    Err(e) => {
+                        return Some(error(
+                            codes::INVALID_ARGUMENT,
+                            format!("data is not base64: {e}"),
+                            "",
+                        ))
+                    }
+                };
+                match self.node.publish(now, &topic, &data) {
+                    Ok(n) => ok(json!({ "subscribers": n })),
+                    Err(CommandError::InvalidArgument) => error(
+                        codes::INVALID_ARGUMENT,
+                        format!("`{topic}` is not a valid topic"),
+                        "topics are dot-separated printable segments, e.g. tasks.new",
+                    ),
+                    Err(e) => command_error(&e),
+                }
+            }
+            Request::Stop => {
+                self.effects.stop = true;
+                ok(json!({ "stopping": true }))
+            }
+        };
+        Some(r)
+    }
+
+    /// Stream bytes from a client. Returns false if the client should be
+    /// paused (the node's buffer for that stream is full).
+    pub fn client_data(
+        &mut self,
+        now: Timestamp,
+        client: ClientId,
+        stream: u32,
+        bytes: &[u8],
+    ) -> bool {
+        let s = StreamId(stream);
+        if self.stream_owner.get(&s) != Some(&client) {
+            // Data for a stream this client does not own is dropped; the
+            // stream may just have closed.
+            return true;
+        }
+        self.to_node.entry(s).or_default().bytes.extend(bytes);
+        self.flush_to_node(now, s);
+        self.to_node
+            .get(&s)
+            .is_none_or(|p| p.bytes.len() < (1 << 20))
+    }
+
+    /// True if the client's queued bytes toward the node are under the
+    /// high-water mark (the daemon resumes reading the client then).
+    pub fn client_may_send(&self, client: ClientId) -> bool {
+        self.to_node
+            .iter()
+            .filter(|(s, _)| self.stream_owner.get(s) == Some(&client))
+            .all(|(_, p)| p.bytes.len() < (1 << 20))
+    }
+
+    fn flush_to_node(&mut self, now: Timestamp, s: StreamId) {
+        let Some(p) = self.to_node.get_mut(&s) else {
+            return;
+        };
+        while !p.bytes.is_empty() {
+            let (head, _) = p.bytes.as_slices();
+            match self.node.stream_write(now, s, head) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    p.bytes.drain(..n);
+                }
+            }
+        }
+        if p.bytes.is_empty() && p.shutdown {
+            self.to_node.remove(&s);
+            self.node.stream_shutdown(now, s);
+        }
+    }
+
+    /// Called when a client can take more data again.
+    pub fn client_writable(
+        &mut self,
+        now: Timestamp,
+        client: ClientId,
+        room: impl Fn(ClientId) -> usize,
+    ) {
+        let blocked: Vec<StreamId> = self
+            .to_client_blocked
+            .iter()
+            .filter(|s| self.stream_owner.get(s) == Some(&client))
+            .copied()
+            .collect();
+        for s in blocked {
+            self.to_client_blocked.remove(&s);
+            self.read_to_client(now, s, &room);
+        }
+    }
+
+    /// Moves readable stream data to its owner while the owner has room.
+    fn read_to_client(&mut self, now: Timestamp, s: StreamId, room: &impl Fn(ClientId) -> usize) {
+        let Some(&client) = self.stream_owner.get(&s) else {
+            return;
+        };
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            if room(client) == 0 {
+                // The client is slow: leave the data in the node, whose
+                // window then tells the peer to wait.
+                self.to_client_blocked.insert(s);
+                return;
+            }
+            match self.node.stream_read(now, s, &mut buf) {
+                Ok(0) => return,
+                Ok(n) => self.out.push_back(Out::Data {
+                    client,
+                    stream: s.0,
+                    bytes: buf[..n].to_vec(),
+                }),
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// Drains the node's events into responses, pushes and effects. Call
+    /// after every input to the node. `room` tells how many more bytes a
+    /// client's queue takes (0: full).
+    pub fn drain_node(&mut self, now: Timestamp, room: impl Fn(ClientId) -> usize) {
+        while let Some(e) = self.node.poll_event() {
+            self.on_node_event(now, e, &room);
+        }
+        // Client bytes waiting for the node: the node may have room now.
+        let waiting: Vec<StreamId> = self.to_node.keys().copied().collect();
+        for s in waiting {
+            self.flush_to_node(now, s);
+        }
+    }
+
+    fn on_node_event(&mut self, now: Timestamp, e: Event, room: &impl Fn(ClientId) -> usize) {
+        match e {
+            Event::Resolved { id, result } => {
+                if let Some((client, rid)) = self.deferred.remove(&id) {
+                    let r = match result {
+                        Ok(p) => ok(json!({
+                            "address": p.address.to_string(),
+                            "node_id": p.address.node(),
+                            "hostname": p.hostname.as_ref().map(|h| h.to_string()),
+                            "public_key": p.key.to_string(),
+                            "fingerprint": p.key.fingerprint().to_string(),
+                            "public": p.public,
+                            "online": p.online,
+                            "endpoints": p.endpoints.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
+                        })),
+                        Err(ResolveError::NotFound) => error(
+                            codes::NOT_FOUND,
+                            "no such node, or it is private",
+                            "private nodes are visible only to peers that trust them",
+                        ),
+                        Err(ResolveError::Timeout) => error(
+                            codes::TIMEOUT,
+                            "the rendezvous did not answer",
+                            "check `pilotctl info`",
+                        ),
+                        Err(e) => error(codes::CONNECTION_FAILED, e.to_string(), ""),
+                    };
+                    self.respond(client, rid, r);
+                }
+            }
+            Event::RequestDone { id, result } => {
+                self.effects.trust_changed = true;
+                if let Some((client, rid)) = self.deferred.remove(&id) {
+                    let r = match result {
+                        Ok(()) => ok(json!({ "done": true })),
+                        Err(RequestError::Refused(code, message)) => {
+                            let c = match code {
+                                pilot_proto::msg::ErrorCode::NotFound => codes::NOT_FOUND,
+                                pilot_proto::msg::ErrorCode::NotRegistered => codes::NOT_REGISTERED,
+                                _ => codes::CONNECTION_FAILED,
+                            };
+                            error(c, format!("{code}: {message}"), "")
+                        }
+                        Err(RequestError::Timeout) => error(
+                            codes::TIMEOUT,
+                            "the rendezvous did not answer",
+                            "check `pilotctl info`: is the daemon registered?",
+                        ),
+                        Err(e) => error(codes::INTERNAL, e.to_string(), ""),
+                    };
+                    self.respond(client, rid, r);
+                }
+            }
+            Event::TrustRequested {
+                from,
+                hostname,
+                fingerprint,
+                reason,
+            } => {
+                self.effects.trust_changed = true;
+                self.broadcast(api::Event::TrustRequested {
+                    from: from.to_string(),
+                    hostname: hostname.map(|h| h.to_string()),
+                    fingerprint: fingerprint.to_string(),
+                    reason,
+                });
+            }
+            Event::Trusted { peer, .. } => {
+                self.effects.trust_changed = true;
+                self.broadcast(api::Event::Trusted {
+                    peer: peer.to_string(),
+                });
+            }
+            Event::TrustRejected { peer, reason } => {
+                self.effects.trust_changed = true;
+                self.broadcast(api::Event::TrustRejected {
+                    peer: peer.to_string(),
+                    reason,
+                });
+            }
+            Event::TrustRevoked { peer } => {
+                self.effects.trust_changed = true;
+                self.broadcast(api::Event::TrustRevoked {
+                    peer: peer.to_string(),
+                });
+            }
+            Event::Datagram { from, port, data } => {
+                if let Some(&client) = self.datagram_ports.get(&port) {
+                    self.out.push_back(Out::Event {
+                        client,
+                        event: api::Event::Datagram {
+                            from: from.to_string(),
+                            port,
+                            data_b64: b64(&data),
+                        },
+                    });
+                }
+            }
+            Event::Message(m) => {
+                self.broadcast(api::Event::Message {
+                    from: m.from.to_string(),
+                    id: m.id,
+                    kind: format!("{:?}", m.kind).to_lowercase(),
+                    name: m.name.clone(),
+                    data_b64: b64(&m.payload),
+                });
+                self.effects.delivered.push(m);
+            }
+            Event::Stream(se) => self.on_stream_event(now, se, room),
+            _ => {}
+        }
+    }
+
+    fn on_stream_event(
+        &mut self,
+        now: Timestamp,
+        e: StreamEvent,
+        room: &impl Fn(ClientId) -> usize,
+    ) {
+        match e {
+            StreamEvent::Incoming { id, port, from } => match self.stream_ports.get(&port) {
+                Some(&client) => {
+                    self.stream_owner.insert(id, client);
+                    self.out.push_back(Out::Event {
+                        client,
+                        event: api::Event::Incoming {
+                            stream: id.0,
+                            port,
+                            from: from.to_string(),
+                        },
+                    });
+                }
+                None => self.node.stream_abort(now, id),
+            },
+            StreamEvent::Connected { id } => {
+                if let Some((client, rid)) = self.connecting.remove(&id) {
+                    self.respond(client, rid, ok(json!({ "stream": id.0 })));
+                }
+                self.flush_to_node(now, id);
+            }
+            StreamEvent::Readable { id } => self.read_to_client(now, id, room),
+            StreamEvent::Writable { id } => self.flush_to_node(now, id),
+            StreamEvent::Finished { id } => {
+                self.read_to_client(now, id, room);
+                if let Some(&client) = self.stream_owner.get(&id) {
+                    self.out.push_back(Out::Event {
+                        client,
+                        event: api::Event::Finished { stream: id.0 },
+                    });
+                }
+            }
+            StreamEvent::Closed { id, reason } => {
+                if let Some((client, rid)) = self.connecting.remove(&id) {
+                    let r = match reason {
+                        pilot_proto::stream::CloseReason::Refused => error(
+                            codes::CONNECTION_FAILED,
+                            "connection refused: nothing listens on that port",
+                            "check the port on the peer",
+                        ),
+                        pilot_proto::stream::CloseReason::TimedOut => error(
+                            codes::TIMEOUT,
+                            "the peer did not answer",
+                            "is it online? does it trust you? see `pilotctl trust`",
+                        ),
+                        other => error(
+                            codes::CONNECTION_FAILED,
+                            format!("stream closed: {other}"),
+                            "",
+                        ),
+                    };
+                    self.respond(client, rid, r);
+                } else if let Some(&client) = self.stream_owner.get(&id) {
+                    self.out.push_back(Out::Event {
+                        client,
+                        event: api::Event::Closed {
+                            stream: id.0,
+                            reason: reason.to_string(),
+                        },
+                    });
+                }
+                self.forget_stream(id);
+            }
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! What the daemon keeps under `PILOT_HOME`: its identity, trust state,
+//! settings, inbox and received files. Every write is atomic; a corrupt
+//! or truncated file is an error naming the file, never a silent reset.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use pilot_proto::identity::Identity;
+use pilot_proto::node::Delivered;
+use pilot_proto::services::dataexchange::{safe_file_name, Kind};
+use pilot_proto::trust::TrustState;
+use serde::{Deserialize, Serialize};
+
+use crate::fsutil::{self, FileError};
+
+/// The files of one daemon.
+#[derive(Clone, Debug)]
+pub struct Home {
+    dir: PathBuf,
+}
+
+/// Settings the daemon was last started with, so `daemon start` without
+/// flags starts the same agent again.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settings {
+    /// The rendezvous's UDP address.
+    pub rendezvous: Option<String>,
+    /// The rendezvous's public key (hex).
+    pub rendezvous_key: Option<String>,
+    /// Our hostname.
+    pub hostname: Option<String>,
+    /// Findable by anyone.
+    #[serde(default)]
+    pub public: bool,
+    /// The UDP address to listen on.
+    pub listen: Option<String>,
+    /// The owner's email, for the record.
+    pub email: Option<String>,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+fn unhex32(s: &str) -> Option<[u8; 32]> {
+    let s = s.trim();
+    if s.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, chunk) in s.as_bytes().chunks(2).enumerate() {
+        let hi = (chunk[0] as char).to_digit(16)?;
+        let lo = (chunk[1] as char).to_digit(16)?;
+        out[i] = (hi * 16 + lo) as u8;
+    }
+    Some(out)
+}
+
+impl Home {
+    /// The home at `dir`, created (mode 0700) if missing.
+    pub fn open(dir: &Path) -> Result<Self, FileError> {
+        fsutil::ensure_private_dir(dir)?;
+        Ok(Home { dir: dir.to_path_buf() })
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// A path inside the home.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// The identity, created on first use (mode 0600).
+    pub fn identity(&self) -> Result<Identity, FileError> {
+        let path = self.path("identity.key");
+        if !path.exists() {
+            let seed = crate::seed::os_seed().map_err(|e| FileError::io(&path, e))?;
+            fsutil::atomic_write(&path, format!("{}\n", hex(&seed)).as_bytes(), 0o600)?;
+            return Ok(Identity::from_seed(&seed));
+        }
+        let bytes = fsutil::read(&path)?;
+        let text = String::from_utf8_lossy(&bytes);
+        let seed = unhex32(&text).ok_or_else(|| FileError::corrupt(&path, "expected 64 hex digits (an Ed25519 seed)"))?;
+        Ok(Identity::from_seed(&seed))
+    }
+
+    /// The trust state saved last, or an empty one on first start.
+    pub fn trust(&self) -> Result<TrustState, FileError> {
+        let path = self.path("trust.state");
+        if !path.exists() {
+            return Ok(TrustState::default());
+        }
+        let bytes = fsutil::read(&path)?;
+        TrustState::decode(&bytes).map_err(|e| FileError::corrupt(&path, &e.to_string()))
+    }
+
+    /// Saves the trust state atomically.
+    pub fn save_trust(&self, state: &TrustState) -> Result<(), FileError> {
+        fsutil::atomic_write(&self.path("trust.state"), &state.encode(), 0o600)
+    }
+
+    /// The settings saved last (defaults on first start).
+    pub fn settings(&self) -> Result<Settings, FileError> {
+        let path = self.path("config.json");
+        if !path.exists() {
+            return Ok(Settings::default());
+        }
+        let bytes = fsutil::read(&path)?;
+        serde_json::from_slice(&bytes).map_err(|e| FileError::corrupt(&path, &e.to_string()))
+    }
+
+    /// Saves the settings atomically.
+    pub fn save_settings(&self, settings: &Settings) -> Result<(), FileError> {
+        let mut bytes = serde_json::to_vec_pretty(settings).unwrap_or_default();
+        bytes.push(b'\n');
+        fsutil::atomic_write(&self.path("config.json"), &bytes, 0o600)
+    }
+
+    /// Stores a message in `inbox/` or a file in `received/`; returns the
+    /// path written. File names were checked by the core; a name already
+    /// taken gets a numeric suffix, never an overwrite.
+    pub fn deliver(&self, m: &Delivered, wall_secs: u64) -> Result<PathBuf, FileError> {
+        if m.kind == Kind::File {
+            let dir = self.path("received");
+            fsutil::ensure_private_dir(&dir)?;
+            let name = m.name.as_deref().and_then(|n| safe_file_name(n).ok()).unwrap_or("file");
+            let mut path = dir.join(name);
+            let mut n = 1;
+            while path.exists() {
+                path = dir.join(format!("{name}.{n}"));
+                n += 1;
+            }
+            fsutil::atomic_write(&path, &m.payload, 0o600)?;
+            return Ok(path);
+        }
+        let dir = self.path("inbox");
+        fsutil::ensure_private_dir(&dir)?;
+        let from = m.from.to_string().replace([':', '.'], "-");
+        let path = dir.join(format!("{wall_secs}-{from}-{}.json", m.id));
+        let data = match m.kind {
+            Kind::Text | Kind::Json => serde_json::Value::String(String::from_utf8_lossy(&m.payload).into_owned()),
+            _ => serde_json::Value::String(base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &m.payload)),
+        };
+        let record = serde_json::json!({
+            "from": m.from.to_string(),
+            "id": m.id,
+            "kind": format!("{:?}", m.kind).to_lowercase(),
+            "received_at": wall_secs,
+            "data": data,
+        });
+        let mut bytes = serde_json::to_vec(&record).unwrap_or_default();
+        bytes.push(b'\n');
+        fsutil::atomic_write(&path, &bytes, 0o600)?;
+        Ok(path)
+    }
+}

@@ -1,0 +1,3 @@
+//! The agent daemon: a node on real sockets, its IPC server and its files.
+
+pub mod agent;

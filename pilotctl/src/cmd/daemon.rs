@@ -1,0 +1,380 @@
+//! `pilotctl daemon start|stop|status`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use clap::{Args, Subcommand};
+use driver_mio::daemon::home::{Home, Settings};
+use driver_mio::daemon::run::Options;
+use driver_mio::ipc::api::Request;
+use pilot_proto::addr::Hostname;
+use pilot_proto::identity::parse_public_key;
+use pilot_proto::node::ServiceConfig;
+use serde_json::{json, Value};
+
+use super::info::{connect, request};
+use crate::output::{Failure, Success};
+use crate::paths;
+
+/// Daemon lifecycle.
+#[derive(Subcommand, Debug)]
+pub enum DaemonCommand {
+    /// Start the daemon (in the background unless --foreground).
+    Start(StartArgs),
+    /// Stop the running daemon.
+    Stop(HomeArgs),
+    /// Is the daemon running? (--check: only the exit code)
+    Status {
+        #[command(flatten)]
+        home: HomeArgs,
+        /// Print nothing; exit 0 if running, 3 if not.
+        #[arg(long)]
+        check: bool,
+    },
+}
+
+/// Where the daemon's files and socket are.
+#[derive(Args, Debug, Clone)]
+pub struct HomeArgs {
+    /// The agent's home (default: $PILOT_HOME or ~/.pilot).
+    #[arg(long)]
+    pub home: Option<PathBuf>,
+    /// The IPC socket (default: $PILOT_SOCKET or <home>/pilot.sock).
+    #[arg(long)]
+    pub socket: Option<PathBuf>,
+}
+
+/// How to start.
+#[derive(Args, Debug, Clone)]
+pub struct StartArgs {
+    #[command(flatten)]
+    pub home: HomeArgs,
+    /// The rendezvous's UDP address (or $PILOT_RENDEZVOUS).
+    #[arg(long)]
+    pub rendezvous: Option<String>,
+    /// The rendezvous's public key, 64 hex digits (or $PILOT_RENDEZVOUS_KEY).
+    #[arg(long)]
+    pub rendezvous_key: Option<String>,
+    /// The hostname to register.
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// UDP address to listen on (default 0.0.0.0:0: any port).
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Be findable by anyone (default: private).
+    #[arg(long)]
+    pub public: bool,
+    /// The owner's email, kept with the settings.
+    #[arg(long)]
+    pub email: Option<String>,
+    /// Approve every trust request (service agents).
+    #[arg(long)]
+    pub auto_approve: bool,
+    /// Turn the built-in services (echo, data exchange, event stream) off.
+    #[arg(long)]
+    pub no_services: bool,
+    /// Run in this process, logging to stderr too.
+    #[arg(long)]
+    pub foreground: bool,
+    /// Seconds to wait for registration when starting in the background.
+    #[arg(long, default_value_t = 15)]
+    pub wait: u64,
+}
+
+/// Runs a daemon command.
+pub fn run(c: DaemonCommand, json: bool) -> Result<Success, Failure> {
+    match c {
+        DaemonCommand::Start(a) => start(a, json),
+        DaemonCommand::Stop(h) => stop(h),
+        DaemonCommand::Status { home, check } => status(home, check),
+    }
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+fn invalid(message: impl Into<String>, hint: impl Into<String>) -> Failure {
+    Failure::new("invalid_argument", message, hint)
+}
+
+/// Settings from flags, then the environment, then what was saved last.
+fn resolve(a: &StartArgs, saved: &Settings) -> Result<(Options, Settings), Failure> {
+    let home = paths::home(a.home.home.clone());
+    let socket = paths::socket(a.home.socket.clone(), &home);
+    let rendezvous = a
+        .rendezvous
+        .clone()
+        .or_else(|| env("PILOT_RENDEZVOUS"))
+        .or_else(|| saved.rendezvous.clone())
+        .ok_or_else(|| {
+            invalid(
+                "no rendezvous address",
+                "pass --rendezvous HOST:PORT (or set PILOT_RENDEZVOUS); `pilotctl rendezvous start` prints one",
+            )
+        })?;
+    let key = a
+        .rendezvous_key
+        .clone()
+        .or_else(|| env("PILOT_RENDEZVOUS_KEY"))
+        .or_else(|| saved.rendezvous_key.clone())
+        .ok_or_else(|| {
+            invalid(
+                "no rendezvous public key",
+                "pass --rendezvous-key (64 hex digits, printed by the rendezvous) or set PILOT_RENDEZVOUS_KEY",
+            )
+        })?;
+    let rv: SocketAddr = rendezvous.parse().map_err(|_| {
+        invalid(
+            format!("`{rendezvous}` is not a UDP address"),
+            "use HOST:PORT with an IP address, e.g. 127.0.0.1:4000",
+        )
+    })?;
+    let rv_key = parse_public_key(&key)
+        .filter(|k| k.x25519().is_ok())
+        .ok_or_else(|| invalid(format!("`{key}` is not a public key"), "expected 64 hex digits"))?;
+    let hostname_text = a.hostname.clone().or_else(|| saved.hostname.clone());
+    let hostname = match &hostname_text {
+        Some(h) => Some(Hostname::new(h).map_err(|e| invalid(format!("bad hostname `{h}`: {e}"), ""))?),
+        None => None,
+    };
+    let listen_text = a
+        .listen
+        .clone()
+        .or_else(|| saved.listen.clone())
+        .unwrap_or_else(|| "0.0.0.0:0".into());
+    let listen: SocketAddr = listen_text
+        .parse()
+        .map_err(|_| invalid(format!("`{listen_text}` is not a listen address"), "e.g. 0.0.0.0:0 or 127.0.0.1:4001"))?;
+    let public = a.public || saved.public;
+    let mut services = ServiceConfig::default();
+    if a.no_services {
+        services.echo = false;
+        services.data_exchange = false;
+        services.event_stream = false;
+    }
+    let settings = Settings {
+        rendezvous: Some(rv.to_string()),
+        rendezvous_key: Some(rv_key.to_string()),
+        hostname: hostname_text,
+        public,
+        listen: Some(listen.to_string()),
+        email: a.email.clone().or_else(|| saved.email.clone()),
+    };
+    let options = Options {
+        home,
+        socket,
+        rendezvous: rv,
+        rendezvous_key: rv_key,
+        hostname,
+        listen,
+        public,
+        auto_approve: a.auto_approve,
+        services,
+    };
+    Ok((options, settings))
+}
+
+fn file_failure(e: impl std::fmt::Display) -> Failure {
+    Failure::new("internal", e.to_string(), "fix or move the file named above; nothing was changed")
+}
+
+fn start(a: StartArgs, json: bool) -> Result<Success, Failure> {
+    let home_dir = paths::home(a.home.home.clone());
+    let home = Home::open(&home_dir).map_err(file_failure)?;
+    let saved = home.settings().map_err(file_failure)?;
+    let (options, settings) = resolve(&a, &saved)?;
+    if let Some(parent) = options.socket.parent() {
+        if !parent.as_os_str().is_empty() && !parent.exists() {
+            return Err(invalid(
+                format!("the socket's directory {} does not exist", parent.display()),
+                "create it, or choose another --socket / PILOT_SOCKET",
+            ));
+        }
+    }
+    if let Ok(mut c) = connect(&options.socket) {
+        let info = request(&mut c, Request::Info).unwrap_or(Value::Null);
+        let pid = crate::cmd::info::read_pid(&home.path("daemon.pid"));
+        return Err(Failure::new(
+            "already_exists",
+            format!(
+                "a daemon is already running (pid {}, address {})",
+                pid.map(|p| p.to_string()).unwrap_or_else(|| "?".into()),
+                info.get("address").and_then(Value::as_str).unwrap_or("not registered yet")
+            ),
+            "`pilotctl daemon stop` first, or use another PILOT_HOME/PILOT_SOCKET",
+        ));
+    }
+    home.save_settings(&settings).map_err(file_failure)?;
+    if a.foreground {
+        init_logging(&home_dir, true);
+        return driver_mio::daemon::run::run(options)
+            .map(|()| Success::new(json!({ "stopped": true }), "Daemon stopped"))
+            .map_err(|e| Failure::new("internal", e.to_string(), ""));
+    }
+    let exe = std::env::current_exe().map_err(|e| Failure::new("internal", format!("cannot find pilotctl: {e}"), ""))?;
+    let log = home.path("daemon.out");
+    let out = std::fs::File::create(&log).map_err(|e| file_failure(format!("{}: {e}", log.display())))?;
+    let err = out.try_clone().map_err(|e| file_failure(format!("{}: {e}", log.display())))?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("daemon")
+        .arg("start")
+        .arg("--foreground")
+        .arg("--home")
+        .arg(&options.home)
+        .arg("--socket")
+        .arg(&options.socket);
+    if a.auto_approve {
+        cmd.arg("--auto-approve");
+    }
+    if a.no_services {
+        cmd.arg("--no-services");
+    }
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(out))
+        .stderr(Stdio::from(err))
+        .spawn()
+        .map_err(|e| Failure::new("internal", format!("cannot start the daemon: {e}"), ""))?;
+    let pid = child.id();
+    if !json {
+        eprint!("starting daemon (pid {pid})");
+    }
+    let deadline = Instant::now() + Duration::from_secs(a.wait);
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            if !json {
+                eprintln!();
+            }
+            let tail = std::fs::read_to_string(&log).unwrap_or_default();
+            let last = tail.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").to_string();
+            return Err(Failure::new(
+                "internal",
+                format!("the daemon exited ({status}): {last}"),
+                format!("see {}", log.display()),
+            ));
+        }
+        if let Ok(mut c) = connect(&options.socket) {
+            if let Ok(info) = request(&mut c, Request::Info) {
+                if info.get("address").is_some_and(|a| !a.is_null()) {
+                    if !json {
+                        eprintln!();
+                    }
+                    return Ok(started(pid, &info, &options.socket, &home_dir));
+                }
+            }
+        }
+        if Instant::now() > deadline {
+            if !json {
+                eprintln!();
+            }
+            return Err(Failure::new(
+                "timeout",
+                format!("the daemon (pid {pid}) did not register within {} s", a.wait),
+                "is the rendezvous reachable and its key right? the daemon keeps trying; see `pilotctl daemon status`",
+            ));
+        }
+        if !json {
+            eprint!(".");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn started(pid: u32, info: &Value, socket: &Path, home: &Path) -> Success {
+    let address = info.get("address").and_then(Value::as_str).unwrap_or("?").to_string();
+    let log = home.join("pilot.log");
+    Success::new(
+        json!({
+            "pid": pid,
+            "address": address,
+            "hostname": info.get("hostname"),
+            "socket": socket.display().to_string(),
+            "logs": log.display().to_string(),
+            "public_key": info.get("public_key"),
+        }),
+        format!(
+            "Daemon running (pid {pid})\n  Address:  {address}\n  Socket:   {}\n  Logs:     {}",
+            socket.display(),
+            log.display()
+        ),
+    )
+}
+
+fn stop(h: HomeArgs) -> Result<Success, Failure> {
+    let home = paths::home(h.home.clone());
+    let socket = paths::socket(h.socket.clone(), &home);
+    let pid = crate::cmd::info::read_pid(&home.join("daemon.pid"));
+    let mut c = connect(&socket)?;
+    request(&mut c, Request::Stop)?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let alive = pid.is_some_and(crate::cmd::info::pid_alive);
+        if !alive && connect(&socket).is_err() {
+            return Ok(Success::new(json!({ "stopped": true, "pid": pid }), "Daemon stopped"));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Err(Failure::new(
+        "timeout",
+        "the daemon did not stop within 10 s",
+        pid.map(|p| format!("kill it with `kill {p}`")).unwrap_or_default(),
+    ))
+}
+
+fn status(h: HomeArgs, check: bool) -> Result<Success, Failure> {
+    let home = paths::home(h.home.clone());
+    let socket = paths::socket(h.socket.clone(), &home);
+    let result = connect(&socket).and_then(|mut c| request(&mut c, Request::Info));
+    if check {
+        return match result {
+            Ok(_) => Ok(Success::new(json!({ "running": true }), "")),
+            Err(f) => Err(Failure::new(&f.code, f.message, "")),
+        };
+    }
+    let info = result?;
+    let pid = crate::cmd::info::read_pid(&home.join("daemon.pid"));
+    let address = info.get("address").and_then(Value::as_str).unwrap_or("not registered yet");
+    let registered = info.get("registered").and_then(Value::as_bool).unwrap_or(false);
+    Ok(Success::new(
+        json!({ "running": true, "pid": pid, "socket": socket.display().to_string(), "info": info }),
+        format!(
+            "Daemon running (pid {})\n  Address:    {address}\n  Registered: {}\n  Socket:     {}",
+            pid.map(|p| p.to_string()).unwrap_or_else(|| "?".into()),
+            if registered { "yes" } else { "no (retrying)" },
+            socket.display()
+        ),
+    ))
+}
+
+/// Logs to `<home>/pilot.log` (rotated at start once over 8 MiB, three
+/// old files kept) and, in the foreground, to stderr.
+pub fn init_logging(home: &Path, stderr: bool) {
+    use tracing_subscriber::prelude::*;
+    rotate(&home.join("pilot.log"), 8 << 20, 3);
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PILOT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let file = tracing_appender::rolling::never(home, "pilot.log");
+    let file_layer = tracing_subscriber::fmt::layer().with_writer(file).with_ansi(false);
+    let stderr_layer = stderr.then(|| tracing_subscriber::fmt::layer().with_writer(std::io::stderr));
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(file_layer)
+        .with(stderr_layer)
+        .try_init();
+}
+
+/// `log` becomes `log.1` (and `log.1` `log.2`, ...) once it exceeds `max`.
+fn rotate(log: &Path, max: u64, keep: u32) {
+    if std::fs::metadata(log).map(|m| m.len()).unwrap_or(0) <= max {
+        return;
+    }
+    let name = |i: u32| PathBuf::from(format!("{}.{i}", log.display()));
+    for i in (1..keep).rev() {
+        let _ = std::fs::rename(name(i), name(i + 1));
+    }
+    let _ = std::fs::rename(log, name(1));
+}

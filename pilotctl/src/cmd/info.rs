@@ -1,0 +1,79 @@
+//! `pilotctl info`, and the helpers every daemon command shares.
+
+use std::path::Path;
+use std::time::Duration;
+
+use driver_mio::client::{Client, ClientError};
+use driver_mio::ipc::api::Request;
+use serde_json::{json, Value};
+
+use crate::output::{Failure, Success};
+use crate::paths;
+
+/// How long a request may take before pilotctl gives up.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Maps a client error to a failure with a stable code.
+pub fn failure(e: ClientError) -> Failure {
+    match e {
+        ClientError::Remote { code, message, hint } => Failure::new(&code, message, hint),
+        ClientError::NotRunning { .. } => Failure::new(
+            "not_running",
+            e.to_string(),
+            "start it with `pilotctl daemon start --rendezvous HOST:PORT --rendezvous-key KEY`",
+        ),
+        ClientError::Timeout => Failure::new("timeout", e.to_string(), "is the daemon busy or stuck? see its log"),
+        other => Failure::new("connection_failed", other.to_string(), "is the daemon running? `pilotctl daemon status`"),
+    }
+}
+
+/// Connects to the daemon's socket.
+pub fn connect(socket: &Path) -> Result<Client, Failure> {
+    Client::connect(socket).map_err(failure)
+}
+
+/// One request, its answer's data.
+pub fn request(c: &mut Client, r: Request) -> Result<Value, Failure> {
+    c.request(r, REQUEST_TIMEOUT).map_err(failure)
+}
+
+/// Connects using `PILOT_HOME` / `PILOT_SOCKET`.
+pub fn default_client() -> Result<Client, Failure> {
+    let home = paths::home(None);
+    connect(&paths::socket(None, &home))
+}
+
+/// The pid in a pid file, if any.
+pub fn read_pid(path: &Path) -> Option<i32> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// True if a process with this pid exists.
+pub fn pid_alive(pid: i32) -> bool {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+}
+
+/// `pilotctl info`.
+pub fn run() -> Result<Success, Failure> {
+    let mut c = default_client()?;
+    let info = request(&mut c, Request::Info)?;
+    let field = |k: &str| match info.get(k) {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Null) | None => "-".to_string(),
+        Some(v) => v.to_string(),
+    };
+    let text = format!(
+        "Address:     {}\nHostname:    {}\nPublic key:  {}\nFingerprint: {}\nRegistered:  {}\nEndpoint:    {}\nPeers:       {}\nPending:     {}\nUptime:      {} s",
+        field("address"),
+        field("hostname"),
+        field("public_key"),
+        field("fingerprint"),
+        field("registered"),
+        field("public_endpoint"),
+        field("peers"),
+        field("pending"),
+        field("uptime_secs"),
+    );
+    let _ = json!({});
+    Ok(Success::new(info, text))
+}

@@ -1,0 +1,5 @@
+//! One module per command group.
+
+pub mod daemon;
+pub mod info;
+pub mod rendezvous;

@@ -1,0 +1,87 @@
+//! How pilotctl answers: plain text for people, one JSON object for
+//! programs (`--json`), a stable error code, a hint, and an exit code.
+
+use serde_json::{json, Value};
+
+/// A command's failure: stable code, message, hint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// One of the documented codes (`invalid_argument`, `not_found`, ...).
+    pub code: String,
+    /// What went wrong.
+    pub message: String,
+    /// What to do about it.
+    pub hint: String,
+}
+
+impl Failure {
+    /// A failure with `code`.
+    pub fn new(code: &str, message: impl Into<String>, hint: impl Into<String>) -> Self {
+        Failure {
+            code: code.to_string(),
+            message: message.into(),
+            hint: hint.into(),
+        }
+    }
+
+    /// The process exit code for this failure's code.
+    pub fn exit_code(&self) -> i32 {
+        match self.code.as_str() {
+            "invalid_argument" => 2,
+            "not_running" => 3,
+            "not_found" => 4,
+            "already_exists" => 5,
+            "not_trusted" => 6,
+            "connection_failed" => 7,
+            "timeout" => 8,
+            "not_registered" => 9,
+            _ => 1,
+        }
+    }
+}
+
+/// A command's result: data for `--json`, text for people.
+pub struct Success {
+    /// The `data` of the JSON answer.
+    pub data: Value,
+    /// What a person reads.
+    pub text: String,
+}
+
+impl Success {
+    /// A result with both forms.
+    pub fn new(data: Value, text: impl Into<String>) -> Self {
+        Success {
+            data,
+            text: text.into(),
+        }
+    }
+}
+
+/// Prints a result and returns the exit code.
+pub fn finish(json_mode: bool, result: Result<Success, Failure>) -> i32 {
+    match result {
+        Ok(s) => {
+            if json_mode {
+                println!("{}", json!({ "status": "ok", "data": s.data }));
+            } else if !s.text.is_empty() {
+                println!("{}", s.text.trim_end());
+            }
+            0
+        }
+        Err(f) => {
+            if json_mode {
+                println!(
+                    "{}",
+                    json!({ "status": "error", "code": f.code, "message": f.message, "hint": f.hint })
+                );
+            } else {
+                eprintln!("error: {}", f.message);
+                if !f.hint.is_empty() {
+                    eprintln!("hint: {}", f.hint);
+                }
+            }
+            f.exit_code()
+        }
+    }
+}
