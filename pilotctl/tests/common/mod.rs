@@ -1,0 +1,180 @@
+//! Real processes on loopback: a rendezvous and daemons started with the
+//! built `pilotctl`, each with its own temporary home. Everything is
+//! stopped when the test's `Net` is dropped, also on failure.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use driver_mio::client::Client;
+use driver_mio::ipc::api::Request;
+use serde_json::Value;
+
+pub const PILOTCTL: &str = env!("CARGO_BIN_EXE_pilotctl");
+
+/// The result of one pilotctl run.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// The JSON answer (with `--json`).
+    pub fn json(&self) -> Value {
+        serde_json::from_str(self.stdout.trim())
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}\nstderr: {}", self.stdout, self.stderr))
+    }
+
+    /// The `data` of a successful JSON answer.
+    pub fn data(&self) -> Value {
+        let v = self.json();
+        assert_eq!(v["status"], "ok", "expected success: {v}\nstderr: {}", self.stderr);
+        v["data"].clone()
+    }
+
+    /// The error code of a failed JSON answer.
+    pub fn error_code(&self) -> String {
+        let v = self.json();
+        assert_eq!(v["status"], "error", "expected an error: {v}");
+        assert_ne!(self.code, 0, "errors exit non-zero");
+        assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()));
+        assert!(v["hint"].is_string());
+        v["code"].as_str().unwrap_or_default().to_string()
+    }
+}
+
+fn finish(out: Output) -> Run {
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// A rendezvous and some agents, all under one temporary directory.
+pub struct Net {
+    pub dir: tempfile::TempDir,
+    pub rv_addr: String,
+    pub rv_key: String,
+    pub rv_home: PathBuf,
+    agents: Vec<PathBuf>,
+}
+
+impl Net {
+    /// Starts a rendezvous on 127.0.0.1 (any port).
+    pub fn new() -> Net {
+        let dir = tempfile::Builder::new().prefix("pt").tempdir_in("/tmp").expect("temp dir");
+        let rv_home = dir.path().join("rv");
+        let run = pilotctl(
+            &["rendezvous", "start", "--listen", "127.0.0.1:0", "--home", rv_home.to_str().unwrap(), "--json"],
+            &[],
+        );
+        let data = run.data();
+        Net {
+            rv_addr: data["address"].as_str().expect("address").to_string(),
+            rv_key: data["public_key"].as_str().expect("key").to_string(),
+            rv_home,
+            dir,
+            agents: Vec::new(),
+        }
+    }
+
+    /// The home of agent `name`.
+    pub fn home(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// pilotctl as agent `name` (PILOT_HOME set).
+    pub fn ctl(&self, name: &str, args: &[&str]) -> Run {
+        let home = self.home(name);
+        pilotctl(args, &[("PILOT_HOME", home.to_str().unwrap())])
+    }
+
+    /// Starts agent `name` (hostname `name`) and waits for registration.
+    pub fn start(&mut self, name: &str, extra: &[&str]) -> Value {
+        let mut args = vec![
+            "daemon",
+            "start",
+            "--rendezvous",
+            &self.rv_addr,
+            "--rendezvous-key",
+            &self.rv_key,
+            "--hostname",
+            name,
+            "--listen",
+            "127.0.0.1:0",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let run = self.ctl(name, &refs);
+        if !self.agents.contains(&self.home(name)) {
+            self.agents.push(self.home(name));
+        }
+        run.data()
+    }
+
+    /// A client connected to agent `name`'s daemon.
+    pub fn client(&self, name: &str) -> Client {
+        Client::connect(&self.home(name).join("pilot.sock")).expect("daemon socket")
+    }
+
+    /// Waits until `f` holds or `secs` pass.
+    pub fn wait(&self, secs: u64, mut f: impl FnMut() -> bool) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while Instant::now() < deadline {
+            if f() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    /// Has `a` ask `b` for trust and `b` approve; waits for both.
+    pub fn trust(&self, a: &str, b: &str) {
+        let mut ca = self.client(a);
+        let mut cb = self.client(b);
+        let t = Duration::from_secs(10);
+        ca.request(Request::Handshake { peer: b.into(), reason: "test".into() }, t).expect("handshake");
+        assert!(self.wait(10, || {
+            cb.request(Request::Pending, t).map(|v| v.as_array().is_some_and(|a| !a.is_empty())).unwrap_or(false)
+        }));
+        cb.request(Request::Approve { node: a.into() }, t).expect("approve");
+        assert!(self.wait(10, || {
+            ca.request(Request::Trusted, t).map(|v| v.as_array().is_some_and(|a| !a.is_empty())).unwrap_or(false)
+        }));
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        for home in &self.agents {
+            let _ = pilotctl(&["daemon", "stop", "--json"], &[("PILOT_HOME", home.to_str().unwrap())]);
+            kill_pidfile(&home.join("daemon.pid"));
+        }
+        let _ = pilotctl(&["rendezvous", "stop", "--home", self.rv_home.to_str().unwrap(), "--json"], &[]);
+        kill_pidfile(&self.rv_home.join("rendezvous.pid"));
+    }
+}
+
+/// SIGKILLs whatever a pid file names (cleanup of last resort).
+pub fn kill_pidfile(path: &Path) {
+    if let Some(pid) = std::fs::read_to_string(path).ok().and_then(|s| s.trim().parse::<i32>().ok()) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+    }
+}
+
+/// Runs pilotctl with `args` and extra environment.
+pub fn pilotctl(args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut cmd = Command::new(PILOTCTL);
+    cmd.args(args).env_remove("PILOT_HOME").env_remove("PILOT_SOCKET");
+    cmd.env_remove("PILOT_RENDEZVOUS").env_remove("PILOT_RENDEZVOUS_KEY");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    finish(cmd.output().expect("run pilotctl"))
+}

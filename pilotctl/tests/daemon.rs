@@ -1,0 +1,182 @@
+//! The daemon and the rendezvous as a user runs them: real processes on
+//! loopback, each agent with its own temporary PILOT_HOME.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+use base64::Engine as _;
+use common::{pilotctl, Net};
+use driver_mio::ipc::api::{Event, Request};
+
+const T: Duration = Duration::from_secs(10);
+
+fn b64(b: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
+
+#[test]
+fn two_daemons_register_trust_and_exchange_a_stream_and_a_datagram() {
+    let mut net = Net::new();
+    let a = net.start("alice", &[]);
+    let b = net.start("bob", &[]);
+    assert_ne!(a["address"], b["address"]);
+    assert!(a["pid"].as_u64().is_some());
+    net.trust("alice", "bob");
+
+    let mut alice = net.client("alice");
+    let mut bob = net.client("bob");
+    // A datagram.
+    bob.request(Request::Bind { port: 6000 }, T).unwrap();
+    alice
+        .request(
+            Request::SendDatagram { peer: "bob".into(), port: 6000, src_port: 6001, data_b64: b64(b"hello bob") },
+            T,
+        )
+        .unwrap();
+    let mut got = None;
+    assert!(net.wait(10, || {
+        if let Ok(Some(Event::Datagram { data_b64, from, .. })) = bob.next_event(Duration::from_millis(100)) {
+            got = Some((from, data_b64));
+        }
+        got.is_some()
+    }));
+    let (from, data) = got.unwrap();
+    assert_eq!(from, format!("{}:6001", a["address"].as_str().unwrap()));
+    assert_eq!(data, b64(b"hello bob"));
+
+    // A stream, 1 MiB each way through bob's echo service.
+    let v = alice.request(Request::Connect { peer: "bob".into(), port: 7 }, T).unwrap();
+    let stream = v["stream"].as_u64().unwrap() as u32;
+    let payload: Vec<u8> = (0..1 << 20).map(|i| (i % 251) as u8).collect();
+    alice.write_stream(stream, &payload).unwrap();
+    alice.request(Request::Shutdown { stream }, T).unwrap();
+    let mut back = Vec::new();
+    while let Some(chunk) = alice.read_stream(stream, T).unwrap() {
+        back.extend_from_slice(&chunk);
+    }
+    assert_eq!(back.len(), payload.len());
+    assert!(back == payload, "echoed bytes differ");
+}
+
+#[test]
+fn restart_and_sigkill_keep_address_hostname_and_trust() {
+    let mut net = Net::new();
+    let a = net.start("alice", &[]);
+    net.start("bob", &[]);
+    net.trust("alice", "bob");
+    let stop = net.ctl("alice", &["daemon", "stop", "--json"]);
+    stop.data();
+    // Started again without flags: the saved settings are used.
+    let again = net.ctl("alice", &["daemon", "start", "--json"]).data();
+    assert_eq!(again["address"], a["address"]);
+    assert_eq!(again["hostname"], "alice");
+    let trusted = net.client("alice").request(Request::Trusted, T).unwrap();
+    assert_eq!(trusted[0]["hostname"], "bob");
+    // Now without a chance to clean up.
+    common::kill_pidfile(&net.home("alice").join("daemon.pid"));
+    std::thread::sleep(Duration::from_millis(200));
+    let third = net.ctl("alice", &["daemon", "start", "--json"]).data();
+    assert_eq!(third["address"], a["address"]);
+    let trusted = net.client("alice").request(Request::Trusted, T).unwrap();
+    assert_eq!(trusted.as_array().map(|a| a.len()), Some(1));
+}
+
+#[test]
+fn rendezvous_restart_keeps_registrations_and_daemons_recover() {
+    let mut net = Net::new();
+    let a = net.start("alice", &[]);
+    let home = net.rv_home.to_str().unwrap().to_string();
+    pilotctl(&["rendezvous", "stop", "--home", &home, "--json"], &[]).data();
+    let again = pilotctl(&["rendezvous", "start", "--listen", &net.rv_addr, "--home", &home, "--json"], &[]).data();
+    assert_eq!(again["public_key"].as_str(), Some(net.rv_key.as_str()));
+    // Bob registers with the restarted rendezvous and can find alice.
+    let b = net.start("bob", &[]);
+    assert_ne!(a["address"], b["address"], "alice's address was not handed out again");
+    let mut alice = net.client("alice");
+    assert!(net.wait(40, || {
+        alice
+            .request(Request::Handshake { peer: "bob".into(), reason: "after restart".into() }, T)
+            .is_ok()
+    }), "alice's daemon reconnected to the rendezvous by itself");
+}
+
+#[test]
+fn malformed_and_oversized_frames_and_a_stuck_client_leave_the_daemon_healthy() {
+    let mut net = Net::new();
+    net.start("alice", &[]);
+    let sock = net.home("alice").join("pilot.sock");
+    // Garbage: an unknown kind.
+    let mut raw = UnixStream::connect(&sock).unwrap();
+    raw.write_all(&[0, 0, 0, 5, 99, 0, 0, 0, 1]).unwrap();
+    let mut buf = [0u8; 256];
+    raw.set_read_timeout(Some(T)).unwrap();
+    let _ = raw.read(&mut buf);
+    // An oversized length prefix.
+    let mut big = UnixStream::connect(&sock).unwrap();
+    big.write_all(&[0xff, 0xff, 0xff, 0xff, 1]).unwrap();
+    // Bad JSON in a request.
+    let mut bad = UnixStream::connect(&sock).unwrap();
+    let body = b"{not json";
+    let mut frame = ((5 + body.len()) as u32).to_be_bytes().to_vec();
+    frame.push(1);
+    frame.extend_from_slice(&7u32.to_be_bytes());
+    frame.extend_from_slice(body);
+    bad.write_all(&frame).unwrap();
+    // A client that asks for things and never reads the answers.
+    let mut stuck = UnixStream::connect(&sock).unwrap();
+    let info = br#"{"op":"info"}"#;
+    for i in 1..2000u32 {
+        let mut f = ((5 + info.len()) as u32).to_be_bytes().to_vec();
+        f.push(1);
+        f.extend_from_slice(&i.to_be_bytes());
+        f.extend_from_slice(info);
+        if stuck.write_all(&f).is_err() {
+            break;
+        }
+    }
+    // Everyone else is served.
+    let mut good = net.client("alice");
+    let v = good.request(Request::Info, T).unwrap();
+    assert!(v["address"].is_string());
+    let run = net.ctl("alice", &["info", "--json"]);
+    assert!(run.data()["address"].is_string());
+}
+
+#[test]
+fn clear_errors_for_double_start_stop_without_daemon_and_missing_socket_dir() {
+    let mut net = Net::new();
+    net.start("alice", &[]);
+    let twice = net.ctl(
+        "alice",
+        &["daemon", "start", "--rendezvous", &net.rv_addr.clone(), "--rendezvous-key", &net.rv_key.clone(), "--json"],
+    );
+    assert_eq!(twice.error_code(), "already_exists");
+    let nobody = net.ctl("carol", &["daemon", "stop", "--json"]);
+    assert_eq!(nobody.error_code(), "not_running");
+    let nobody = net.ctl("carol", &["info", "--json"]);
+    assert_eq!(nobody.error_code(), "not_running");
+    let missing = net.dir.path().join("no/such/dir/pilot.sock");
+    let run = pilotctl(
+        &[
+            "daemon",
+            "start",
+            "--rendezvous",
+            &net.rv_addr,
+            "--rendezvous-key",
+            &net.rv_key,
+            "--socket",
+            missing.to_str().unwrap(),
+            "--json",
+        ],
+        &[("PILOT_HOME", net.home("dave").to_str().unwrap())],
+    );
+    assert_eq!(run.error_code(), "invalid_argument");
+    assert!(run.json()["message"].as_str().unwrap().contains("no/such/dir"));
+    // Plain text errors go to stderr with a hint.
+    let plain = net.ctl("carol", &["info"]);
+    assert_ne!(plain.code, 0);
+    assert!(plain.stderr.contains("error:") && plain.stderr.contains("hint:"));
+}
