@@ -1,0 +1,194 @@
+//! `pilotctl rendezvous start|run|stop`: a rendezvous for a team.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use clap::{Args, Subcommand};
+use driver_mio::fsutil;
+use driver_mio::rendezvous::{Server, ServerConfig, PID_FILE};
+use serde_json::{json, Value};
+
+use crate::output::{Failure, Success};
+
+/// Rendezvous lifecycle.
+#[derive(Subcommand, Debug)]
+pub enum RendezvousCommand {
+    /// Start a rendezvous in the background; prints its address and key.
+    Start(RvArgs),
+    /// Run a rendezvous in the foreground (until Ctrl-C / SIGTERM).
+    Run(RvArgs),
+    /// Stop the rendezvous started with this home.
+    Stop {
+        /// Its home (default: $PILOT_HOME/rendezvous or ~/.pilot/rendezvous).
+        #[arg(long)]
+        home: Option<PathBuf>,
+    },
+}
+
+/// Where and how the rendezvous runs.
+#[derive(Args, Debug, Clone)]
+pub struct RvArgs {
+    /// UDP address to listen on (port 0: any free port).
+    #[arg(long, default_value = "0.0.0.0:4000")]
+    pub listen: String,
+    /// Directory for its key, registry and logs.
+    #[arg(long)]
+    pub home: Option<PathBuf>,
+    /// Seconds to wait for it to come up (start only).
+    #[arg(long, default_value_t = 10)]
+    pub wait: u64,
+}
+
+fn home(flag: Option<PathBuf>) -> PathBuf {
+    flag.unwrap_or_else(|| crate::paths::home(None).join("rendezvous"))
+}
+
+/// Runs a rendezvous command.
+pub fn run(c: RendezvousCommand, json: bool) -> Result<Success, Failure> {
+    match c {
+        RendezvousCommand::Start(a) => start(a),
+        RendezvousCommand::Run(a) => foreground(a, json),
+        RendezvousCommand::Stop { home: h } => stop(&home(h)),
+    }
+}
+
+fn listen(a: &RvArgs) -> Result<SocketAddr, Failure> {
+    a.listen.parse().map_err(|_| {
+        Failure::new(
+            "invalid_argument",
+            format!("`{}` is not a UDP listen address", a.listen),
+            "use IP:PORT, e.g. 127.0.0.1:4000 or 0.0.0.0:4000",
+        )
+    })
+}
+
+fn server_failure(e: driver_mio::rendezvous::ServerError) -> Failure {
+    Failure::new(e.code(), e.to_string(), e.hint().unwrap_or_default())
+}
+
+fn foreground(a: RvArgs, json: bool) -> Result<Success, Failure> {
+    let addr = listen(&a)?;
+    let home = home(a.home.clone());
+    fsutil::ensure_private_dir(&home).map_err(|e| Failure::new("internal", e.to_string(), ""))?;
+    super::daemon::init_logging(&home, true);
+    let mut server = Server::open(ServerConfig::new(addr, home.clone())).map_err(server_failure)?;
+    let started = started(
+        server.local_addr(),
+        &server.public_key().to_string(),
+        std::process::id(),
+        &home,
+    );
+    // The startup line goes out at once (a parent may be waiting for it);
+    // the result of the whole run is printed when it stops.
+    if json {
+        println!("{}", json!({ "status": "ok", "data": started.data }));
+    } else {
+        println!("{}", started.text);
+    }
+    server.run().map_err(server_failure)?;
+    Ok(Success::new(json!({ "stopped": true }), "Rendezvous stopped"))
+}
+
+fn started(addr: SocketAddr, key: &str, pid: u32, home: &Path) -> Success {
+    Success::new(
+        json!({ "address": addr.to_string(), "public_key": key, "pid": pid, "home": home.display().to_string() }),
+        format!(
+            "Rendezvous running (pid {pid})\n  Address:    {addr}\n  Public key: {key}\n  Home:       {}\n\nAgents join with:\n  pilotctl daemon start --rendezvous {addr} --rendezvous-key {key}",
+            home.display()
+        ),
+    )
+}
+
+fn start(a: RvArgs) -> Result<Success, Failure> {
+    listen(&a)?;
+    let home = home(a.home.clone());
+    fsutil::ensure_private_dir(&home).map_err(|e| Failure::new("internal", e.to_string(), ""))?;
+    if let Ok(Some(pid)) = fsutil::running_pid(&home.join(PID_FILE)) {
+        return Err(Failure::new(
+            "already_exists",
+            format!("a rendezvous (pid {pid}) is already running with home {}", home.display()),
+            "`pilotctl rendezvous stop` first, or use another --home",
+        ));
+    }
+    let out_path = home.join("rendezvous.out");
+    let out = std::fs::File::create(&out_path)
+        .map_err(|e| Failure::new("internal", format!("{}: {e}", out_path.display()), ""))?;
+    let err = out
+        .try_clone()
+        .map_err(|e| Failure::new("internal", format!("{}: {e}", out_path.display()), ""))?;
+    let exe = std::env::current_exe().map_err(|e| Failure::new("internal", format!("cannot find pilotctl: {e}"), ""))?;
+    let mut cmd = Command::new(exe);
+    cmd.args(["rendezvous", "run", "--json", "--listen", &a.listen, "--home"]).arg(&home);
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(out))
+        .stderr(Stdio::from(err))
+        .spawn()
+        .map_err(|e| Failure::new("internal", format!("cannot start the rendezvous: {e}"), ""))?;
+    let deadline = Instant::now() + Duration::from_secs(a.wait);
+    loop {
+        let text = std::fs::read_to_string(&out_path).unwrap_or_default();
+        for line in text.lines() {
+            if let Ok(v) = serde_json::from_str::<Value>(line) {
+                if v["status"] == "ok" {
+                    let d = &v["data"];
+                    let addr: SocketAddr = d["address"].as_str().unwrap_or_default().parse().map_err(|_| {
+                        Failure::new("internal", format!("unexpected startup line: {line}"), "")
+                    })?;
+                    return Ok(started(addr, d["public_key"].as_str().unwrap_or_default(), child.id(), &home));
+                }
+                if v["status"] == "error" {
+                    return Err(Failure::new(
+                        v["code"].as_str().unwrap_or("internal"),
+                        v["message"].as_str().unwrap_or("the rendezvous failed to start"),
+                        v["hint"].as_str().unwrap_or(""),
+                    ));
+                }
+            }
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let last = text.lines().last().unwrap_or("").to_string();
+            return Err(Failure::new(
+                "internal",
+                format!("the rendezvous exited ({status}): {last}"),
+                format!("see {}", out_path.display()),
+            ));
+        }
+        if Instant::now() > deadline {
+            return Err(Failure::new(
+                "timeout",
+                format!("the rendezvous did not start within {} s", a.wait),
+                format!("see {}", out_path.display()),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn stop(home: &Path) -> Result<Success, Failure> {
+    let pid_path = home.join(PID_FILE);
+    let Ok(Some(pid)) = fsutil::running_pid(&pid_path) else {
+        return Err(Failure::new(
+            "not_running",
+            format!("no rendezvous is running with home {}", home.display()),
+            "start one with `pilotctl rendezvous start`",
+        ));
+    };
+    let target = nix::unistd::Pid::from_raw(pid as i32);
+    let _ = nix::sys::signal::kill(target, nix::sys::signal::Signal::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if !fsutil::pid_alive(pid) {
+            return Ok(Success::new(json!({ "stopped": true, "pid": pid }), "Rendezvous stopped"));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Err(Failure::new(
+        "timeout",
+        format!("the rendezvous (pid {pid}) did not stop within 10 s"),
+        format!("kill it with `kill -9 {pid}`"),
+    ))
+}
