@@ -14,8 +14,7 @@ use serde_json::{json, Value};
 
 use crate::ipc::api::{self, codes, Request, Response};
 
-/// Who sent a request: the IPC server's name for a client.
-pub type ClientId = u64;
+pub use crate::ipc::server::ClientId;
 
 /// Something for the IPC server to send.
 #[derive(Clone, Debug, PartialEq, Eq)]
