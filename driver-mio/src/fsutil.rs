@@ -261,11 +261,27 @@ pub fn pid_alive(pid: u32) -> bool {
     if raw <= 0 {
         return false;
     }
-    match kill(Pid::from_raw(raw), None) {
+    let exists = match kill(Pid::from_raw(raw), None) {
         Ok(()) => true,
         Err(Errno::EPERM) => true,
         Err(_) => false,
-    }
+    };
+    // A killed process whose parent has not reaped it (a daemon reparented
+    // to an init that does not reap, in a container) still answers
+    // kill(0); it is dead all the same.
+    exists && !is_zombie(raw)
+}
+
+/// True if `/proc` says the process is a zombie (Linux; false elsewhere).
+fn is_zombie(pid: i32) -> bool {
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // The state follows the parenthesised command name, which may itself
+    // contain spaces and parentheses: take the last ')'.
+    stat.rfind(')')
+        .and_then(|i| stat[i + 1..].split_whitespace().next())
+        .is_some_and(|state| state == "Z" || state == "X")
 }
 
 /// The pid in `path` if that process is still running; `None` if there is

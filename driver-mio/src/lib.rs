@@ -7,8 +7,8 @@
 
 pub mod client;
 pub mod clock;
-pub mod fsutil;
 pub mod daemon;
+pub mod fsutil;
 pub mod ipc;
 pub mod rendezvous;
 pub mod seed;

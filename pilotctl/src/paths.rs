@@ -11,7 +11,9 @@ pub fn home(flag: Option<PathBuf>) -> PathBuf {
     if let Some(p) = std::env::var_os("PILOT_HOME").filter(|p| !p.is_empty()) {
         return PathBuf::from(p);
     }
-    let base = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    let base = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
     base.join(".pilot")
 }
 

@@ -32,13 +32,20 @@ fn two_daemons_register_trust_and_exchange_a_stream_and_a_datagram() {
     bob.request(Request::Bind { port: 6000 }, T).unwrap();
     alice
         .request(
-            Request::SendDatagram { peer: "bob".into(), port: 6000, src_port: 6001, data_b64: b64(b"hello bob") },
+            Request::SendDatagram {
+                peer: "bob".into(),
+                port: 6000,
+                src_port: 6001,
+                data_b64: b64(b"hello bob"),
+            },
             T,
         )
         .unwrap();
     let mut got = None;
     assert!(net.wait(10, || {
-        if let Ok(Some(Event::Datagram { data_b64, from, .. })) = bob.next_event(Duration::from_millis(100)) {
+        if let Ok(Some(Event::Datagram { data_b64, from, .. })) =
+            bob.next_event(Duration::from_millis(100))
+        {
             got = Some((from, data_b64));
         }
         got.is_some()
@@ -48,7 +55,15 @@ fn two_daemons_register_trust_and_exchange_a_stream_and_a_datagram() {
     assert_eq!(data, b64(b"hello bob"));
 
     // A stream, 1 MiB each way through bob's echo service.
-    let v = alice.request(Request::Connect { peer: "bob".into(), port: 7 }, T).unwrap();
+    let v = alice
+        .request(
+            Request::Connect {
+                peer: "bob".into(),
+                port: 7,
+            },
+            T,
+        )
+        .unwrap();
     let stream = v["stream"].as_u64().unwrap() as u32;
     let payload: Vec<u8> = (0..1 << 20).map(|i| (i % 251) as u8).collect();
     alice.write_stream(stream, &payload).unwrap();
@@ -90,17 +105,41 @@ fn rendezvous_restart_keeps_registrations_and_daemons_recover() {
     let a = net.start("alice", &[]);
     let home = net.rv_home.to_str().unwrap().to_string();
     pilotctl(&["rendezvous", "stop", "--home", &home, "--json"], &[]).data();
-    let again = pilotctl(&["rendezvous", "start", "--listen", &net.rv_addr, "--home", &home, "--json"], &[]).data();
+    let again = pilotctl(
+        &[
+            "rendezvous",
+            "start",
+            "--listen",
+            &net.rv_addr,
+            "--home",
+            &home,
+            "--json",
+        ],
+        &[],
+    )
+    .data();
     assert_eq!(again["public_key"].as_str(), Some(net.rv_key.as_str()));
     // Bob registers with the restarted rendezvous and can find alice.
     let b = net.start("bob", &[]);
-    assert_ne!(a["address"], b["address"], "alice's address was not handed out again");
+    assert_ne!(
+        a["address"], b["address"],
+        "alice's address was not handed out again"
+    );
     let mut alice = net.client("alice");
-    assert!(net.wait(40, || {
-        alice
-            .request(Request::Handshake { peer: "bob".into(), reason: "after restart".into() }, T)
-            .is_ok()
-    }), "alice's daemon reconnected to the rendezvous by itself");
+    assert!(
+        net.wait(40, || {
+            alice
+                .request(
+                    Request::Handshake {
+                        peer: "bob".into(),
+                        reason: "after restart".into(),
+                    },
+                    T,
+                )
+                .is_ok()
+        }),
+        "alice's daemon reconnected to the rendezvous by itself"
+    );
 }
 
 #[test]
@@ -151,7 +190,15 @@ fn clear_errors_for_double_start_stop_without_daemon_and_missing_socket_dir() {
     net.start("alice", &[]);
     let twice = net.ctl(
         "alice",
-        &["daemon", "start", "--rendezvous", &net.rv_addr.clone(), "--rendezvous-key", &net.rv_key.clone(), "--json"],
+        &[
+            "daemon",
+            "start",
+            "--rendezvous",
+            &net.rv_addr.clone(),
+            "--rendezvous-key",
+            &net.rv_key.clone(),
+            "--json",
+        ],
     );
     assert_eq!(twice.error_code(), "already_exists");
     let nobody = net.ctl("carol", &["daemon", "stop", "--json"]);
@@ -174,7 +221,10 @@ fn clear_errors_for_double_start_stop_without_daemon_and_missing_socket_dir() {
         &[("PILOT_HOME", net.home("dave").to_str().unwrap())],
     );
     assert_eq!(run.error_code(), "invalid_argument");
-    assert!(run.json()["message"].as_str().unwrap().contains("no/such/dir"));
+    assert!(run.json()["message"]
+        .as_str()
+        .unwrap()
+        .contains("no/such/dir"));
     // Plain text errors go to stderr with a hint.
     let plain = net.ctl("carol", &["info"]);
     assert_ne!(plain.code, 0);

@@ -80,6 +80,11 @@ pub struct Agent {
     to_node: BTreeMap<StreamId, Pending>,
     /// Streams whose data waits in the node because the client is full.
     to_client_blocked: BTreeSet<StreamId>,
+    /// Bytes read from the node that the client's queue did not take.
+    carry: BTreeMap<StreamId, Vec<u8>>,
+    /// Streams whose peer finished: `Finished` goes to the client after
+    /// the last byte, not before.
+    finishing: BTreeSet<StreamId>,
     datagram_ports: BTreeMap<u16, ClientId>,
     stream_ports: BTreeMap<u16, ClientId>,
     clients: BTreeSet<ClientId>,
@@ -156,6 +161,8 @@ impl Agent {
             stream_owner: BTreeMap::new(),
             to_node: BTreeMap::new(),
             to_client_blocked: BTreeSet::new(),
+            carry: BTreeMap::new(),
+            finishing: BTreeSet::new(),
             datagram_ports: BTreeMap::new(),
             stream_ports: BTreeMap::new(),
             clients: BTreeSet::new(),
@@ -218,7 +225,23 @@ impl Agent {
         self.stream_owner.remove(&s);
         self.to_node.remove(&s);
         self.to_client_blocked.remove(&s);
+        self.carry.remove(&s);
+        self.finishing.remove(&s);
         self.connecting.remove(&s);
+    }
+
+    /// The IPC server took only `taken` of a data frame's bytes: keep the
+    /// rest, in order, for when the client has room again.
+    pub fn unsent(&mut self, stream: u32, rest: &[u8]) {
+        let s = StreamId(stream);
+        if !self.stream_owner.contains_key(&s) {
+            return;
+        }
+        let c = self.carry.entry(s).or_default();
+        let mut v = rest.to_vec();
+        v.extend_from_slice(c);
+        *c = v;
+        self.to_client_blocked.insert(s);
     }
 
     fn respond(&mut self, client: ClientId, id: u32, response: Response) {
@@ -592,16 +615,32 @@ impl Agent {
         let Some(&client) = self.stream_owner.get(&s) else {
             return;
         };
-        let mut buf = vec![0u8; 64 * 1024];
+        if let Some(carried) = self.carry.remove(&s) {
+            self.out.push_back(Out::Data {
+                client,
+                stream: s.0,
+                bytes: carried,
+            });
+        }
         loop {
-            if room(client) == 0 {
+            let room = room(client).min(64 * 1024);
+            if room == 0 {
                 // The client is slow: leave the data in the node, whose
                 // window then tells the peer to wait.
                 self.to_client_blocked.insert(s);
                 return;
             }
+            let mut buf = vec![0u8; room];
             match self.node.stream_read(now, s, &mut buf) {
-                Ok(0) => return,
+                Ok(0) => {
+                    if self.finishing.remove(&s) {
+                        self.out.push_back(Out::Event {
+                            client,
+                            event: api::Event::Finished { stream: s.0 },
+                        });
+                    }
+                    return;
+                }
                 Ok(n) => self.out.push_back(Out::Data {
                     client,
                     stream: s.0,
@@ -769,13 +808,8 @@ impl Agent {
             StreamEvent::Readable { id } => self.read_to_client(now, id, room),
             StreamEvent::Writable { id } => self.flush_to_node(now, id),
             StreamEvent::Finished { id } => {
+                self.finishing.insert(id);
                 self.read_to_client(now, id, room);
-                if let Some(&client) = self.stream_owner.get(&id) {
-                    self.out.push_back(Out::Event {
-                        client,
-                        event: api::Event::Finished { stream: id.0 },
-                    });
-                }
             }
             StreamEvent::Closed { id, reason } => {
                 if let Some((client, rid)) = self.connecting.remove(&id) {

@@ -63,7 +63,9 @@ impl Home {
     /// The home at `dir`, created (mode 0700) if missing.
     pub fn open(dir: &Path) -> Result<Self, FileError> {
         fsutil::ensure_private_dir(dir)?;
-        Ok(Home { dir: dir.to_path_buf() })
+        Ok(Home {
+            dir: dir.to_path_buf(),
+        })
     }
 
     /// The directory.
@@ -80,13 +82,15 @@ impl Home {
     pub fn identity(&self) -> Result<Identity, FileError> {
         let path = self.path("identity.key");
         if !path.exists() {
-            let seed = crate::seed::os_seed().map_err(|e| FileError::io(&path, e))?;
+            let seed = crate::seed::os_seed()
+                .map_err(|e| FileError::io(&path, "creating an identity", e))?;
             fsutil::atomic_write(&path, format!("{}\n", hex(&seed)).as_bytes(), 0o600)?;
             return Ok(Identity::from_seed(&seed));
         }
         let bytes = fsutil::read(&path)?;
         let text = String::from_utf8_lossy(&bytes);
-        let seed = unhex32(&text).ok_or_else(|| FileError::corrupt(&path, "expected 64 hex digits (an Ed25519 seed)"))?;
+        let seed = unhex32(&text)
+            .ok_or_else(|| FileError::corrupt(&path, "expected 64 hex digits (an Ed25519 seed)"))?;
         Ok(Identity::from_seed(&seed))
     }
 
@@ -97,7 +101,7 @@ impl Home {
             return Ok(TrustState::default());
         }
         let bytes = fsutil::read(&path)?;
-        TrustState::decode(&bytes).map_err(|e| FileError::corrupt(&path, &e.to_string()))
+        TrustState::decode(&bytes).map_err(|e| FileError::corrupt(&path, e.to_string()))
     }
 
     /// Saves the trust state atomically.
@@ -112,7 +116,7 @@ impl Home {
             return Ok(Settings::default());
         }
         let bytes = fsutil::read(&path)?;
-        serde_json::from_slice(&bytes).map_err(|e| FileError::corrupt(&path, &e.to_string()))
+        serde_json::from_slice(&bytes).map_err(|e| FileError::corrupt(&path, e.to_string()))
     }
 
     /// Saves the settings atomically.
@@ -129,7 +133,11 @@ impl Home {
         if m.kind == Kind::File {
             let dir = self.path("received");
             fsutil::ensure_private_dir(&dir)?;
-            let name = m.name.as_deref().and_then(|n| safe_file_name(n).ok()).unwrap_or("file");
+            let name = m
+                .name
+                .as_deref()
+                .and_then(|n| safe_file_name(n).ok())
+                .unwrap_or("file");
             let mut path = dir.join(name);
             let mut n = 1;
             while path.exists() {
@@ -144,8 +152,13 @@ impl Home {
         let from = m.from.to_string().replace([':', '.'], "-");
         let path = dir.join(format!("{wall_secs}-{from}-{}.json", m.id));
         let data = match m.kind {
-            Kind::Text | Kind::Json => serde_json::Value::String(String::from_utf8_lossy(&m.payload).into_owned()),
-            _ => serde_json::Value::String(base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &m.payload)),
+            Kind::Text | Kind::Json => {
+                serde_json::Value::String(String::from_utf8_lossy(&m.payload).into_owned())
+            }
+            _ => serde_json::Value::String(base64::Engine::encode(
+                &base64::engine::general_purpose::STANDARD,
+                &m.payload,
+            )),
         };
         let record = serde_json::json!({
             "from": m.from.to_string(),

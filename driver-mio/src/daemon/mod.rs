@@ -1,3 +1,5 @@
 //! The agent daemon: a node on real sockets, its IPC server and its files.
 
 pub mod agent;
+pub mod home;
+pub mod run;

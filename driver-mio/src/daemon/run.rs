@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Poll, Token};
 use pilot_proto::addr::Hostname;
 use pilot_proto::identity::PublicKey;
 use pilot_proto::node::{Node, NodeConfig, ServiceConfig};
@@ -16,7 +16,7 @@ use super::agent::{Agent, Out};
 use super::home::Home;
 use crate::clock::Clock;
 use crate::fsutil::FileError;
-use crate::ipc::server::{IpcServer, ServerEvent};
+use crate::ipc::server::{BindError, ClientId, IpcConfig, IpcServer, SendError, ServerEvent};
 use crate::signals::Signals;
 use crate::udp::UdpEndpoint;
 
@@ -49,6 +49,15 @@ pub enum DaemonError {
     /// A file under `PILOT_HOME` is unreadable or corrupt.
     #[error(transparent)]
     File(#[from] FileError),
+    /// The IPC socket could not be opened.
+    #[error(transparent)]
+    Ipc(#[from] BindError),
+    /// Another daemon runs with this home.
+    #[error("a daemon (pid {pid}) is already running with this PILOT_HOME")]
+    AlreadyRunning {
+        /// Its pid.
+        pid: u32,
+    },
     /// A socket could not be set up.
     #[error("{what}: {source}")]
     Io {
@@ -66,8 +75,8 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> DaemonError {
 
 const UDP: Token = Token(0);
 const SIGNALS: Token = Token(1);
-/// Tokens from here on belong to the IPC server.
-const IPC_BASE: usize = 16;
+/// Tokens in this range belong to the IPC server (listener + clients).
+const IPC_TOKENS: std::ops::Range<usize> = 16..16 + 257;
 
 /// Datagrams read per wakeup before timers and writes get their turn.
 const READ_BUDGET: usize = 256;
@@ -77,14 +86,27 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
     let home = Home::open(&opts.home)?;
     let identity = home.identity()?;
     let trust = home.trust()?;
+    let pid_path = home.path("daemon.pid");
+    if let Ok(Some(pid)) = crate::fsutil::running_pid(&pid_path) {
+        if pid != std::process::id() {
+            return Err(DaemonError::AlreadyRunning { pid });
+        }
+    }
+    crate::fsutil::write_pid(&pid_path, std::process::id())?;
     let mut poll = Poll::new().map_err(io_err("creating the event loop"))?;
     let mut udp = UdpEndpoint::bind(opts.listen, poll.registry(), UDP)
         .map_err(io_err(format!("binding UDP {}", opts.listen)))?;
-    let mut ipc = IpcServer::bind(&opts.socket, poll.registry(), IPC_BASE)
-        .map_err(io_err(format!("opening the IPC socket {}", opts.socket.display())))?;
-    let mut signals = Signals::register(poll.registry(), SIGNALS).map_err(io_err("installing signal handlers"))?;
+    let mut ipc = IpcServer::bind(
+        &opts.socket,
+        poll.registry(),
+        IPC_TOKENS,
+        IpcConfig::default(),
+    )?;
+    let mut signals = Signals::register(poll.registry(), SIGNALS)
+        .map_err(io_err("installing signal handlers"))?;
     let clock = Clock::new();
     let seed = crate::seed::os_seed().map_err(io_err("reading OS randomness"))?;
+    let high_water = IpcConfig::default().high_water;
 
     let mut config = NodeConfig::new(identity, opts.rendezvous_key, opts.rendezvous);
     config.hostname = opts.hostname.clone();
@@ -96,7 +118,6 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
     let now = clock.now();
     let node = Node::new(config, &seed, now);
     let mut agent = Agent::new(node, now);
-    crate::fsutil::write_pid(&home.path("daemon.pid"))?;
     info!(
         listen = %udp.local_addr(),
         socket = %opts.socket.display(),
@@ -105,11 +126,14 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
     );
 
     let mut events = Events::with_capacity(256);
-    let mut buf_events = Vec::new();
     let mut stop = false;
     while !stop {
         let deadline = agent.node.poll_timeout().map(|(t, _)| t);
-        let timeout = clock.timeout_until(deadline);
+        let timeout = if ipc.has_backlog() || udp.may_have_more() {
+            Some(Duration::ZERO)
+        } else {
+            clock.timeout_until(deadline)
+        };
         if let Err(e) = poll.poll(&mut events, timeout) {
             if e.kind() == io::ErrorKind::Interrupted {
                 continue;
@@ -119,59 +143,69 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
                 source: e,
             });
         }
+        let mut readable = udp.may_have_more();
         for event in events.iter() {
+            if ipc.handle_event(event) {
+                continue;
+            }
             match event.token() {
                 UDP => {
                     if event.is_writable() {
-                        let _ = udp.flush();
+                        udp.flush();
                     }
-                    if event.is_readable() {
-                        let now = clock.now();
-                        let node = &mut agent.node;
-                        let r = udp.recv_batch(READ_BUDGET, |from, bytes| node.handle_datagram(now, from, bytes));
-                        if let Err(e) = r {
-                            warn!(error = %e, "reading UDP");
-                        }
-                    }
+                    readable |= event.is_readable();
                 }
-                SIGNALS => {
-                    if !signals.pending().is_empty() {
-                        info!("signal received, shutting down");
-                        stop = true;
-                    }
+                SIGNALS if signals.pending().iter().any(|s| s.is_stop()) => {
+                    info!("signal received, shutting down");
+                    stop = true;
                 }
-                _ => {
-                    ipc.handle_event(event);
-                }
+                _ => {}
+            }
+        }
+        if readable {
+            let now = clock.now();
+            let node = &mut agent.node;
+            if let Err(e) = udp.recv_batch(READ_BUDGET, |from, bytes| {
+                node.handle_datagram(now, from, bytes)
+            }) {
+                warn!(error = %e, "reading UDP");
             }
         }
         let now = clock.now();
         if agent.node.poll_timeout().is_some_and(|(t, _)| t <= now) {
             agent.node.handle_timeout(now);
         }
-        buf_events.clear();
         while let Some(e) = ipc.poll_event() {
-            buf_events.push(e);
-        }
-        for e in buf_events.drain(..) {
             match e {
                 ServerEvent::Connected { client } => agent.client_connected(client),
-                ServerEvent::Request { client, id, request } => agent.handle_request(now, client, id, request),
-                ServerEvent::Data { client, stream, bytes } => {
-                    let more = agent.client_data(now, client, stream, &bytes);
-                    ipc.pause_reading(client, !more);
+                ServerEvent::Request { client, id, req } => {
+                    agent.handle_request(now, client, id, req)
                 }
-                ServerEvent::Disconnected { client } => agent.client_gone(now, client),
-                ServerEvent::Writable { client } => {
-                    agent.client_writable(now, client, |c| ipc.room(c));
-                    if agent.client_may_send(client) {
-                        ipc.pause_reading(client, false);
+                ServerEvent::Data {
+                    client,
+                    stream,
+                    bytes,
+                } => {
+                    let more = agent.client_data(now, client, stream, &bytes);
+                    if !more {
+                        ipc.pause_reading(client, true);
                     }
+                }
+                ServerEvent::Disconnected { client, .. } => agent.client_gone(now, client),
+                ServerEvent::Writable { client } => {
+                    agent.client_writable(now, client, |c| room(&ipc, c, high_water));
                 }
                 _ => {}
             }
         }
-        pump(&mut agent, &mut udp, &mut ipc, now);
+        // Resume clients whose streams drained.
+        let paused: Vec<_> = ipc.clients().filter(|c| ipc.is_paused(*c)).collect();
+        for c in paused {
+            if agent.client_may_send(c) {
+                ipc.pause_reading(c, false);
+            }
+        }
+        pump(&mut agent, &mut udp, &mut ipc, now, high_water);
         let effects = agent.take_effects();
         if effects.trust_changed {
             if let Err(e) = home.save_trust(&agent.node.trust_state()) {
@@ -187,25 +221,37 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
         }
         stop |= effects.stop;
     }
-    // Flush what is queued (answers to Stop, a last refresh) and leave no
-    // stale files behind.
+    // Answers (to Stop, say) and a last refresh go out; no stale files
+    // stay behind.
     let now = clock.now();
-    pump(&mut agent, &mut udp, &mut ipc, now);
-    let _ = udp.flush();
-    ipc.flush_all(Duration::from_millis(200));
+    pump(&mut agent, &mut udp, &mut ipc, now, high_water);
+    udp.flush();
     home.save_trust(&agent.node.trust_state())?;
-    let _ = std::fs::remove_file(home.path("daemon.pid"));
     drop(ipc);
+    let _ = std::fs::remove_file(&pid_path);
     info!("daemon stopped");
     Ok(())
 }
 
-/// Moves the node's output to the sockets and the agent's to clients.
-fn pump(agent: &mut Agent, udp: &mut UdpEndpoint, ipc: &mut IpcServer, now: pilot_proto::Timestamp) {
+/// Bytes a client's queue takes before the high-water mark.
+fn room(ipc: &IpcServer, client: ClientId, high_water: usize) -> usize {
+    ipc.queued(client)
+        .map_or(0, |q| high_water.saturating_sub(q))
+}
+
+/// Moves the node's output to the socket and the agent's to clients.
+fn pump(
+    agent: &mut Agent,
+    udp: &mut UdpEndpoint,
+    ipc: &mut IpcServer,
+    now: pilot_proto::Timestamp,
+    high_water: usize,
+) {
     loop {
-        agent.drain_node(now, |c| ipc.room(c));
+        agent.drain_node(now, |c| room(ipc, c, high_water));
         let mut moved = false;
-        while udp.queued() < 4096 {
+        // A full socket queue is backpressure: the core keeps the rest.
+        while !udp.is_full() {
             let Some(t) = agent.node.poll_transmit() else {
                 break;
             };
@@ -215,18 +261,32 @@ fn pump(agent: &mut Agent, udp: &mut UdpEndpoint, ipc: &mut IpcServer, now: pilo
         while let Some(out) = agent.poll_out() {
             moved = true;
             match out {
-                Out::Response { client, id, response } => ipc.send_response(client, id, &response),
-                Out::Event { client, event } => ipc.send_event(client, &event),
-                Out::Data { client, stream, bytes } => ipc.send_data(client, stream, &bytes),
+                Out::Response {
+                    client,
+                    id,
+                    response,
+                } => {
+                    let _ = ipc.send_response(client, id, &response);
+                }
+                Out::Event { client, event } => {
+                    if let Err(e) = ipc.send_event(client, &event) {
+                        warn!(?e, "event not delivered to a client");
+                    }
+                }
+                Out::Data {
+                    client,
+                    stream,
+                    bytes,
+                } => match ipc.send_data(client, stream, &bytes) {
+                    Ok(n) if n == bytes.len() => {}
+                    Ok(n) => agent.unsent(stream, &bytes[n..]),
+                    Err(SendError::Full) => agent.unsent(stream, &bytes),
+                    Err(_) => {}
+                },
             }
         }
         if !moved {
             return;
         }
     }
-}
-
-#[allow(dead_code)]
-fn interest() -> Interest {
-    Interest::READABLE
 }

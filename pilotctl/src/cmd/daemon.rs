@@ -134,10 +134,17 @@ fn resolve(a: &StartArgs, saved: &Settings) -> Result<(Options, Settings), Failu
     })?;
     let rv_key = parse_public_key(&key)
         .filter(|k| k.x25519().is_ok())
-        .ok_or_else(|| invalid(format!("`{key}` is not a public key"), "expected 64 hex digits"))?;
+        .ok_or_else(|| {
+            invalid(
+                format!("`{key}` is not a public key"),
+                "expected 64 hex digits",
+            )
+        })?;
     let hostname_text = a.hostname.clone().or_else(|| saved.hostname.clone());
     let hostname = match &hostname_text {
-        Some(h) => Some(Hostname::new(h).map_err(|e| invalid(format!("bad hostname `{h}`: {e}"), ""))?),
+        Some(h) => {
+            Some(Hostname::new(h).map_err(|e| invalid(format!("bad hostname `{h}`: {e}"), ""))?)
+        }
         None => None,
     };
     let listen_text = a
@@ -145,9 +152,12 @@ fn resolve(a: &StartArgs, saved: &Settings) -> Result<(Options, Settings), Failu
         .clone()
         .or_else(|| saved.listen.clone())
         .unwrap_or_else(|| "0.0.0.0:0".into());
-    let listen: SocketAddr = listen_text
-        .parse()
-        .map_err(|_| invalid(format!("`{listen_text}` is not a listen address"), "e.g. 0.0.0.0:0 or 127.0.0.1:4001"))?;
+    let listen: SocketAddr = listen_text.parse().map_err(|_| {
+        invalid(
+            format!("`{listen_text}` is not a listen address"),
+            "e.g. 0.0.0.0:0 or 127.0.0.1:4001",
+        )
+    })?;
     let public = a.public || saved.public;
     let mut services = ServiceConfig::default();
     if a.no_services {
@@ -178,7 +188,11 @@ fn resolve(a: &StartArgs, saved: &Settings) -> Result<(Options, Settings), Failu
 }
 
 fn file_failure(e: impl std::fmt::Display) -> Failure {
-    Failure::new("internal", e.to_string(), "fix or move the file named above; nothing was changed")
+    Failure::new(
+        "internal",
+        e.to_string(),
+        "fix or move the file named above; nothing was changed",
+    )
 }
 
 fn start(a: StartArgs, json: bool) -> Result<Success, Failure> {
@@ -202,7 +216,9 @@ fn start(a: StartArgs, json: bool) -> Result<Success, Failure> {
             format!(
                 "a daemon is already running (pid {}, address {})",
                 pid.map(|p| p.to_string()).unwrap_or_else(|| "?".into()),
-                info.get("address").and_then(Value::as_str).unwrap_or("not registered yet")
+                info.get("address")
+                    .and_then(Value::as_str)
+                    .unwrap_or("not registered yet")
             ),
             "`pilotctl daemon stop` first, or use another PILOT_HOME/PILOT_SOCKET",
         ));
@@ -214,10 +230,14 @@ fn start(a: StartArgs, json: bool) -> Result<Success, Failure> {
             .map(|()| Success::new(json!({ "stopped": true }), "Daemon stopped"))
             .map_err(|e| Failure::new("internal", e.to_string(), ""));
     }
-    let exe = std::env::current_exe().map_err(|e| Failure::new("internal", format!("cannot find pilotctl: {e}"), ""))?;
+    let exe = std::env::current_exe()
+        .map_err(|e| Failure::new("internal", format!("cannot find pilotctl: {e}"), ""))?;
     let log = home.path("daemon.out");
-    let out = std::fs::File::create(&log).map_err(|e| file_failure(format!("{}: {e}", log.display())))?;
-    let err = out.try_clone().map_err(|e| file_failure(format!("{}: {e}", log.display())))?;
+    let out =
+        std::fs::File::create(&log).map_err(|e| file_failure(format!("{}: {e}", log.display())))?;
+    let err = out
+        .try_clone()
+        .map_err(|e| file_failure(format!("{}: {e}", log.display())))?;
     let mut cmd = Command::new(exe);
     cmd.arg("daemon")
         .arg("start")
@@ -250,7 +270,12 @@ fn start(a: StartArgs, json: bool) -> Result<Success, Failure> {
                 eprintln!();
             }
             let tail = std::fs::read_to_string(&log).unwrap_or_default();
-            let last = tail.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").to_string();
+            let last = tail
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("")
+                .to_string();
             return Err(Failure::new(
                 "internal",
                 format!("the daemon exited ({status}): {last}"),
@@ -285,7 +310,11 @@ fn start(a: StartArgs, json: bool) -> Result<Success, Failure> {
 }
 
 fn started(pid: u32, info: &Value, socket: &Path, home: &Path) -> Success {
-    let address = info.get("address").and_then(Value::as_str).unwrap_or("?").to_string();
+    let address = info
+        .get("address")
+        .and_then(Value::as_str)
+        .unwrap_or("?")
+        .to_string();
     let log = home.join("pilot.log");
     Success::new(
         json!({
@@ -314,14 +343,18 @@ fn stop(h: HomeArgs) -> Result<Success, Failure> {
     while Instant::now() < deadline {
         let alive = pid.is_some_and(crate::cmd::info::pid_alive);
         if !alive && connect(&socket).is_err() {
-            return Ok(Success::new(json!({ "stopped": true, "pid": pid }), "Daemon stopped"));
+            return Ok(Success::new(
+                json!({ "stopped": true, "pid": pid }),
+                "Daemon stopped",
+            ));
         }
         std::thread::sleep(Duration::from_millis(50));
     }
     Err(Failure::new(
         "timeout",
         "the daemon did not stop within 10 s",
-        pid.map(|p| format!("kill it with `kill {p}`")).unwrap_or_default(),
+        pid.map(|p| format!("kill it with `kill {p}`"))
+            .unwrap_or_default(),
     ))
 }
 
@@ -337,8 +370,14 @@ fn status(h: HomeArgs, check: bool) -> Result<Success, Failure> {
     }
     let info = result?;
     let pid = crate::cmd::info::read_pid(&home.join("daemon.pid"));
-    let address = info.get("address").and_then(Value::as_str).unwrap_or("not registered yet");
-    let registered = info.get("registered").and_then(Value::as_bool).unwrap_or(false);
+    let address = info
+        .get("address")
+        .and_then(Value::as_str)
+        .unwrap_or("not registered yet");
+    let registered = info
+        .get("registered")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
     Ok(Success::new(
         json!({ "running": true, "pid": pid, "socket": socket.display().to_string(), "info": info }),
         format!(
@@ -358,8 +397,11 @@ pub fn init_logging(home: &Path, stderr: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PILOT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let file = tracing_appender::rolling::never(home, "pilot.log");
-    let file_layer = tracing_subscriber::fmt::layer().with_writer(file).with_ansi(false);
-    let stderr_layer = stderr.then(|| tracing_subscriber::fmt::layer().with_writer(std::io::stderr));
+    let file_layer = tracing_subscriber::fmt::layer()
+        .with_writer(file)
+        .with_ansi(false);
+    let stderr_layer =
+        stderr.then(|| tracing_subscriber::fmt::layer().with_writer(std::io::stderr));
     let _ = tracing_subscriber::registry()
         .with(filter)
         .with(file_layer)

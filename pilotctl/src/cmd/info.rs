@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use driver_mio::client::{Client, ClientError};
 use driver_mio::ipc::api::Request;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::output::{Failure, Success};
 use crate::paths;
@@ -16,14 +16,17 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 /// Maps a client error to a failure with a stable code.
 pub fn failure(e: ClientError) -> Failure {
     match e {
-        ClientError::Remote { code, message, hint } => Failure::new(&code, message, hint),
+        ClientError::Remote {
+            code,
+            message,
+            hint,
+        } => Failure::new(&code, message, hint),
         ClientError::NotRunning { .. } => Failure::new(
             "not_running",
             e.to_string(),
             "start it with `pilotctl daemon start --rendezvous HOST:PORT --rendezvous-key KEY`",
         ),
-        ClientError::Timeout => Failure::new("timeout", e.to_string(), "is the daemon busy or stuck? see its log"),
-        other => Failure::new("connection_failed", other.to_string(), "is the daemon running? `pilotctl daemon status`"),
+        other => Failure::new(other.code(), other.to_string(), other.hint()),
     }
 }
 
@@ -74,6 +77,5 @@ pub fn run() -> Result<Success, Failure> {
         field("pending"),
         field("uptime_secs"),
     );
-    let _ = json!({});
     Ok(Success::new(info, text))
 }

@@ -88,7 +88,10 @@ fn foreground(a: RvArgs, json: bool) -> Result<Success, Failure> {
         println!("{}", started.text);
     }
     server.run().map_err(server_failure)?;
-    Ok(Success::new(json!({ "stopped": true }), "Rendezvous stopped"))
+    Ok(Success::new(
+        json!({ "stopped": true }),
+        "Rendezvous stopped",
+    ))
 }
 
 fn started(addr: SocketAddr, key: &str, pid: u32, home: &Path) -> Success {
@@ -108,7 +111,10 @@ fn start(a: RvArgs) -> Result<Success, Failure> {
     if let Ok(Some(pid)) = fsutil::running_pid(&home.join(PID_FILE)) {
         return Err(Failure::new(
             "already_exists",
-            format!("a rendezvous (pid {pid}) is already running with home {}", home.display()),
+            format!(
+                "a rendezvous (pid {pid}) is already running with home {}",
+                home.display()
+            ),
             "`pilotctl rendezvous stop` first, or use another --home",
         ));
     }
@@ -118,9 +124,18 @@ fn start(a: RvArgs) -> Result<Success, Failure> {
     let err = out
         .try_clone()
         .map_err(|e| Failure::new("internal", format!("{}: {e}", out_path.display()), ""))?;
-    let exe = std::env::current_exe().map_err(|e| Failure::new("internal", format!("cannot find pilotctl: {e}"), ""))?;
+    let exe = std::env::current_exe()
+        .map_err(|e| Failure::new("internal", format!("cannot find pilotctl: {e}"), ""))?;
     let mut cmd = Command::new(exe);
-    cmd.args(["rendezvous", "run", "--json", "--listen", &a.listen, "--home"]).arg(&home);
+    cmd.args([
+        "rendezvous",
+        "run",
+        "--json",
+        "--listen",
+        &a.listen,
+        "--home",
+    ])
+    .arg(&home);
     std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     let mut child = cmd
         .stdin(Stdio::null())
@@ -135,15 +150,26 @@ fn start(a: RvArgs) -> Result<Success, Failure> {
             if let Ok(v) = serde_json::from_str::<Value>(line) {
                 if v["status"] == "ok" {
                     let d = &v["data"];
-                    let addr: SocketAddr = d["address"].as_str().unwrap_or_default().parse().map_err(|_| {
-                        Failure::new("internal", format!("unexpected startup line: {line}"), "")
-                    })?;
-                    return Ok(started(addr, d["public_key"].as_str().unwrap_or_default(), child.id(), &home));
+                    let addr: SocketAddr = d["address"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .parse()
+                        .map_err(|_| {
+                            Failure::new("internal", format!("unexpected startup line: {line}"), "")
+                        })?;
+                    return Ok(started(
+                        addr,
+                        d["public_key"].as_str().unwrap_or_default(),
+                        child.id(),
+                        &home,
+                    ));
                 }
                 if v["status"] == "error" {
                     return Err(Failure::new(
                         v["code"].as_str().unwrap_or("internal"),
-                        v["message"].as_str().unwrap_or("the rendezvous failed to start"),
+                        v["message"]
+                            .as_str()
+                            .unwrap_or("the rendezvous failed to start"),
                         v["hint"].as_str().unwrap_or(""),
                     ));
                 }
@@ -182,7 +208,10 @@ fn stop(home: &Path) -> Result<Success, Failure> {
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
         if !fsutil::pid_alive(pid) {
-            return Ok(Success::new(json!({ "stopped": true, "pid": pid }), "Rendezvous stopped"));
+            return Ok(Success::new(
+                json!({ "stopped": true, "pid": pid }),
+                "Rendezvous stopped",
+            ));
         }
         std::thread::sleep(Duration::from_millis(50));
     }

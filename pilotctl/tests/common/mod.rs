@@ -23,14 +23,19 @@ pub struct Run {
 impl Run {
     /// The JSON answer (with `--json`).
     pub fn json(&self) -> Value {
-        serde_json::from_str(self.stdout.trim())
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}\nstderr: {}", self.stdout, self.stderr))
+        serde_json::from_str(self.stdout.trim()).unwrap_or_else(|e| {
+            panic!("not JSON ({e}): {:?}\nstderr: {}", self.stdout, self.stderr)
+        })
     }
 
     /// The `data` of a successful JSON answer.
     pub fn data(&self) -> Value {
         let v = self.json();
-        assert_eq!(v["status"], "ok", "expected success: {v}\nstderr: {}", self.stderr);
+        assert_eq!(
+            v["status"], "ok",
+            "expected success: {v}\nstderr: {}",
+            self.stderr
+        );
         v["data"].clone()
     }
 
@@ -65,10 +70,21 @@ pub struct Net {
 impl Net {
     /// Starts a rendezvous on 127.0.0.1 (any port).
     pub fn new() -> Net {
-        let dir = tempfile::Builder::new().prefix("pt").tempdir_in("/tmp").expect("temp dir");
+        let dir = tempfile::Builder::new()
+            .prefix("pt")
+            .tempdir_in("/tmp")
+            .expect("temp dir");
         let rv_home = dir.path().join("rv");
         let run = pilotctl(
-            &["rendezvous", "start", "--listen", "127.0.0.1:0", "--home", rv_home.to_str().unwrap(), "--json"],
+            &[
+                "rendezvous",
+                "start",
+                "--listen",
+                "127.0.0.1:0",
+                "--home",
+                rv_home.to_str().unwrap(),
+                "--json",
+            ],
             &[],
         );
         let data = run.data();
@@ -119,7 +135,7 @@ impl Net {
 
     /// A client connected to agent `name`'s daemon.
     pub fn client(&self, name: &str) -> Client {
-        Client::connect(&self.home(name).join("pilot.sock")).expect("daemon socket")
+        Client::connect(self.home(name).join("pilot.sock")).expect("daemon socket")
     }
 
     /// Waits until `f` holds or `secs` pass.
@@ -139,13 +155,25 @@ impl Net {
         let mut ca = self.client(a);
         let mut cb = self.client(b);
         let t = Duration::from_secs(10);
-        ca.request(Request::Handshake { peer: b.into(), reason: "test".into() }, t).expect("handshake");
+        ca.request(
+            Request::Handshake {
+                peer: b.into(),
+                reason: "test".into(),
+            },
+            t,
+        )
+        .expect("handshake");
         assert!(self.wait(10, || {
-            cb.request(Request::Pending, t).map(|v| v.as_array().is_some_and(|a| !a.is_empty())).unwrap_or(false)
+            cb.request(Request::Pending, t)
+                .map(|v| v.as_array().is_some_and(|a| !a.is_empty()))
+                .unwrap_or(false)
         }));
-        cb.request(Request::Approve { node: a.into() }, t).expect("approve");
+        cb.request(Request::Approve { node: a.into() }, t)
+            .expect("approve");
         assert!(self.wait(10, || {
-            ca.request(Request::Trusted, t).map(|v| v.as_array().is_some_and(|a| !a.is_empty())).unwrap_or(false)
+            ca.request(Request::Trusted, t)
+                .map(|v| v.as_array().is_some_and(|a| !a.is_empty()))
+                .unwrap_or(false)
         }));
     }
 }
@@ -153,26 +181,47 @@ impl Net {
 impl Drop for Net {
     fn drop(&mut self) {
         for home in &self.agents {
-            let _ = pilotctl(&["daemon", "stop", "--json"], &[("PILOT_HOME", home.to_str().unwrap())]);
+            let _ = pilotctl(
+                &["daemon", "stop", "--json"],
+                &[("PILOT_HOME", home.to_str().unwrap())],
+            );
             kill_pidfile(&home.join("daemon.pid"));
         }
-        let _ = pilotctl(&["rendezvous", "stop", "--home", self.rv_home.to_str().unwrap(), "--json"], &[]);
+        let _ = pilotctl(
+            &[
+                "rendezvous",
+                "stop",
+                "--home",
+                self.rv_home.to_str().unwrap(),
+                "--json",
+            ],
+            &[],
+        );
         kill_pidfile(&self.rv_home.join("rendezvous.pid"));
     }
 }
 
 /// SIGKILLs whatever a pid file names (cleanup of last resort).
 pub fn kill_pidfile(path: &Path) {
-    if let Some(pid) = std::fs::read_to_string(path).ok().and_then(|s| s.trim().parse::<i32>().ok()) {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+    if let Some(pid) = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok())
+    {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
     }
 }
 
 /// Runs pilotctl with `args` and extra environment.
 pub fn pilotctl(args: &[&str], env: &[(&str, &str)]) -> Run {
     let mut cmd = Command::new(PILOTCTL);
-    cmd.args(args).env_remove("PILOT_HOME").env_remove("PILOT_SOCKET");
-    cmd.env_remove("PILOT_RENDEZVOUS").env_remove("PILOT_RENDEZVOUS_KEY");
+    cmd.args(args)
+        .env_remove("PILOT_HOME")
+        .env_remove("PILOT_SOCKET");
+    cmd.env_remove("PILOT_RENDEZVOUS")
+        .env_remove("PILOT_RENDEZVOUS_KEY");
     for (k, v) in env {
         cmd.env(k, v);
     }
