@@ -36,6 +36,9 @@ pub struct Settings {
     pub listen: Option<String>,
     /// The owner's email, for the record.
     pub email: Option<String>,
+    /// Where the identity key lives, if not in the home.
+    #[serde(default)]
+    pub identity: Option<String>,
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -78,9 +81,12 @@ impl Home {
         self.dir.join(name)
     }
 
-    /// The identity, created on first use (mode 0600).
-    pub fn identity(&self) -> Result<Identity, FileError> {
-        let path = self.path("identity.key");
+    /// The identity at `path` (default `<home>/identity.key`), created on
+    /// first use (mode 0600).
+    pub fn identity(&self, path: Option<&Path>) -> Result<Identity, FileError> {
+        let path = path
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| self.path("identity.key"));
         if !path.exists() {
             let seed = crate::seed::os_seed()
                 .map_err(|e| FileError::io(&path, "creating an identity", e))?;

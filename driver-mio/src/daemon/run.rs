@@ -25,6 +25,8 @@ use crate::udp::UdpEndpoint;
 pub struct Options {
     /// `PILOT_HOME`.
     pub home: PathBuf,
+    /// The identity key file (default: in the home).
+    pub identity: Option<PathBuf>,
     /// The IPC socket.
     pub socket: PathBuf,
     /// The rendezvous's UDP address.
@@ -84,7 +86,7 @@ const READ_BUDGET: usize = 256;
 /// Runs the daemon until SIGTERM/SIGINT or a `Stop` request.
 pub fn run(opts: Options) -> Result<(), DaemonError> {
     let home = Home::open(&opts.home)?;
-    let identity = home.identity()?;
+    let identity = home.identity(opts.identity.as_deref())?;
     let trust = home.trust()?;
     let pid_path = home.path("daemon.pid");
     if let Ok(Some(pid)) = crate::fsutil::running_pid(&pid_path) {

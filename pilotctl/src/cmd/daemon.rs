@@ -75,12 +75,32 @@ pub struct StartArgs {
     /// Turn the built-in services (echo, data exchange, event stream) off.
     #[arg(long)]
     pub no_services: bool,
+    /// The identity key file (default: <home>/identity.key; created if
+    /// missing, mode 0600).
+    #[arg(long)]
+    pub identity: Option<PathBuf>,
+    /// Log filter: error, warn, info, debug, trace, or tracing directives
+    /// (default: $PILOT_LOG, else info).
+    #[arg(long)]
+    pub log_level: Option<String>,
+    /// Log format in the file and on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     /// Run in this process, logging to stderr too.
     #[arg(long)]
     pub foreground: bool,
     /// Seconds to wait for registration when starting in the background.
     #[arg(long, default_value_t = 15)]
     pub wait: u64,
+}
+
+/// How log lines are written.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// Runs a daemon command.
@@ -172,8 +192,18 @@ fn resolve(a: &StartArgs, saved: &Settings) -> Result<(Options, Settings), Failu
         public,
         listen: Some(listen.to_string()),
         email: a.email.clone().or_else(|| saved.email.clone()),
+        identity: None,
+    };
+    let identity = a
+        .identity
+        .clone()
+        .or_else(|| saved.identity.as_ref().map(PathBuf::from));
+    let settings = Settings {
+        identity: identity.as_ref().map(|p| p.display().to_string()),
+        ..settings
     };
     let options = Options {
+        identity,
         home,
         socket,
         rendezvous: rv,
@@ -225,7 +255,7 @@ fn start(a: StartArgs, json: bool) -> Result<Success, Failure> {
     }
     home.save_settings(&settings).map_err(file_failure)?;
     if a.foreground {
-        init_logging(&home_dir, true);
+        init_logging_with(&home_dir, true, a.log_level.as_deref(), a.log_format);
         return driver_mio::daemon::run::run(options)
             .map(|()| Success::new(json!({ "stopped": true }), "Daemon stopped"))
             .map_err(|e| Failure::new("internal", e.to_string(), ""));
@@ -251,6 +281,12 @@ fn start(a: StartArgs, json: bool) -> Result<Success, Failure> {
     }
     if a.no_services {
         cmd.arg("--no-services");
+    }
+    if let Some(level) = &a.log_level {
+        cmd.arg("--log-level").arg(level);
+    }
+    if a.log_format == LogFormat::Json {
+        cmd.arg("--log-format").arg("json");
     }
     std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     let mut child = cmd
@@ -392,20 +428,42 @@ fn status(h: HomeArgs, check: bool) -> Result<Success, Failure> {
 /// Logs to `<home>/pilot.log` (rotated at start once over 8 MiB, three
 /// old files kept) and, in the foreground, to stderr.
 pub fn init_logging(home: &Path, stderr: bool) {
+    init_logging_with(home, stderr, None, LogFormat::Text)
+}
+
+/// Logging with an explicit filter and format.
+pub fn init_logging_with(home: &Path, stderr: bool, level: Option<&str>, format: LogFormat) {
     use tracing_subscriber::prelude::*;
     rotate(&home.join("pilot.log"), 8 << 20, 3);
-    let filter = tracing_subscriber::EnvFilter::try_from_env("PILOT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let file = tracing_appender::rolling::never(home, "pilot.log");
-    let file_layer = tracing_subscriber::fmt::layer()
-        .with_writer(file)
-        .with_ansi(false);
-    let stderr_layer =
-        stderr.then(|| tracing_subscriber::fmt::layer().with_writer(std::io::stderr));
+    let filter = match level {
+        Some(l) => tracing_subscriber::EnvFilter::try_new(l).unwrap_or_else(|e| {
+            eprintln!("warning: --log-level {l:?}: {e}; using info");
+            tracing_subscriber::EnvFilter::new("info")
+        }),
+        None => tracing_subscriber::EnvFilter::try_from_env("PILOT_LOG")
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+    };
+    let json = format == LogFormat::Json;
+    let file = || tracing_appender::rolling::never(home, "pilot.log");
+    let file_text = (!json).then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_writer(file())
+            .with_ansi(false)
+    });
+    let file_json = json.then(|| tracing_subscriber::fmt::layer().json().with_writer(file()));
+    let err_text =
+        (stderr && !json).then(|| tracing_subscriber::fmt::layer().with_writer(std::io::stderr));
+    let err_json = (stderr && json).then(|| {
+        tracing_subscriber::fmt::layer()
+            .json()
+            .with_writer(std::io::stderr)
+    });
     let _ = tracing_subscriber::registry()
         .with(filter)
-        .with(file_layer)
-        .with(stderr_layer)
+        .with(file_text)
+        .with(file_json)
+        .with(err_text)
+        .with(err_json)
         .try_init();
 }
 
