@@ -138,6 +138,12 @@ impl fmt::Display for Fingerprint {
 
 /// Parses 64 hex digits into a public key.
 pub fn parse_public_key(s: &str) -> Option<PublicKey> {
+    parse_hex32(s).map(PublicKey)
+}
+
+/// Parses 64 hex digits (surrounding whitespace ignored) into 32 bytes:
+/// keys and seeds in text files and on command lines.
+pub fn parse_hex32(s: &str) -> Option<[u8; 32]> {
     let s = s.trim();
     if s.len() != 64 {
         return None;
@@ -148,7 +154,7 @@ pub fn parse_public_key(s: &str) -> Option<PublicKey> {
         let lo = (chunk[1] as char).to_digit(16)?;
         out[i] = (hi * 16 + lo) as u8;
     }
-    Some(PublicKey(out))
+    Some(out)
 }
 
 #[cfg(test)]

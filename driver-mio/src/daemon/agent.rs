@@ -334,6 +334,23 @@ impl Agent {
         }
     }
 
+    /// A trust command sent to the rendezvous: answered when it is done.
+    fn defer_trust(
+        &mut self,
+        client: ClientId,
+        id: u32,
+        r: Result<u32, CommandError>,
+    ) -> Option<Response> {
+        match r {
+            Ok(rid) => {
+                self.effects.trust_changed = true;
+                self.deferred.insert(rid, (client, id));
+                None
+            }
+            Err(e) => Some(command_error(&e)),
+        }
+    }
+
     fn request(
         &mut self,
         now: Timestamp,
@@ -352,14 +369,10 @@ impl Agent {
                 Err(e) => e,
             },
             Request::Handshake { peer, reason } => match self.query(&peer) {
-                Ok(q) => match self.node.handshake(now, q, &reason) {
-                    Ok(rid) => {
-                        self.effects.trust_changed = true;
-                        self.deferred.insert(rid, (client, id));
-                        return None;
-                    }
-                    Err(e) => command_error(&e),
-                },
+                Ok(q) => {
+                    let r = self.node.handshake(now, q, &reason);
+                    return self.defer_trust(client, id, r);
+                }
                 Err(e) => e,
             },
             Request::Pending => ok(Value::Array(
@@ -377,25 +390,17 @@ impl Agent {
                     .collect(),
             )),
             Request::Approve { node } => match self.peer_address(&node) {
-                Ok(a) => match self.node.approve(now, a) {
-                    Ok(rid) => {
-                        self.effects.trust_changed = true;
-                        self.deferred.insert(rid, (client, id));
-                        return None;
-                    }
-                    Err(e) => command_error(&e),
-                },
+                Ok(a) => {
+                    let r = self.node.approve(now, a);
+                    return self.defer_trust(client, id, r);
+                }
                 Err(e) => e,
             },
             Request::Reject { node, reason } => match self.peer_address(&node) {
-                Ok(a) => match self.node.reject(now, a, &reason) {
-                    Ok(rid) => {
-                        self.effects.trust_changed = true;
-                        self.deferred.insert(rid, (client, id));
-                        return None;
-                    }
-                    Err(e) => command_error(&e),
-                },
+                Ok(a) => {
+                    let r = self.node.reject(now, a, &reason);
+                    return self.defer_trust(client, id, r);
+                }
                 Err(e) => e,
             },
             Request::Trusted => ok(Value::Array(
@@ -415,14 +420,10 @@ impl Agent {
                     .collect(),
             )),
             Request::Untrust { node } => match self.peer_address(&node) {
-                Ok(a) => match self.node.untrust(now, a) {
-                    Ok(rid) => {
-                        self.effects.trust_changed = true;
-                        self.deferred.insert(rid, (client, id));
-                        return None;
-                    }
-                    Err(e) => command_error(&e),
-                },
+                Ok(a) => {
+                    let r = self.node.untrust(now, a);
+                    return self.defer_trust(client, id, r);
+                }
                 Err(e) => e,
             },
             Request::Bind { port } => match self.node.bind(port) {

@@ -48,20 +48,6 @@ fn hex(bytes: &[u8]) -> String {
     })
 }
 
-fn unhex32(s: &str) -> Option<[u8; 32]> {
-    let s = s.trim();
-    if s.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, chunk) in s.as_bytes().chunks(2).enumerate() {
-        let hi = (chunk[0] as char).to_digit(16)?;
-        let lo = (chunk[1] as char).to_digit(16)?;
-        out[i] = (hi * 16 + lo) as u8;
-    }
-    Some(out)
-}
-
 impl Home {
     /// The home at `dir`, created (mode 0700) if missing.
     pub fn open(dir: &Path) -> Result<Self, FileError> {
@@ -95,7 +81,7 @@ impl Home {
         }
         let bytes = fsutil::read(&path)?;
         let text = String::from_utf8_lossy(&bytes);
-        let seed = unhex32(&text)
+        let seed = pilot_proto::identity::parse_hex32(&text)
             .ok_or_else(|| FileError::corrupt(&path, "expected 64 hex digits (an Ed25519 seed)"))?;
         Ok(Identity::from_seed(&seed))
     }
