@@ -34,6 +34,9 @@ const T: Duration = Duration::from_secs(10);
 const WAKER: Token = Token(0);
 const IPC_TOKENS: std::ops::Range<usize> = 10..20;
 const FLOOD_STREAM: u32 = 9999;
+/// Flood chunks (64 KiB) per loop turn of the fake daemon: far more than
+/// any high-water mark of these tests, far less than forever.
+const FLOOD_PER_TURN: usize = 64;
 
 #[derive(Default, Debug)]
 struct Stats {
@@ -118,11 +121,24 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
         let _ = self.waker.wake();
-        if let Some(t) = self.thread.take() {
-            let result = t.join();
-            if !std::thread::panicking() {
-                result.expect("fake daemon panicked");
+        let Some(t) = self.thread.take() else {
+            return;
+        };
+        // Bounded: a daemon thread stuck in a loop turn fails the test
+        // instead of hanging it (the thread is left behind).
+        let deadline = Instant::now() + T;
+        while !t.is_finished() {
+            if Instant::now() >= deadline {
+                if !std::thread::panicking() {
+                    panic!("the fake daemon did not stop within {T:?}");
+                }
+                return;
             }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let result = t.join();
+        if !std::thread::panicking() {
+            result.expect("fake daemon panicked");
         }
     }
 }
@@ -324,10 +340,19 @@ impl FakeDaemon {
         self.server.pause_reading(client, paused);
     }
 
+    /// Feeds each flooded client until `send_data` refuses, but at most
+    /// [`FLOOD_PER_TURN`] chunks per loop turn, like a real daemon (which
+    /// sends what one core buffer holds): a client that hung up takes
+    /// everything (`send_data` drops it silently until its `Disconnected`),
+    /// so refusal alone never ends the loop; the next poll notices the
+    /// hang-up.
     fn flood(&mut self) {
         let chunk = vec![0xab; 64 << 10];
         for (&client, refused) in self.floods.iter_mut() {
-            while !*refused {
+            for _ in 0..FLOOD_PER_TURN {
+                if *refused {
+                    break;
+                }
                 match self.server.send_data(client, FLOOD_STREAM, &chunk) {
                     Ok(n) if n == chunk.len() => {}
                     Ok(_) | Err(SendError::Full) => *refused = true,
@@ -338,6 +363,9 @@ impl FakeDaemon {
             let Some(queued) = self.server.queued(client) else {
                 continue;
             };
+            if !*refused {
+                continue;
+            }
             let mut stats = self.stats.lock().unwrap();
             stats.flood_refusals += 1;
             stats.max_flood_queue = stats.max_flood_queue.max(queued);

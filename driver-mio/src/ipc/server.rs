@@ -62,7 +62,10 @@
 //! silently dropped (sends succeed) while the rest of its input is read.
 //! A paused client's hang-up is only noticed once it is resumed (its
 //! input must be read to the end first), so resume a client when the
-//! stream it was feeding closes.
+//! stream it was feeding closes. Since `send_data` to such a client takes
+//! everything, never loop on it until it refuses with a source that
+//! does not run dry (send what one buffer holds per loop turn): the
+//! `Disconnected` only comes from a later `poll_event`.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{self, Read, Write};
@@ -500,6 +503,8 @@ impl IpcServer {
     /// `bytes` or a prefix; `Ok(0)` only for empty `bytes`). `Err(Full)`:
     /// none taken. When it took less than offered, a
     /// [`ServerEvent::Writable`] follows once the client has read enough.
+    /// A client that hung up takes (and drops) everything until its
+    /// `Disconnected`, so `Full` is no loop bound (see "Hang-ups").
     pub fn send_data(
         &mut self,
         client: ClientId,
