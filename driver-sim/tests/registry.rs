@@ -140,3 +140,43 @@ fn a_node_that_stops_refreshing_goes_offline_but_keeps_its_address() {
     registered(&mut s, &[alice]);
     assert_eq!(s.node(alice).address(), Some(alice_addr));
 }
+
+#[test]
+fn a_node_shutting_down_says_goodbye() {
+    let mut s = Scenario::new(SEED);
+    let alice = s.add_node("alice", "198.51.100.10:4000", |_| {});
+    let bob = s.add_node("bob", "203.0.113.20:4000", |_| {});
+    registered(&mut s, &[alice, bob]);
+    s.trust(alice, bob, Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let alice_addr = s.node(alice).address().unwrap();
+    let bob_addr = s.node(bob).address().unwrap();
+    s.world.with_host(bob, |h, _| h.node_mut().bind(9)).unwrap();
+    s.send(
+        alice,
+        9,
+        pilot_proto::addr::SocketAddress::new(bob_addr, 9),
+        b"hi",
+    )
+    .unwrap();
+    s.world.run_for(Duration::from_secs(1));
+    assert!(s.node(bob).has_session(alice_addr));
+    s.world
+        .with_host(alice, |h, now| h.node_mut().shutdown(now));
+    s.world.isolate(alice);
+    s.world.run_for(Duration::from_millis(100));
+    // Within one trip, not after the 90 s registration TTL.
+    let offline = s.world.events().iter().any(|(_, _, e)| {
+        matches!(e, HostEvent::Rendezvous(RendezvousEvent::Expired { address }) if *address == alice_addr)
+    });
+    assert!(offline, "the rendezvous marked alice offline at once");
+    assert!(
+        !s.node(bob).has_session(alice_addr),
+        "bob dropped alice's session"
+    );
+    assert_eq!(
+        s.node(bob).trusted().count(),
+        1,
+        "trust outlives a shutdown"
+    );
+}

@@ -29,6 +29,8 @@ pub const KIND_TRUST_REVOKE: u8 = 0x06;
 pub const KIND_DATA: u8 = 0x10;
 /// Agent to agent: we no longer trust you; the session ends.
 pub const KIND_REVOKE: u8 = 0x11;
+/// Agent to agent or rendezvous: we are shutting down; forget our session.
+pub const KIND_BYE: u8 = 0x12;
 /// Rendezvous to agent: registration accepted.
 pub const KIND_REGISTERED: u8 = 0x81;
 /// Rendezvous to agent: lookup answer.
@@ -377,6 +379,9 @@ pub enum Message<'a> {
     },
     /// Agent to agent: trust revoked, the session ends.
     Revoke,
+    /// We are shutting down: drop our session (trust and registration
+    /// stay; the rendezvous marks us offline).
+    Bye,
     /// Someone asks us for trust.
     TrustRequested {
         /// Push ID: acknowledge it with [`Message::Ack`].
@@ -517,6 +522,7 @@ impl<'a> Message<'a> {
                 peer: Address::from_bytes(r.array("peer")?),
             },
             KIND_REVOKE => Message::Revoke,
+            KIND_BYE => Message::Bye,
             KIND_TRUST_REQUESTED => Message::TrustRequested {
                 id: r.u32("id")?,
                 request: TrustRequest::decode(&mut r)?,
@@ -634,6 +640,7 @@ impl<'a> Message<'a> {
                 out.extend_from_slice(&peer.to_bytes());
             }
             Message::Revoke => out.push(KIND_REVOKE),
+            Message::Bye => out.push(KIND_BYE),
             Message::TrustRequested {
                 id,
                 request,

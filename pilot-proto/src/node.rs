@@ -916,6 +916,14 @@ impl Node {
         let packet = match Message::decode(plaintext) {
             Ok(Message::Data(p)) => p,
             Ok(Message::Revoke) => return self.on_trust_revoked(self.now, peer_addr),
+            Ok(Message::Bye) => {
+                // The peer is going away: its streams end now and its next
+                // start opens a fresh session.
+                let now = self.now;
+                self.abort_streams_with(now, peer_addr);
+                self.tunnels.remove_peer(&peer);
+                return;
+            }
             Ok(_) => return self.tunnels.stats_mut().drop(DropReason::Unexpected),
             Err(_) => return self.tunnels.stats_mut().drop(DropReason::Malformed),
         };
@@ -1173,6 +1181,22 @@ impl Node {
                 reason: Unreachable::QueueTimeout,
                 dropped,
             });
+        }
+    }
+
+    /// Tells the rendezvous and every peer with a session that we are
+    /// shutting down, so they drop our sessions (and the rendezvous marks
+    /// us offline) at once instead of timing out. Call before stopping,
+    /// then drain the transmits.
+    pub fn shutdown(&mut self, now: Timestamp) {
+        self.now = now;
+        let bye = Message::Bye.to_vec();
+        let mut keys: Vec<PeerKey> = self.peers.values().map(|k| k.x25519).collect();
+        keys.push(self.rv);
+        for x in keys {
+            if self.tunnels.has_session(&x, now) {
+                let _ = self.tunnels.send(now, &x, &bye);
+            }
         }
     }
 

@@ -370,6 +370,7 @@ impl Rendezvous {
                         self.on_trust_revoke(now, inbound.peer, req, peer)
                     }
                     Ok(Message::Ack { req }) => self.on_ack(inbound.peer, req),
+                    Ok(Message::Bye) => self.on_bye(now, inbound.peer),
                     Ok(_) => self.tunnels.stats_mut().drop(DropReason::Unexpected),
                     Err(_) => self.tunnels.stats_mut().drop(DropReason::Malformed),
                 }
@@ -730,6 +731,24 @@ impl Rendezvous {
         for bytes in due {
             let _ = self.tunnels.send(now, &x, &bytes);
         }
+    }
+
+    /// An agent shutting down: offline at once, its session forgotten.
+    fn on_bye(&mut self, now: Timestamp, peer: PeerKey) {
+        self.now = now;
+        if let Some(key) = self.by_session_key.remove(&peer) {
+            if let Some(rec) = self.records.get_mut(&key) {
+                if let Some(at) = rec.expires.take() {
+                    self.expiries.remove(&(at, key));
+                }
+                rec.endpoint = None;
+                self.events.push_back(RendezvousEvent::Expired {
+                    address: rec.address,
+                });
+            }
+        }
+        self.tunnels.remove_peer(&peer);
+        self.buckets.remove(&peer);
     }
 
     fn on_ack(&mut self, peer: PeerKey, id: u32) {

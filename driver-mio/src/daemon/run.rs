@@ -223,9 +223,10 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
         }
         stop |= effects.stop;
     }
-    // Answers (to Stop, say) and a last refresh go out; no stale files
-    // stay behind.
+    // Peers and the rendezvous are told; answers (to Stop, say) go out; no
+    // stale files stay behind.
     let now = clock.now();
+    agent.node.shutdown(now);
     pump(&mut agent, &mut udp, &mut ipc, now, high_water);
     udp.flush();
     home.save_trust(&agent.node.trust_state())?;
