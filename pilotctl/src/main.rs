@@ -35,6 +35,39 @@ pub enum Command {
     Rendezvous(cmd::rendezvous::RendezvousCommand),
     /// This agent's address, identity and state.
     Info,
+    /// Look a node up by hostname or address.
+    Find {
+        /// Hostname or address (0:0000.0000.002A).
+        peer: String,
+    },
+    /// Ask a peer (hostname or address) for trust.
+    Handshake {
+        /// Hostname or address.
+        peer: String,
+        /// Why, for whoever decides.
+        reason: Option<String>,
+    },
+    /// Trust requests waiting for your decision.
+    Pending,
+    /// Approve a pending trust request.
+    Approve {
+        /// The requester's address (or hostname).
+        node: String,
+    },
+    /// Reject a pending trust request.
+    Reject {
+        /// The requester's address (or hostname).
+        node: String,
+        /// Why.
+        reason: Option<String>,
+    },
+    /// The peers you trust, with their key fingerprints.
+    Trust,
+    /// Stop trusting a peer; its sessions close on both sides.
+    Untrust {
+        /// The peer's address (or hostname).
+        node: String,
+    },
 }
 
 fn main() {
@@ -44,6 +77,13 @@ fn main() {
         Command::Daemon(c) => cmd::daemon::run(c, json),
         Command::Rendezvous(c) => cmd::rendezvous::run(c, json),
         Command::Info => cmd::info::run(),
+        Command::Find { peer } => cmd::trust::find(peer),
+        Command::Handshake { peer, reason } => cmd::trust::handshake(peer, reason),
+        Command::Pending => cmd::trust::pending(),
+        Command::Approve { node } => cmd::trust::approve(node),
+        Command::Reject { node, reason } => cmd::trust::reject(node, reason),
+        Command::Trust => cmd::trust::trusted(),
+        Command::Untrust { node } => cmd::trust::untrust(node),
     };
     std::process::exit(finish(json, result));
 }

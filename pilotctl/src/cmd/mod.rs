@@ -3,3 +3,4 @@
 pub mod daemon;
 pub mod info;
 pub mod rendezvous;
+pub mod trust;

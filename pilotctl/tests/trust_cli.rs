@@ -1,0 +1,119 @@
+//! The trust commands as a user types them, text and `--json`, including
+//! their errors.
+
+mod common;
+
+use common::Net;
+
+#[test]
+fn handshake_pending_approve_trust_untrust_find() {
+    let mut net = Net::new();
+    let a = net.start("alice", &[]);
+    let b = net.start("bob", &["--public"]);
+    let alice_addr = a["address"].as_str().unwrap().to_string();
+    let bob_addr = b["address"].as_str().unwrap().to_string();
+
+    // bob is public: findable by hostname; alice is private.
+    let found = net.ctl("alice", &["find", "bob", "--json"]).data();
+    assert_eq!(found["address"].as_str(), Some(bob_addr.as_str()));
+    assert_eq!(
+        net.ctl("bob", &["find", "alice", "--json"]).error_code(),
+        "not_found"
+    );
+    assert_eq!(
+        net.ctl("bob", &["find", "0:0000.00G0.0001", "--json"])
+            .error_code(),
+        "invalid_argument"
+    );
+
+    let asked = net
+        .ctl(
+            "alice",
+            &["handshake", "bob", "let's work together", "--json"],
+        )
+        .data();
+    assert_eq!(asked["requested"], true);
+    assert!(net.wait(10, || net
+        .ctl("bob", &["pending", "--json"])
+        .data()
+        .as_array()
+        .is_some_and(|a| !a.is_empty())));
+    let pending = net.ctl("bob", &["pending", "--json"]).data();
+    assert_eq!(pending[0]["node"].as_str(), Some(alice_addr.as_str()));
+    assert_eq!(pending[0]["hostname"], "alice");
+    assert_eq!(pending[0]["reason"], "let's work together");
+    assert!(pending[0]["fingerprint"]
+        .as_str()
+        .unwrap()
+        .starts_with("sha256:"));
+    let text = net.ctl("bob", &["pending"]);
+    assert_eq!(text.code, 0);
+    assert!(text.stdout.contains("alice") && text.stdout.contains("let's work together"));
+
+    assert_eq!(
+        net.ctl("bob", &["approve", "0:0000.0000.0FFF", "--json"])
+            .error_code(),
+        "not_found"
+    );
+    net.ctl("bob", &["approve", &alice_addr, "--json"]).data();
+    assert!(net.wait(10, || net
+        .ctl("alice", &["trust", "--json"])
+        .data()
+        .as_array()
+        .is_some_and(|a| a.len() == 1)));
+    let trust = net.ctl("alice", &["trust", "--json"]).data();
+    assert_eq!(trust[0]["hostname"], "bob");
+    assert_eq!(trust[0]["fingerprint"], found["fingerprint"]);
+    assert_eq!(
+        net.ctl("alice", &["handshake", "bob", "--json"])
+            .error_code(),
+        "already_exists"
+    );
+    // Now bob finds private alice: they trust each other.
+    assert_eq!(
+        net.ctl("bob", &["find", "alice", "--json"]).data()["address"].as_str(),
+        Some(alice_addr.as_str())
+    );
+
+    net.ctl("alice", &["untrust", "bob", "--json"]).data();
+    assert!(net.wait(10, || net
+        .ctl("bob", &["trust", "--json"])
+        .data()
+        .as_array()
+        .is_some_and(|a| a.is_empty())));
+    assert_eq!(
+        net.ctl("alice", &["untrust", "bob", "--json"]).error_code(),
+        "not_found"
+    );
+}
+
+#[test]
+fn reject_reaches_the_requester() {
+    let mut net = Net::new();
+    let a = net.start("alice", &[]);
+    net.start("bob", &[]);
+    let alice_addr = a["address"].as_str().unwrap().to_string();
+    net.ctl("alice", &["handshake", "bob", "--json"]).data();
+    assert!(net.wait(10, || net
+        .ctl("bob", &["pending", "--json"])
+        .data()
+        .as_array()
+        .is_some_and(|a| !a.is_empty())));
+    net.ctl("bob", &["reject", &alice_addr, "not now", "--json"])
+        .data();
+    assert!(net
+        .ctl("bob", &["pending", "--json"])
+        .data()
+        .as_array()
+        .is_some_and(|a| a.is_empty()));
+    assert!(net
+        .ctl("alice", &["trust", "--json"])
+        .data()
+        .as_array()
+        .is_some_and(|a| a.is_empty()));
+    assert_eq!(
+        net.ctl("alice", &["handshake", "nosuchagent", "--json"])
+            .error_code(),
+        "not_found"
+    );
+}
