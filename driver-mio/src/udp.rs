@@ -1,15 +1,20 @@
 //! One non-blocking UDP socket in a mio loop: batched reads, and sends that
 //! queue instead of dropping when the kernel's buffer is full.
 //!
-//! Reads use plain `recv_from` in a loop, up to a caller-given number of
-//! datagrams per call, so one busy socket cannot starve the rest of the
-//! loop. `recvmmsg`/GRO (through quinn-udp) would save system calls, but
-//! the datagrams Pilot reads come from many sources in small numbers each,
-//! which GRO cannot coalesce, and the batch API needs fixed buffers per
-//! slot and GRO-aware splitting; the plain loop is the simple, safe choice
-//! until a benchmark shows the syscalls matter. Sends go out one by one
-//! (`sendto`) for the same reason: GSO needs runs of equal-sized datagrams
-//! to one destination, which a rendezvous answering many agents rarely has.
+//! Reads take up to a caller-given number of datagrams per call, so one
+//! busy socket cannot starve the rest of the loop. On Linux they use
+//! `recvmmsg` (up to [`RECV_BATCH`] datagrams per system call, each slot
+//! large enough for any datagram, so nothing is truncated); queued sends
+//! go out with `sendmmsg` (up to [`SEND_BATCH`] per call). A burst from a
+//! busy rendezvous or a bulk transfer then costs one system call per batch
+//! instead of one per datagram. A single datagram sent while nothing is
+//! queued still goes out at once with `sendto`. Where the kernel refuses
+//! the batch calls at first use (ENOSYS, EINVAL, EOPNOTSUPP: old kernels,
+//! seccomp filters, emulators) the endpoint remembers it and uses plain
+//! `recv_from`/`send_to` loops, as it does on every other platform.
+//! GRO/GSO are not used: they need runs of equal-sized datagrams between
+//! one pair of addresses, which a rendezvous answering many agents rarely
+//! has.
 //!
 //! Errors that concern one datagram (an ICMP "port unreachable" reported
 //! on the next call, an unreachable network, a datagram too large) are
@@ -36,6 +41,14 @@ pub const DEFAULT_SEND_QUEUE: usize = 1024;
 /// The largest UDP payload over IPv4 and IPv6 (without jumbograms).
 const MAX_DATAGRAM: usize = 65_535;
 
+/// Datagrams one `recvmmsg` call may return. Each slot is
+/// `MAX_DATAGRAM` bytes (4 MiB of address space in all, allocated on
+/// first use; the kernel only touches the pages datagrams land in).
+pub const RECV_BATCH: usize = 64;
+
+/// Queued datagrams one `sendmmsg` call hands to the kernel.
+pub const SEND_BATCH: usize = 64;
+
 /// Counters for one endpoint.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct UdpStats {
@@ -55,6 +68,14 @@ pub struct UdpStats {
     pub queue_drops: u64,
     /// The longest the send queue has been.
     pub queue_high_water: usize,
+    /// `recvmmsg` calls that returned at least one datagram.
+    pub recv_batches: u64,
+    /// Datagrams received through `recvmmsg` (part of `datagrams_in`).
+    pub batched_in: u64,
+    /// `sendmmsg` calls that sent at least one datagram.
+    pub send_batches: u64,
+    /// Datagrams sent through `sendmmsg` (part of `datagrams_out`).
+    pub batched_out: u64,
 }
 
 /// A UDP socket registered with a mio [`Registry`].
@@ -72,7 +93,43 @@ pub struct UdpEndpoint {
     /// True if the last `recv_batch` stopped before the socket was empty.
     more: bool,
     buf: Vec<u8>,
+    /// `RECV_BATCH` slots of `MAX_DATAGRAM` bytes for `recvmmsg`; empty
+    /// until first used.
+    slots: Vec<u8>,
+    /// Which path reads and queued sends take.
+    batch: Batching,
     stats: UdpStats,
+}
+
+/// Whether the batch system calls are used, and whether they have worked
+/// yet (an EINVAL only means "unsupported" before the first success).
+#[derive(Clone, Copy, Debug)]
+struct Batching {
+    recv: bool,
+    send: bool,
+    recv_worked: bool,
+    send_worked: bool,
+}
+
+impl Batching {
+    fn platform() -> Self {
+        let on = cfg!(target_os = "linux");
+        Batching {
+            recv: on,
+            send: on,
+            recv_worked: false,
+            send_worked: false,
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match (self.recv, self.send) {
+            (true, true) => "recvmmsg/sendmmsg",
+            (true, false) => "recvmmsg/sendto",
+            (false, true) => "recvfrom/sendmmsg",
+            (false, false) => "recvfrom/sendto (one datagram per system call)",
+        }
+    }
 }
 
 impl UdpEndpoint {
@@ -107,6 +164,8 @@ impl UdpEndpoint {
         let registry = registry
             .try_clone()
             .map_err(|e| context("cannot share the event loop's registry", e))?;
+        let batch = Batching::platform();
+        tracing::info!(%local, path = batch.describe(), "UDP I/O path");
         Ok(UdpEndpoint {
             socket,
             registry,
@@ -117,8 +176,24 @@ impl UdpEndpoint {
             want_writable: false,
             more: false,
             buf: vec![0; MAX_DATAGRAM],
+            slots: Vec::new(),
+            batch,
             stats: UdpStats::default(),
         })
+    }
+
+    /// Uses the one-datagram-per-call path from now on, as on a kernel
+    /// without `recvmmsg`/`sendmmsg` (for tests and benchmarks).
+    #[doc(hidden)]
+    pub fn force_fallback(&mut self) {
+        self.batch.recv = false;
+        self.batch.send = false;
+        tracing::info!(local = %self.local, path = self.batch.describe(), "UDP I/O path forced");
+    }
+
+    /// True while reads use `recvmmsg` and queued sends `sendmmsg`.
+    pub fn is_batched(&self) -> (bool, bool) {
+        (self.batch.recv, self.batch.send)
     }
 
     /// The address the socket is bound to (port 0 resolved).
@@ -154,15 +229,20 @@ impl UdpEndpoint {
         let mut n = 0;
         self.more = false;
         while n < max {
-            match self.socket.recv_from(&mut self.buf) {
-                Ok((len, from)) => {
-                    n += 1;
-                    self.stats.datagrams_in += 1;
-                    self.stats.bytes_in += len as u64;
-                    f(normalise(from), &self.buf[..len]);
-                }
+            let got = if self.batch.recv {
+                self.recv_many(max - n, &mut f)
+            } else {
+                self.recv_one(&mut f)
+            };
+            match got {
+                Ok(got) => n += got,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(n),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if self.batch.recv && refuses_batch(&e, self.batch.recv_worked) => {
+                    self.batch.recv = false;
+                    tracing::info!(local = %self.local, error = %e, path = self.batch.describe(),
+                        "recvmmsg refused by the kernel: reading one datagram per call");
+                }
                 Err(e) if is_per_datagram(&e) => {
                     // Linux reports ICMP errors for earlier sends on the
                     // next call; they say nothing about this socket.
@@ -182,6 +262,88 @@ impl UdpEndpoint {
         }
         self.more = true;
         Ok(n)
+    }
+
+    /// Reads one datagram with `recv_from`.
+    fn recv_one(&mut self, f: &mut impl FnMut(SocketAddr, &[u8])) -> io::Result<usize> {
+        let (len, from) = self.socket.recv_from(&mut self.buf)?;
+        self.stats.datagrams_in += 1;
+        self.stats.bytes_in += len as u64;
+        f(normalise(from), &self.buf[..len]);
+        Ok(1)
+    }
+
+    /// Reads up to `want` (at most [`RECV_BATCH`]) datagrams with one
+    /// `recvmmsg`; at least one, or an error (WouldBlock when empty).
+    #[cfg(target_os = "linux")]
+    fn recv_many(
+        &mut self,
+        want: usize,
+        f: &mut impl FnMut(SocketAddr, &[u8]),
+    ) -> io::Result<usize> {
+        use nix::sys::socket::{recvmmsg, MsgFlags, MultiHeaders, SockaddrStorage};
+        use std::io::IoSliceMut;
+        use std::os::fd::AsRawFd;
+
+        let k = want.clamp(1, RECV_BATCH);
+        if self.slots.is_empty() {
+            // Zeroed allocation: the pages stay untouched until used.
+            self.slots = vec![0; RECV_BATCH * MAX_DATAGRAM];
+        }
+        let mut meta = [(None::<SocketAddr>, 0usize); RECV_BATCH];
+        let got = {
+            // Built per call: the headers hold raw pointers (not Send),
+            // and keeping the endpoint Send matters more than ~12 KiB of
+            // allocation per system call.
+            let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(k, None);
+            let mut iovs: Vec<[IoSliceMut<'_>; 1]> = self
+                .slots
+                .chunks_mut(MAX_DATAGRAM)
+                .take(k)
+                .map(|slot| [IoSliceMut::new(slot)])
+                .collect();
+            let results = recvmmsg(
+                self.socket.as_raw_fd(),
+                &mut headers,
+                iovs.iter_mut(),
+                MsgFlags::empty(),
+                None,
+            )
+            .map_err(io::Error::from)?;
+            let mut got = 0;
+            for (slot, msg) in meta.iter_mut().zip(results) {
+                *slot = (msg.address.and_then(std_addr), msg.bytes);
+                got += 1;
+            }
+            got
+        };
+        if got == 0 {
+            // Not expected from a non-blocking datagram socket.
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        self.batch.recv_worked = true;
+        self.stats.recv_batches += 1;
+        self.stats.batched_in += got as u64;
+        for (i, &(from, len)) in meta[..got].iter().enumerate() {
+            self.stats.datagrams_in += 1;
+            self.stats.bytes_in += len as u64;
+            let data = &self.slots[i * MAX_DATAGRAM..][..len];
+            match from {
+                Some(from) => f(normalise(from), data),
+                // A UDP socket always reports the source.
+                None => self.stats.recv_errors += 1,
+            }
+        }
+        Ok(got)
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn recv_many(
+        &mut self,
+        _want: usize,
+        f: &mut impl FnMut(SocketAddr, &[u8]),
+    ) -> io::Result<usize> {
+        self.recv_one(f)
     }
 
     /// True if the last [`UdpEndpoint::recv_batch`] stopped at its limit
@@ -205,18 +367,117 @@ impl UdpEndpoint {
         }
     }
 
+    /// Queues `transmit` behind whatever waits, without trying to send
+    /// it: the next [`UdpEndpoint::flush`] (on the writable event this
+    /// asks for) sends the queue in batches. Returns false if the queue
+    /// is full and the datagram was dropped.
+    pub fn send_later(&mut self, transmit: Transmit) -> bool {
+        self.enqueue(transmit)
+    }
+
     /// Sends what is queued, as far as the kernel takes it; call on a
     /// writable event. Stops asking for writable events once empty.
     pub fn flush(&mut self) {
-        while let Some(t) = self.queue.pop_front() {
-            if let Sent::WouldBlock = self.try_send(&t) {
-                self.queue.push_front(t);
+        loop {
+            if self.queue.is_empty() {
+                break;
+            }
+            let more = if self.batch.send {
+                self.flush_batch()
+            } else {
+                self.flush_one()
+            };
+            if !more {
                 break;
             }
         }
         if self.queue.is_empty() && self.want_writable {
             self.set_writable(false);
         }
+    }
+
+    /// Sends the oldest queued datagram; false if the kernel is full.
+    fn flush_one(&mut self) -> bool {
+        let Some(t) = self.queue.pop_front() else {
+            return false;
+        };
+        if let Sent::WouldBlock = self.try_send(&t) {
+            self.queue.push_front(t);
+            return false;
+        }
+        true
+    }
+
+    /// Sends up to [`SEND_BATCH`] queued datagrams with one `sendmmsg`;
+    /// false if the kernel is full.
+    #[cfg(target_os = "linux")]
+    fn flush_batch(&mut self) -> bool {
+        use nix::sys::socket::{sendmmsg, ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage};
+        use std::io::IoSlice;
+        use std::os::fd::AsRawFd;
+
+        let k = self.queue.len().min(SEND_BATCH);
+        let result = {
+            let addrs: Vec<Option<SockaddrStorage>> = self
+                .queue
+                .iter()
+                .take(k)
+                .map(|t| Some(SockaddrStorage::from(self.destination(t.destination))))
+                .collect();
+            let iovs: Vec<[IoSlice<'_>; 1]> = self
+                .queue
+                .iter()
+                .take(k)
+                .map(|t| [IoSlice::new(&t.payload)])
+                .collect();
+            let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(k, None);
+            let no_cmsgs: [ControlMessage<'_>; 0] = [];
+            sendmmsg(
+                self.socket.as_raw_fd(),
+                &mut headers,
+                &iovs,
+                &addrs[..],
+                no_cmsgs,
+                MsgFlags::empty(),
+            )
+            .map(|sent| sent.count())
+            .map_err(io::Error::from)
+        };
+        match result {
+            Ok(sent) if sent > 0 => {
+                self.batch.send_worked = true;
+                self.stats.send_batches += 1;
+                self.stats.batched_out += sent as u64;
+                for t in self.queue.drain(..sent.min(k)) {
+                    self.stats.datagrams_out += 1;
+                    self.stats.bytes_out += t.payload.len() as u64;
+                }
+                // A short count means the next datagram would block or
+                // failed; the next call says which.
+                true
+            }
+            Ok(_) => false,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => false,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => true,
+            Err(e) => {
+                // The first datagram failed (or the call is unsupported):
+                // send it alone, which sorts out what the error concerns.
+                let single = self.flush_one();
+                if refuses_batch(&e, self.batch.send_worked)
+                    && (e.raw_os_error() != Some(nix::libc::EINVAL) || single)
+                {
+                    self.batch.send = false;
+                    tracing::info!(local = %self.local, error = %e, path = self.batch.describe(),
+                        "sendmmsg refused by the kernel: sending one datagram per call");
+                }
+                single
+            }
+        }
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn flush_batch(&mut self) -> bool {
+        self.flush_one()
     }
 
     /// Datagrams waiting for the kernel.
@@ -314,6 +575,27 @@ pub fn normalise(addr: SocketAddr) -> SocketAddr {
         },
         v4 => v4,
     }
+}
+
+/// Errors that say the batch system calls are unavailable rather than
+/// anything about a datagram. EINVAL only counts before the call has ever
+/// worked on this socket.
+fn refuses_batch(e: &io::Error, worked: bool) -> bool {
+    match e.raw_os_error() {
+        Some(code) if code == nix::libc::ENOSYS || code == nix::libc::EOPNOTSUPP => true,
+        Some(code) if code == nix::libc::EINVAL => !worked,
+        _ => false,
+    }
+}
+
+/// A socket address from the kernel as a std one.
+#[cfg(target_os = "linux")]
+fn std_addr(addr: nix::sys::socket::SockaddrStorage) -> Option<SocketAddr> {
+    if let Some(v4) = addr.as_sockaddr_in() {
+        return Some(std::net::SocketAddrV4::from(*v4).into());
+    }
+    addr.as_sockaddr_in6()
+        .map(|v6| SocketAddrV6::from(*v6).into())
 }
 
 /// Errors a read reports on behalf of earlier datagrams (ICMP).
@@ -491,5 +773,157 @@ mod tests {
             let (len, _) = b.recv_from(&mut buf).unwrap();
             assert_eq!(&buf[..len], want);
         }
+    }
+
+    /// Reads from `a` until `want` datagrams have come (or 5 s passed).
+    fn receive(
+        poll: &mut Poll,
+        a: &mut UdpEndpoint,
+        want: usize,
+        got: &mut Vec<(SocketAddr, Vec<u8>)>,
+    ) {
+        let mut events = Events::with_capacity(8);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let start = got.len();
+        while got.len() - start < want && std::time::Instant::now() < deadline {
+            a.recv_batch(64, |from, d| got.push((from, d.to_vec())))
+                .unwrap();
+            if !a.may_have_more() && got.len() - start < want {
+                poll.poll(&mut events, Some(Duration::from_millis(50)))
+                    .unwrap();
+            }
+        }
+    }
+
+    /// Datagram `i` of a burst: 2 to 1501 bytes, every 50th 20 000 (a
+    /// slot must hold any datagram), numbered in its first two bytes.
+    fn numbered(i: usize) -> Vec<u8> {
+        let len = if i % 50 == 49 {
+            20_000
+        } else {
+            2 + (i * 97) % 1500
+        };
+        let mut d: Vec<u8> = (0..len).map(|j| (i + j) as u8).collect();
+        d[..2].copy_from_slice(&(i as u16).to_be_bytes());
+        d
+    }
+
+    /// 500 datagrams from one endpoint to another, queued and flushed in
+    /// runs of 100 (a run fits any receive buffer the kernel grants).
+    fn burst(fallback: bool) -> (UdpStats, UdpStats) {
+        let mut poll = Poll::new().unwrap();
+        let mut a =
+            UdpEndpoint::bind("127.0.0.1:0".parse().unwrap(), poll.registry(), Token(1)).unwrap();
+        let mut b =
+            UdpEndpoint::bind("127.0.0.1:0".parse().unwrap(), poll.registry(), Token(2)).unwrap();
+        if fallback {
+            a.force_fallback();
+            b.force_fallback();
+            assert_eq!(a.is_batched(), (false, false));
+        }
+        let mut got = Vec::new();
+        for run in 0..5 {
+            for i in run * 100..(run + 1) * 100 {
+                assert!(b.send_later(transmit(a.local_addr(), &numbered(i))));
+            }
+            b.flush();
+            assert_eq!(b.queued(), 0);
+            receive(&mut poll, &mut a, 100, &mut got);
+        }
+        assert_eq!(got.len(), 500, "datagrams lost");
+        for (i, (from, d)) in got.iter().enumerate() {
+            assert_eq!(*from, b.local_addr(), "source of datagram {i}");
+            assert_eq!(*d, numbered(i), "datagram {i}");
+        }
+        let (ra, sb) = (a.stats(), b.stats());
+        assert_eq!((ra.datagrams_in, sb.datagrams_out), (500, 500));
+        let bytes: u64 = (0..500).map(|i| numbered(i).len() as u64).sum();
+        assert_eq!((ra.bytes_in, sb.bytes_out), (bytes, bytes));
+        assert_eq!((ra.recv_errors, sb.send_errors), (0, 0));
+        (ra, sb)
+    }
+
+    #[test]
+    fn a_burst_arrives_complete_through_the_batch_calls() {
+        let (recv, sent) = burst(false);
+        if cfg!(target_os = "linux") {
+            assert_eq!(recv.batched_in, 500);
+            assert!(recv.recv_batches >= 500 / RECV_BATCH as u64, "{recv:?}");
+            assert!(recv.recv_batches < 500, "batches of one: {recv:?}");
+            assert_eq!(sent.batched_out, 500);
+            // 100 per flush, 64 per call: two calls each.
+            assert_eq!(sent.send_batches, 10, "{sent:?}");
+        }
+    }
+
+    #[test]
+    fn a_burst_arrives_complete_on_the_fallback_path() {
+        let (recv, sent) = burst(true);
+        assert_eq!((recv.recv_batches, recv.batched_in), (0, 0));
+        assert_eq!((sent.send_batches, sent.batched_out), (0, 0));
+    }
+
+    #[test]
+    fn a_send_burst_beyond_the_send_buffer_is_queued_and_flushed() {
+        for fallback in [false, true] {
+            let mut poll = Poll::new().unwrap();
+            let mut a =
+                UdpEndpoint::bind("127.0.0.1:0".parse().unwrap(), poll.registry(), Token(1))
+                    .unwrap();
+            let mut b =
+                UdpEndpoint::bind("127.0.0.1:0".parse().unwrap(), poll.registry(), Token(2))
+                    .unwrap();
+            if fallback {
+                b.force_fallback();
+            }
+            // The smallest send buffer the kernel grants (a few KiB).
+            let sock = socket2::SockRef::from(&b.socket);
+            sock.set_send_buffer_size(0).unwrap();
+            let sndbuf = sock.send_buffer_size().unwrap();
+            const N: usize = 150;
+            assert!(sndbuf < N * 1200, "send buffer {sndbuf}");
+            b.set_max_queue(N);
+            // One waits, so every later send() queues behind it.
+            assert!(b.send_later(transmit(a.local_addr(), &[0; 1200])));
+            for i in 1..N {
+                let mut d = vec![i as u8; 1200];
+                d[..2].copy_from_slice(&(i as u16).to_be_bytes());
+                assert!(b.send(transmit(a.local_addr(), &d)));
+            }
+            assert_eq!(b.queued(), N);
+            assert!(b.is_full());
+            assert!(b.want_writable);
+            let mut events = Events::with_capacity(8);
+            poll.poll(&mut events, Some(Duration::from_secs(2)))
+                .unwrap();
+            assert!(events
+                .iter()
+                .any(|e| e.token() == Token(2) && e.is_writable()));
+            b.flush();
+            assert_eq!(b.queued(), 0, "fallback {fallback}");
+            assert!(!b.want_writable);
+            let mut got = Vec::new();
+            receive(&mut poll, &mut a, N, &mut got);
+            assert_eq!(got.len(), N, "fallback {fallback}: datagrams lost");
+            for (i, (_, d)) in got.iter().enumerate().skip(1) {
+                assert_eq!(u16::from_be_bytes([d[0], d[1]]) as usize, i);
+                assert_eq!(d.len(), 1200);
+            }
+            let s = b.stats();
+            assert_eq!((s.datagrams_out, s.queue_drops), (N as u64, 0));
+            let batched = cfg!(target_os = "linux") && !fallback;
+            assert_eq!(s.batched_out, if batched { N as u64 } else { 0 });
+            assert_eq!(s.send_batches, if batched { 3 } else { 0 });
+        }
+    }
+
+    #[test]
+    fn refusals_that_mean_unsupported() {
+        let err = |code| io::Error::from_raw_os_error(code);
+        assert!(refuses_batch(&err(nix::libc::ENOSYS), true));
+        assert!(refuses_batch(&err(nix::libc::EOPNOTSUPP), false));
+        assert!(refuses_batch(&err(nix::libc::EINVAL), false));
+        assert!(!refuses_batch(&err(nix::libc::EINVAL), true));
+        assert!(!refuses_batch(&err(nix::libc::ECONNREFUSED), false));
     }
 }
