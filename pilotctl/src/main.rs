@@ -68,6 +68,17 @@ pub enum Command {
         /// The peer's address (or hostname).
         node: String,
     },
+    /// Round trips to a trusted peer through its echo service.
+    Ping {
+        /// The peer's address (or hostname).
+        peer: String,
+        /// How many echoes.
+        #[arg(long, default_value_t = 4)]
+        count: u32,
+        /// Seconds to wait for each echo.
+        #[arg(long, default_value_t = 3)]
+        timeout: u64,
+    },
 }
 
 fn main() {
@@ -84,6 +95,11 @@ fn main() {
         Command::Reject { node, reason } => cmd::trust::reject(node, reason),
         Command::Trust => cmd::trust::trusted(),
         Command::Untrust { node } => cmd::trust::untrust(node),
+        Command::Ping {
+            peer,
+            count,
+            timeout,
+        } => cmd::ping::run(peer, count, std::time::Duration::from_secs(timeout), json),
     };
     std::process::exit(finish(json, result));
 }

@@ -75,7 +75,29 @@ fn handshake_pending_approve_trust_untrust_find() {
         Some(alice_addr.as_str())
     );
 
+    // Diagnostics through bob's echo service.
+    let ping = net
+        .ctl("alice", &["ping", "bob", "--count", "3", "--json"])
+        .data();
+    assert_eq!(ping["received"], 3);
+    assert!(ping["rtt_ms"]["median"]
+        .as_f64()
+        .is_some_and(|m| m > 0.0 && m < 1000.0));
+    let text = net.ctl("alice", &["ping", "bob", "--count", "1"]);
+    assert_eq!(text.code, 0, "{}", text.stderr);
+    assert!(text.stdout.contains("echo from bob") && text.stdout.contains("1 received"));
+    assert_eq!(
+        net.ctl("alice", &["ping", "bob", "--count", "0", "--json"])
+            .error_code(),
+        "invalid_argument"
+    );
+
     net.ctl("alice", &["untrust", "bob", "--json"]).data();
+    assert_eq!(
+        net.ctl("alice", &["ping", "bob", "--count", "1", "--json"])
+            .error_code(),
+        "not_found"
+    );
     assert!(net.wait(10, || net
         .ctl("bob", &["trust", "--json"])
         .data()

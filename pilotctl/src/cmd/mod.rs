@@ -2,5 +2,6 @@
 
 pub mod daemon;
 pub mod info;
+pub mod ping;
 pub mod rendezvous;
 pub mod trust;
