@@ -6,19 +6,19 @@
 //! Each `check_*` mirrors its fuzz target in `fuzz/fuzz_targets/`; keep the
 //! two in step. Each check must hold for any input, valid or not.
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::path::PathBuf;
 
-use pilot_proto::services::dataexchange::{
-    self, safe_file_name, Ack, Budget, Kind, Message, Received, Receiver, ReceiverConfig, Sender,
-    Status,
-};
-use pilot_proto::services::eventstream::{
-    self, check_pattern, check_topic, encode_subscribe, pattern_matches, Broker, BrokerConfig,
-    ClientDecoder, Incoming,
-};
-use pilot_proto::services::json;
+use pilot_proto::services::dataexchange::{self, Ack, Message, Status};
+use pilot_proto::services::eventstream::{self};
+
+#[path = "../../fuzz/fuzz_targets/shared/dataexchange.rs"]
+mod dx;
+#[path = "../../fuzz/fuzz_targets/shared/eventstream.rs"]
+mod es;
+
+use dx::{check_dataexchange, receive};
+use es::{broker, check_eventstream};
 
 /// Pseudo-random inputs generated per target, on top of the corpus.
 const GENERATED: usize = 4_000;
@@ -97,103 +97,6 @@ fn mutate(rng: &mut Rng, input: &mut Vec<u8>) {
             let at = rng.below(input.len() + 1);
             let len = (rng.next() as u32 >> rng.below(32)).to_be_bytes();
             input.splice(at..at, len);
-        }
-    }
-}
-
-// --- dataexchange_decode ----------------------------------------------------
-
-const DE_CONFIG: ReceiverConfig = ReceiverConfig {
-    max_message: 64,
-    quota: Budget {
-        bytes: 256,
-        messages: 8,
-    },
-};
-
-type DeOutcome = (Vec<Received>, Vec<u8>, Option<String>);
-
-fn receive(data: &[u8], chunk: usize) -> DeOutcome {
-    let mut rx = Receiver::new(DE_CONFIG);
-    let (mut items, mut acks, mut error) = (Vec::new(), Vec::new(), None);
-    for piece in data.chunks(chunk) {
-        let result = rx.on_bytes(piece);
-        while let Some(item) = rx.poll_received() {
-            items.push(item);
-        }
-        while let Some(bytes) = rx.poll_transmit() {
-            acks.extend(bytes);
-        }
-        if let Err(e) = result {
-            error = Some(e.to_string());
-            break;
-        }
-    }
-    (items, acks, error)
-}
-
-fn check_dataexchange(data: &[u8]) {
-    use dataexchange::Frame;
-    if let Ok(frame) = Frame::decode(data) {
-        let mut out = Vec::new();
-        frame.encode(&mut out).expect("a decoded frame encodes");
-        assert_eq!(&out[4..], data);
-    }
-
-    let whole = receive(data, data.len().max(1));
-    let step = 1 + usize::from(data.first().copied().unwrap_or(0) % 7);
-    assert_eq!(receive(data, step), whole);
-    let (items, acks, _) = whole;
-    let mut total = 0;
-    for item in &items {
-        assert!(item.payload.len() <= DE_CONFIG.max_message as usize);
-        total += item.payload.len() as u64;
-        match item.kind {
-            Kind::Text => assert!(std::str::from_utf8(&item.payload).is_ok()),
-            Kind::Json => {
-                let text = std::str::from_utf8(&item.payload).expect("JSON is UTF-8");
-                assert_eq!(json::validate(text), Ok(()));
-            }
-            _ => {}
-        }
-        match (&item.name, item.kind) {
-            (Some(name), Kind::File) => assert!(safe_file_name(name).is_ok()),
-            (None, Kind::File) => panic!("a file without a name"),
-            (Some(_), _) => panic!("a name on a non-file"),
-            (None, _) => {}
-        }
-    }
-    assert!(total <= DE_CONFIG.quota.bytes && items.len() as u64 <= DE_CONFIG.quota.messages);
-    // Acks parse as acks, one per message; the ok ones are exactly the
-    // accepted ids.
-    let mut ok_ids = Vec::new();
-    let mut rest = &acks[..];
-    while !rest.is_empty() {
-        let len = u32::from_be_bytes(rest[..4].try_into().unwrap()) as usize;
-        let Ok(Frame::Ack(Ack { id, status })) = Frame::decode(&rest[4..4 + len]) else {
-            panic!("receiver wrote something other than an ack");
-        };
-        if status == Status::Ok {
-            ok_ids.push(id);
-        }
-        rest = &rest[4 + len..];
-    }
-    assert_eq!(ok_ids, items.iter().map(|r| r.id).collect::<Vec<_>>());
-
-    let mut sender = Sender::new();
-    for id in 0..4 {
-        let _ = sender.send_with_id(id, &Message::Text(""), &mut Vec::new());
-    }
-    if sender.on_bytes(data).is_ok() {
-        while let Some(ack) = sender.poll_ack() {
-            assert!(ack.id < 4);
-        }
-    }
-
-    if let Ok(text) = std::str::from_utf8(data) {
-        let _ = json::validate(text);
-        if let Ok(name) = safe_file_name(text) {
-            assert!(!name.contains(['/', '\\', '\0']) && name != "." && name != "..");
         }
     }
 }
@@ -278,96 +181,6 @@ fn dataexchange_decode() {
         accepted > 500,
         "only {accepted} generated messages accepted"
     );
-}
-
-// --- eventstream_decode -----------------------------------------------------
-
-const ES_CONFIG: BrokerConfig = BrokerConfig {
-    max_frame: 128,
-    max_subscriptions_per_connection: 4,
-    max_subscriptions: 6,
-};
-
-type BrokerOutcome = (BTreeMap<u64, Vec<u8>>, Option<String>, usize);
-
-/// Connection 1 sends `data`; connections 2 and 3 listen to everything.
-fn broker(data: &[u8], chunk: usize) -> BrokerOutcome {
-    let mut b = Broker::new(ES_CONFIG);
-    let mut out: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
-    for conn in 1..=3u64 {
-        b.connect(conn).unwrap();
-    }
-    for conn in 2..=3 {
-        let mut sub = Vec::new();
-        encode_subscribe(&mut sub, "*").unwrap();
-        b.on_bytes(conn, &sub).unwrap();
-    }
-    let mut error = None;
-    for piece in data.chunks(chunk) {
-        let result = b.on_bytes(1, piece);
-        while let Some((conn, bytes)) = b.poll_transmit() {
-            out.entry(conn).or_default().extend(bytes);
-        }
-        if let Err(e) = result {
-            error = Some(e.to_string());
-            break;
-        }
-    }
-    assert!(b.subscriptions() <= ES_CONFIG.max_subscriptions);
-    assert!(b.patterns(&1).count() <= ES_CONFIG.max_subscriptions_per_connection);
-    (out, error, b.subscriptions())
-}
-
-fn client(data: &[u8], chunk: usize) -> (Vec<Incoming>, Option<String>) {
-    let mut c = ClientDecoder::new(ES_CONFIG.max_frame);
-    let (mut items, mut error) = (Vec::new(), None);
-    for piece in data.chunks(chunk) {
-        let result = c.on_bytes(piece);
-        while let Some(item) = c.poll() {
-            items.push(item);
-        }
-        if let Err(e) = result {
-            error = Some(e.to_string());
-            break;
-        }
-    }
-    (items, error)
-}
-
-fn check_eventstream(data: &[u8]) {
-    use eventstream::Frame;
-    if let Ok(frame) = Frame::decode(data) {
-        let mut out = Vec::new();
-        frame.encode(&mut out).expect("a decoded frame encodes");
-        assert_eq!(&out[4..], data);
-    }
-
-    let step = 1 + usize::from(data.first().copied().unwrap_or(0) % 7);
-    let whole = broker(data, data.len().max(1));
-    assert_eq!(broker(data, step), whole);
-    for bytes in whole.0.values() {
-        let (_, error) = client(bytes, bytes.len().max(1));
-        assert_eq!(error, None, "the broker wrote something its clients refuse");
-    }
-
-    let whole = client(data, data.len().max(1));
-    assert_eq!(client(data, step), whole);
-
-    if let Ok(text) = std::str::from_utf8(data) {
-        if check_topic(text).is_ok() {
-            assert_eq!(check_pattern(text), Ok(()));
-            assert!(pattern_matches(text, text) && pattern_matches("*", text));
-        }
-        if check_pattern(text).is_ok() {
-            let filled: Vec<&str> = text
-                .split('.')
-                .map(|s| if s == "*" { "x" } else { s })
-                .collect();
-            let topic = filled.join(".");
-            assert_eq!(check_topic(&topic), Ok(()));
-            assert!(pattern_matches(text, &topic), "{text} ~ {topic}");
-        }
-    }
 }
 
 const TOPIC_CHARS: &[char] = &['a', 'b', 'x', 'y', '.', '.', '*', '*', '-', '_', ' ', '0'];
