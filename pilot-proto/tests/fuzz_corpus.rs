@@ -9,13 +9,20 @@
 use std::fs;
 use std::path::PathBuf;
 
-use pilot_proto::addr::{Address, Hostname, PeerRef, SocketAddress};
+use pilot_proto::addr::{Address, Hostname, SocketAddress};
 use pilot_proto::msg::{Certificate, ErrorCode, Message, Query, Register, Registered, Resolved};
-use pilot_proto::noise::{MSG1_OVERHEAD, MSG2_OVERHEAD};
-use pilot_proto::overlay::{self, Packet, MAX_DATAGRAM};
+use pilot_proto::overlay::{self, MAX_DATAGRAM};
 use pilot_proto::tunnel::{TunnelConfig, Tunnels};
-use pilot_proto::wire::{self, Handshake};
+use pilot_proto::wire;
 use pilot_proto::{Identity, Timestamp};
+
+/// The decoder checks, shared with the fuzz targets.
+#[path = "../../fuzz/fuzz_targets/shared/decoders.rs"]
+mod decoders;
+
+use decoders::{
+    check_addr_parse, check_hostname, check_msg_decode, check_overlay_decode, check_wire_decode,
+};
 
 /// The world the state-machine targets run in, shared with their fuzz
 /// targets so a corpus file means the same program to both.
@@ -93,23 +100,6 @@ fn mutate_text(rng: &mut Rng, valid: &str, alphabet: &[char]) -> String {
 
 // --- addr_parse -----------------------------------------------------------
 
-fn check_addr_parse(data: &[u8]) {
-    let Ok(s) = std::str::from_utf8(data) else {
-        return;
-    };
-    if let Ok(a) = s.parse::<Address>() {
-        assert_eq!(a.to_string().parse::<Address>(), Ok(a), "{s:?}");
-        assert_eq!(Address::from_bytes(a.to_bytes()), a);
-    }
-    if let Ok(sa) = s.parse::<SocketAddress>() {
-        assert_eq!(sa.to_string().parse::<SocketAddress>(), Ok(sa), "{s:?}");
-    }
-    match PeerRef::parse(s) {
-        Ok(p) => assert_eq!(PeerRef::parse(&p.to_string()), Ok(p), "{s:?}"),
-        Err(e) => drop(e.to_string()),
-    }
-}
-
 const ADDR_CHARS: &[char] = &[
     '0', '1', '2', '5', '6', '9', 'a', 'A', 'f', 'F', 'g', 'G', 'z', ':', ':', '.', '.', '.', '+',
     '-', ' ', 'é',
@@ -146,20 +136,6 @@ fn addr_parse() {
 
 // --- hostname -------------------------------------------------------------
 
-fn check_hostname(data: &[u8]) {
-    let Ok(s) = std::str::from_utf8(data) else {
-        return;
-    };
-    match Hostname::new(s) {
-        Ok(h) => {
-            assert_eq!(h.as_str(), s);
-            assert_eq!(Hostname::new(&h.to_string()).as_ref(), Ok(&h));
-            assert!(s.parse::<Address>().is_err(), "{s:?}");
-        }
-        Err(e) => drop(e.to_string()),
-    }
-}
-
 const HOST_CHARS: &[char] = &[
     'a', 'b', 'k', 'x', 'z', 'a', 'e', '0', '7', '9', '-', '-', 'A', 'Z', '_', '.', ':', ' ', 'é',
 ];
@@ -189,24 +165,6 @@ fn hostname() {
 }
 
 // --- overlay_decode -------------------------------------------------------
-
-fn check_overlay_decode(data: &[u8]) {
-    let packet = match overlay::decode(data) {
-        Ok(p) => p,
-        Err(e) => return drop(e.to_string()),
-    };
-    // Packet will grow (TCP); only UDP has a round trip to check so far.
-    if let Packet::Udp { src, dst, payload } = packet {
-        let mut out = Vec::new();
-        overlay::encode_udp(src, dst, payload, &mut out);
-        // The decoder ignores traffic class, flow label and hop limit.
-        let mut input = data.to_vec();
-        input[0] &= 0xF0;
-        input[1..4].fill(0);
-        input[7] = out[7];
-        assert_eq!(out, input);
-    }
-}
 
 /// A valid packet with random addresses, ports and payload.
 fn random_packet(rng: &mut Rng) -> Vec<u8> {
@@ -301,58 +259,6 @@ fn mutate_bytes(rng: &mut Rng, packet: &mut Vec<u8>) {
 
 // --- wire_decode ----------------------------------------------------------
 
-fn check_wire_handshake(data: &[u8], kind: u8, h: &Handshake<'_>, min_noise: usize) {
-    let mut out = Vec::new();
-    wire::put_header(&mut out, kind, h.sender);
-    if kind == wire::TYPE_RESPONSE {
-        out.extend_from_slice(&h.receiver.to_le_bytes());
-    } else {
-        assert_eq!(h.receiver, 0);
-    }
-    out.extend_from_slice(h.noise);
-    assert_eq!(out.as_slice(), h.mac1_covered);
-    out.extend_from_slice(h.mac1);
-    assert_eq!(out.as_slice(), h.mac2_covered);
-    out.extend_from_slice(h.mac2);
-    assert_eq!(out, data);
-    assert!(h.noise.len() >= min_noise);
-    assert!(h.noise.len() <= min_noise + wire::MAX_HANDSHAKE_PAYLOAD);
-}
-
-fn check_wire_decode(data: &[u8]) {
-    drop(wire::describe(data));
-    match wire::decode(data) {
-        Err(e) => drop(e.to_string()),
-        Ok(wire::Packet::Init(h)) => check_wire_handshake(data, wire::TYPE_INIT, &h, MSG1_OVERHEAD),
-        Ok(wire::Packet::Response(h)) => {
-            check_wire_handshake(data, wire::TYPE_RESPONSE, &h, MSG2_OVERHEAD)
-        }
-        Ok(wire::Packet::Cookie {
-            receiver,
-            nonce,
-            sealed,
-        }) => {
-            let mut out = Vec::new();
-            wire::put_header(&mut out, wire::TYPE_COOKIE, receiver);
-            out.extend_from_slice(nonce);
-            out.extend_from_slice(sealed);
-            assert_eq!(out, data);
-        }
-        Ok(wire::Packet::Transport {
-            receiver,
-            counter,
-            ciphertext,
-        }) => {
-            assert!(ciphertext.len() >= wire::TAG_LEN);
-            let mut out = Vec::new();
-            wire::put_header(&mut out, wire::TYPE_TRANSPORT, receiver);
-            out.extend_from_slice(&counter.to_le_bytes());
-            out.extend_from_slice(ciphertext);
-            assert_eq!(out, data);
-        }
-    }
-}
-
 /// One of every outer packet, from two real `Tunnels`: an initiation, a
 /// cookie reply (the responder is made to feel loaded), the retried
 /// initiation with mac2, the response, data and a keepalive.
@@ -430,32 +336,6 @@ fn wire_decode() {
 }
 
 // --- msg_decode -----------------------------------------------------------
-
-fn check_msg_decode(data: &[u8]) {
-    let m = match Message::decode(data) {
-        Ok(m) => m,
-        Err(e) => return drop(e.to_string()),
-    };
-    let bytes = m.to_vec();
-    assert_eq!(Message::decode(&bytes).as_ref(), Ok(&m));
-    assert_eq!(bytes, data);
-    match &m {
-        Message::Register(r) => {
-            let _ = r.key.x25519();
-            let _ = r.verify(&[0; 32]);
-        }
-        Message::Resolve { query, .. } => drop(query.to_string()),
-        Message::Registered(r) => {
-            let _ = r.cert.key.x25519();
-            let _ = r.cert.verify(&r.cert.key, r.cert.not_after);
-        }
-        Message::Resolved(r) => {
-            let _ = r.key.x25519();
-        }
-        Message::Error { code, .. } => drop(code.to_string()),
-        _ => {}
-    }
-}
 
 /// One of every message, valid.
 fn msg_samples() -> Vec<Vec<u8>> {
