@@ -102,6 +102,32 @@ fn ok(data: Value) -> Response {
     Response::Ok { data }
 }
 
+/// Decodes a request's base64 payload, or says what is wrong with it.
+fn unbase64(text: &str) -> Result<Vec<u8>, Response> {
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .map_err(|e| {
+            error(
+                codes::INVALID_ARGUMENT,
+                format!("data is not base64: {e}"),
+                "",
+            )
+        })
+}
+
+/// Takes out of `owners` every entry that belongs to `client`.
+fn take_owned<K: Ord + Copy>(owners: &mut BTreeMap<K, ClientId>, client: ClientId) -> Vec<K> {
+    let mine: Vec<K> = owners
+        .iter()
+        .filter(|(_, c)| **c == client)
+        .map(|(k, _)| *k)
+        .collect();
+    for k in &mine {
+        owners.remove(k);
+    }
+    mine
+}
+
 fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
@@ -187,35 +213,15 @@ impl Agent {
     /// A client went away: its streams close and its ports are released.
     pub fn client_gone(&mut self, now: Timestamp, client: ClientId) {
         self.clients.remove(&client);
-        let streams: Vec<StreamId> = self
-            .stream_owner
-            .iter()
-            .filter(|(_, c)| **c == client)
-            .map(|(s, _)| *s)
-            .collect();
-        for s in streams {
+        for s in take_owned(&mut self.stream_owner, client) {
             self.node.stream_close(now, s);
             self.forget_stream(s);
         }
-        let dports: Vec<u16> = self
-            .datagram_ports
-            .iter()
-            .filter(|(_, c)| **c == client)
-            .map(|(p, _)| *p)
-            .collect();
-        for p in dports {
+        for p in take_owned(&mut self.datagram_ports, client) {
             self.node.unbind(p);
-            self.datagram_ports.remove(&p);
         }
-        let sports: Vec<u16> = self
-            .stream_ports
-            .iter()
-            .filter(|(_, c)| **c == client)
-            .map(|(p, _)| *p)
-            .collect();
-        for p in sports {
+        for p in take_owned(&mut self.stream_ports, client) {
             self.node.unlisten(p);
-            self.stream_ports.remove(&p);
         }
         self.deferred.retain(|_, (c, _)| *c != client);
         self.connecting.retain(|_, (c, _)| *c != client);
@@ -446,15 +452,9 @@ impl Agent {
                 src_port,
                 data_b64,
             } => {
-                let data = match base64::engine::general_purpose::STANDARD.decode(data_b64) {
+                let data = match unbase64(&data_b64) {
                     Ok(d) => d,
-                    Err(e) => {
-                        return Some(error(
-                            codes::INVALID_ARGUMENT,
-                            format!("data is not base64: {e}"),
-                            "",
-                        ))
-                    }
+                    Err(e) => return Some(e),
                 };
                 match self.peer_address(&peer) {
                     Ok(a) => match self.node.send_datagram(
@@ -514,15 +514,9 @@ impl Agent {
                 ok(json!({ "stream": stream }))
             }
             Request::Publish { topic, data_b64 } => {
-                let data = match base64::engine::general_purpose::STANDARD.decode(data_b64) {
+                let data = match unbase64(&data_b64) {
                     Ok(d) => d,
-                    Err(e) => {
-                        return Some(error(
-                            codes::INVALID_ARGUMENT,
-                            format!("data is not base64: {e}"),
-                            "",
-                        ))
-                    }
+                    Err(e) => return Some(e),
                 };
                 match self.node.publish(now, &topic, &data) {
                     Ok(n) => ok(json!({ "subscribers": n })),
