@@ -2,7 +2,6 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand};
@@ -260,41 +259,24 @@ fn start(a: StartArgs, json: bool) -> Result<Success, Failure> {
             .map(|()| Success::new(json!({ "stopped": true }), "Daemon stopped"))
             .map_err(|e| Failure::new("internal", e.to_string(), ""));
     }
-    let exe = std::env::current_exe()
-        .map_err(|e| Failure::new("internal", format!("cannot find pilotctl: {e}"), ""))?;
     let log = home.path("daemon.out");
-    let out =
-        std::fs::File::create(&log).map_err(|e| file_failure(format!("{}: {e}", log.display())))?;
-    let err = out
-        .try_clone()
-        .map_err(|e| file_failure(format!("{}: {e}", log.display())))?;
-    let mut cmd = Command::new(exe);
-    cmd.arg("daemon")
-        .arg("start")
-        .arg("--foreground")
-        .arg("--home")
-        .arg(&options.home)
-        .arg("--socket")
-        .arg(&options.socket);
+    let mut args: Vec<std::ffi::OsString> =
+        vec!["daemon".into(), "start".into(), "--foreground".into()];
+    args.extend(["--home".into(), options.home.clone().into_os_string()]);
+    args.extend(["--socket".into(), options.socket.clone().into_os_string()]);
     if a.auto_approve {
-        cmd.arg("--auto-approve");
+        args.push("--auto-approve".into());
     }
     if a.no_services {
-        cmd.arg("--no-services");
+        args.push("--no-services".into());
     }
     if let Some(level) = &a.log_level {
-        cmd.arg("--log-level").arg(level);
+        args.extend(["--log-level".into(), level.into()]);
     }
     if a.log_format == LogFormat::Json {
-        cmd.arg("--log-format").arg("json");
+        args.extend(["--log-format".into(), "json".into()]);
     }
-    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(out))
-        .stderr(Stdio::from(err))
-        .spawn()
-        .map_err(|e| Failure::new("internal", format!("cannot start the daemon: {e}"), ""))?;
+    let mut child = super::detach::spawn(&args, &log, "daemon")?;
     let pid = child.id();
     if !json {
         eprint!("starting daemon (pid {pid})");

@@ -2,7 +2,6 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand};
@@ -119,30 +118,16 @@ fn start(a: RvArgs) -> Result<Success, Failure> {
         ));
     }
     let out_path = home.join("rendezvous.out");
-    let out = std::fs::File::create(&out_path)
-        .map_err(|e| Failure::new("internal", format!("{}: {e}", out_path.display()), ""))?;
-    let err = out
-        .try_clone()
-        .map_err(|e| Failure::new("internal", format!("{}: {e}", out_path.display()), ""))?;
-    let exe = std::env::current_exe()
-        .map_err(|e| Failure::new("internal", format!("cannot find pilotctl: {e}"), ""))?;
-    let mut cmd = Command::new(exe);
-    cmd.args([
-        "rendezvous",
-        "run",
-        "--json",
-        "--listen",
-        &a.listen,
-        "--home",
-    ])
-    .arg(&home);
-    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(out))
-        .stderr(Stdio::from(err))
-        .spawn()
-        .map_err(|e| Failure::new("internal", format!("cannot start the rendezvous: {e}"), ""))?;
+    let args: Vec<std::ffi::OsString> = vec![
+        "rendezvous".into(),
+        "run".into(),
+        "--json".into(),
+        "--listen".into(),
+        a.listen.clone().into(),
+        "--home".into(),
+        home.clone().into_os_string(),
+    ];
+    let mut child = super::detach::spawn(&args, &out_path, "rendezvous")?;
     let deadline = Instant::now() + Duration::from_secs(a.wait);
     loop {
         let text = std::fs::read_to_string(&out_path).unwrap_or_default();
