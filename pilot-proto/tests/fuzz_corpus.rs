@@ -6,9 +6,9 @@
 //! `#[test]` that runs `corpus("<target>")` and some generated inputs through
 //! it. Each check must hold for any input, valid or not.
 
-use std::fs;
-use std::path::PathBuf;
+mod common;
 
+use common::{corpus, Rng};
 use pilot_proto::addr::{Address, Hostname, SocketAddress};
 use pilot_proto::msg::{Certificate, ErrorCode, Message, Query, Register, Registered, Resolved};
 use pilot_proto::overlay::{self, MAX_DATAGRAM};
@@ -31,40 +31,6 @@ mod world;
 
 /// Pseudo-random inputs generated per target, on top of the corpus.
 const GENERATED: usize = 20_000;
-
-/// Every file under `fuzz/corpus/<target>/`, sorted by name so the run is
-/// the same everywhere. A target without a corpus directory is a mistake.
-fn corpus(target: &str) -> Vec<Vec<u8>> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../fuzz/corpus")
-        .join(target);
-    let mut paths: Vec<PathBuf> = fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("corpus {}: {e}", dir.display()))
-        .map(|entry| entry.unwrap().path())
-        .filter(|p| p.is_file())
-        .collect();
-    paths.sort();
-    assert!(!paths.is_empty(), "corpus {} is empty", dir.display());
-    paths.into_iter().map(|p| fs::read(p).unwrap()).collect()
-}
-
-/// Xorshift64: deterministic, dependency-free and plenty for input spread.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len())]
-    }
-}
 
 /// Text made mostly of the characters the grammars care about, so random
 /// strings reach deep into the parsers instead of failing at byte one.
