@@ -9,7 +9,7 @@ mod cmd;
 mod output;
 mod paths;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use output::finish;
 
@@ -24,7 +24,8 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// The commands.
+/// The commands. Groups are flattened: `pilotctl handshake`, not
+/// `pilotctl trust handshake`.
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Start, stop and inspect the agent daemon.
@@ -33,51 +34,18 @@ pub enum Command {
     /// Run a rendezvous (registry + beacon) for your agents.
     #[command(subcommand)]
     Rendezvous(cmd::rendezvous::RendezvousCommand),
-    /// This agent's address, identity and state.
-    Info,
-    /// Look a node up by hostname or address.
-    Find {
-        /// Hostname or address (0:0000.0000.002A).
-        peer: String,
-    },
-    /// Ask a peer (hostname or address) for trust.
-    Handshake {
-        /// Hostname or address.
-        peer: String,
-        /// Why, for whoever decides.
-        reason: Option<String>,
-    },
-    /// Trust requests waiting for your decision.
-    Pending,
-    /// Approve a pending trust request.
-    Approve {
-        /// The requester's address (or hostname).
-        node: String,
-    },
-    /// Reject a pending trust request.
-    Reject {
-        /// The requester's address (or hostname).
-        node: String,
-        /// Why.
-        reason: Option<String>,
-    },
-    /// The peers you trust, with their key fingerprints.
-    Trust,
-    /// Stop trusting a peer; its sessions close on both sides.
-    Untrust {
-        /// The peer's address (or hostname).
-        node: String,
-    },
-    /// Round trips to a trusted peer through its echo service.
-    Ping {
-        /// The peer's address (or hostname).
-        peer: String,
-        /// How many echoes.
-        #[arg(long, default_value_t = 4)]
-        count: u32,
-        /// Seconds to wait for each echo.
-        #[arg(long, default_value_t = 3)]
-        timeout: u64,
+    #[command(flatten)]
+    Identity(cmd::identity::IdentityCommand),
+    #[command(flatten)]
+    Trust(cmd::trust::TrustCommand),
+    #[command(flatten)]
+    Diag(cmd::diag::DiagCommand),
+    /// Every command, its arguments, JSON answer and error codes (for agents).
+    Context,
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
     },
 }
 
@@ -87,19 +55,93 @@ fn main() {
     let result = match cli.command {
         Command::Daemon(c) => cmd::daemon::run(c, json),
         Command::Rendezvous(c) => cmd::rendezvous::run(c, json),
-        Command::Info => cmd::info::run(),
-        Command::Find { peer } => cmd::trust::find(peer),
-        Command::Handshake { peer, reason } => cmd::trust::handshake(peer, reason),
-        Command::Pending => cmd::trust::pending(),
-        Command::Approve { node } => cmd::trust::approve(node),
-        Command::Reject { node, reason } => cmd::trust::reject(node, reason),
-        Command::Trust => cmd::trust::trusted(),
-        Command::Untrust { node } => cmd::trust::untrust(node),
-        Command::Ping {
-            peer,
-            count,
-            timeout,
-        } => cmd::ping::run(peer, count, std::time::Duration::from_secs(timeout), json),
+        Command::Identity(c) => c.run(json),
+        Command::Trust(c) => c.run(json),
+        Command::Diag(c) => c.run(json),
+        Command::Context => cmd::context::context(&Cli::command()),
+        Command::Completions { shell } => {
+            cmd::context::completions(&mut Cli::command(), shell, json)
+        }
     };
     std::process::exit(finish(json, result));
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use clap::CommandFactory;
+
+    use super::Cli;
+    use crate::cmd::{all_docs, context};
+    use crate::output::exit_codes;
+
+    #[test]
+    fn parser_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    /// Every command has exactly one `DOCS` entry and every entry names a
+    /// command: `context` cannot drift from the parser.
+    #[test]
+    fn every_command_is_documented_once() {
+        let mut root = Cli::command();
+        root.build();
+        let commands: BTreeSet<String> =
+            context::leaves(&root).into_iter().map(|(n, _)| n).collect();
+        let mut seen = BTreeSet::new();
+        let codes: BTreeSet<&str> = exit_codes().iter().map(|(c, _)| *c).collect();
+        for d in all_docs() {
+            assert!(seen.insert(d.name), "`{}` documented twice", d.name);
+            assert!(
+                commands.contains(d.name),
+                "`{}` documented but not a command",
+                d.name
+            );
+            let shape: serde_json::Value = serde_json::from_str(d.returns)
+                .unwrap_or_else(|e| panic!("`{}` returns is not JSON: {e}", d.name));
+            assert!(!shape.is_null(), "`{}` has no result shape", d.name);
+            for e in d.errors {
+                assert!(
+                    codes.contains(e),
+                    "`{}` names unknown error code `{e}`",
+                    d.name
+                );
+            }
+        }
+        let missing: Vec<_> = commands
+            .iter()
+            .filter(|c| !seen.contains(c.as_str()))
+            .collect();
+        assert!(missing.is_empty(), "commands without DOCS: {missing:?}");
+    }
+
+    #[test]
+    fn catalogue_lists_arguments() {
+        let cat = context::catalogue(&Cli::command());
+        let ping = cat["commands"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "ping")
+            .expect("ping listed");
+        let args = ping["args"].as_array().unwrap();
+        assert!(args
+            .iter()
+            .any(|a| a["name"] == "peer" && a["positional"] == true && a["required"] == true));
+        assert!(args
+            .iter()
+            .any(|a| a["long"] == "--count" && a["default"] == "4"));
+        assert!(cat["global_args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["long"] == "--json"));
+        assert_eq!(ping["returns"]["rtt_ms"]["median"], "number");
+        assert!(ping["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e == "not_trusted"));
+    }
 }

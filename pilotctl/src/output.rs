@@ -26,18 +26,26 @@ impl Failure {
 
     /// The process exit code for this failure's code.
     pub fn exit_code(&self) -> i32 {
-        match self.code.as_str() {
-            "invalid_argument" => 2,
-            "not_running" => 3,
-            "not_found" => 4,
-            "already_exists" => 5,
-            "not_trusted" => 6,
-            "connection_failed" => 7,
-            "timeout" => 8,
-            "not_registered" => 9,
-            _ => 1,
-        }
+        exit_codes()
+            .iter()
+            .find(|(c, _)| *c == self.code)
+            .map_or(1, |(_, e)| *e)
     }
+}
+
+/// Every stable error code and the exit status it gives.
+pub fn exit_codes() -> &'static [(&'static str, i32)] {
+    &[
+        ("internal", 1),
+        ("invalid_argument", 2),
+        ("not_running", 3),
+        ("not_found", 4),
+        ("already_exists", 5),
+        ("not_trusted", 6),
+        ("connection_failed", 7),
+        ("timeout", 8),
+        ("not_registered", 9),
+    ]
 }
 
 /// A command's result: data for `--json`, text for people.

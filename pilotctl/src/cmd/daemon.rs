@@ -13,7 +13,8 @@ use pilot_proto::identity::parse_public_key;
 use pilot_proto::node::ServiceConfig;
 use serde_json::{json, Value};
 
-use super::info::{connect, request};
+use super::client::{connect, request};
+use super::CommandDoc;
 use crate::output::{Failure, Success};
 use crate::paths;
 
@@ -33,6 +34,25 @@ pub enum DaemonCommand {
         check: bool,
     },
 }
+
+/// What `context` says of these commands.
+pub const DOCS: &[CommandDoc] = &[
+    CommandDoc {
+        name: "daemon start",
+        returns: r#"{"pid":"number","address":"string","hostname":"string|null","socket":"string","logs":"string","public_key":"string"}"#,
+        errors: &["invalid_argument", "already_exists", "timeout"],
+    },
+    CommandDoc {
+        name: "daemon stop",
+        returns: r#"{"stopped":"bool","pid":"number|null"}"#,
+        errors: &["not_running", "timeout"],
+    },
+    CommandDoc {
+        name: "daemon status",
+        returns: r#"{"running":"bool","pid":"number|null","socket":"string","info":"object"}"#,
+        errors: &["not_running", "timeout"],
+    },
+];
 
 /// Where the daemon's files and socket are.
 #[derive(Args, Debug, Clone)]
@@ -239,7 +259,7 @@ fn start(a: StartArgs, json: bool) -> Result<Success, Failure> {
     }
     if let Ok(mut c) = connect(&options.socket) {
         let info = request(&mut c, Request::Info).unwrap_or(Value::Null);
-        let pid = crate::cmd::info::read_pid(&home.path("daemon.pid"));
+        let pid = crate::cmd::client::read_pid(&home.path("daemon.pid"));
         return Err(Failure::new(
             "already_exists",
             format!(
@@ -354,12 +374,12 @@ fn started(pid: u32, info: &Value, socket: &Path, home: &Path) -> Success {
 fn stop(h: HomeArgs) -> Result<Success, Failure> {
     let home = paths::home(h.home.clone());
     let socket = paths::socket(h.socket.clone(), &home);
-    let pid = crate::cmd::info::read_pid(&home.join("daemon.pid"));
+    let pid = crate::cmd::client::read_pid(&home.join("daemon.pid"));
     let mut c = connect(&socket)?;
     request(&mut c, Request::Stop)?;
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
-        let alive = pid.is_some_and(crate::cmd::info::pid_alive);
+        let alive = pid.is_some_and(crate::cmd::client::pid_alive);
         if !alive && connect(&socket).is_err() {
             return Ok(Success::new(
                 json!({ "stopped": true, "pid": pid }),
@@ -387,7 +407,7 @@ fn status(h: HomeArgs, check: bool) -> Result<Success, Failure> {
         };
     }
     let info = result?;
-    let pid = crate::cmd::info::read_pid(&home.join("daemon.pid"));
+    let pid = crate::cmd::client::read_pid(&home.join("daemon.pid"));
     let address = info
         .get("address")
         .and_then(Value::as_str)

@@ -9,6 +9,7 @@ use driver_mio::fsutil;
 use driver_mio::rendezvous::{Server, ServerConfig, PID_FILE};
 use serde_json::{json, Value};
 
+use super::CommandDoc;
 use crate::output::{Failure, Success};
 
 /// Rendezvous lifecycle.
@@ -25,6 +26,25 @@ pub enum RendezvousCommand {
         home: Option<PathBuf>,
     },
 }
+
+/// What `context` says of these commands.
+pub const DOCS: &[CommandDoc] = &[
+    CommandDoc {
+        name: "rendezvous start",
+        returns: r#"{"address":"string","public_key":"string","pid":"number","home":"string"}"#,
+        errors: &["invalid_argument", "already_exists", "timeout"],
+    },
+    CommandDoc {
+        name: "rendezvous run",
+        returns: r#"{"address":"string","public_key":"string","pid":"number","home":"string"}"#,
+        errors: &["invalid_argument", "already_exists"],
+    },
+    CommandDoc {
+        name: "rendezvous stop",
+        returns: r#"{"stopped":"bool","pid":"number"}"#,
+        errors: &["not_running", "timeout"],
+    },
+];
 
 /// Where and how the rendezvous runs.
 #[derive(Args, Debug, Clone)]

@@ -1,19 +1,101 @@
-//! Trust and discovery: `handshake`, `pending`, `approve`, `reject`,
-//! `trust`, `untrust`, `find`.
+//! Trust: `handshake`, `pending`, `approve`, `reject`, `trust`,
+//! `untrust`.
 
+use clap::Subcommand;
 use driver_mio::ipc::api::Request;
-use serde_json::{json, Value};
+use serde_json::json;
 
-use super::info::{default_client, request};
+use super::client::{default_client, request, text};
+use super::CommandDoc;
 use crate::output::{Failure, Success};
 
-fn text(v: &Value, k: &str) -> String {
-    match v.get(k) {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Null) | None => "-".into(),
-        Some(other) => other.to_string(),
+/// Trust commands.
+#[derive(Subcommand, Debug)]
+pub enum TrustCommand {
+    /// Ask a peer (hostname or address) for trust.
+    Handshake {
+        /// Hostname or address.
+        peer: String,
+        /// Why, for whoever decides.
+        reason: Option<String>,
+    },
+    /// Trust requests waiting for your decision.
+    Pending,
+    /// Approve a pending trust request.
+    Approve {
+        /// The requester's address (or hostname).
+        node: String,
+    },
+    /// Reject a pending trust request.
+    Reject {
+        /// The requester's address (or hostname).
+        node: String,
+        /// Why.
+        reason: Option<String>,
+    },
+    /// The peers you trust, with their key fingerprints.
+    Trust,
+    /// Stop trusting a peer; its sessions close on both sides.
+    Untrust {
+        /// The peer's address (or hostname).
+        node: String,
+    },
+}
+
+impl TrustCommand {
+    /// Runs the command.
+    pub fn run(self, _json: bool) -> Result<Success, Failure> {
+        match self {
+            TrustCommand::Handshake { peer, reason } => handshake(peer, reason),
+            TrustCommand::Pending => pending(),
+            TrustCommand::Approve { node } => approve(node),
+            TrustCommand::Reject { node, reason } => reject(node, reason),
+            TrustCommand::Trust => trusted(),
+            TrustCommand::Untrust { node } => untrust(node),
+        }
     }
 }
+
+/// What `context` says of these commands.
+pub const DOCS: &[CommandDoc] = &[
+    CommandDoc {
+        name: "handshake",
+        returns: r#"{"peer":"string","requested":"bool"}"#,
+        errors: &[
+            "not_running",
+            "invalid_argument",
+            "not_found",
+            "already_exists",
+            "not_registered",
+            "timeout",
+        ],
+    },
+    CommandDoc {
+        name: "pending",
+        returns: r#"[{"node":"string","node_id":"number","hostname":"string|null","fingerprint":"string","reason":"string"}]"#,
+        errors: &["not_running", "timeout"],
+    },
+    CommandDoc {
+        name: "approve",
+        returns: r#"{"node":"string","trusted":"bool"}"#,
+        errors: &["not_running", "invalid_argument", "not_found", "timeout"],
+    },
+    CommandDoc {
+        name: "reject",
+        returns: r#"{"node":"string","rejected":"bool"}"#,
+        errors: &["not_running", "invalid_argument", "not_found", "timeout"],
+    },
+    CommandDoc {
+        name: "trust",
+        returns: r#"[{"node":"string","node_id":"number","hostname":"string|null","fingerprint":"string","public_key":"string","since":"number","connected":"bool"}]"#,
+        errors: &["not_running", "timeout"],
+    },
+    CommandDoc {
+        name: "untrust",
+        returns: r#"{"node":"string","trusted":"bool"}"#,
+        errors: &["not_running", "invalid_argument", "not_found", "timeout"],
+    },
+];
 
 /// `pilotctl handshake <peer> [reason]`: ask for trust.
 pub fn handshake(peer: String, reason: Option<String>) -> Result<Success, Failure> {
@@ -118,19 +200,4 @@ pub fn untrust(node: String) -> Result<Success, Failure> {
         json!({ "node": node, "trusted": false }),
         format!("{node} is no longer trusted; its sessions are closed"),
     ))
-}
-
-/// `pilotctl find <hostname|address>`.
-pub fn find(peer: String) -> Result<Success, Failure> {
-    let mut c = default_client()?;
-    let v = request(&mut c, Request::Resolve { peer })?;
-    let text = format!(
-        "Address:     {}\nHostname:    {}\nFingerprint: {}\nPublic:      {}\nOnline:      {}",
-        text(&v, "address"),
-        text(&v, "hostname"),
-        text(&v, "fingerprint"),
-        text(&v, "public"),
-        text(&v, "online")
-    );
-    Ok(Success::new(v, text))
 }

@@ -1,4 +1,5 @@
-//! `pilotctl info`, and the helpers every daemon command shares.
+//! What every command that talks to the daemon shares: connecting,
+//! one request at a time, and turning client errors into failures.
 
 use std::path::Path;
 use std::time::Duration;
@@ -7,7 +8,7 @@ use driver_mio::client::{Client, ClientError};
 use driver_mio::ipc::api::Request;
 use serde_json::Value;
 
-use crate::output::{Failure, Success};
+use crate::output::Failure;
 use crate::paths;
 
 /// How long a request may take before pilotctl gives up.
@@ -56,26 +57,12 @@ pub fn pid_alive(pid: i32) -> bool {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
 }
 
-/// `pilotctl info`.
-pub fn run() -> Result<Success, Failure> {
-    let mut c = default_client()?;
-    let info = request(&mut c, Request::Info)?;
-    let field = |k: &str| match info.get(k) {
+/// A field of a JSON answer as text for people: strings bare, null or
+/// missing as `-`.
+pub fn text(v: &Value, k: &str) -> String {
+    match v.get(k) {
         Some(Value::String(s)) => s.clone(),
-        Some(Value::Null) | None => "-".to_string(),
-        Some(v) => v.to_string(),
-    };
-    let text = format!(
-        "Address:     {}\nHostname:    {}\nPublic key:  {}\nFingerprint: {}\nRegistered:  {}\nEndpoint:    {}\nPeers:       {}\nPending:     {}\nUptime:      {} s",
-        field("address"),
-        field("hostname"),
-        field("public_key"),
-        field("fingerprint"),
-        field("registered"),
-        field("public_endpoint"),
-        field("peers"),
-        field("pending"),
-        field("uptime_secs"),
-    );
-    Ok(Success::new(info, text))
+        Some(Value::Null) | None => "-".into(),
+        Some(other) => other.to_string(),
+    }
 }

@@ -1,18 +1,62 @@
-//! `pilotctl ping <peer> [--count N]`: round trips through the peer's echo
-//! service (datagrams to port 7).
+//! Diagnostics: `ping <peer> [--count N]` (round trips through the
+//! peer's echo service, datagrams to port 7).
 
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+use clap::Subcommand;
 use driver_mio::ipc::api::{Event, Request};
 use serde_json::json;
 
-use super::info::{default_client, failure, request};
+use super::client::{default_client, failure, request};
+use super::CommandDoc;
 use crate::output::{Failure, Success};
+
+/// Diagnostics.
+#[derive(Subcommand, Debug)]
+pub enum DiagCommand {
+    /// Round trips to a trusted peer through its echo service.
+    Ping {
+        /// The peer's address (or hostname).
+        peer: String,
+        /// How many echoes.
+        #[arg(long, default_value_t = 4)]
+        count: u32,
+        /// Seconds to wait for each echo.
+        #[arg(long, default_value_t = 3)]
+        timeout: u64,
+    },
+}
+
+impl DiagCommand {
+    /// Runs the command.
+    pub fn run(self, json: bool) -> Result<Success, Failure> {
+        match self {
+            DiagCommand::Ping {
+                peer,
+                count,
+                timeout,
+            } => ping(peer, count, Duration::from_secs(timeout), json),
+        }
+    }
+}
+
+/// What `context` says of these commands.
+pub const DOCS: &[CommandDoc] = &[CommandDoc {
+    name: "ping",
+    returns: r#"{"peer":"string","sent":"number","received":"number","rtt_ms":{"min":"number","median":"number","avg":"number","max":"number"},"samples_ms":["number"]}"#,
+    errors: &[
+        "not_running",
+        "invalid_argument",
+        "not_found",
+        "not_trusted",
+        "timeout",
+    ],
+}];
 
 /// Pings `peer` `count` times, one second apart at most; each waits up to
 /// `timeout` for its echo.
-pub fn run(
+pub fn ping(
     peer: String,
     count: u32,
     timeout: Duration,
