@@ -9,6 +9,7 @@ use pilot_proto::addr::{Hostname, SocketAddress};
 use pilot_proto::msg::{ErrorCode, Query};
 use pilot_proto::node::{CommandError, Event, RequestError};
 use pilot_proto::trust::{Pending, TrustRequest, TrustState, Trusted};
+use pilot_proto::tunnel::SessionState;
 
 const ALICE: &str = "198.51.100.10:4000";
 const BOB: &str = "203.0.113.20:4000";
@@ -63,6 +64,18 @@ fn run_until_event(s: &mut Scenario, id: HostId, pred: impl Fn(&Event) -> bool) 
         .unwrap_or_else(|e| panic!("{e}"));
 }
 
+/// Bob binds port 1000 and alice sends "hello" there; runs until it
+/// arrives.
+fn hello(s: &mut Scenario, alice: HostId, bob: HostId) {
+    let bob_addr = s.node(bob).address().unwrap();
+    s.world
+        .with_host(bob, |h, _| h.node_mut().bind(1000))
+        .unwrap();
+    s.send(alice, 1000, SocketAddress::new(bob_addr, 1000), b"hello")
+        .unwrap();
+    run_until_event(s, bob, |e| matches!(e, Event::Datagram { .. }));
+}
+
 #[test]
 fn request_pending_approve_then_datagrams() {
     let (mut s, alice, bob) = private_pair(21);
@@ -111,12 +124,7 @@ fn request_pending_approve_then_datagrams() {
     assert_eq!(alice_trusts[0].address, bob_addr);
     assert_eq!(alice_trusts[0].key, s.node(bob).public_key());
     // Now the private peer resolves and data flows.
-    s.world
-        .with_host(bob, |h, _| h.node_mut().bind(1000))
-        .unwrap();
-    s.send(alice, 1000, SocketAddress::new(bob_addr, 1000), b"hello")
-        .unwrap();
-    run_until_event(&mut s, bob, |e| matches!(e, Event::Datagram { .. }));
+    hello(&mut s, alice, bob);
     snapshot("trust_request_approve", s.world.trace());
 }
 
@@ -423,4 +431,43 @@ fn pending_requests_and_trust_survive_a_restart() {
     assert_eq!(saved.trusted.len(), 1);
     assert_eq!(saved.trusted[0].address, alice_addr);
     assert_eq!(saved.trusted[0].key, s.node(alice).public_key());
+}
+
+/// Per-peer diagnostics: the handshake measures the round trip of the
+/// 20 ms-a-hop path (40 ms) on both sides, and what one side counts as
+/// sent the other counts as received, byte for byte.
+#[test]
+fn peer_stats_measure_rtt_and_traffic() {
+    let (mut s, alice, bob) = private_pair(23);
+    let bob_addr = s.node(bob).address().unwrap();
+    let alice_addr = s.node(alice).address().unwrap();
+    s.trust(alice, bob, MAX).unwrap_or_else(|e| panic!("{e}"));
+    hello(&mut s, alice, bob);
+    // Nothing in flight any more (keepalives come after 10 s).
+    s.world.run_for(Duration::from_secs(1));
+    let now = s.world.now();
+    let a = s.node(alice).peer_stats(now);
+    let b = s.node(bob).peer_stats(now);
+    assert_eq!(a.len(), 1);
+    assert_eq!(b.len(), 1);
+    let (a, b) = (&a[0], &b[0]);
+    assert_eq!(a.address, bob_addr);
+    assert_eq!(b.address, alice_addr);
+    assert!(a.trusted && b.trusted);
+    assert_eq!(a.hostname, Hostname::new("bob").ok());
+    assert_eq!(a.stats.endpoint, Some(BOB.parse().unwrap()));
+    assert_eq!(b.stats.endpoint, Some(ALICE.parse().unwrap()));
+    for p in [a, b] {
+        assert_eq!(p.stats.state, SessionState::Established);
+        assert_eq!(p.stats.rtt, Some(Duration::from_millis(40)));
+        assert!(p.stats.last_handshake.is_some_and(|t| t < now));
+    }
+    // Alice: initiation (254 B with her certificate) and the datagram
+    // (86 B) that confirmed bob's side; bob: his response (202 B).
+    assert_eq!((a.stats.packets_out, a.stats.bytes_out), (2, 254 + 86));
+    assert_eq!((b.stats.packets_out, b.stats.bytes_out), (1, 202));
+    assert_eq!(a.stats.packets_out, b.stats.packets_in);
+    assert_eq!(a.stats.bytes_out, b.stats.bytes_in);
+    assert_eq!(b.stats.packets_out, a.stats.packets_in);
+    assert_eq!(b.stats.bytes_out, a.stats.bytes_in);
 }

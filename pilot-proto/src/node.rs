@@ -26,7 +26,7 @@ use crate::stats::{DropReason, Stats};
 use crate::stream::{StreamConfig, StreamError, StreamEvent};
 use crate::time::Timestamp;
 use crate::trust::{Pending, TrustRequest, TrustState, Trusted};
-use crate::tunnel::{PeerKey, SendError, TunnelConfig, TunnelEvent, Tunnels};
+use crate::tunnel::{PeerKey, PeerStats, SendError, TunnelConfig, TunnelEvent, Tunnels};
 
 mod streams;
 mod trust;
@@ -120,6 +120,20 @@ pub struct PeerInfo {
     pub online: bool,
     /// Underlay endpoints to try.
     pub endpoints: Vec<SocketAddr>,
+}
+
+/// A peer as diagnostics see it ([`Node::peer_stats`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerStatus {
+    /// Its address.
+    pub address: Address,
+    /// Its hostname when trust was granted, if trusted.
+    pub hostname: Option<Hostname>,
+    /// We trust it.
+    pub trusted: bool,
+    /// Path, session and traffic (all zero while the tunnel layer holds
+    /// nothing for it).
+    pub stats: PeerStats,
 }
 
 /// Why a lookup failed.
@@ -528,6 +542,35 @@ impl Node {
         self.peers
             .get(&peer)
             .is_some_and(|k| self.tunnels.has_session(&k.x25519, self.now))
+    }
+
+    /// Every peer we trust or hold a session with (the rendezvous is not
+    /// one), by address, with its path, session state and traffic as of
+    /// `now`.
+    pub fn peer_stats(&self, now: Timestamp) -> Vec<PeerStatus> {
+        let addresses: BTreeSet<Address> = self
+            .trusted
+            .keys()
+            .chain(self.peers.keys())
+            .copied()
+            .collect();
+        addresses
+            .into_iter()
+            .map(|address| {
+                let trusted = self.trusted.get(&address);
+                let stats = self
+                    .peers
+                    .get(&address)
+                    .and_then(|k| self.tunnels.peer_stats(&k.x25519, now))
+                    .unwrap_or_default();
+                PeerStatus {
+                    address,
+                    hostname: trusted.and_then(|t| t.hostname.clone()),
+                    trusted: trusted.is_some(),
+                    stats,
+                }
+            })
+            .collect()
     }
 
     /// The identity key behind a peer's address, as far as we know it.

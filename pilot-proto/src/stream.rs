@@ -409,6 +409,8 @@ pub struct StreamInfo {
     pub recv_queue: usize,
     /// Written bytes not yet acknowledged by the peer.
     pub send_queue: usize,
+    /// When the connection attempt started (SYN sent or received).
+    pub created: Timestamp,
 }
 
 /// Counters of packets the streams handled or refused.
@@ -1117,6 +1119,7 @@ impl Streams {
             bytes_out: conn.written,
             recv_queue,
             send_queue,
+            created: conn.created,
         }
     }
 

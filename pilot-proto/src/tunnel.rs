@@ -94,6 +94,60 @@ pub enum SendError {
     QueueFull,
 }
 
+/// Where a peer's session stands, for diagnostics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SessionState {
+    /// No usable session and no handshake under way.
+    #[default]
+    None,
+    /// A handshake is under way (ours, or theirs awaiting confirmation)
+    /// and no usable session exists.
+    Handshaking,
+    /// A confirmed, unexpired session carries data (a rekey may be under
+    /// way beside it).
+    Established,
+}
+
+impl core::fmt::Display for SessionState {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            SessionState::None => "none",
+            SessionState::Handshaking => "handshaking",
+            SessionState::Established => "established",
+        })
+    }
+}
+
+/// One peer's path, session and traffic, for diagnostics
+/// ([`Tunnels::peer_stats`]). Counters cover whole outer datagrams (UDP
+/// payloads: handshakes, transport packets, keepalives) that we sent to
+/// the peer or that authenticated as the peer's; they live as long as the
+/// tunnel layer remembers the peer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PeerStats {
+    /// The underlay endpoint we send to, if we know one.
+    pub endpoint: Option<SocketAddr>,
+    /// Where the session stands.
+    pub state: SessionState,
+    /// Round-trip time measured by the latest completed handshake: from
+    /// our initiation to its response when we initiated, from our response
+    /// to the first packet on the new session when we answered. Each
+    /// rehandshake (rekey, restart) refreshes it; it includes the peer's
+    /// handshake processing.
+    pub rtt: Option<Duration>,
+    /// When the latest session with the peer was established.
+    pub last_handshake: Option<Timestamp>,
+    /// Datagrams from the peer that authenticated.
+    pub packets_in: u64,
+    /// Their bytes.
+    pub bytes_in: u64,
+    /// Datagrams sent to the peer.
+    pub packets_out: u64,
+    /// Their bytes.
+    pub bytes_out: u64,
+}
+
 /// A decrypted message from a peer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Inbound {
@@ -111,6 +165,9 @@ struct Pending {
     initiator: Initiator,
     local_index: u32,
     started: Timestamp,
+    /// When this attempt's initiation went out: its response measures the
+    /// round trip.
+    sent_at: Timestamp,
     retry_at: Timestamp,
     /// Initiations sent in this attempt, retransmissions included.
     sent: u32,
@@ -138,6 +195,16 @@ struct Peer {
     last_init_timestamp: u64,
     /// The peer's handshake payload, until the session is confirmed.
     next_payload: Vec<u8>,
+    /// When we sent the response that `next` waits to be confirmed by.
+    next_sent_at: Option<Timestamp>,
+    /// Latest handshake round trip, and when that session was established.
+    rtt: Option<Duration>,
+    established_at: Option<Timestamp>,
+    /// Traffic counters (see [`PeerStats`]).
+    packets_in: u64,
+    bytes_in: u64,
+    packets_out: u64,
+    bytes_out: u64,
 }
 
 impl Peer {
@@ -156,6 +223,53 @@ impl Peer {
             persistent_keepalive: None,
             last_init_timestamp: 0,
             next_payload: Vec::new(),
+            next_sent_at: None,
+            rtt: None,
+            established_at: None,
+            packets_in: 0,
+            bytes_in: 0,
+            packets_out: 0,
+            bytes_out: 0,
+        }
+    }
+
+    /// Counts a datagram sent to the peer.
+    fn count_out(&mut self, len: usize) {
+        self.packets_out += 1;
+        self.bytes_out += len as u64;
+    }
+
+    /// Counts a datagram that authenticated as the peer's.
+    fn count_in(&mut self, len: usize) {
+        self.packets_in += 1;
+        self.bytes_in += len as u64;
+    }
+
+    /// A new session is in use: the handshake that made it took `rtt`.
+    fn established(&mut self, now: Timestamp, rtt: Option<Duration>) {
+        self.established_at = Some(now);
+        if rtt.is_some() {
+            self.rtt = rtt;
+        }
+    }
+
+    fn stats(&self, now: Timestamp) -> PeerStats {
+        let state = if self.usable(now).is_some() {
+            SessionState::Established
+        } else if self.pending.is_some() || self.next.as_ref().is_some_and(|s| !s.expired(now)) {
+            SessionState::Handshaking
+        } else {
+            SessionState::None
+        };
+        PeerStats {
+            endpoint: self.endpoint,
+            state,
+            rtt: self.rtt,
+            last_handshake: self.established_at,
+            packets_in: self.packets_in,
+            bytes_in: self.bytes_in,
+            packets_out: self.packets_out,
+            bytes_out: self.bytes_out,
         }
     }
 
@@ -325,6 +439,11 @@ impl Tunnels {
             .map(|s| *s.handshake_hash())
     }
 
+    /// One peer's path, session state and traffic, if we know the peer.
+    pub fn peer_stats(&self, peer: &PeerKey, now: Timestamp) -> Option<PeerStats> {
+        self.peers.get(peer).map(|p| p.stats(now))
+    }
+
     /// Mutable access to the current session (tests of counter limits).
     pub fn current_session_mut(&mut self, peer: &PeerKey) -> Option<&mut Session> {
         self.peers.get_mut(peer).and_then(|p| p.current.as_mut())
@@ -354,6 +473,7 @@ impl Tunnels {
                     if !plaintext.is_empty() && p.unanswered_since.is_none() {
                         p.unanswered_since = Some(now);
                     }
+                    p.count_out(out.len());
                     self.transmits.push_back(Transmit {
                         destination: endpoint,
                         payload: out,
@@ -453,11 +573,13 @@ impl Tunnels {
             initiator,
             local_index: index,
             started,
+            sent_at: now,
             retry_at: now + backoff + jitter,
             sent: sent + 1,
             mac1,
         });
         p.last_sent = now;
+        p.count_out(pkt.len());
         self.indices.insert(index, *peer);
         self.transmits.push_back(Transmit {
             destination: endpoint,
@@ -480,8 +602,12 @@ impl Tunnels {
         self.stats.datagrams_in += 1;
         let packet = wire::decode(data).map_err(|_| DropReason::Malformed)?;
         match packet {
-            Packet::Init(h) => self.on_init(now, from, &h, accept).map(|_| None),
-            Packet::Response(h) => self.on_response(now, from, &h, accept).map(|_| None),
+            Packet::Init(h) => self
+                .on_init(now, from, &h, data.len(), accept)
+                .map(|_| None),
+            Packet::Response(h) => self
+                .on_response(now, from, &h, data.len(), accept)
+                .map(|_| None),
             Packet::Cookie {
                 receiver,
                 nonce,
@@ -491,7 +617,7 @@ impl Tunnels {
                 receiver,
                 counter,
                 ciphertext,
-            } => self.on_transport(now, from, receiver, counter, ciphertext),
+            } => self.on_transport(now, from, receiver, counter, ciphertext, data.len()),
         }
     }
 
@@ -524,6 +650,7 @@ impl Tunnels {
         now: Timestamp,
         from: SocketAddr,
         h: &wire::Handshake<'_>,
+        len: usize,
         accept: &mut dyn FnMut(&PeerKey, &[u8]) -> bool,
     ) -> Result<(), DropReason> {
         self.check_macs(now, from, h)?;
@@ -570,7 +697,10 @@ impl Tunnels {
         p.next_payload = payload[8..].to_vec();
         remove_session_index(&mut self.indices, &p.next);
         p.next = Some(session);
+        p.next_sent_at = Some(now);
         p.last_sent = now;
+        p.count_in(len);
+        p.count_out(pkt.len());
         self.indices.insert(index, remote);
         self.transmits.push_back(Transmit {
             destination: from,
@@ -585,6 +715,7 @@ impl Tunnels {
         now: Timestamp,
         from: SocketAddr,
         h: &wire::Handshake<'_>,
+        len: usize,
         accept: &mut dyn FnMut(&PeerKey, &[u8]) -> bool,
     ) -> Result<(), DropReason> {
         let peer = *self
@@ -618,7 +749,10 @@ impl Tunnels {
             return Err(DropReason::NotAllowed);
         }
         let local_index = pending.local_index;
+        let rtt = now.saturating_since(pending.sent_at);
         p.pending = None;
+        p.count_in(len);
+        p.established(now, Some(rtt));
         let session = Session::new(&split, true, local_index, h.sender, now, self.config.limits);
         retire_current(&mut self.indices, p);
         p.current = Some(session);
@@ -658,6 +792,7 @@ impl Tunnels {
         receiver: u32,
         counter: u64,
         ciphertext: &[u8],
+        len: usize,
     ) -> Result<Option<Inbound>, DropReason> {
         let (peer, p) = peer_by_index(&self.indices, &mut self.peers, receiver)?;
         let (session, is_next) = p.slot_mut(receiver).ok_or(DropReason::UnknownSession)?;
@@ -673,7 +808,10 @@ impl Tunnels {
         // An authenticated packet from a new address moves the path.
         p.endpoint = Some(from);
         p.unanswered_since = None;
+        p.count_in(len);
         if is_next {
+            let rtt = p.next_sent_at.take().map(|t| now.saturating_since(t));
+            p.established(now, rtt);
             retire_current(&mut self.indices, p);
             p.current = p.next.take();
             let payload = core::mem::take(&mut p.next_payload);

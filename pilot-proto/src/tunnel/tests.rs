@@ -338,3 +338,84 @@ fn message_count_rekeys_and_exhaustion_never_reuses_a_counter() {
     assert_eq!(got_b, vec![b"2".to_vec()]);
     assert_eq!(a.stats().handshakes_sent, 3);
 }
+
+/// Per-peer counters cover every datagram of a known exchange, byte for
+/// byte: initiation (144 B without a payload), response (92 B), and
+/// transport packets of 32 B plus the plaintext.
+#[test]
+fn peer_stats_count_an_exchange_exactly() {
+    let (mut a, mut b) = pair();
+    let t0 = Timestamp::from_secs(1);
+    let (ak, bk) = (*a.public_key(), *b.public_key());
+    assert_eq!(a.peer_stats(&bk, t0).unwrap().state, SessionState::None);
+    assert!(b.peer_stats(&ak, t0).is_none());
+
+    // Initiation at t0, answered 30 ms later; the first data confirms the
+    // responder's session 20 ms after that.
+    a.send(t0, &bk, b"first").unwrap();
+    assert_eq!(
+        a.peer_stats(&bk, t0).unwrap().state,
+        SessionState::Handshaking
+    );
+    let init = a.poll_transmit().unwrap();
+    assert_eq!(init.payload.len(), 144);
+    let t1 = t0 + Duration::from_millis(30);
+    b.handle_datagram(t1, ep(A), &init.payload, &mut yes)
+        .unwrap();
+    assert_eq!(
+        b.peer_stats(&ak, t1).unwrap().state,
+        SessionState::Handshaking
+    );
+    let resp = b.poll_transmit().unwrap();
+    assert_eq!(resp.payload.len(), 92);
+    let t2 = t1 + Duration::from_millis(30);
+    a.handle_datagram(t2, ep(B), &resp.payload, &mut yes)
+        .unwrap();
+    let data = a.poll_transmit().unwrap();
+    assert_eq!(data.payload.len(), 32 + 5);
+    let t3 = t2 + Duration::from_millis(20);
+    b.handle_datagram(t3, ep(A), &data.payload, &mut yes)
+        .unwrap();
+    b.send(t3, &ak, b"reply!").unwrap();
+    let reply = b.poll_transmit().unwrap();
+    a.handle_datagram(t3, ep(B), &reply.payload, &mut yes)
+        .unwrap();
+    // A forged datagram counts against no peer.
+    let mut forged = reply.payload.clone();
+    forged[20] ^= 1;
+    assert!(a.handle_datagram(t3, ep(B), &forged, &mut yes).is_err());
+
+    let sa = a.peer_stats(&bk, t3).unwrap();
+    assert_eq!(
+        sa,
+        PeerStats {
+            endpoint: Some(ep(B)),
+            state: SessionState::Established,
+            rtt: Some(Duration::from_millis(60)),
+            last_handshake: Some(t2),
+            packets_in: 2,
+            bytes_in: 92 + 38,
+            packets_out: 2,
+            bytes_out: 144 + 37,
+        }
+    );
+    let sb = b.peer_stats(&ak, t3).unwrap();
+    assert_eq!(
+        sb,
+        PeerStats {
+            endpoint: Some(ep(A)),
+            state: SessionState::Established,
+            rtt: Some(Duration::from_millis(50)),
+            last_handshake: Some(t3),
+            packets_in: 2,
+            bytes_in: 144 + 37,
+            packets_out: 2,
+            bytes_out: 92 + 38,
+        }
+    );
+    // A keepalive is traffic too.
+    a.send(t3, &bk, &[]).unwrap();
+    assert_eq!(a.poll_transmit().unwrap().payload.len(), 32);
+    let sa = a.peer_stats(&bk, t3).unwrap();
+    assert_eq!((sa.packets_out, sa.bytes_out), (3, 144 + 37 + 32));
+}
