@@ -461,6 +461,21 @@ impl Client {
         result
     }
 
+    /// Peers we trust or hold a session with, and their traffic.
+    pub fn peers(&mut self) -> Result<serde_json::Value, ClientError> {
+        self.call(Request::Peers)
+    }
+
+    /// Every open stream of the agent.
+    pub fn connections(&mut self) -> Result<serde_json::Value, ClientError> {
+        self.call(Request::Connections)
+    }
+
+    /// Aborts any stream of the agent (its owner sees it closed).
+    pub fn disconnect(&mut self, stream: u32) -> Result<serde_json::Value, ClientError> {
+        self.call(Request::Disconnect { stream })
+    }
+
     /// Publishes on our event stream.
     pub fn publish(&mut self, topic: &str, data: &[u8]) -> Result<serde_json::Value, ClientError> {
         self.call(Request::Publish {

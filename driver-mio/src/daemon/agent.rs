@@ -310,6 +310,59 @@ impl Agent {
         }
     }
 
+    /// Peers with their path, session and traffic (`pilotctl peers`).
+    pub fn peers(&self, now: Timestamp) -> Value {
+        let peers = self.node.peer_stats(now);
+        Value::Array(
+            peers
+                .iter()
+                .map(|p| {
+                    let s = &p.stats;
+                    json!({
+                        "node": p.address.to_string(),
+                        "node_id": p.address.node(),
+                        "hostname": p.hostname.as_ref().map(|h| h.to_string()),
+                        "trusted": p.trusted,
+                        // No relay exists yet: a known endpoint is a direct path.
+                        "path": if s.endpoint.is_some() { "direct" } else { "none" },
+                        "endpoint": s.endpoint.map(|e| e.to_string()),
+                        "state": s.state.to_string(),
+                        "rtt_ms": s.rtt.map(|d| d.as_secs_f64() * 1e3),
+                        "last_handshake_secs": s.last_handshake.map(|t| now.saturating_since(t).as_secs_f64()),
+                        "bytes_in": s.bytes_in,
+                        "bytes_out": s.bytes_out,
+                        "packets_in": s.packets_in,
+                        "packets_out": s.packets_out,
+                    })
+                })
+                .collect(),
+        )
+    }
+
+    /// Every stream of this agent (`pilotctl connections`).
+    pub fn connections(&self, now: Timestamp) -> Value {
+        Value::Array(
+            self.node
+                .stream_infos()
+                .iter()
+                .map(|s| {
+                    json!({
+                        "id": s.id.0,
+                        "peer": s.remote.addr.to_string(),
+                        "local_port": s.local.port,
+                        "remote_port": s.remote.port,
+                        "state": s.state.to_string(),
+                        "bytes_sent": s.bytes_out,
+                        "bytes_received": s.bytes_in,
+                        "age_secs": now.saturating_since(s.created).as_secs_f64(),
+                        // Streams no client owns are the built-in services'.
+                        "owner": if self.stream_owner.contains_key(&s.id) { "client" } else { "service" },
+                    })
+                })
+                .collect(),
+        )
+    }
+
     /// The daemon's identity and state (`pilotctl info`).
     pub fn info(&self, now: Timestamp) -> Value {
         let n = &self.node;
@@ -512,6 +565,21 @@ impl Agent {
                 }
                 self.node.stream_close(now, s);
                 ok(json!({ "stream": stream }))
+            }
+            Request::Peers => ok(self.peers(now)),
+            Request::Connections => ok(self.connections(now)),
+            Request::Disconnect { stream } => {
+                let s = StreamId(stream);
+                if self.node.stream_info(s).is_none() {
+                    return Some(error(
+                        codes::NOT_FOUND,
+                        format!("no stream {stream}"),
+                        "see `pilotctl connections`",
+                    ));
+                }
+                // The owner hears `closed` when the node reports it.
+                self.node.stream_abort(now, s);
+                ok(json!({ "stream": stream, "closed": true }))
             }
             Request::Publish { topic, data_b64 } => {
                 let data = match unbase64(&data_b64) {

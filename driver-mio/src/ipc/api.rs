@@ -47,6 +47,13 @@ pub enum Request {
     Shutdown { stream: u32 },
     /// Close a stream.
     Close { stream: u32 },
+    /// Peers we trust or hold a session with: path, session state,
+    /// handshake RTT and traffic.
+    Peers,
+    /// Every open stream of this agent (clients' and built-in services').
+    Connections,
+    /// Abort any stream of this agent (its owner gets `Event::Closed`).
+    Disconnect { stream: u32 },
     /// Publish on our event stream.
     Publish { topic: String, data_b64: String },
     /// Stop the daemon.

@@ -1,6 +1,10 @@
 //! Diagnostics: `ping <peer> [--count N]` (round trips through the
-//! peer's echo service, datagrams to port 7).
+//! peer's echo service, datagrams to port 7), `peers` (path, session,
+//! RTT and traffic per peer), `connections` and `disconnect <id>` (the
+//! agent's streams), `bench <peer> [size]` (stream throughput through the
+//! peer's echo service).
 
+use std::io::{IsTerminal, Write as _};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -8,7 +12,7 @@ use clap::Subcommand;
 use driver_mio::ipc::api::{Event, Request};
 use serde_json::json;
 
-use super::client::{default_client, failure, request};
+use super::client::{default_client, failure, request, text};
 use super::CommandDoc;
 use crate::output::{Failure, Success};
 
@@ -26,6 +30,27 @@ pub enum DiagCommand {
         #[arg(long, default_value_t = 3)]
         timeout: u64,
     },
+    /// Peers we trust or hold a session with: path, session state, RTT
+    /// (of the latest handshake), traffic, last handshake.
+    Peers,
+    /// This agent's open streams (applications' and built-in services').
+    Connections,
+    /// Abort one of this agent's streams (its owner sees it closed).
+    Disconnect {
+        /// The stream's ID (see `pilotctl connections`).
+        id: u32,
+    },
+    /// Stream throughput to a trusted peer through its echo service.
+    Bench {
+        /// The peer's address (or hostname).
+        peer: String,
+        /// Bytes to send (and receive back): 65536, 64K, 1M, 1G.
+        #[arg(default_value = "1M")]
+        size: String,
+        /// Seconds without progress before giving up.
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+    },
 }
 
 impl DiagCommand {
@@ -37,22 +62,60 @@ impl DiagCommand {
                 count,
                 timeout,
             } => ping(peer, count, Duration::from_secs(timeout), json),
+            DiagCommand::Peers => peers(),
+            DiagCommand::Connections => connections(),
+            DiagCommand::Disconnect { id } => disconnect(id),
+            DiagCommand::Bench {
+                peer,
+                size,
+                timeout,
+            } => bench(peer, &size, Duration::from_secs(timeout)),
         }
     }
 }
 
 /// What `context` says of these commands.
-pub const DOCS: &[CommandDoc] = &[CommandDoc {
-    name: "ping",
-    returns: r#"{"peer":"string","sent":"number","received":"number","rtt_ms":{"min":"number","median":"number","avg":"number","max":"number"},"samples_ms":["number"]}"#,
-    errors: &[
-        "not_running",
-        "invalid_argument",
-        "not_found",
-        "not_trusted",
-        "timeout",
-    ],
-}];
+pub const DOCS: &[CommandDoc] = &[
+    CommandDoc {
+        name: "ping",
+        returns: r#"{"peer":"string","sent":"number","received":"number","rtt_ms":{"min":"number","median":"number","avg":"number","max":"number"},"samples_ms":["number"]}"#,
+        errors: &[
+            "not_running",
+            "invalid_argument",
+            "not_found",
+            "not_trusted",
+            "timeout",
+        ],
+    },
+    CommandDoc {
+        name: "peers",
+        returns: r#"[{"node":"string","node_id":"number","hostname":"string|null","trusted":"bool","path":"string","endpoint":"string|null","state":"string","rtt_ms":"number|null","last_handshake_secs":"number|null","bytes_in":"number","bytes_out":"number","packets_in":"number","packets_out":"number"}]"#,
+        errors: &["not_running", "timeout"],
+    },
+    CommandDoc {
+        name: "connections",
+        returns: r#"[{"id":"number","peer":"string","local_port":"number","remote_port":"number","state":"string","bytes_sent":"number","bytes_received":"number","age_secs":"number","owner":"string"}]"#,
+        errors: &["not_running", "timeout"],
+    },
+    CommandDoc {
+        name: "disconnect",
+        returns: r#"{"stream":"number","closed":"bool"}"#,
+        errors: &["not_running", "not_found", "timeout"],
+    },
+    CommandDoc {
+        name: "bench",
+        returns: r#"{"peer":"string","bytes":"number","seconds":"number","rate_mib_s":"number"}"#,
+        errors: &[
+            "not_running",
+            "invalid_argument",
+            "not_found",
+            "not_trusted",
+            "not_registered",
+            "connection_failed",
+            "timeout",
+        ],
+    },
+];
 
 /// Pings `peer` `count` times, one second apart at most; each waits up to
 /// `timeout` for its echo.
@@ -163,4 +226,295 @@ pub fn ping(
             rtts.len()
         ),
     ))
+}
+
+/// `pilotctl peers`.
+pub fn peers() -> Result<Success, Failure> {
+    let mut c = default_client()?;
+    let list = request(&mut c, Request::Peers)?;
+    let rows = list.as_array().cloned().unwrap_or_default();
+    if rows.is_empty() {
+        return Ok(Success::new(
+            list,
+            "No peers (ask one for trust with `pilotctl handshake <peer>`)",
+        ));
+    }
+    let mut out = format!(
+        "{:<17} {:<16} {:<21} {:<11} {:>9} {:>10} {:>10} {:>8}\n",
+        "ADDRESS", "HOSTNAME", "PATH", "STATE", "RTT", "IN", "OUT", "HANDSHAKE"
+    );
+    for r in &rows {
+        let path = match r["endpoint"].as_str() {
+            Some(e) => e.to_string(),
+            None => text(r, "path"),
+        };
+        let rtt = r["rtt_ms"]
+            .as_f64()
+            .map_or("-".into(), |ms| format!("{ms:.2} ms"));
+        let traffic = |b: &str, p: &str| {
+            format!(
+                "{} / {}",
+                human_bytes(r[b].as_u64().unwrap_or(0)),
+                r[p].as_u64().unwrap_or(0)
+            )
+        };
+        let age = r["last_handshake_secs"]
+            .as_f64()
+            .map_or("-".into(), |s| format!("{s:.0} s ago"));
+        out.push_str(&format!(
+            "{:<17} {:<16} {:<21} {:<11} {:>9} {:>10} {:>10} {:>8}\n",
+            text(r, "node"),
+            text(r, "hostname"),
+            path,
+            text(r, "state"),
+            rtt,
+            traffic("bytes_in", "packets_in"),
+            traffic("bytes_out", "packets_out"),
+            age
+        ));
+    }
+    out.push_str("(IN/OUT: bytes / datagrams; RTT: of the latest handshake)");
+    Ok(Success::new(list, out))
+}
+
+/// `pilotctl connections`.
+pub fn connections() -> Result<Success, Failure> {
+    let mut c = default_client()?;
+    let list = request(&mut c, Request::Connections)?;
+    let rows = list.as_array().cloned().unwrap_or_default();
+    if rows.is_empty() {
+        return Ok(Success::new(list, "No open streams"));
+    }
+    let mut out = format!(
+        "{:>6} {:<17} {:>6} {:>6} {:<12} {:>10} {:>10} {:>8} {}\n",
+        "ID", "PEER", "LOCAL", "REMOTE", "STATE", "SENT", "RECEIVED", "AGE", "OWNER"
+    );
+    for r in &rows {
+        out.push_str(&format!(
+            "{:>6} {:<17} {:>6} {:>6} {:<12} {:>10} {:>10} {:>8} {}\n",
+            text(r, "id"),
+            text(r, "peer"),
+            text(r, "local_port"),
+            text(r, "remote_port"),
+            text(r, "state"),
+            human_bytes(r["bytes_sent"].as_u64().unwrap_or(0)),
+            human_bytes(r["bytes_received"].as_u64().unwrap_or(0)),
+            format!("{:.0} s", r["age_secs"].as_f64().unwrap_or(0.0)),
+            text(r, "owner"),
+        ));
+    }
+    Ok(Success::new(list, out))
+}
+
+/// `pilotctl disconnect <id>`.
+pub fn disconnect(id: u32) -> Result<Success, Failure> {
+    let mut c = default_client()?;
+    let v = request(&mut c, Request::Disconnect { stream: id })?;
+    Ok(Success::new(v, format!("Stream {id} closed")))
+}
+
+/// Parses a byte count: digits with an optional binary suffix (`K`, `M`,
+/// `G`, also as `KiB`, `MB`...), case-insensitive.
+pub fn parse_size(s: &str) -> Result<u64, Failure> {
+    let bad = || {
+        Failure::new(
+            "invalid_argument",
+            format!("`{s}` is not a size"),
+            "sizes look like 65536, 64K, 1M or 1G (binary multiples), at least 1 byte",
+        )
+    };
+    let t = s.trim().to_ascii_uppercase();
+    let t = t
+        .strip_suffix("IB")
+        .or_else(|| t.strip_suffix('B'))
+        .unwrap_or(&t);
+    let (digits, shift) = match t.as_bytes().last() {
+        Some(b'K') => (&t[..t.len() - 1], 10),
+        Some(b'M') => (&t[..t.len() - 1], 20),
+        Some(b'G') => (&t[..t.len() - 1], 30),
+        _ => (t, 0),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    match n.checked_mul(1 << shift) {
+        Some(v) if v > 0 && v <= 1 << 40 => Ok(v),
+        _ => Err(bad()),
+    }
+}
+
+/// Bytes for people: `512 B`, `64.0 KiB`, `1.5 MiB`.
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.1} {}", UNITS[unit])
+}
+
+/// The bytes bench sends, over and over: the echo must return them at
+/// the same offsets.
+const BENCH_CHUNK: usize = 64 * 1024;
+
+/// `pilotctl bench <peer> [size]`: writes `size` bytes to the peer's echo
+/// service while reading the echo; the rate counts the bytes echoed.
+pub fn bench(peer: String, size: &str, stall: Duration) -> Result<Success, Failure> {
+    let total = parse_size(size)?;
+    let mut c = default_client()?;
+    c.set_timeout(stall);
+    let stream = c.open_stream(&peer, 7).map_err(failure)?;
+    let pattern: Vec<u8> = (0..BENCH_CHUNK).map(|i| (i % 251) as u8).collect();
+    let mut progress = Progress::new(total);
+    let start = Instant::now();
+    let (mut sent, mut received) = (0u64, 0u64);
+    let mut shut = false;
+    while received < total {
+        if sent < total {
+            let n = (total - sent).min(BENCH_CHUNK as u64) as usize;
+            c.write_stream(stream, &pattern[..n]).map_err(failure)?;
+            sent += n as u64;
+        }
+        if sent == total && !shut {
+            c.shutdown_stream(stream).map_err(failure)?;
+            shut = true;
+        }
+        // Take what has come back; wait only once everything is sent.
+        let wait = if sent < total { Duration::ZERO } else { stall };
+        loop {
+            match c.read_stream(stream, wait) {
+                Ok(Some(bytes)) => {
+                    check_echo(&pattern, received, &bytes)?;
+                    received += bytes.len() as u64;
+                    progress.show(received, start);
+                    if sent < total {
+                        continue;
+                    }
+                    break;
+                }
+                Ok(None) if received < total => {
+                    return Err(Failure::new(
+                        "connection_failed",
+                        format!("{peer}'s echo ended after {received} of {total} bytes"),
+                        "the stream was closed or reset; see `pilotctl peers`",
+                    ))
+                }
+                Ok(None) => break,
+                Err(driver_mio::client::ClientError::Timeout(_)) if sent < total => break,
+                Err(e) => return Err(failure(e)),
+            }
+        }
+    }
+    let elapsed = start.elapsed();
+    progress.done();
+    let _ = c.close_stream(stream);
+    let secs = elapsed.as_secs_f64();
+    let rate = total as f64 / (1 << 20) as f64 / secs;
+    Ok(Success::new(
+        json!({ "peer": peer, "bytes": total, "seconds": secs, "rate_mib_s": rate }),
+        format!(
+            "{} to {peer} and back through its echo in {secs:.3} s: {rate:.1} MiB/s",
+            human_bytes(total)
+        ),
+    ))
+}
+
+/// Checks echoed bytes that start at stream offset `at`.
+fn check_echo(pattern: &[u8], at: u64, bytes: &[u8]) -> Result<(), Failure> {
+    let mut off = (at % pattern.len() as u64) as usize;
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let n = rest.len().min(pattern.len() - off);
+        if rest[..n] != pattern[off..off + n] {
+            return Err(Failure::new(
+                "internal",
+                format!("the echo differs from what was sent near byte {at}"),
+                "",
+            ));
+        }
+        rest = &rest[n..];
+        off = 0;
+    }
+    Ok(())
+}
+
+/// A one-line progress display on stderr, only when it is a terminal.
+struct Progress {
+    total: u64,
+    on: bool,
+    last: Option<Instant>,
+}
+
+impl Progress {
+    fn new(total: u64) -> Self {
+        Progress {
+            total,
+            on: std::io::stderr().is_terminal(),
+            last: None,
+        }
+    }
+
+    fn show(&mut self, done: u64, start: Instant) {
+        if !self.on
+            || self
+                .last
+                .is_some_and(|t| t.elapsed() < Duration::from_millis(100))
+        {
+            return;
+        }
+        self.last = Some(Instant::now());
+        let secs = start.elapsed().as_secs_f64().max(1e-6);
+        let mut err = std::io::stderr();
+        let _ = write!(
+            err,
+            "\r{:>3}% {} of {}, {:.1} MiB/s ",
+            done * 100 / self.total,
+            human_bytes(done),
+            human_bytes(self.total),
+            done as f64 / (1 << 20) as f64 / secs
+        );
+        let _ = err.flush();
+    }
+
+    fn done(&self) {
+        if self.on && self.last.is_some() {
+            // Clear the line for the result.
+            let _ = write!(std::io::stderr(), "\r\x1b[K");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{check_echo, human_bytes, parse_size};
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("65536").unwrap(), 65536);
+        assert_eq!(parse_size("64K").unwrap(), 64 << 10);
+        assert_eq!(parse_size("256k").unwrap(), 256 << 10);
+        assert_eq!(parse_size("1M").unwrap(), 1 << 20);
+        assert_eq!(parse_size("1MiB").unwrap(), 1 << 20);
+        assert_eq!(parse_size("2MB").unwrap(), 2 << 20);
+        assert_eq!(parse_size("1G").unwrap(), 1 << 30);
+        for bad in ["", "0", "K", "1T", "-1", "1.5M", "lots", "2000G"] {
+            let e = parse_size(bad).unwrap_err();
+            assert_eq!(e.code, "invalid_argument", "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn echo_is_checked_at_its_offset() {
+        let pattern: Vec<u8> = (0..10u8).collect();
+        assert!(check_echo(&pattern, 8, &[8, 9, 0, 1, 2]).is_ok());
+        assert!(check_echo(&pattern, 8, &[8, 9, 1]).is_err());
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(3 << 19), "1.5 MiB");
+    }
 }

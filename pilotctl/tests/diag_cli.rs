@@ -1,0 +1,151 @@
+//! The diagnostics commands as a user types them: `peers`, `connections`,
+//! `disconnect`, `bench`, text and `--json`, including their errors.
+
+mod common;
+
+use std::time::Duration;
+
+use common::Net;
+use driver_mio::ipc::api::Event;
+
+#[test]
+fn peers_connections_disconnect_bench() {
+    let mut net = Net::new();
+    net.start("alice", &[]);
+    let b = net.start("bob", &[]);
+    let c = net.start("carol", &[]);
+    let bob_addr = b["address"].as_str().unwrap().to_string();
+    let carol_addr = c["address"].as_str().unwrap().to_string();
+    assert_eq!(
+        net.ctl("alice", &["peers", "--json"]).data(),
+        serde_json::json!([])
+    );
+    net.trust("alice", "bob");
+
+    // peers: after a ping, bob is there with traffic and a direct path.
+    net.ctl("alice", &["ping", "bob", "--count", "2", "--json"])
+        .data();
+    let peers = net.ctl("alice", &["peers", "--json"]).data();
+    let rows = peers.as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{peers}");
+    let p = &rows[0];
+    assert_eq!(p["node"].as_str(), Some(bob_addr.as_str()));
+    assert_eq!(p["hostname"], "bob");
+    assert_eq!(p["trusted"], true);
+    assert_eq!(p["path"], "direct");
+    assert!(p["endpoint"]
+        .as_str()
+        .is_some_and(|e| e.starts_with("127.0.0.1:")));
+    assert_eq!(p["state"], "established");
+    assert!(p["rtt_ms"].as_f64().is_some_and(|r| r > 0.0));
+    assert!(p["last_handshake_secs"].as_f64().is_some());
+    for k in ["bytes_in", "bytes_out", "packets_in", "packets_out"] {
+        assert!(p[k].as_u64().is_some_and(|n| n > 0), "{k}: {p}");
+    }
+    let text = net.ctl("alice", &["peers"]);
+    assert_eq!(text.code, 0);
+    assert!(text.stdout.contains("bob") && text.stdout.contains("established"));
+
+    // connections: a stream a client holds open, and bob's echo side.
+    let mut client = net.client("alice");
+    let id = client.open_stream("bob", 7).expect("stream to echo");
+    client.write_stream(id, b"hello").unwrap();
+    let echoed = client
+        .read_stream(id, Duration::from_secs(10))
+        .unwrap()
+        .unwrap();
+    assert_eq!(echoed, b"hello");
+    let conns = net.ctl("alice", &["connections", "--json"]).data();
+    let mine = conns
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == id)
+        .unwrap_or_else(|| panic!("stream {id} not listed: {conns}"))
+        .clone();
+    assert_eq!(mine["peer"].as_str(), Some(bob_addr.as_str()));
+    assert_eq!(mine["remote_port"], 7);
+    assert_eq!(mine["state"], "ESTABLISHED");
+    assert_eq!(mine["owner"], "client");
+    assert_eq!(mine["bytes_sent"], 5);
+    assert_eq!(mine["bytes_received"], 5);
+    assert!(mine["age_secs"].as_f64().is_some());
+    let theirs = net.ctl("bob", &["connections", "--json"]).data();
+    assert!(theirs
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["local_port"] == 7 && s["owner"] == "service"));
+    let text = net.ctl("alice", &["connections"]);
+    assert!(text.stdout.contains("ESTABLISHED"), "{}", text.stdout);
+
+    // disconnect: the owner sees its stream closed.
+    let done = net
+        .ctl("alice", &["disconnect", &id.to_string(), "--json"])
+        .data();
+    assert_eq!(done["closed"], true);
+    let closed = loop {
+        match client.next_event(Duration::from_secs(10)).unwrap() {
+            Some(Event::Closed { stream, .. }) if stream == id => break true,
+            Some(_) => {}
+            None => break false,
+        }
+    };
+    assert!(closed, "the owner was not told");
+    assert_eq!(
+        client.read_stream(id, Duration::from_secs(1)).unwrap(),
+        None
+    );
+    for unknown in [id.to_string(), "99999".to_string()] {
+        assert_eq!(
+            net.ctl("alice", &["disconnect", &unknown, "--json"])
+                .error_code(),
+            "not_found"
+        );
+    }
+
+    // bench: 256 KiB to bob and back.
+    let run = net.ctl("alice", &["bench", "bob", "256K", "--json"]);
+    let bench = run.data();
+    assert_eq!(bench["bytes"], 256 * 1024);
+    assert!(bench["rate_mib_s"].as_f64().is_some_and(|r| r > 0.0));
+    assert!(bench["seconds"].as_f64().is_some_and(|s| s > 0.0));
+    let text = net.ctl("alice", &["bench", &bob_addr, "64K"]);
+    assert_eq!(text.code, 0, "{}", text.stderr);
+    assert!(text.stdout.contains("MiB/s"));
+    assert!(text.stderr.is_empty(), "no progress on a pipe");
+    assert_eq!(
+        net.ctl("alice", &["bench", &carol_addr, "--json"])
+            .error_code(),
+        "not_trusted"
+    );
+    for bad in ["lots", "0", "1.5M"] {
+        assert_eq!(
+            net.ctl("alice", &["bench", "bob", bad, "--json"])
+                .error_code(),
+            "invalid_argument"
+        );
+    }
+
+    // A peer without services refuses the echo stream.
+    net.start("dave", &["--no-services"]);
+    net.trust("alice", "dave");
+    assert_eq!(
+        net.ctl("alice", &["bench", "dave", "64K", "--json"])
+            .error_code(),
+        "connection_failed"
+    );
+}
+
+#[test]
+fn diagnostics_without_a_daemon_are_not_running() {
+    let net = Net::new();
+    for args in [
+        &["peers", "--json"][..],
+        &["connections", "--json"],
+        &["disconnect", "1", "--json"],
+        &["bench", "0:0000.0000.0010", "--json"],
+    ] {
+        assert_eq!(net.ctl("nobody", args).error_code(), "not_running");
+    }
+}
