@@ -64,6 +64,7 @@ pub struct Net {
     pub rv_addr: String,
     pub rv_key: String,
     pub rv_home: PathBuf,
+    pub rv_pid: u64,
     agents: Vec<PathBuf>,
 }
 
@@ -91,6 +92,7 @@ impl Net {
         Net {
             rv_addr: data["address"].as_str().expect("address").to_string(),
             rv_key: data["public_key"].as_str().expect("key").to_string(),
+            rv_pid: data["pid"].as_u64().unwrap_or(0),
             rv_home,
             dir,
             agents: Vec::new(),
@@ -131,6 +133,16 @@ impl Net {
             self.agents.push(self.home(name));
         }
         run.data()
+    }
+
+    /// Stops agent `name`'s daemon.
+    pub fn stop(&mut self, name: &str) {
+        let home = self.home(name);
+        let _ = pilotctl(
+            &["daemon", "stop", "--json"],
+            &[("PILOT_HOME", home.to_str().unwrap())],
+        );
+        self.agents.retain(|h| *h != home);
     }
 
     /// A client connected to agent `name`'s daemon.
