@@ -302,6 +302,10 @@ fn start(a: StartArgs, json: bool) -> Result<Success, Failure> {
         eprint!("starting daemon (pid {pid})");
     }
     let deadline = Instant::now() + Duration::from_secs(a.wait);
+    // Registration on a reachable rendezvous takes a few milliseconds:
+    // look often, so `start` returns when the daemon is ready rather than
+    // at the next tick of a coarse poll; a dot every 100 ms shows life.
+    let mut polls = 0u32;
     loop {
         if let Ok(Some(status)) = child.try_wait() {
             if !json {
@@ -340,10 +344,11 @@ fn start(a: StartArgs, json: bool) -> Result<Success, Failure> {
                 "is the rendezvous reachable and its key right? the daemon keeps trying; see `pilotctl daemon status`",
             ));
         }
-        if !json {
+        polls += 1;
+        if !json && polls.is_multiple_of(10) {
             eprint!(".");
         }
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
