@@ -379,7 +379,7 @@ fn stop(h: HomeArgs) -> Result<Success, Failure> {
     request(&mut c, Request::Stop)?;
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
-        let alive = pid.is_some_and(crate::cmd::client::pid_alive);
+        let alive = pid.is_some_and(driver_mio::fsutil::pid_alive);
         if !alive && connect(&socket).is_err() {
             return Ok(Success::new(
                 json!({ "stopped": true, "pid": pid }),
