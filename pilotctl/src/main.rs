@@ -40,6 +40,9 @@ pub enum Command {
     Trust(cmd::trust::TrustCommand),
     #[command(flatten)]
     Diag(cmd::diag::DiagCommand),
+    /// Run Pilot end to end on this machine: a rendezvous, two agents, trust,
+    /// ping, a message, a file, an event and a web page through the overlay.
+    Demo(cmd::demo::DemoArgs),
     /// Every command, its arguments, JSON answer and error codes (for agents).
     Context,
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
@@ -58,6 +61,7 @@ fn main() {
         Command::Identity(c) => c.run(json),
         Command::Trust(c) => c.run(json),
         Command::Diag(c) => c.run(json),
+        Command::Demo(a) => cmd::demo::run(a, json),
         Command::Context => cmd::context::context(&Cli::command()),
         Command::Completions { shell } => {
             cmd::context::completions(&mut Cli::command(), shell, json)

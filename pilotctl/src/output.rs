@@ -45,6 +45,7 @@ pub fn exit_codes() -> &'static [(&'static str, i32)] {
         ("connection_failed", 7),
         ("timeout", 8),
         ("not_registered", 9),
+        ("interrupted", 130),
     ]
 }
 

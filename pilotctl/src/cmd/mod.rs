@@ -8,6 +8,7 @@
 pub mod client;
 pub mod context;
 pub mod daemon;
+pub mod demo;
 pub mod detach;
 pub mod diag;
 pub mod identity;
@@ -37,6 +38,7 @@ pub fn all_docs() -> Vec<CommandDoc> {
         identity::DOCS,
         trust::DOCS,
         diag::DOCS,
+        demo::DOCS,
         context::DOCS,
     ]
     .concat()
