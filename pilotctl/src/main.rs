@@ -52,8 +52,50 @@ pub enum Command {
     },
 }
 
+/// Parses the command line. A usage error under `--json` is answered like
+/// every other error (`invalid_argument`, exit 2); without it clap prints
+/// its own message and usage.
+fn parse() -> Cli {
+    match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            let json = std::env::args_os().any(|a| a == "--json");
+            let informational = matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            );
+            if !json || informational {
+                e.exit();
+            }
+            let rendered = e.render().to_string();
+            // The message is everything before the usage, on one line.
+            let message = rendered
+                .lines()
+                .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more"))
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect::<Vec<_>>()
+                .join(" ")
+                .trim_start_matches("error: ")
+                .to_string();
+            let usage = rendered
+                .lines()
+                .find(|l| l.starts_with("Usage:"))
+                .map(|l| format!("{l}; see `pilotctl context --json`"))
+                .unwrap_or_else(|| "see `pilotctl --help`".into());
+            std::process::exit(finish(
+                true,
+                Err(output::Failure::new("invalid_argument", message, usage)),
+            ));
+        }
+    }
+}
+
 fn main() {
-    let cli = Cli::parse();
+    let cli = parse();
     let json = cli.json;
     let result = match cli.command {
         Command::Daemon(c) => cmd::daemon::run(c, json),
