@@ -428,7 +428,11 @@ impl Rendezvous {
         // An agent's `req` only grows within a run, and a new run (or a
         // rekey) starts a newer session.
         let order = (inbound.session_created, r.req);
-        if self.last_register.get(&r.key).is_some_and(|last| order <= *last) {
+        if self
+            .last_register
+            .get(&r.key)
+            .is_some_and(|last| order <= *last)
+        {
             return self.tunnels.stats_mut().drop(DropReason::Replay);
         }
         if let Some(h) = &r.hostname {

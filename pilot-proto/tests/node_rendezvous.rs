@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use pilot_proto::addr::{Hostname, SocketAddress};
-use pilot_proto::msg::Query;
 use pilot_proto::msg::ErrorCode;
+use pilot_proto::msg::Query;
 use pilot_proto::node::{Event, Node, NodeConfig, PeerInfo, RequestError, ResolveError};
 use pilot_proto::rendezvous::{Rendezvous, RendezvousConfig};
 use pilot_proto::{Identity, Timestamp};
@@ -72,9 +72,7 @@ impl Net {
         let who = ep(from);
         let find = |n: &Net| {
             n.events.iter().find_map(|(at, e)| match e {
-                Event::Resolved { id: i, result } if *at == who && *i == id => {
-                    Some(result.clone())
-                }
+                Event::Resolved { id: i, result } if *at == who && *i == id => Some(result.clone()),
                 _ => None,
             })
         };
@@ -287,7 +285,10 @@ fn a_renamed_node_releases_its_old_hostname() {
     let now = net.now;
     let id = net.node(BOB).set_hostname(now, None);
     assert_eq!(net.change_result(BOB, id), Ok(()));
-    assert_eq!(net.resolve(ALICE, host("alice")), Err(ResolveError::NotFound));
+    assert_eq!(
+        net.resolve(ALICE, host("alice")),
+        Err(ResolveError::NotFound)
+    );
     let by_addr = net.resolve(ALICE, Query::Address(bob_addr)).unwrap();
     assert_eq!(by_addr.hostname, None);
     assert_eq!(net.rv().record(bob_addr).unwrap().hostname, None);
