@@ -118,6 +118,21 @@ impl Home {
         fsutil::atomic_write(&self.path("config.json"), &bytes, 0o600)
     }
 
+    /// Reads the settings, lets `change` edit them, and saves them if it
+    /// changed anything. Returns the settings as saved.
+    pub fn update_settings(
+        &self,
+        change: impl FnOnce(&mut Settings),
+    ) -> Result<Settings, FileError> {
+        let before = self.settings()?;
+        let mut after = before.clone();
+        change(&mut after);
+        if after != before {
+            self.save_settings(&after)?;
+        }
+        Ok(after)
+    }
+
     /// Stores a message in `inbox/` or a file in `received/`; returns the
     /// path written. File names were checked by the core; a name already
     /// taken gets a numeric suffix, never an overwrite.

@@ -13,6 +13,7 @@ pub mod detach;
 pub mod diag;
 pub mod identity;
 pub mod rendezvous;
+pub mod settings;
 pub mod trust;
 
 /// What `pilotctl context` says of one command beyond what clap knows.
