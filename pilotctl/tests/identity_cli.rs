@@ -277,4 +277,19 @@ fn live_changes_are_seen_by_others_and_survive_a_restart() {
         net.ctl("alice", &["info", "--json"]).data()["hostname"],
         "alice-v3"
     );
+    // A start flag can make a saved public agent private again.
+    net.ctl("alice", &["set-public", "--json"]).data();
+    net.ctl("alice", &["daemon", "stop", "--json"]).data();
+    net.ctl("alice", &["daemon", "start", "--private", "--json"])
+        .data();
+    assert_eq!(find(&net, "alice-v3").error_code(), "not_found");
+    assert_eq!(saved(&net, "alice")["public"], false);
+    assert_eq!(
+        net.ctl(
+            "alice",
+            &["daemon", "start", "--public", "--private", "--json"]
+        )
+        .error_code(),
+        "invalid_argument"
+    );
 }

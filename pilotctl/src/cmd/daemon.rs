@@ -111,9 +111,12 @@ pub struct AgentArgs {
     /// The hostname to register.
     #[arg(long)]
     pub hostname: Option<String>,
-    /// Be findable by anyone (default: private).
-    #[arg(long)]
+    /// Be findable by anyone (default: private; saved for later starts).
+    #[arg(long, conflicts_with = "private")]
     pub public: bool,
+    /// Be findable only by trusted peers (the default; undoes a saved --public).
+    #[arg(long)]
+    pub private: bool,
     /// The owner's email, kept with the settings.
     #[arg(long)]
     pub email: Option<String>,
@@ -192,7 +195,11 @@ fn resolve(a: &StartArgs, saved: &Settings) -> Result<(Options, Settings), Failu
         .or_else(|| saved.listen.clone())
         .unwrap_or_else(|| "0.0.0.0:0".into());
     let listen = settings::listen(&listen_text)?;
-    let public = a.agent.public || saved.public;
+    let public = if a.agent.private {
+        false
+    } else {
+        a.agent.public || saved.public
+    };
     let mut services = ServiceConfig::default();
     if a.no_services {
         services.echo = false;

@@ -179,7 +179,14 @@ pub fn init(a: AgentArgs) -> Result<Success, Failure> {
         ("rendezvous", a.rendezvous()),
         ("rendezvous_key", a.rendezvous_key()),
         ("hostname", a.hostname.clone()),
-        ("public", a.public.then(|| "true".to_string())),
+        (
+            "public",
+            if a.private {
+                Some("false".to_string())
+            } else {
+                a.public.then(|| "true".to_string())
+            },
+        ),
         ("email", a.email.clone()),
     ];
     let wanted: Vec<(&str, &str)> = given
