@@ -40,6 +40,8 @@ pub enum Command {
     Trust(cmd::trust::TrustCommand),
     #[command(flatten)]
     Diag(cmd::diag::DiagCommand),
+    #[command(flatten)]
+    Messaging(cmd::messaging::MessagingCommand),
     /// Every command, its arguments, JSON answer and error codes (for agents).
     Context,
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
@@ -58,6 +60,7 @@ fn main() {
         Command::Identity(c) => c.run(json),
         Command::Trust(c) => c.run(json),
         Command::Diag(c) => c.run(json),
+        Command::Messaging(c) => c.run(json),
         Command::Context => cmd::context::context(&Cli::command()),
         Command::Completions { shell } => {
             cmd::context::completions(&mut Cli::command(), shell, json)

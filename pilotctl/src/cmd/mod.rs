@@ -11,6 +11,7 @@ pub mod daemon;
 pub mod detach;
 pub mod diag;
 pub mod identity;
+pub mod messaging;
 pub mod rendezvous;
 pub mod trust;
 
@@ -37,6 +38,7 @@ pub fn all_docs() -> Vec<CommandDoc> {
         identity::DOCS,
         trust::DOCS,
         diag::DOCS,
+        messaging::DOCS,
         context::DOCS,
     ]
     .concat()
