@@ -39,6 +39,8 @@ pub enum Command {
     #[command(flatten)]
     Trust(cmd::trust::TrustCommand),
     #[command(flatten)]
+    Messaging(cmd::messaging::MessagingCommand),
+    #[command(flatten)]
     Diag(cmd::diag::DiagCommand),
     /// Run Pilot end to end on this machine: a rendezvous, two agents, trust,
     /// ping, a message, a file, an event and a web page through the overlay.
@@ -103,6 +105,7 @@ fn main() {
         Command::Identity(c) => c.run(json),
         Command::Trust(c) => c.run(json),
         Command::Diag(c) => c.run(json),
+        Command::Messaging(c) => c.run(json),
         Command::Demo(a) => cmd::demo::run(a, json),
         Command::Context => cmd::context::context(&Cli::command()),
         Command::Completions { shell } => {

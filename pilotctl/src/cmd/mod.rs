@@ -12,6 +12,7 @@ pub mod demo;
 pub mod detach;
 pub mod diag;
 pub mod identity;
+pub mod messaging;
 pub mod rendezvous;
 pub mod settings;
 pub mod trust;
@@ -39,6 +40,7 @@ pub fn all_docs() -> Vec<CommandDoc> {
         identity::DOCS,
         trust::DOCS,
         diag::DOCS,
+        messaging::DOCS,
         demo::DOCS,
         context::DOCS,
     ]
