@@ -66,6 +66,11 @@ fn demo_runs_every_step_and_cleans_up() {
         "trust",
         "approves",
         "pings",
+        "message",
+        "inbox",
+        "file",
+        "received",
+        "events",
         "web page",
     ] {
         assert!(
@@ -73,6 +78,16 @@ fn demo_runs_every_step_and_cleans_up() {
             "no step about {want}: {titles:?}"
         );
     }
+    let result = |title: &str| {
+        steps
+            .iter()
+            .find(|s| s["title"].as_str().unwrap().contains(title))
+            .map(|s| s["result"].as_str().unwrap().to_string())
+            .unwrap()
+    };
+    assert!(result("inbox").contains("hello alice"));
+    assert!(result("received").contains("identical"));
+    assert!(result("events").contains("all systems go"));
     let page = steps.last().unwrap()["result"].as_str().unwrap();
     assert!(
         page.contains("200 OK") && page.contains("Hello from alice"),

@@ -4,7 +4,9 @@
 //! hands, approve, ping, exchange a message, a file and an event, and bob
 //! fetches a small web page that alice serves on port 80 of the overlay.
 //! Every step is the `pilotctl` command a user would type, run as a child
-//! process, and is printed with what it answered and how long it took.
+//! process, and is printed with what it answered and how long it took
+//! (only alice's little web server runs inside the demo itself, on her
+//! daemon's IPC, as an application would).
 //! Everything is stopped and removed at the end, on failure, and on
 //! Ctrl-C.
 
@@ -87,13 +89,28 @@ fn answer(out: &std::process::Output) -> Result<Value, Failure> {
     ))
 }
 
-/// Shell-style display of arguments (quoted where needed).
+/// Shell-style display of arguments (quoted where needed; `$'..'` with
+/// escapes for control characters, as bash reads them).
 fn shown(args: &[&str]) -> String {
     args.iter()
         .map(|a| {
-            if !a.is_empty()
+            if a.chars().any(char::is_control) {
+                let inner: String = a
+                    .chars()
+                    .map(|c| match c {
+                        '\r' => "\\r".to_string(),
+                        '\n' => "\\n".to_string(),
+                        '\t' => "\\t".to_string(),
+                        '\'' => "\\'".to_string(),
+                        '\\' => "\\\\".to_string(),
+                        c if c.is_control() => format!("\\x{:02x}", c as u32),
+                        c => c.to_string(),
+                    })
+                    .collect();
+                format!("$'{inner}'")
+            } else if !a.is_empty()
                 && a.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_.:/=*@".contains(c))
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.:/=@".contains(c))
             {
                 a.to_string()
             } else {
@@ -187,12 +204,28 @@ impl Demo {
         args: &[&str],
         run: impl FnOnce(&mut Self) -> Result<String, Failure>,
     ) -> Result<(), Failure> {
+        self.step_after(title, &[], agent, args, run)
+    }
+
+    /// A step whose command follows others started in the background
+    /// (`before`: agent and command line, shown with a trailing `&`).
+    fn step_after(
+        &mut self,
+        title: &str,
+        before: &[(&str, &[&str])],
+        agent: Option<&str>,
+        args: &[&str],
+        run: impl FnOnce(&mut Self) -> Result<String, Failure>,
+    ) -> Result<(), Failure> {
         self.check_interrupt()?;
         let n = self.steps.len() + 1;
         let command = format!("pilotctl {}", shown(args));
         let prompt = agent.unwrap_or("you");
         if !self.json {
             println!("\n{n:>2}. {title}");
+            for (who, cmd) in before {
+                println!("    {who}$ pilotctl {} &", shown(cmd));
+            }
             println!("    {prompt}$ {command}");
             let _ = std::io::stdout().flush();
         }
@@ -362,40 +395,149 @@ impl Demo {
             },
         )?;
 
+        self.message_steps()?;
+        self.event_step()?;
         self.http_step()?;
         Ok(())
     }
 
-    /// Alice serves a page on overlay port 80; bob fetches it.
+    /// A message and a file through alice's data exchange service.
+    fn message_steps(&mut self) -> Result<(), Failure> {
+        let note = "hello alice, this is bob";
+        let send = ["send-message", "alice", "--data", note];
+        self.step("bob sends alice a message", Some("bob"), &send, |d| {
+            let v = d.ctl(Some("bob"), &send)?;
+            Ok(format!(
+                "{} bytes delivered and acknowledged (message {})",
+                v["bytes"], v["id"]
+            ))
+        })?;
+        self.step("alice reads her inbox", Some("alice"), &["inbox"], |d| {
+            let v = d.ctl_until(Some("alice"), &["inbox"], "the message", |v| {
+                v["messages"]
+                    .as_array()
+                    .is_some_and(|m| m.iter().any(|m| m["data"] == note))
+            })?;
+            let m = v["messages"]
+                .as_array()
+                .and_then(|m| m.iter().find(|m| m["data"] == note))
+                .cloned()
+                .unwrap_or(Value::Null);
+            Ok(format!(
+                "from {} ({}): \"{}\"",
+                m["from"].as_str().unwrap_or("?"),
+                m["kind"].as_str().unwrap_or("?"),
+                note
+            ))
+        })?;
+
+        let file = self.dir.join("report.txt");
+        let content: String = (1..=200)
+            .map(|i| format!("line {i}: findings of the pilot demo\n"))
+            .collect();
+        std::fs::write(&file, &content)
+            .map_err(|e| Failure::new("internal", format!("{}: {e}", file.display()), ""))?;
+        let file_arg = file.to_string_lossy().into_owned();
+        let send = ["send-file", "alice", &file_arg];
+        self.step("bob sends alice a file", Some("bob"), &send, |d| {
+            let v = d.ctl(Some("bob"), &send)?;
+            Ok(format!(
+                "{} ({} bytes) delivered and acknowledged",
+                v["name"].as_str().unwrap_or("?"),
+                v["bytes"]
+            ))
+        })?;
+        self.step(
+            "alice finds it among her received files",
+            Some("alice"),
+            &["received"],
+            |d| {
+                let v = d.ctl_until(Some("alice"), &["received"], "the file", |v| {
+                    v["files"]
+                        .as_array()
+                        .is_some_and(|f| f.iter().any(|f| f["name"] == "report.txt"))
+                })?;
+                let f = v["files"]
+                    .as_array()
+                    .and_then(|f| f.iter().find(|f| f["name"] == "report.txt"))
+                    .cloned()
+                    .unwrap_or(Value::Null);
+                let path = f["path"].as_str().unwrap_or_default();
+                let got = std::fs::read(path).unwrap_or_default();
+                if got != content.as_bytes() {
+                    return Err(Failure::new(
+                        "internal",
+                        format!("{path} differs from what bob sent"),
+                        "",
+                    ));
+                }
+                Ok(format!("{path}: {} bytes, identical to bob's", got.len()))
+            },
+        )
+    }
+
+    /// Bob subscribes to alice's event stream; alice publishes an event.
+    fn event_step(&mut self) -> Result<(), Failure> {
+        let publish = [
+            "publish",
+            "alice",
+            "demo.status",
+            "--data",
+            "alice: all systems go",
+        ];
+        let timeout = self.step_timeout.as_secs().to_string();
+        let subscribe = [
+            "subscribe",
+            "alice",
+            "demo.*",
+            "--count",
+            "1",
+            "--timeout",
+            &timeout,
+        ];
+        self.step_after(
+            "bob subscribes to alice's events; alice publishes one",
+            &[("bob", &subscribe)],
+            Some("alice"),
+            &publish,
+            |d| {
+                let mut sub = Background::spawn(d, "bob", &subscribe)?;
+                sub.wait_for_stderr("Subscribed", d.step_timeout)?;
+                let v = d.ctl(Some("alice"), &publish)?;
+                let line = sub.finish(d.step_timeout)?;
+                let event: Value = serde_json::from_str(line.trim()).map_err(|_| {
+                    Failure::new("internal", format!("bob's subscriber printed {line:?}"), "")
+                })?;
+                Ok(format!(
+                    "alice's broker had {} subscriber; bob got `{}`: \"{}\"",
+                    v["subscribers"],
+                    event["topic"].as_str().unwrap_or("?"),
+                    event["data"].as_str().unwrap_or("?")
+                ))
+            },
+        )
+    }
+
+    /// Alice serves a page on overlay port 80; bob fetches it with
+    /// `pilotctl connect`.
     fn http_step(&mut self) -> Result<(), Failure> {
         let alice_sock = self.home("alice").join("pilot.sock");
-        let bob_sock = self.home("bob").join("pilot.sock");
         let timeout = self.step_timeout;
-        let fetch = "GET / HTTP/1.0\r\nHost: alice\r\n\r\n";
+        let get = "GET / HTTP/1.0\r\nHost: alice\r\n\r\n";
+        let fetch = ["connect", "alice", "80", "--message", get];
         self.step(
             "alice serves a web page on port 80; bob fetches it through the tunnel",
             Some("bob"),
-            &["connect", "alice", "80", "--message", "GET / HTTP/1.0"],
-            |_| {
+            &fetch,
+            |d| {
                 let server = serve_page(&alice_sock, timeout)?;
-                let mut c = Client::connect(&bob_sock).map_err(super::client::failure)?;
-                c.set_timeout(timeout);
-                let answer = (|| -> Result<Vec<u8>, driver_mio::client::ClientError> {
-                    let mut s = c.connect_stream("alice", 80)?;
-                    use std::io::{Read, Write};
-                    s.write_all(fetch.as_bytes())?;
-                    s.shutdown()?;
-                    let mut body = Vec::new();
-                    s.read_to_end(&mut body)?;
-                    Ok(body)
-                })()
-                .map_err(super::client::failure)?;
+                let v = d.ctl(Some("bob"), &fetch)?;
                 let served = server
                     .join()
                     .map_err(|_| Failure::new("internal", "the page server panicked", ""))??;
-                let text = String::from_utf8_lossy(&answer);
-                let status = text.lines().next().unwrap_or_default().to_string();
-                if !text.ends_with(PAGE) {
+                let answer = v["reply"]["data"].as_str().unwrap_or_default();
+                let status = answer.lines().next().unwrap_or_default().trim().to_string();
+                if !answer.ends_with(PAGE) {
                     return Err(Failure::new(
                         "connection_failed",
                         format!("bob got something else than the page: {status}"),
@@ -440,6 +582,110 @@ impl Demo {
 impl Drop for Demo {
     fn drop(&mut self) {
         self.cleanup();
+    }
+}
+
+/// A `pilotctl` child that runs while other steps go on (a subscriber).
+struct Background {
+    child: std::process::Child,
+    stderr: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Background {
+    fn spawn(d: &Demo, agent: &str, args: &[&str]) -> Result<Background, Failure> {
+        let mut child = Command::new(&d.exe)
+            .args(args)
+            .arg("--json")
+            .env("PILOT_HOME", d.home(agent))
+            .env_remove("PILOT_SOCKET")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| Failure::new("internal", format!("cannot run pilotctl: {e}"), ""))?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        let err = child.stderr.take();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            if let Some(err) = err {
+                for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        Ok(Background {
+            child,
+            stderr: rx,
+            seen: Vec::new(),
+        })
+    }
+
+    /// Waits for a line on its stderr containing `marker`.
+    fn wait_for_stderr(&mut self, marker: &str, timeout: Duration) -> Result<(), Failure> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stderr.recv_timeout(left) {
+                Ok(line) if line.contains(marker) => return Ok(()),
+                Ok(line) => self.seen.push(line),
+                Err(_) => {
+                    return Err(Failure::new(
+                        "timeout",
+                        format!("no `{marker}` from the background command: {:?}", self.seen),
+                        "",
+                    ))
+                }
+            }
+        }
+    }
+
+    /// Waits for it to exit; its stdout.
+    fn finish(mut self, timeout: Duration) -> Result<String, Failure> {
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => break status,
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10))
+                }
+                _ => {
+                    return Err(Failure::new(
+                        "timeout",
+                        "the background command did not finish",
+                        "",
+                    ))
+                }
+            }
+        };
+        let mut out = String::new();
+        if let Some(mut o) = self.child.stdout.take() {
+            let _ = std::io::Read::read_to_string(&mut o, &mut out);
+        }
+        if !status.success() {
+            // Its last line is the error object.
+            let last = out.lines().last().unwrap_or_default();
+            let v: Value = serde_json::from_str(last).unwrap_or(Value::Null);
+            return Err(Failure::new(
+                v["code"].as_str().unwrap_or("internal"),
+                v["message"]
+                    .as_str()
+                    .unwrap_or("the background command failed"),
+                v["hint"].as_str().unwrap_or_default(),
+            ));
+        }
+        Ok(out)
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 
