@@ -359,6 +359,22 @@ impl Client {
         self.call(Request::Resolve { peer: peer.into() })
     }
 
+    /// Registers under another hostname (`None`: none); answered once the
+    /// rendezvous accepted (`already_exists` if the name is taken).
+    pub fn set_hostname(
+        &mut self,
+        hostname: Option<&str>,
+    ) -> Result<serde_json::Value, ClientError> {
+        self.call(Request::SetHostname {
+            hostname: hostname.map(Into::into),
+        })
+    }
+
+    /// Becomes findable by anyone (`true`) or only by trusted peers.
+    pub fn set_visibility(&mut self, public: bool) -> Result<serde_json::Value, ClientError> {
+        self.call(Request::SetVisibility { public })
+    }
+
     /// Asks a peer for trust.
     pub fn handshake(
         &mut self,

@@ -1,6 +1,6 @@
 //! The registry's promises, checked against the real core in the
 //! simulator: stable addresses per identity, unique hostnames, private by
-//! default, expiry without refresh.
+//! default, expiry without refresh, hostname and visibility changed live.
 
 use std::time::Duration;
 
@@ -9,8 +9,9 @@ use driver_sim::pilot::{identity_for, HostEvent, Scenario};
 use driver_sim::HostId;
 use pilot_proto::addr::Hostname;
 use pilot_proto::msg::{ErrorCode, Query};
-use pilot_proto::node::{Event, PeerInfo, ResolveError};
+use pilot_proto::node::{Event, Node, PeerInfo, RequestError, ResolveError};
 use pilot_proto::rendezvous::RendezvousEvent;
+use pilot_proto::Timestamp;
 
 const SEED: u64 = 11;
 
@@ -37,6 +38,39 @@ fn lookup(s: &mut Scenario, from: HostId, query: Query) -> Result<PeerInfo, Reso
             _ => None,
         })
         .expect("resolved event present")
+}
+
+/// Runs a registration change on `on` and waits for its outcome.
+fn change(
+    s: &mut Scenario,
+    on: HostId,
+    f: impl FnOnce(&mut Node, Timestamp) -> u32,
+) -> Result<(), RequestError> {
+    let id = s.world.with_host(on, |h, now| f(h.node_mut(), now));
+    let outcome = |s: &Scenario| {
+        s.node_events().find_map(|(_, h, e)| match e {
+            Event::RegistrationChanged { id: i, result } if h == on && *i == id => {
+                Some(result.clone())
+            }
+            _ => None,
+        })
+    };
+    s.world
+        .run_until(
+            |w| {
+                w.events().iter().any(|(_, h, e)| {
+                    *h == on
+                        && matches!(e, HostEvent::Node(Event::RegistrationChanged { id: i, .. }) if *i == id)
+                })
+            },
+            Duration::from_secs(30),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    outcome(s).expect("outcome present")
+}
+
+fn name(h: &str) -> Query {
+    Query::Hostname(Hostname::new(h).unwrap())
 }
 
 #[test]
@@ -179,4 +213,111 @@ fn a_node_shutting_down_says_goodbye() {
         1,
         "trust outlives a shutdown"
     );
+}
+
+/// Lossy, reordering links: a rename and a refused rename settle as the
+/// registry decided, whatever the network did to the Registers.
+#[test]
+fn renaming_releases_the_old_name_and_a_taken_name_is_refused() {
+    let mut s = Scenario::new(SEED);
+    let alice = s.add_node("alice", "198.51.100.10:4000", |_| {});
+    let bob = s.add_node("bob", "203.0.113.20:4000", |_| {});
+    let carol = s.add_node("carol", "192.0.2.30:4000", |_| {});
+    for id in s.world.host_ids().collect::<Vec<_>>() {
+        s.world.set_link(
+            id,
+            driver_sim::LinkConfig {
+                latency: Duration::from_millis(20),
+                jitter: Duration::from_millis(15),
+                loss_ppm: 50_000,
+                duplicate_ppm: 50_000,
+                reorder_ppm: 100_000,
+                reorder_extra: Duration::from_millis(300),
+                ..driver_sim::LinkConfig::default()
+            },
+        );
+    }
+    registered(&mut s, &[alice, bob, carol]);
+    let alice_addr = s.node(alice).address().unwrap();
+    let carol_addr = s.node(carol).address().unwrap();
+
+    let renamed = change(&mut s, alice, |n, now| {
+        n.set_hostname(now, Hostname::new("alice-v2").ok())
+    });
+    assert_eq!(renamed, Ok(()));
+    assert_eq!(
+        lookup(&mut s, bob, name("alice")),
+        Err(ResolveError::NotFound)
+    );
+    assert_eq!(
+        lookup(&mut s, bob, name("alice-v2")).unwrap().address,
+        alice_addr
+    );
+
+    // The old name is free: carol takes it.
+    let took = change(&mut s, carol, |n, now| {
+        n.set_hostname(now, Hostname::new("alice").ok())
+    });
+    assert_eq!(took, Ok(()));
+    assert_eq!(
+        lookup(&mut s, bob, name("alice")).unwrap().address,
+        carol_addr
+    );
+
+    // Bob cannot have it: refused, and bob keeps his own name.
+    let refused = change(&mut s, bob, |n, now| {
+        n.set_hostname(now, Hostname::new("alice").ok())
+    });
+    assert!(
+        matches!(
+            refused,
+            Err(RequestError::Refused(ErrorCode::HostnameTaken, _))
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(s.node(bob).hostname().map(|h| h.as_str()), Some("bob"));
+    s.world.run_for(Duration::from_secs(60));
+    assert!(s.node(bob).is_registered(), "bob still refreshes as bob");
+    assert!(lookup(&mut s, alice, name("bob")).is_ok());
+    assert_eq!(
+        lookup(&mut s, alice, name("alice")).unwrap().address,
+        carol_addr
+    );
+}
+
+#[test]
+fn going_private_and_public_again_as_an_untrusted_node_sees_it() {
+    let mut s = Scenario::new(SEED);
+    let alice = s.add_node("alice", "198.51.100.10:4000", |_| {});
+    let bob = s.add_node("bob", "203.0.113.20:4000", |_| {});
+    let friend = s.add_node("friend", "192.0.2.30:4000", |_| {});
+    registered(&mut s, &[alice, bob, friend]);
+    s.trust(alice, friend, Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let alice_addr = s.node(alice).address().unwrap();
+    assert!(lookup(&mut s, bob, name("alice")).unwrap().public);
+
+    assert_eq!(
+        change(&mut s, alice, |n, now| n.set_public(now, false)),
+        Ok(())
+    );
+    assert_eq!(
+        lookup(&mut s, bob, name("alice")),
+        Err(ResolveError::NotFound)
+    );
+    assert_eq!(
+        lookup(&mut s, bob, Query::Address(alice_addr)),
+        Err(ResolveError::NotFound)
+    );
+    // A trusted peer still finds her, and sees she is private.
+    let seen = lookup(&mut s, friend, name("alice")).unwrap();
+    assert!(!seen.public);
+
+    assert_eq!(
+        change(&mut s, alice, |n, now| n.set_public(now, true)),
+        Ok(())
+    );
+    let again = lookup(&mut s, bob, name("alice")).unwrap();
+    assert_eq!(again.address, alice_addr);
+    assert!(again.public);
 }

@@ -28,6 +28,7 @@ use crate::time::Timestamp;
 use crate::trust::{Pending, TrustRequest, TrustState, Trusted};
 use crate::tunnel::{PeerKey, PeerStats, SendError, TunnelConfig, TunnelEvent, Tunnels};
 
+mod registration;
 mod streams;
 mod trust;
 
@@ -306,6 +307,16 @@ pub enum Event {
         /// The peer.
         peer: Address,
     },
+    /// A change of hostname or visibility ([`Node::set_hostname`],
+    /// [`Node::set_public`]) finished: the rendezvous holds it (`Ok`),
+    /// refused it (the node went back to the registration the rendezvous
+    /// holds), or did not answer in time (the node keeps trying).
+    RegistrationChanged {
+        /// The ID the command returned.
+        id: u32,
+        /// How it went.
+        result: Result<(), RequestError>,
+    },
     /// A request to the rendezvous (handshake, approve, reject, untrust)
     /// finished.
     RequestDone {
@@ -392,6 +403,12 @@ impl fmt::Display for Event {
             }
             Event::TrustRejected { peer, reason } => write!(f, "rejected by {peer}: {reason:?}"),
             Event::TrustRevoked { peer } => write!(f, "trust revoked by {peer}"),
+            Event::RegistrationChanged { id, result: Ok(()) } => {
+                write!(f, "registration change #{id} done")
+            }
+            Event::RegistrationChanged { id, result: Err(e) } => {
+                write!(f, "registration change #{id} failed: {e}")
+            }
             Event::RequestDone { id, result: Ok(()) } => write!(f, "request #{id} done"),
             Event::RequestDone { id, result: Err(e) } => write!(f, "request #{id} failed: {e}"),
         }
@@ -451,6 +468,10 @@ pub struct Node {
     /// The newest request seen per requester, to refuse replays.
     seen_requests: BTreeMap<PublicKey, u64>,
     rv_requests: BTreeMap<u32, trust::RvRequest>,
+    /// Hostname or visibility changes waiting for the rendezvous.
+    reg_changes: Vec<registration::Change>,
+    /// The hostname and visibility the rendezvous last accepted.
+    confirmed: Option<registration::Profile>,
     streams: Option<streams::StreamState>,
     stream_seed: [u8; 32],
     events: VecDeque<Event>,
@@ -497,6 +518,8 @@ impl Node {
             last_issued_at: 0,
             seen_requests: BTreeMap::new(),
             rv_requests: BTreeMap::new(),
+            reg_changes: Vec::new(),
+            confirmed: None,
             streams: None,
             stream_seed: Stream::derive(seed, "streams").bytes32(),
             events: VecDeque::new(),
@@ -789,6 +812,7 @@ impl Node {
                         public_endpoint: r.observed,
                     });
                 }
+                self.registration_accepted();
                 // Lookups and requests made before registration go now.
                 self.send_resolves(now);
                 self.rv_request_timers(now);
@@ -843,6 +867,9 @@ impl Node {
         } = self.reg
         {
             if r == req {
+                if self.registration_refused(now, code, &message) {
+                    return;
+                }
                 // Hostname conflicts will not fix themselves quickly: wait
                 // long before asking again, and say so once.
                 let retry_at = now + self.config.max_backoff;
@@ -1251,6 +1278,7 @@ impl Node {
         self.registration_step(now);
         self.resolve_timers(now);
         self.rv_request_timers(now);
+        self.registration_change_timers(now);
         self.queue_timers(now);
         self.stream_timers(now);
         self.drain_tunnel_events(now);
@@ -1292,6 +1320,7 @@ impl Node {
             next = earliest(next, Some((at, Timer::Resolve)));
         }
         next = earliest(next, self.rv_request_deadline());
+        next = earliest(next, self.registration_change_deadline());
         next = earliest(next, self.stream_deadline());
         for q in self.waiting.values() {
             if let Some((at, _)) = q.front() {

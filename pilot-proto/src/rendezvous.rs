@@ -20,7 +20,7 @@ use crate::msg::{Certificate, ErrorCode, Message, Query, Register, Registered, R
 use crate::stats::{DropReason, Stats};
 use crate::time::Timestamp;
 use crate::trust::{TrustApproval, TrustRequest};
-use crate::tunnel::{PeerKey, TunnelConfig, Tunnels};
+use crate::tunnel::{Inbound, PeerKey, TunnelConfig, Tunnels};
 
 /// How a rendezvous behaves.
 #[derive(Clone, Debug)]
@@ -227,6 +227,9 @@ pub struct Rendezvous {
     by_hostname: BTreeMap<Hostname, PublicKey>,
     /// Session key to identity, for agents that registered.
     by_session_key: BTreeMap<PeerKey, PublicKey>,
+    /// Per identity, the last Register applied: when its session was
+    /// created and its `req`. Older ones arriving late are stale.
+    last_register: BTreeMap<PublicKey, (Timestamp, u32)>,
     expiries: BTreeSet<(Timestamp, PublicKey)>,
     buckets: BTreeMap<PeerKey, Bucket>,
     /// Requests waiting for the target's decision: (target, requester).
@@ -259,6 +262,7 @@ impl Rendezvous {
             by_node: BTreeMap::new(),
             by_hostname: BTreeMap::new(),
             by_session_key: BTreeMap::new(),
+            last_register: BTreeMap::new(),
             expiries: BTreeSet::new(),
             buckets: BTreeMap::new(),
             pending_trust: BTreeMap::new(),
@@ -342,13 +346,7 @@ impl Rendezvous {
                     return;
                 }
                 match Message::decode(&inbound.plaintext) {
-                    Ok(Message::Register(r)) => self.on_register(
-                        now,
-                        inbound.peer,
-                        inbound.from,
-                        &inbound.handshake_hash,
-                        r,
-                    ),
+                    Ok(Message::Register(r)) => self.on_register(now, &inbound, r),
                     Ok(Message::Resolve { req, query }) => {
                         self.on_resolve(now, inbound.peer, req, query)
                     }
@@ -414,21 +412,28 @@ impl Rendezvous {
         self.reply(now, peer, &Message::Error { req, code, message });
     }
 
-    fn on_register(
-        &mut self,
-        now: Timestamp,
-        peer: PeerKey,
-        from: SocketAddr,
-        handshake_hash: &[u8; 32],
-        r: Register,
-    ) {
+    fn on_register(&mut self, now: Timestamp, inbound: &Inbound, r: Register) {
+        let (peer, from) = (inbound.peer, inbound.from);
         if r.key.x25519().ok() != Some(peer) {
             let msg = "the identity key is not the key of this session".into();
             return self.error(now, &peer, r.req, ErrorCode::KeyMismatch, msg);
         }
-        if !r.verify(handshake_hash) {
+        if !r.verify(&inbound.handshake_hash) {
             let msg = "registration signature does not verify".into();
             return self.error(now, &peer, r.req, ErrorCode::BadSignature, msg);
+        }
+        // Every Register carries the agent's whole state, so one that was
+        // overtaken (a retransmission delayed past a hostname change, say)
+        // would undo a newer one: apply them in the order they were sent.
+        // An agent's `req` only grows within a run, and a new run (or a
+        // rekey) starts a newer session.
+        let order = (inbound.session_created, r.req);
+        if self
+            .last_register
+            .get(&r.key)
+            .is_some_and(|last| order <= *last)
+        {
+            return self.tunnels.stats_mut().drop(DropReason::Replay);
         }
         if let Some(h) = &r.hostname {
             if self.by_hostname.get(h).is_some_and(|owner| *owner != r.key) {
@@ -483,6 +488,7 @@ impl Rendezvous {
             self.dirty.insert(Dirty::Record(r.key));
         }
         self.by_session_key.insert(peer, r.key);
+        self.last_register.insert(r.key, order);
         let not_after = self.wall_secs(now) + self.config.cert_lifetime.as_secs();
         let cert = Certificate::issue(&self.config.identity, address, r.key, not_after);
         let answer = Message::Registered(Registered {
@@ -737,6 +743,7 @@ impl Rendezvous {
     fn on_bye(&mut self, now: Timestamp, peer: PeerKey) {
         self.now = now;
         if let Some(key) = self.by_session_key.remove(&peer) {
+            self.last_register.remove(&key);
             if let Some(rec) = self.records.get_mut(&key) {
                 if let Some(at) = rec.expires.take() {
                     self.expiries.remove(&(at, key));
@@ -944,6 +951,7 @@ impl Rendezvous {
                 self.by_session_key.remove(&x);
                 self.buckets.remove(&x);
             }
+            self.last_register.remove(&key);
         }
         while self.tunnels.poll_event().is_some() {}
     }

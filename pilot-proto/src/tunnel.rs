@@ -159,6 +159,10 @@ pub struct Inbound {
     pub plaintext: Vec<u8>,
     /// The handshake hash of the session it arrived on.
     pub handshake_hash: [u8; 32],
+    /// When the session it arrived on was created here. A peer's sessions
+    /// are created in the order of its initiations (their timestamps only
+    /// increase), so this orders messages across rekeys.
+    pub session_created: Timestamp,
 }
 
 struct Pending {
@@ -805,6 +809,7 @@ impl Tunnels {
                 OpenError::Expired => DropReason::Expired,
             })?;
         let handshake_hash = *session.handshake_hash();
+        let session_created = session.created();
         // An authenticated packet from a new address moves the path.
         p.endpoint = Some(from);
         p.unanswered_since = None;
@@ -831,6 +836,7 @@ impl Tunnels {
             from,
             plaintext,
             handshake_hash,
+            session_created,
         }))
     }
 

@@ -462,6 +462,8 @@ const NODE_HAPPY: &[u8] = &[
     6, 1, 0, 1, 1, 1, 1, 2, 0, // bob: datagram to our port 5000, "hi"
     b'h', b'i', //
     7, 3, 1, 1, 1, 9, // send 9 bytes to bob:5000 (resolves him first)
+    7, 4, 1, // change our hostname: registers again at once
+    7, 5, 0, // and go private
     3, 0xC3, // wait 30 s: refresh, keepalives
 ];
 

@@ -6,8 +6,9 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use pilot_proto::addr::{Hostname, SocketAddress};
+use pilot_proto::msg::ErrorCode;
 use pilot_proto::msg::Query;
-use pilot_proto::node::{Event, Node, NodeConfig};
+use pilot_proto::node::{Event, Node, NodeConfig, PeerInfo, RequestError, ResolveError};
 use pilot_proto::rendezvous::{Rendezvous, RendezvousConfig};
 use pilot_proto::{Identity, Timestamp};
 
@@ -55,6 +56,43 @@ impl Net {
             Some(Host::Node(n)) => n,
             _ => panic!("no node at {at}"),
         }
+    }
+
+    fn rv(&mut self) -> &mut Rendezvous {
+        match self.hosts.get_mut(&ep(RV)) {
+            Some(Host::Rv(r)) => r,
+            _ => panic!("no rendezvous"),
+        }
+    }
+
+    /// Looks `query` up from the node at `from` and waits for the answer.
+    fn resolve(&mut self, from: &str, query: Query) -> Result<PeerInfo, ResolveError> {
+        let now = self.now;
+        let id = self.node(from).resolve(now, query);
+        let who = ep(from);
+        let find = |n: &Net| {
+            n.events.iter().find_map(|(at, e)| match e {
+                Event::Resolved { id: i, result } if *at == who && *i == id => Some(result.clone()),
+                _ => None,
+            })
+        };
+        self.run_until(|n| find(n).is_some());
+        find(self).expect("answered")
+    }
+
+    /// Waits for the outcome of registration change `id` of node `at`.
+    fn change_result(&mut self, at: &str, id: u32) -> Result<(), RequestError> {
+        let who = ep(at);
+        let find = |n: &Net| {
+            n.events.iter().find_map(|(a, e)| match e {
+                Event::RegistrationChanged { id: i, result } if *a == who && *i == id => {
+                    Some(result.clone())
+                }
+                _ => None,
+            })
+        };
+        self.run_until(|n| find(n).is_some());
+        find(self).expect("reported")
     }
 
     /// Delivers everything queued, then advances to the next deadline.
@@ -208,4 +246,128 @@ fn register_resolve_and_exchange_datagrams() {
         .send_datagram(now, 6000, SocketAddress::new(bob_addr, 5001), b"nobody")
         .unwrap();
     net.run_until(|n| n.node(BOB).stats().dropped_port_unreachable == 1);
+}
+
+fn host(name: &str) -> Query {
+    Query::Hostname(Hostname::new(name).unwrap())
+}
+
+fn registered() -> Net {
+    let mut net = Net::new();
+    net.run_until(|n| n.node(ALICE).is_registered() && n.node(BOB).is_registered());
+    net
+}
+
+#[test]
+fn a_renamed_node_releases_its_old_hostname() {
+    let mut net = registered();
+    let alice_addr = net.node(ALICE).address().unwrap();
+    let bob_addr = net.node(BOB).address().unwrap();
+    let now = net.now;
+    let id = net
+        .node(ALICE)
+        .set_hostname(now, Some(Hostname::new("alice2").unwrap()));
+    assert_eq!(net.change_result(ALICE, id), Ok(()));
+    assert_eq!(net.node(ALICE).hostname().unwrap().as_str(), "alice2");
+    assert_eq!(net.resolve(BOB, host("alice")), Err(ResolveError::NotFound));
+    let found = net.resolve(BOB, host("alice2")).unwrap();
+    assert_eq!(found.address, alice_addr);
+    assert_eq!(found.hostname, Some(Hostname::new("alice2").unwrap()));
+    // The old name is free for anyone now.
+    let now = net.now;
+    let id = net
+        .node(BOB)
+        .set_hostname(now, Some(Hostname::new("alice").unwrap()));
+    assert_eq!(net.change_result(BOB, id), Ok(()));
+    assert_eq!(net.resolve(ALICE, host("alice")).unwrap().address, bob_addr);
+    assert_eq!(net.resolve(ALICE, host("bob")), Err(ResolveError::NotFound));
+    // No hostname at all: still findable by address.
+    let now = net.now;
+    let id = net.node(BOB).set_hostname(now, None);
+    assert_eq!(net.change_result(BOB, id), Ok(()));
+    assert_eq!(
+        net.resolve(ALICE, host("alice")),
+        Err(ResolveError::NotFound)
+    );
+    let by_addr = net.resolve(ALICE, Query::Address(bob_addr)).unwrap();
+    assert_eq!(by_addr.hostname, None);
+    assert_eq!(net.rv().record(bob_addr).unwrap().hostname, None);
+}
+
+#[test]
+fn a_taken_hostname_is_refused_and_the_old_one_kept() {
+    let mut net = registered();
+    let bob_addr = net.node(BOB).address().unwrap();
+    let now = net.now;
+    let id = net
+        .node(BOB)
+        .set_hostname(now, Some(Hostname::new("alice").unwrap()));
+    match net.change_result(BOB, id) {
+        Err(RequestError::Refused(ErrorCode::HostnameTaken, msg)) => {
+            assert!(msg.contains("alice"), "{msg}")
+        }
+        other => panic!("expected HostnameTaken, got {other:?}"),
+    }
+    assert_eq!(net.node(BOB).hostname().unwrap().as_str(), "bob");
+    assert_eq!(net.resolve(ALICE, host("bob")).unwrap().address, bob_addr);
+    assert_ne!(net.resolve(BOB, host("alice")).unwrap().address, bob_addr);
+    // Bob stays registered (the refusal changed nothing at the registry)
+    // and keeps refreshing with his own name.
+    let until = net.now + std::time::Duration::from_secs(60);
+    net.run_until(|n| n.now >= until);
+    assert!(net.node(BOB).is_registered());
+    assert!(!net
+        .events
+        .iter()
+        .any(|(_, e)| matches!(e, Event::RegistrationFailed { .. })));
+}
+
+#[test]
+fn visibility_changes_what_untrusted_nodes_see() {
+    let mut net = registered();
+    let alice_addr = net.node(ALICE).address().unwrap();
+    assert!(net.node(ALICE).is_public());
+    let now = net.now;
+    let id = net.node(ALICE).set_public(now, false);
+    assert_eq!(net.change_result(ALICE, id), Ok(()));
+    assert!(!net.node(ALICE).is_public());
+    assert_eq!(net.resolve(BOB, host("alice")), Err(ResolveError::NotFound));
+    assert_eq!(
+        net.resolve(BOB, Query::Address(alice_addr)),
+        Err(ResolveError::NotFound)
+    );
+    // Alice still finds herself.
+    assert!(!net.resolve(ALICE, host("alice")).unwrap().public);
+    let now = net.now;
+    let id = net.node(ALICE).set_public(now, true);
+    assert_eq!(net.change_result(ALICE, id), Ok(()));
+    let found = net.resolve(BOB, host("alice")).unwrap();
+    assert!(found.public);
+    assert_eq!(found.address, alice_addr);
+}
+
+#[test]
+fn a_register_overtaken_by_a_newer_one_is_not_applied() {
+    let mut net = registered();
+    let alice_addr = net.node(ALICE).address().unwrap();
+    let now = net.now;
+    let first = net
+        .node(ALICE)
+        .set_hostname(now, Some(Hostname::new("first").unwrap()));
+    let older: Vec<_> = std::iter::from_fn(|| net.node(ALICE).poll_transmit()).collect();
+    let second = net
+        .node(ALICE)
+        .set_hostname(now, Some(Hostname::new("second").unwrap()));
+    let newer: Vec<_> = std::iter::from_fn(|| net.node(ALICE).poll_transmit()).collect();
+    assert_eq!((older.len(), newer.len()), (1, 1));
+    // The network swaps them.
+    for t in newer.iter().chain(&older) {
+        net.rv().handle_datagram(now, ep(ALICE), &t.payload);
+    }
+    assert_eq!(net.rv().stats().dropped_replay, 1);
+    assert_eq!(net.change_result(ALICE, second), Ok(()));
+    assert_eq!(net.change_result(ALICE, first), Ok(()));
+    let rec = net.rv().record(alice_addr).unwrap().clone();
+    assert_eq!(rec.hostname, Some(Hostname::new("second").unwrap()));
+    assert_eq!(net.resolve(BOB, host("first")), Err(ResolveError::NotFound));
 }

@@ -39,7 +39,12 @@ pub enum Command {
     #[command(flatten)]
     Trust(cmd::trust::TrustCommand),
     #[command(flatten)]
+    Messaging(cmd::messaging::MessagingCommand),
+    #[command(flatten)]
     Diag(cmd::diag::DiagCommand),
+    /// Run Pilot end to end on this machine: a rendezvous, two agents, trust,
+    /// ping, a message, a file, an event and a web page through the overlay.
+    Demo(cmd::demo::DemoArgs),
     /// Every command, its arguments, JSON answer and error codes (for agents).
     Context,
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
@@ -49,8 +54,50 @@ pub enum Command {
     },
 }
 
+/// Parses the command line. A usage error under `--json` is answered like
+/// every other error (`invalid_argument`, exit 2); without it clap prints
+/// its own message and usage.
+fn parse() -> Cli {
+    match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            let json = std::env::args_os().any(|a| a == "--json");
+            let informational = matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            );
+            if !json || informational {
+                e.exit();
+            }
+            let rendered = e.render().to_string();
+            // The message is everything before the usage, on one line.
+            let message = rendered
+                .lines()
+                .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more"))
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect::<Vec<_>>()
+                .join(" ")
+                .trim_start_matches("error: ")
+                .to_string();
+            let usage = rendered
+                .lines()
+                .find(|l| l.starts_with("Usage:"))
+                .map(|l| format!("{l}; see `pilotctl context --json`"))
+                .unwrap_or_else(|| "see `pilotctl --help`".into());
+            std::process::exit(finish(
+                true,
+                Err(output::Failure::new("invalid_argument", message, usage)),
+            ));
+        }
+    }
+}
+
 fn main() {
-    let cli = Cli::parse();
+    let cli = parse();
     let json = cli.json;
     let result = match cli.command {
         Command::Daemon(c) => cmd::daemon::run(c, json),
@@ -58,6 +105,8 @@ fn main() {
         Command::Identity(c) => c.run(json),
         Command::Trust(c) => c.run(json),
         Command::Diag(c) => c.run(json),
+        Command::Messaging(c) => c.run(json),
+        Command::Demo(a) => cmd::demo::run(a, json),
         Command::Context => cmd::context::context(&Cli::command()),
         Command::Completions { shell } => {
             cmd::context::completions(&mut Cli::command(), shell, json)

@@ -45,6 +45,7 @@ pub fn exit_codes() -> &'static [(&'static str, i32)] {
         ("connection_failed", 7),
         ("timeout", 8),
         ("not_registered", 9),
+        ("interrupted", 130),
     ]
 }
 
@@ -54,6 +55,9 @@ pub struct Success {
     pub data: Value,
     /// What a person reads.
     pub text: String,
+    /// The command printed its own output (one JSON object per line, or
+    /// raw stream bytes): nothing more is printed on success.
+    printed: bool,
 }
 
 impl Success {
@@ -62,6 +66,16 @@ impl Success {
         Success {
             data,
             text: text.into(),
+            printed: false,
+        }
+    }
+
+    /// A success whose output the command already printed as it went.
+    pub fn printed() -> Self {
+        Success {
+            data: Value::Null,
+            text: String::new(),
+            printed: true,
         }
     }
 }
@@ -70,7 +84,9 @@ impl Success {
 pub fn finish(json_mode: bool, result: Result<Success, Failure>) -> i32 {
     match result {
         Ok(s) => {
-            if json_mode {
+            if s.printed {
+                // Nothing to add.
+            } else if json_mode {
                 println!("{}", json!({ "status": "ok", "data": s.data }));
             } else if !s.text.is_empty() {
                 println!("{}", s.text.trim_end());

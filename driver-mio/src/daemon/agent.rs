@@ -5,8 +5,8 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use base64::Engine as _;
-use pilot_proto::addr::{Address, PeerRef, SocketAddress};
-use pilot_proto::msg::Query;
+use pilot_proto::addr::{Address, Hostname, PeerRef, SocketAddress};
+use pilot_proto::msg::{ErrorCode, Query};
 use pilot_proto::node::{CommandError, Event, Node, RequestError, ResolveError};
 use pilot_proto::stream::{StreamError, StreamEvent, StreamId};
 use pilot_proto::Timestamp;
@@ -51,6 +51,9 @@ pub enum Out {
 pub struct Effects {
     /// Trust state changed: write it out.
     pub trust_changed: bool,
+    /// The hostname or visibility the node registers changed (or went
+    /// back after a refusal): write it into the settings.
+    pub registration_changed: bool,
     /// A client asked the daemon to stop.
     pub stop: bool,
     /// Messages and files that arrived through data exchange, to store.
@@ -97,6 +100,10 @@ fn error(code: &str, message: impl Into<String>, hint: impl Into<String>) -> Res
         hint: hint.into(),
     }
 }
+
+/// What a valid hostname looks like.
+pub const HOSTNAME_HINT: &str =
+    "hostnames are 1-63 lower-case letters, digits and '-', starting with a letter (e.g. agent-alpha)";
 
 fn ok(data: Value) -> Response {
     Response::Ok { data }
@@ -203,6 +210,24 @@ impl Agent {
     /// What the daemon must do besides answering.
     pub fn take_effects(&mut self) -> Effects {
         std::mem::take(&mut self.effects)
+    }
+
+    /// True (once) if the registered hostname or visibility changed. The
+    /// daemon persists that before it sends the answers waiting in the
+    /// queue, so a client told `ok` finds the change saved.
+    pub fn take_registration_changed(&mut self) -> bool {
+        std::mem::take(&mut self.effects.registration_changed)
+    }
+
+    /// What the node registers: the answer to a hostname or visibility
+    /// change.
+    fn registration(&self) -> Value {
+        let n = &self.node;
+        json!({
+            "address": n.address().map(|a| a.to_string()),
+            "hostname": n.hostname().map(|h| h.to_string()),
+            "public": n.is_public(),
+        })
     }
 
     /// A client connected.
@@ -427,6 +452,26 @@ impl Agent {
                 }
                 Err(e) => e,
             },
+            Request::SetHostname { hostname } => {
+                let hostname = match hostname.as_deref().map(Hostname::new).transpose() {
+                    Ok(h) => h,
+                    Err(e) => {
+                        return Some(error(
+                            codes::INVALID_ARGUMENT,
+                            format!("bad hostname: {e}"),
+                            HOSTNAME_HINT,
+                        ))
+                    }
+                };
+                let rid = self.node.set_hostname(now, hostname);
+                self.deferred.insert(rid, (client, id));
+                return None;
+            }
+            Request::SetVisibility { public } => {
+                let rid = self.node.set_public(now, public);
+                self.deferred.insert(rid, (client, id));
+                return None;
+            }
             Request::Handshake { peer, reason } => match self.query(&peer) {
                 Ok(q) => {
                     let r = self.node.handshake(now, q, &reason);
@@ -758,6 +803,32 @@ impl Agent {
                     self.respond(client, rid, r);
                 }
             }
+            Event::RegistrationChanged { id, result } => {
+                self.effects.registration_changed = true;
+                if let Some((client, rid)) = self.deferred.remove(&id) {
+                    let r = match result {
+                        Ok(()) => ok(self.registration()),
+                        Err(RequestError::Refused(ErrorCode::HostnameTaken, message)) => error(
+                            codes::ALREADY_EXISTS,
+                            message,
+                            "choose another hostname; the agent keeps its previous one",
+                        ),
+                        Err(RequestError::Refused(code, message)) => error(
+                            codes::CONNECTION_FAILED,
+                            format!("the rendezvous refused: {code}: {message}"),
+                            "the agent keeps its previous registration",
+                        ),
+                        Err(RequestError::Timeout) => error(
+                            codes::TIMEOUT,
+                            "the rendezvous did not answer; the agent keeps trying with the change",
+                            "check `pilotctl info`: is the daemon registered?",
+                        ),
+                        Err(e) => error(codes::INTERNAL, e.to_string(), ""),
+                    };
+                    self.respond(client, rid, r);
+                }
+            }
+            Event::RegistrationFailed { .. } => self.effects.registration_changed = true,
             Event::RequestDone { id, result } => {
                 self.effects.trust_changed = true;
                 if let Some((client, rid)) = self.deferred.remove(&id) {

@@ -118,6 +118,21 @@ impl Home {
         fsutil::atomic_write(&self.path("config.json"), &bytes, 0o600)
     }
 
+    /// Reads the settings, lets `change` edit them, and saves them if it
+    /// changed anything. Returns the settings as saved.
+    pub fn update_settings(
+        &self,
+        change: impl FnOnce(&mut Settings),
+    ) -> Result<Settings, FileError> {
+        let before = self.settings()?;
+        let mut after = before.clone();
+        change(&mut after);
+        if after != before {
+            self.save_settings(&after)?;
+        }
+        Ok(after)
+    }
+
     /// Stores a message in `inbox/` or a file in `received/`; returns the
     /// path written. File names were checked by the core; a name already
     /// taken gets a numeric suffix, never an overwrite.
@@ -130,19 +145,23 @@ impl Home {
                 .as_deref()
                 .and_then(|n| safe_file_name(n).ok())
                 .unwrap_or("file");
-            let mut path = dir.join(name);
-            let mut n = 1;
-            while path.exists() {
-                path = dir.join(format!("{name}.{n}"));
-                n += 1;
-            }
+            let path = unused(&dir, |n| match n {
+                0 => name.to_string(),
+                n => format!("{name}.{n}"),
+            });
             fsutil::atomic_write(&path, &m.payload, 0o600)?;
             return Ok(path);
         }
         let dir = self.path("inbox");
         fsutil::ensure_private_dir(&dir)?;
         let from = m.from.to_string().replace([':', '.'], "-");
-        let path = dir.join(format!("{wall_secs}-{from}-{}.json", m.id));
+        // Senders number messages per connection, so one sender's ids
+        // repeat: a second message in the same second must not replace
+        // the first.
+        let path = unused(&dir, |n| match n {
+            0 => format!("{wall_secs}-{from}-{}.json", m.id),
+            n => format!("{wall_secs}-{from}-{}.{n}.json", m.id),
+        });
         let data = match m.kind {
             Kind::Text | Kind::Json => {
                 serde_json::Value::String(String::from_utf8_lossy(&m.payload).into_owned())
@@ -163,5 +182,67 @@ impl Home {
         bytes.push(b'\n');
         fsutil::atomic_write(&path, &bytes, 0o600)?;
         Ok(path)
+    }
+}
+
+/// The first path in `dir` named `name(0)`, `name(1)`, ... that is not
+/// taken: what arrives is never written over what arrived before.
+fn unused(dir: &Path, name: impl Fn(u32) -> String) -> PathBuf {
+    let mut n = 0;
+    loop {
+        let path = dir.join(name(n));
+        if !path.exists() {
+            return path;
+        }
+        n += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pilot_proto::addr::Address;
+
+    fn delivered(kind: Kind, name: Option<&str>, payload: &[u8]) -> Delivered {
+        Delivered {
+            from: Address::new(0, 0x10),
+            id: 1,
+            kind,
+            name: name.map(str::to_string),
+            payload: payload.to_vec(),
+        }
+    }
+
+    #[test]
+    fn same_second_same_id_keeps_both() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::open(&dir.path().join("home")).unwrap();
+        let a = home
+            .deliver(&delivered(Kind::Text, None, b"one"), 7)
+            .unwrap();
+        let b = home
+            .deliver(&delivered(Kind::Text, None, b"two"), 7)
+            .unwrap();
+        assert_ne!(a, b);
+        let mut texts: Vec<String> = [a, b]
+            .iter()
+            .map(|p| {
+                let v: serde_json::Value =
+                    serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap();
+                v["data"].as_str().unwrap().to_string()
+            })
+            .collect();
+        texts.sort();
+        assert_eq!(texts, ["one", "two"]);
+
+        let f1 = home
+            .deliver(&delivered(Kind::File, Some("r.txt"), b"1"), 7)
+            .unwrap();
+        let f2 = home
+            .deliver(&delivered(Kind::File, Some("r.txt"), b"2"), 7)
+            .unwrap();
+        assert_eq!(f1.file_name().unwrap(), "r.txt");
+        assert_eq!(f2.file_name().unwrap(), "r.txt.1");
+        assert_eq!(std::fs::read(f2).unwrap(), b"2");
     }
 }

@@ -207,7 +207,7 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
                 ipc.pause_reading(c, false);
             }
         }
-        pump(&mut agent, &mut udp, &mut ipc, now, high_water);
+        pump(&mut agent, &mut udp, &mut ipc, &home, now, high_water);
         let effects = agent.take_effects();
         if effects.trust_changed {
             if let Err(e) = home.save_trust(&agent.node.trust_state()) {
@@ -227,13 +227,28 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
     // stale files stay behind.
     let now = clock.now();
     agent.node.shutdown(now);
-    pump(&mut agent, &mut udp, &mut ipc, now, high_water);
+    pump(&mut agent, &mut udp, &mut ipc, &home, now, high_water);
     udp.flush();
     home.save_trust(&agent.node.trust_state())?;
     drop(ipc);
     let _ = std::fs::remove_file(&pid_path);
     info!("daemon stopped");
     Ok(())
+}
+
+/// Writes the hostname and visibility the node registers into the
+/// settings, so that `daemon start` without flags keeps them.
+fn save_registration(home: &Home, node: &Node) {
+    let hostname = node.hostname().map(|h| h.to_string());
+    let public = node.is_public();
+    let saved = home.update_settings(|s| {
+        s.hostname = hostname;
+        s.public = public;
+    });
+    match saved {
+        Ok(s) => info!(hostname = ?s.hostname, public = s.public, "registration settings saved"),
+        Err(e) => warn!(error = %e, "saving the registration settings"),
+    }
 }
 
 /// Bytes a client's queue takes before the high-water mark.
@@ -247,11 +262,17 @@ fn pump(
     agent: &mut Agent,
     udp: &mut UdpEndpoint,
     ipc: &mut IpcServer,
+    home: &Home,
     now: pilot_proto::Timestamp,
     high_water: usize,
 ) {
     loop {
         agent.drain_node(now, |c| room(ipc, c, high_water));
+        // Saved before the answers below go out: a client told a hostname
+        // change is done can rely on a restart keeping it.
+        if agent.take_registration_changed() {
+            save_registration(home, &agent.node);
+        }
         let mut moved = false;
         // A full socket queue is backpressure: the core keeps the rest.
         while !udp.is_full() {

@@ -14,6 +14,13 @@ pub enum Request {
     Info,
     /// Look a node up (address or hostname).
     Resolve { peer: String },
+    /// Register under another hostname (`None`: none) from now on;
+    /// answered once the rendezvous accepted or refused it, and kept in
+    /// the settings for the next start.
+    SetHostname { hostname: Option<String> },
+    /// Be findable by anyone (`public`) or only by trusted peers; answered
+    /// and kept like `SetHostname`.
+    SetVisibility { public: bool },
     /// Ask a peer (address or hostname) for trust.
     Handshake { peer: String, reason: String },
     /// Requests waiting for our decision.

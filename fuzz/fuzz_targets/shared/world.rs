@@ -628,7 +628,7 @@ impl World {
         let kind = c.u8();
         let now = self.now;
         match &mut self.sut {
-            Sut::Node(n) => match kind % 5 {
+            Sut::Node(n) => match kind % 7 {
                 0 => {
                     let _ = n.bind(pick_port(c.u8()));
                 }
@@ -645,6 +645,14 @@ impl World {
                         b => usize::from(b),
                     };
                     let _ = n.send_datagram(now, src, dst, &vec![0x5A; len]);
+                }
+                // Live registration changes, answered (or refused, or
+                // not) by the stand-in rendezvous.
+                4 => {
+                    let _ = n.set_hostname(now, pick_hostname(c.u8()));
+                }
+                5 => {
+                    let _ = n.set_public(now, c.u8() & 1 != 0);
                 }
                 _ => n.handle_timeout(now),
             },

@@ -48,13 +48,8 @@ pub fn default_client() -> Result<Client, Failure> {
 }
 
 /// The pid in a pid file, if any.
-pub fn read_pid(path: &Path) -> Option<i32> {
+pub fn read_pid(path: &Path) -> Option<u32> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
-}
-
-/// True if a process with this pid exists.
-pub fn pid_alive(pid: i32) -> bool {
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
 }
 
 /// A field of a JSON answer as text for people: strings bare, null or

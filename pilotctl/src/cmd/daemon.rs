@@ -1,6 +1,5 @@
 //! `pilotctl daemon start|stop|status`.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -8,12 +7,11 @@ use clap::{Args, Subcommand};
 use driver_mio::daemon::home::{Home, Settings};
 use driver_mio::daemon::run::Options;
 use driver_mio::ipc::api::Request;
-use pilot_proto::addr::Hostname;
-use pilot_proto::identity::parse_public_key;
 use pilot_proto::node::ServiceConfig;
 use serde_json::{json, Value};
 
 use super::client::{connect, request};
+use super::settings::{self, file_failure, invalid};
 use super::CommandDoc;
 use crate::output::{Failure, Success};
 use crate::paths;
@@ -70,24 +68,11 @@ pub struct HomeArgs {
 pub struct StartArgs {
     #[command(flatten)]
     pub home: HomeArgs,
-    /// The rendezvous's UDP address (or $PILOT_RENDEZVOUS).
-    #[arg(long)]
-    pub rendezvous: Option<String>,
-    /// The rendezvous's public key, 64 hex digits (or $PILOT_RENDEZVOUS_KEY).
-    #[arg(long)]
-    pub rendezvous_key: Option<String>,
-    /// The hostname to register.
-    #[arg(long)]
-    pub hostname: Option<String>,
+    #[command(flatten)]
+    pub agent: AgentArgs,
     /// UDP address to listen on (default 0.0.0.0:0: any port).
     #[arg(long)]
     pub listen: Option<String>,
-    /// Be findable by anyone (default: private).
-    #[arg(long)]
-    pub public: bool,
-    /// The owner's email, kept with the settings.
-    #[arg(long)]
-    pub email: Option<String>,
     /// Approve every trust request (service agents).
     #[arg(long)]
     pub auto_approve: bool,
@@ -113,6 +98,44 @@ pub struct StartArgs {
     pub wait: u64,
 }
 
+/// The agent's own settings as flags: what `daemon start` uses and
+/// `init` saves.
+#[derive(Args, Debug, Clone)]
+pub struct AgentArgs {
+    /// The rendezvous's UDP address (or $PILOT_RENDEZVOUS).
+    #[arg(long)]
+    pub rendezvous: Option<String>,
+    /// The rendezvous's public key, 64 hex digits (or $PILOT_RENDEZVOUS_KEY).
+    #[arg(long)]
+    pub rendezvous_key: Option<String>,
+    /// The hostname to register.
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// Be findable by anyone (default: private; saved for later starts).
+    #[arg(long, conflicts_with = "private")]
+    pub public: bool,
+    /// Be findable only by trusted peers (the default; undoes a saved --public).
+    #[arg(long)]
+    pub private: bool,
+    /// The owner's email, kept with the settings.
+    #[arg(long)]
+    pub email: Option<String>,
+}
+
+impl AgentArgs {
+    /// The rendezvous address given: the flag, else the environment.
+    pub fn rendezvous(&self) -> Option<String> {
+        self.rendezvous.clone().or_else(|| env("PILOT_RENDEZVOUS"))
+    }
+
+    /// The rendezvous key given: the flag, else the environment.
+    pub fn rendezvous_key(&self) -> Option<String> {
+        self.rendezvous_key
+            .clone()
+            .or_else(|| env("PILOT_RENDEZVOUS_KEY"))
+    }
+}
+
 /// How log lines are written.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogFormat {
@@ -135,18 +158,13 @@ fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
-fn invalid(message: impl Into<String>, hint: impl Into<String>) -> Failure {
-    Failure::new("invalid_argument", message, hint)
-}
-
 /// Settings from flags, then the environment, then what was saved last.
 fn resolve(a: &StartArgs, saved: &Settings) -> Result<(Options, Settings), Failure> {
     let home = paths::home(a.home.home.clone());
     let socket = paths::socket(a.home.socket.clone(), &home);
     let rendezvous = a
-        .rendezvous
-        .clone()
-        .or_else(|| env("PILOT_RENDEZVOUS"))
+        .agent
+        .rendezvous()
         .or_else(|| saved.rendezvous.clone())
         .ok_or_else(|| {
             invalid(
@@ -155,9 +173,8 @@ fn resolve(a: &StartArgs, saved: &Settings) -> Result<(Options, Settings), Failu
             )
         })?;
     let key = a
-        .rendezvous_key
-        .clone()
-        .or_else(|| env("PILOT_RENDEZVOUS_KEY"))
+        .agent
+        .rendezvous_key()
         .or_else(|| saved.rendezvous_key.clone())
         .ok_or_else(|| {
             invalid(
@@ -165,39 +182,24 @@ fn resolve(a: &StartArgs, saved: &Settings) -> Result<(Options, Settings), Failu
                 "pass --rendezvous-key (64 hex digits, printed by the rendezvous) or set PILOT_RENDEZVOUS_KEY",
             )
         })?;
-    let rv: SocketAddr = rendezvous.parse().map_err(|_| {
-        invalid(
-            format!("`{rendezvous}` is not a UDP address"),
-            "use HOST:PORT with an IP address, e.g. 127.0.0.1:4000",
-        )
-    })?;
-    let rv_key = parse_public_key(&key)
-        .filter(|k| k.x25519().is_ok())
-        .ok_or_else(|| {
-            invalid(
-                format!("`{key}` is not a public key"),
-                "expected 64 hex digits",
-            )
-        })?;
-    let hostname_text = a.hostname.clone().or_else(|| saved.hostname.clone());
-    let hostname = match &hostname_text {
-        Some(h) => {
-            Some(Hostname::new(h).map_err(|e| invalid(format!("bad hostname `{h}`: {e}"), ""))?)
-        }
-        None => None,
-    };
+    let rv = settings::rendezvous(&rendezvous)?;
+    let rv_key = settings::rendezvous_key(&key)?;
+    let hostname_text = a.agent.hostname.clone().or_else(|| saved.hostname.clone());
+    let hostname = hostname_text
+        .as_deref()
+        .map(settings::hostname)
+        .transpose()?;
     let listen_text = a
         .listen
         .clone()
         .or_else(|| saved.listen.clone())
         .unwrap_or_else(|| "0.0.0.0:0".into());
-    let listen: SocketAddr = listen_text.parse().map_err(|_| {
-        invalid(
-            format!("`{listen_text}` is not a listen address"),
-            "e.g. 0.0.0.0:0 or 127.0.0.1:4001",
-        )
-    })?;
-    let public = a.public || saved.public;
+    let listen = settings::listen(&listen_text)?;
+    let public = if a.agent.private {
+        false
+    } else {
+        a.agent.public || saved.public
+    };
     let mut services = ServiceConfig::default();
     if a.no_services {
         services.echo = false;
@@ -210,7 +212,7 @@ fn resolve(a: &StartArgs, saved: &Settings) -> Result<(Options, Settings), Failu
         hostname: hostname_text,
         public,
         listen: Some(listen.to_string()),
-        email: a.email.clone().or_else(|| saved.email.clone()),
+        email: a.agent.email.clone().or_else(|| saved.email.clone()),
         identity: None,
     };
     let identity = a
@@ -234,14 +236,6 @@ fn resolve(a: &StartArgs, saved: &Settings) -> Result<(Options, Settings), Failu
         services,
     };
     Ok((options, settings))
-}
-
-fn file_failure(e: impl std::fmt::Display) -> Failure {
-    Failure::new(
-        "internal",
-        e.to_string(),
-        "fix or move the file named above; nothing was changed",
-    )
 }
 
 fn start(a: StartArgs, json: bool) -> Result<Success, Failure> {
@@ -384,7 +378,7 @@ fn stop(h: HomeArgs) -> Result<Success, Failure> {
     request(&mut c, Request::Stop)?;
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
-        let alive = pid.is_some_and(crate::cmd::client::pid_alive);
+        let alive = pid.is_some_and(driver_mio::fsutil::pid_alive);
         if !alive && connect(&socket).is_err() {
             return Ok(Success::new(
                 json!({ "stopped": true, "pid": pid }),

@@ -8,10 +8,13 @@
 pub mod client;
 pub mod context;
 pub mod daemon;
+pub mod demo;
 pub mod detach;
 pub mod diag;
 pub mod identity;
+pub mod messaging;
 pub mod rendezvous;
+pub mod settings;
 pub mod trust;
 
 /// What `pilotctl context` says of one command beyond what clap knows.
@@ -37,6 +40,8 @@ pub fn all_docs() -> Vec<CommandDoc> {
         identity::DOCS,
         trust::DOCS,
         diag::DOCS,
+        messaging::DOCS,
+        demo::DOCS,
         context::DOCS,
     ]
     .concat()

@@ -145,6 +145,16 @@ impl Net {
         self.agents.retain(|h| *h != home);
     }
 
+    /// Starts agent `name` again from its saved settings (`daemon start`
+    /// without flags) and waits for registration.
+    pub fn restart(&mut self, name: &str) -> Value {
+        let run = self.ctl(name, &["daemon", "start", "--json"]);
+        if !self.agents.contains(&self.home(name)) {
+            self.agents.push(self.home(name));
+        }
+        run.data()
+    }
+
     /// A client connected to agent `name`'s daemon.
     pub fn client(&self, name: &str) -> Client {
         Client::connect(self.home(name).join("pilot.sock")).expect("daemon socket")

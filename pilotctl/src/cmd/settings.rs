@@ -1,0 +1,185 @@
+//! Checking what users write into the settings (`config.json`): one
+//! parser per setting, shared by `daemon start`, `init` and `config`, so
+//! every command refuses the same things with the same hint.
+
+use std::net::SocketAddr;
+
+use driver_mio::daemon::agent::HOSTNAME_HINT;
+use driver_mio::daemon::home::Settings;
+use pilot_proto::addr::Hostname;
+use pilot_proto::identity::{parse_public_key, PublicKey};
+
+use crate::output::Failure;
+
+/// An `invalid_argument` failure.
+pub fn invalid(message: impl Into<String>, hint: impl Into<String>) -> Failure {
+    Failure::new("invalid_argument", message, hint)
+}
+
+/// A file under the home that cannot be read or written.
+pub fn file_failure(e: impl std::fmt::Display) -> Failure {
+    Failure::new(
+        "internal",
+        e.to_string(),
+        "fix or move the file named above; nothing was changed",
+    )
+}
+
+/// The rendezvous's UDP address.
+pub fn rendezvous(text: &str) -> Result<SocketAddr, Failure> {
+    text.trim().parse().map_err(|_| {
+        invalid(
+            format!("`{text}` is not a UDP address"),
+            "use HOST:PORT with an IP address, e.g. 127.0.0.1:4000",
+        )
+    })
+}
+
+/// The rendezvous's public key: 64 hex digits of a valid Ed25519 point.
+pub fn rendezvous_key(text: &str) -> Result<PublicKey, Failure> {
+    parse_public_key(text.trim())
+        .filter(|k| k.x25519().is_ok())
+        .ok_or_else(|| {
+            invalid(
+                format!("`{text}` is not a public key"),
+                "expected 64 hex digits, as printed by `pilotctl rendezvous start`",
+            )
+        })
+}
+
+/// A hostname.
+pub fn hostname(text: &str) -> Result<Hostname, Failure> {
+    Hostname::new(text).map_err(|e| invalid(format!("bad hostname `{text}`: {e}"), HOSTNAME_HINT))
+}
+
+/// The UDP address the daemon listens on.
+pub fn listen(text: &str) -> Result<SocketAddr, Failure> {
+    text.trim().parse().map_err(|_| {
+        invalid(
+            format!("`{text}` is not a listen address"),
+            "e.g. 0.0.0.0:0 or 127.0.0.1:4001",
+        )
+    })
+}
+
+/// An email address, loosely: `local@domain`, no spaces.
+pub fn email(text: &str) -> Result<String, Failure> {
+    let ok = text.len() <= 254
+        && !text.chars().any(|c| c.is_whitespace() || c.is_control())
+        && text.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty() && domain.contains('.') && !domain.contains('@')
+        });
+    if !ok {
+        return Err(invalid(
+            format!("`{text}` is not an email address"),
+            "e.g. me@example.com",
+        ));
+    }
+    Ok(text.to_string())
+}
+
+/// A yes/no setting.
+pub fn boolean(key: &str, text: &str) -> Result<bool, Failure> {
+    match text.trim() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(invalid(
+            format!("`{text}` is not a value for {key}"),
+            format!("use {key}=true or {key}=false"),
+        )),
+    }
+}
+
+/// The keys `config --set` knows, in the order `config` shows them.
+pub const KEYS: &[&str] = &[
+    "rendezvous",
+    "rendezvous_key",
+    "hostname",
+    "public",
+    "listen",
+    "email",
+    "identity",
+];
+
+/// Sets `key` to `value` in `settings` after checking it. An empty value
+/// unsets an optional setting.
+pub fn set(settings: &mut Settings, key: &str, value: &str) -> Result<(), Failure> {
+    let unset = value.trim().is_empty();
+    let optional =
+        |parse: &dyn Fn(&str) -> Result<String, Failure>| -> Result<Option<String>, Failure> {
+            if unset {
+                Ok(None)
+            } else {
+                parse(value).map(Some)
+            }
+        };
+    match key {
+        "rendezvous" => settings.rendezvous = optional(&|v| rendezvous(v).map(|a| a.to_string()))?,
+        "rendezvous_key" => {
+            settings.rendezvous_key = optional(&|v| rendezvous_key(v).map(|k| k.to_string()))?
+        }
+        "hostname" => settings.hostname = optional(&|v| hostname(v).map(|h| h.to_string()))?,
+        "public" => settings.public = boolean(key, value)?,
+        "listen" => settings.listen = optional(&|v| listen(v).map(|a| a.to_string()))?,
+        "email" => settings.email = optional(&email)?,
+        "identity" => settings.identity = optional(&|v| Ok(v.to_string()))?,
+        _ => {
+            return Err(invalid(
+                format!("unknown setting `{key}`"),
+                format!("valid keys: {}", KEYS.join(", ")),
+            ))
+        }
+    }
+    Ok(())
+}
+
+/// Splits `key=value`.
+pub fn key_value(text: &str) -> Result<(&str, &str), Failure> {
+    text.split_once('=')
+        .map(|(k, v)| (k.trim(), v))
+        .ok_or_else(|| {
+            invalid(
+                format!("`{text}` is not KEY=VALUE"),
+                format!(
+                    "e.g. --set hostname=my-agent; valid keys: {}",
+                    KEYS.join(", ")
+                ),
+            )
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_checks_each_key() {
+        let mut s = Settings::default();
+        set(&mut s, "hostname", "agent-alpha").unwrap();
+        set(&mut s, "public", "true").unwrap();
+        set(&mut s, "rendezvous", "127.0.0.1:4000").unwrap();
+        set(&mut s, "email", "me@example.com").unwrap();
+        assert_eq!(s.hostname.as_deref(), Some("agent-alpha"));
+        assert!(s.public);
+        assert_eq!(s.rendezvous.as_deref(), Some("127.0.0.1:4000"));
+        set(&mut s, "hostname", "").unwrap();
+        assert_eq!(s.hostname, None);
+        for (k, v) in [
+            ("hostname", "Bad_Name"),
+            ("public", "yes"),
+            ("rendezvous", "nowhere"),
+            ("rendezvous_key", "abcd"),
+            ("listen", "x"),
+            ("email", "not an email"),
+            ("colour", "blue"),
+        ] {
+            let e = set(&mut s, k, v).unwrap_err();
+            assert_eq!(e.code, "invalid_argument", "{k}={v}");
+            assert!(!e.hint.is_empty(), "{k}={v} has a hint");
+        }
+        assert!(set(&mut s, "colour", "x")
+            .unwrap_err()
+            .hint
+            .contains("rendezvous_key"));
+    }
+}

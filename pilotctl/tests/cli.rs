@@ -1,0 +1,114 @@
+//! pilotctl without a daemon: usage errors, the catalogue for agents,
+//! completions.
+
+mod common;
+
+use common::pilotctl;
+
+#[test]
+fn usage_errors_answer_json_under_json() {
+    let run = pilotctl(&["ping", "--json"], &[]);
+    assert_eq!(run.error_code(), "invalid_argument");
+    assert_eq!(run.code, 2);
+    let v = run.json();
+    assert!(v["message"].as_str().unwrap().contains("<PEER>"), "{v}");
+    assert!(
+        v["hint"].as_str().unwrap().contains("Usage: pilotctl ping"),
+        "{v}"
+    );
+
+    let run = pilotctl(&["ping", "x", "--count", "many", "--json"], &[]);
+    assert_eq!(run.error_code(), "invalid_argument");
+    assert!(run.json()["message"].as_str().unwrap().contains("many"));
+
+    let run = pilotctl(&["frobnicate", "--json"], &[]);
+    assert_eq!(run.error_code(), "invalid_argument");
+
+    // Without --json, clap's own text on stderr, the same exit status.
+    let run = pilotctl(&["ping"], &[]);
+    assert_eq!(run.code, 2);
+    assert!(run.stdout.is_empty());
+    assert!(
+        run.stderr.contains("Usage: pilotctl ping"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn context_lists_every_command_with_shape_and_errors() {
+    let run = pilotctl(&["context", "--json"], &[]);
+    let data = run.data();
+    let commands = data["commands"].as_array().expect("commands");
+    let help = pilotctl(&["--help"], &[]);
+    assert_eq!(help.code, 0);
+    // Every top-level command in --help appears in the catalogue.
+    let listed = help
+        .stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|c| *c != "help")
+        .collect::<Vec<_>>();
+    assert!(listed.len() >= 10, "{}", help.stdout);
+    for name in listed {
+        assert!(
+            commands
+                .iter()
+                .any(|c| c["name"].as_str().unwrap().split(' ').next() == Some(name)),
+            "`{name}` missing from context"
+        );
+    }
+    for c in commands {
+        assert!(!c["returns"].is_null(), "{c}");
+        assert!(c["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e == "internal"));
+        assert!(c["usage"].as_str().unwrap().starts_with("pilotctl "), "{c}");
+    }
+    let codes: Vec<&str> = data["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["code"].as_str().unwrap())
+        .collect();
+    for want in [
+        "invalid_argument",
+        "not_found",
+        "already_exists",
+        "not_running",
+        "not_trusted",
+        "connection_failed",
+        "timeout",
+        "internal",
+    ] {
+        assert!(codes.contains(&want), "{want} not in {codes:?}");
+    }
+    // The text form is a readable list.
+    let text = pilotctl(&["context"], &[]);
+    assert_eq!(text.code, 0);
+    assert!(text.stdout.contains("handshake"));
+}
+
+#[test]
+fn completions_are_scripts_for_each_shell() {
+    for (shell, marker) in [
+        ("bash", "complete -F"),
+        ("zsh", "#compdef pilotctl"),
+        ("fish", "complete -c pilotctl"),
+    ] {
+        let run = pilotctl(&["completions", shell], &[]);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        assert!(run.stdout.contains(marker), "{shell}: no {marker}");
+        assert!(
+            run.stdout.contains("handshake"),
+            "{shell} script lacks commands"
+        );
+    }
+    let run = pilotctl(&["completions", "tcsh", "--json"], &[]);
+    assert_eq!(run.error_code(), "invalid_argument");
+}
