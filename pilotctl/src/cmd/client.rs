@@ -61,3 +61,11 @@ pub fn text(v: &Value, k: &str) -> String {
         Some(other) => other.to_string(),
     }
 }
+
+/// A JSON list as text, one line per row, or `empty` when there are none.
+pub fn lines(list: &Value, empty: &str, row: impl Fn(&Value) -> String) -> String {
+    match list.as_array() {
+        Some(rows) if !rows.is_empty() => rows.iter().map(row).collect::<Vec<_>>().join("\n"),
+        _ => empty.to_string(),
+    }
+}

@@ -5,7 +5,7 @@ use clap::Subcommand;
 use driver_mio::ipc::api::Request;
 use serde_json::json;
 
-use super::client::{default_client, request, text};
+use super::client::{default_client, lines, request, text};
 use super::CommandDoc;
 use crate::output::{Failure, Success};
 
@@ -118,23 +118,15 @@ pub fn handshake(peer: String, reason: Option<String>) -> Result<Success, Failur
 pub fn pending() -> Result<Success, Failure> {
     let mut c = default_client()?;
     let list = request(&mut c, Request::Pending)?;
-    let rows = list.as_array().cloned().unwrap_or_default();
-    let text = if rows.is_empty() {
-        "No pending trust requests".to_string()
-    } else {
-        rows.iter()
-            .map(|r| {
-                format!(
-                    "{}  {:<20} {}  {}",
-                    text(r, "node"),
-                    text(r, "hostname"),
-                    text(r, "fingerprint"),
-                    text(r, "reason")
-                )
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
+    let text = lines(&list, "No pending trust requests", |r| {
+        format!(
+            "{}  {:<20} {}  {}",
+            text(r, "node"),
+            text(r, "hostname"),
+            text(r, "fingerprint"),
+            text(r, "reason")
+        )
+    });
     Ok(Success::new(list, text))
 }
 
@@ -168,27 +160,23 @@ pub fn reject(node: String, reason: Option<String>) -> Result<Success, Failure> 
 pub fn trusted() -> Result<Success, Failure> {
     let mut c = default_client()?;
     let list = request(&mut c, Request::Trusted)?;
-    let rows = list.as_array().cloned().unwrap_or_default();
-    let text = if rows.is_empty() {
-        "No trusted peers (ask one with `pilotctl handshake <peer>`)".to_string()
-    } else {
-        rows.iter()
-            .map(|r| {
-                format!(
-                    "{}  {:<20} {}  {}",
-                    text(r, "node"),
-                    text(r, "hostname"),
-                    text(r, "fingerprint"),
-                    if r["connected"] == true {
-                        "connected"
-                    } else {
-                        "idle"
-                    }
-                )
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
+    let text = lines(
+        &list,
+        "No trusted peers (ask one with `pilotctl handshake <peer>`)",
+        |r| {
+            format!(
+                "{}  {:<20} {}  {}",
+                text(r, "node"),
+                text(r, "hostname"),
+                text(r, "fingerprint"),
+                if r["connected"] == true {
+                    "connected"
+                } else {
+                    "idle"
+                }
+            )
+        },
+    );
     Ok(Success::new(list, text))
 }
 
