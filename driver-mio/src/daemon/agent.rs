@@ -219,6 +219,13 @@ impl Agent {
         std::mem::take(&mut self.effects.registration_changed)
     }
 
+    /// Messages and files delivered since the last call. The daemon
+    /// stores them before it sends anything more: the data-exchange ack
+    /// that tells the sender they arrived goes out after they are on disk.
+    pub fn take_delivered(&mut self) -> Vec<pilot_proto::node::Delivered> {
+        std::mem::take(&mut self.effects.delivered)
+    }
+
     /// What the node registers: the answer to a hostname or visibility
     /// change.
     fn registration(&self) -> Value {

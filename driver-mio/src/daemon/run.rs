@@ -207,18 +207,13 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
                 ipc.pause_reading(c, false);
             }
         }
-        pump(&mut agent, &mut udp, &mut ipc, &home, now, high_water);
+        pump(
+            &mut agent, &mut udp, &mut ipc, &home, &clock, now, high_water,
+        );
         let effects = agent.take_effects();
         if effects.trust_changed {
             if let Err(e) = home.save_trust(&agent.node.trust_state()) {
                 warn!(error = %e, "saving trust state");
-            }
-        }
-        for m in &effects.delivered {
-            let wall = clock.wall_origin_micros().saturating_add(now.as_micros()) / 1_000_000;
-            match home.deliver(m, wall) {
-                Ok(path) => info!(path = %path.display(), from = %m.from, "received"),
-                Err(e) => warn!(error = %e, "storing a received message"),
             }
         }
         stop |= effects.stop;
@@ -227,7 +222,9 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
     // stale files stay behind.
     let now = clock.now();
     agent.node.shutdown(now);
-    pump(&mut agent, &mut udp, &mut ipc, &home, now, high_water);
+    pump(
+        &mut agent, &mut udp, &mut ipc, &home, &clock, now, high_water,
+    );
     udp.flush();
     home.save_trust(&agent.node.trust_state())?;
     drop(ipc);
@@ -263,11 +260,20 @@ fn pump(
     udp: &mut UdpEndpoint,
     ipc: &mut IpcServer,
     home: &Home,
+    clock: &Clock,
     now: pilot_proto::Timestamp,
     high_water: usize,
 ) {
     loop {
         agent.drain_node(now, |c| room(ipc, c, high_water));
+        // On disk before the ack (queued in the node's transmits) is sent.
+        for m in agent.take_delivered() {
+            let wall = clock.wall_origin_micros().saturating_add(now.as_micros()) / 1_000_000;
+            match home.deliver(&m, wall) {
+                Ok(path) => info!(path = %path.display(), from = %m.from, "received"),
+                Err(e) => warn!(error = %e, "storing a received message"),
+            }
+        }
         // Saved before the answers below go out: a client told a hostname
         // change is done can rely on a restart keeping it.
         if agent.take_registration_changed() {
