@@ -112,3 +112,26 @@ fn completions_are_scripts_for_each_shell() {
     let run = pilotctl(&["completions", "tcsh", "--json"], &[]);
     assert_eq!(run.error_code(), "invalid_argument");
 }
+
+/// `pilotctl context | head`: a reader that went away ends pilotctl
+/// quietly (status 141, as SIGPIPE ends other tools), not with a panic.
+#[test]
+fn a_closed_stdout_ends_quietly() {
+    for args in [
+        &["context"][..],
+        &["context", "--json"],
+        &["completions", "bash"],
+    ] {
+        // The read end is closed before pilotctl starts: every write fails.
+        let (read, write) = nix::unistd::pipe().expect("pipe");
+        drop(read);
+        let out = std::process::Command::new(common::PILOTCTL)
+            .args(args)
+            .stdout(std::process::Stdio::from(write))
+            .output()
+            .expect("run pilotctl");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(141), "{args:?}: {stderr}");
+        assert!(stderr.is_empty(), "{args:?}: {stderr}");
+    }
+}

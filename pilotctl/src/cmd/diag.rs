@@ -182,19 +182,19 @@ pub fn ping(
         match rtt {
             Some(d) => {
                 if !json_mode {
-                    println!(
+                    crate::output::say(format_args!(
                         "echo from {peer}: seq={seq} time={:.2} ms",
                         d.as_secs_f64() * 1e3
-                    );
+                    ));
                 }
                 rtts.push(d);
             }
             None => {
                 if !json_mode {
-                    println!(
+                    crate::output::say(format_args!(
                         "no echo from {peer}: seq={seq} (timeout {} ms)",
                         timeout.as_millis()
-                    );
+                    ));
                 }
             }
         }

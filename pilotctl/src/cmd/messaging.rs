@@ -869,7 +869,7 @@ fn print_each(
         let Some(line) = next()? else {
             break;
         };
-        println!("{line}");
+        crate::output::say(line);
         n += 1;
     }
     if n == 0 {
@@ -943,7 +943,7 @@ pub fn connect(
     let mut out = io::stdout().lock();
     out.write_all(&reply.data)
         .and_then(|()| out.flush())
-        .map_err(|e| Failure::new("internal", format!("writing stdout: {e}"), ""))?;
+        .map_err(crate::output::stdout_failure)?;
     Ok(Success::printed())
 }
 
@@ -1015,7 +1015,7 @@ fn pipe(c: &mut Client, s: u32, timeout: Duration) -> Result<(u64, u64), Failure
                 stdout
                     .write_all(&chunk)
                     .and_then(|()| stdout.flush())
-                    .map_err(|e| Failure::new("internal", format!("writing stdout: {e}"), ""))?;
+                    .map_err(crate::output::stdout_failure)?;
                 got += chunk.len() as u64;
             }
             Ok(None) => return Ok((sent, got)),
