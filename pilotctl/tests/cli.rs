@@ -135,3 +135,36 @@ fn a_closed_stdout_ends_quietly() {
         assert!(stderr.is_empty(), "{args:?}: {stderr}");
     }
 }
+
+/// Port 0 is no port: a usage error, before any daemon is asked (the
+/// daemon answered `internal` for streams and took it for datagrams).
+#[test]
+fn port_zero_is_a_usage_error() {
+    for args in [
+        &["recv", "0"][..],
+        &["listen", "0"],
+        &["send", "bob", "0", "--data", "x"],
+        &["send", "bob", "0", "--data", "x", "--datagram"],
+        &["connect", "bob", "0", "--message", "x"],
+    ] {
+        let mut args = args.to_vec();
+        args.push("--json");
+        let run = pilotctl(&args, &[("PILOT_HOME", "/nonexistent")]);
+        assert_eq!(run.error_code(), "invalid_argument", "{args:?}");
+        assert_eq!(run.code, 2);
+        assert!(
+            run.json()["message"]
+                .as_str()
+                .unwrap()
+                .contains("1..=65535"),
+            "{}",
+            run.stdout
+        );
+    }
+    // 65535 is a port.
+    let run = pilotctl(
+        &["listen", "65535", "--json"],
+        &[("PILOT_HOME", "/nonexistent")],
+    );
+    assert_eq!(run.error_code(), "not_running");
+}

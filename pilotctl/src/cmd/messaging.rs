@@ -47,7 +47,7 @@ pub enum MessagingCommand {
         /// The peer's address (or hostname).
         peer: String,
         /// The peer's port.
-        #[arg(default_value_t = ports::STDIO)]
+        #[arg(default_value_t = ports::STDIO, value_parser = port_number())]
         port: u16,
         /// Send this, half-close, print what comes back until the peer
         /// closes.
@@ -63,6 +63,7 @@ pub enum MessagingCommand {
         /// The peer's address (or hostname).
         peer: String,
         /// The peer's port.
+        #[arg(value_parser = port_number())]
         port: u16,
         /// What to send.
         #[arg(long)]
@@ -77,6 +78,7 @@ pub enum MessagingCommand {
     /// Receive streams on a local port, each read to its end as one message.
     Recv {
         /// Our port.
+        #[arg(value_parser = port_number())]
         port: u16,
         /// Stop after this many messages.
         #[arg(long, default_value_t = 1)]
@@ -88,6 +90,7 @@ pub enum MessagingCommand {
     /// Receive datagrams on a local port, one line each.
     Listen {
         /// Our port.
+        #[arg(value_parser = port_number())]
         port: u16,
         /// Stop after this many datagrams (default: no limit).
         #[arg(long)]
@@ -217,6 +220,12 @@ impl MessagingCommand {
             } => publish_cmd(&peer, &topic, &data, secs(timeout)),
         }
     }
+}
+
+/// A port argument: 1-65535 (port 0 is no port: streams refuse it, and
+/// the daemon answered it with an `internal` error).
+fn port_number() -> clap::builder::RangedI64ValueParser<u16> {
+    clap::value_parser!(u16).range(1..)
 }
 
 /// The errors of a command that reaches a peer.
