@@ -168,3 +168,27 @@ fn port_zero_is_a_usage_error() {
     );
     assert_eq!(run.error_code(), "not_running");
 }
+
+/// Without HOME (a service, `env -i`), the home is the user's home from
+/// the password database, not `./.pilot` in whatever directory pilotctl
+/// runs in (which gave each directory its own identity).
+#[test]
+fn without_home_the_home_is_the_users_not_the_current_directory() {
+    let user = nix::unistd::User::from_uid(nix::unistd::getuid())
+        .unwrap()
+        .expect("a passwd entry");
+    let cwd = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(common::PILOTCTL)
+        .args(["info", "--json"])
+        .current_dir(cwd.path())
+        .env_clear()
+        .output()
+        .expect("run pilotctl");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    if v["status"] == "error" {
+        let message = v["message"].as_str().unwrap();
+        let expected = user.dir.join(".pilot").join("pilot.sock");
+        assert!(message.contains(&*expected.to_string_lossy()), "{message}");
+    }
+    assert!(!cwd.path().join(".pilot").exists());
+}
