@@ -192,3 +192,17 @@ fn without_home_the_home_is_the_users_not_the_current_directory() {
     }
     assert!(!cwd.path().join(".pilot").exists());
 }
+
+/// PILOT_HOME naming a file: no daemon there (`not_running`), not an
+/// `internal` error with a hint about the socket's owner.
+#[test]
+fn a_home_that_is_a_file_has_no_daemon() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("not-a-dir");
+    std::fs::write(&file, "").unwrap();
+    let run = pilotctl(
+        &["info", "--json"],
+        &[("PILOT_HOME", file.to_str().unwrap())],
+    );
+    assert_eq!(run.error_code(), "not_running", "{}", run.stdout);
+}
