@@ -1341,10 +1341,11 @@ pub fn received(home: &Path, clear: bool) -> Result<Success, Failure> {
         files
             .iter()
             .map(|f| {
+                // A number, not the JSON value: its Display ignores the width.
                 format!(
                     "{:<30} {:>10}  {}",
                     f["name"].as_str().unwrap_or_default(),
-                    f["size"],
+                    f["size"].as_u64().unwrap_or_default(),
                     f["path"].as_str().unwrap_or_default()
                 )
             })
@@ -1468,6 +1469,19 @@ mod tests {
         assert_eq!(m["bytes"], 1);
         assert_eq!(m["data_b64"], "/w==");
         assert!(data_json(b"ok").get("data_b64").is_none());
+    }
+
+    #[test]
+    fn received_files_line_up() {
+        let home = tempfile::tempdir().unwrap();
+        let dir = home.path().join("received");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("a"), "x").unwrap();
+        std::fs::write(dir.join("b"), vec![0u8; 123_456]).unwrap();
+        let text = received(home.path(), false).unwrap().text;
+        let columns: Vec<usize> = text.lines().map(|l| l.find("  /").unwrap()).collect();
+        assert_eq!(columns.len(), 2, "{text}");
+        assert_eq!(columns[0], columns[1], "{text}");
     }
 
     #[test]
