@@ -708,13 +708,12 @@ impl EventStream {
                         "",
                     )
                 })?,
-                Ok(None) => {
-                    return Err(Failure::new(
-                        "connection_failed",
-                        "the broker closed the connection",
-                        "is the peer's event stream running (not started with --no-services)?",
-                    ))
-                }
+                Ok(None) => return Err(Failure::new(
+                    "connection_failed",
+                    "the broker closed the connection",
+                    "the peer may have stopped or untrusted this agent (see `pilotctl trust`), \
+                         or runs without its event stream (--no-services)",
+                )),
                 Err(ClientError::Timeout(_)) => return Ok(None),
                 Err(e) => return Err(failure(e)),
             }
