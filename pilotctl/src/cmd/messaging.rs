@@ -251,7 +251,7 @@ const ON_PORT: &[&str] = &[
 pub const DOCS: &[CommandDoc] = &[
     CommandDoc {
         name: "connect",
-        returns: r#"{"peer":"string","port":"number","sent":"number","closed":"bool","reply":{"bytes":"number","data":"string","data_b64":"string (only when data is not UTF-8)"}}"#,
+        returns: r#"{"peer":"string","port":"number","sent":"number","closed":"bool (with --message)","reply":{"bytes":"number","data":"string","data_b64":"string (only when data is not UTF-8)"},"received":"number (without --message: stdout carries the stream, and this summary, with received instead of closed and reply, goes to stderr)"}"#,
         errors: TO_PEER,
     },
     CommandDoc {
@@ -282,12 +282,12 @@ pub const DOCS: &[CommandDoc] = &[
     CommandDoc {
         name: "inbox",
         returns: r#"{"messages":[{"from":"string","id":"number","kind":"string","received_at":"number","data":"string (binary: base64)","file":"string"}],"corrupt":[{"file":"string","error":"string"}],"cleared":"number"}"#,
-        errors: &["internal"],
+        errors: &[],
     },
     CommandDoc {
         name: "received",
         returns: r#"{"files":[{"name":"string","size":"number","path":"string"}],"cleared":"number"}"#,
-        errors: &["internal"],
+        errors: &[],
     },
     CommandDoc {
         name: "subscribe",
