@@ -165,7 +165,13 @@ impl Client {
         let path = path.as_ref().to_path_buf();
         let std_stream = match std::os::unix::net::UnixStream::connect(&path) {
             Ok(s) => s,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            // A home that is a file (ENOTDIR) holds no socket either.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+                ) =>
+            {
                 return Err(ClientError::NotRunning {
                     path,
                     what: "no socket at",

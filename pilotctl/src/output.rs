@@ -1,6 +1,9 @@
 //! How pilotctl answers: plain text for people, one JSON object for
 //! programs (`--json`), a stable error code, a hint, and an exit code.
 
+use std::fmt::Display;
+use std::io::{self, Write};
+
 use serde_json::{json, Value};
 
 /// A command's failure: stable code, message, hint.
@@ -80,6 +83,34 @@ impl Success {
     }
 }
 
+/// Prints one line on stdout, flushed.
+pub fn print_line(line: impl Display) -> io::Result<()> {
+    let mut out = io::stdout().lock();
+    writeln!(out, "{line}")?;
+    out.flush()
+}
+
+/// [`print_line`] for commands: a reader that went away (`pilotctl
+/// context | head`) ends the command quietly with status 141, as SIGPIPE
+/// ends other tools, instead of a panic; any other failure to write is
+/// said on stderr (exit 1).
+pub fn say(line: impl Display) {
+    if let Err(e) = print_line(line) {
+        let f = stdout_failure(e);
+        eprintln!("error: {}", f.message);
+        std::process::exit(f.exit_code());
+    }
+}
+
+/// A failure to write stdout as [`say`] treats it: a reader that went
+/// away ends the command quietly (141).
+pub fn stdout_failure(e: io::Error) -> Failure {
+    if e.kind() == io::ErrorKind::BrokenPipe {
+        std::process::exit(141);
+    }
+    Failure::new("internal", format!("writing stdout: {e}"), "")
+}
+
 /// Prints a result and returns the exit code.
 pub fn finish(json_mode: bool, result: Result<Success, Failure>) -> i32 {
     match result {
@@ -87,17 +118,16 @@ pub fn finish(json_mode: bool, result: Result<Success, Failure>) -> i32 {
             if s.printed {
                 // Nothing to add.
             } else if json_mode {
-                println!("{}", json!({ "status": "ok", "data": s.data }));
+                say(json!({ "status": "ok", "data": s.data }));
             } else if !s.text.is_empty() {
-                println!("{}", s.text.trim_end());
+                say(s.text.trim_end());
             }
             0
         }
         Err(f) => {
             if json_mode {
-                println!(
-                    "{}",
-                    json!({ "status": "error", "code": f.code, "message": f.message, "hint": f.hint })
+                say(
+                    json!({ "status": "error", "code": f.code, "message": f.message, "hint": f.hint }),
                 );
             } else {
                 eprintln!("error: {}", f.message);

@@ -1,4 +1,5 @@
-//! Where things live: `PILOT_HOME` (default `~/.pilot`) and the socket
+//! Where things live: `PILOT_HOME` (default `~/.pilot`; without `HOME`,
+//! the user's home directory from the password database) and the socket
 //! (`PILOT_SOCKET`, default `$PILOT_HOME/pilot.sock`).
 
 use std::path::PathBuf;
@@ -11,10 +12,21 @@ pub fn home(flag: Option<PathBuf>) -> PathBuf {
     if let Some(p) = std::env::var_os("PILOT_HOME").filter(|p| !p.is_empty()) {
         return PathBuf::from(p);
     }
-    let base = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("."));
-    base.join(".pilot")
+    user_home().join(".pilot")
+}
+
+/// `$HOME`; without it (a service, `env -i`), the user's home directory
+/// in the password database, not the current directory: `./.pilot` gave
+/// each directory pilotctl ran in its own identity.
+fn user_home() -> PathBuf {
+    if let Some(h) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+        return PathBuf::from(h);
+    }
+    nix::unistd::User::from_uid(nix::unistd::getuid())
+        .ok()
+        .flatten()
+        .map(|u| u.dir)
+        .unwrap_or_else(|| PathBuf::from("/"))
 }
 
 /// The daemon's IPC socket.

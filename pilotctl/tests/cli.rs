@@ -112,3 +112,97 @@ fn completions_are_scripts_for_each_shell() {
     let run = pilotctl(&["completions", "tcsh", "--json"], &[]);
     assert_eq!(run.error_code(), "invalid_argument");
 }
+
+/// `pilotctl context | head`: a reader that went away ends pilotctl
+/// quietly (status 141, as SIGPIPE ends other tools), not with a panic.
+#[test]
+fn a_closed_stdout_ends_quietly() {
+    for args in [
+        &["context"][..],
+        &["context", "--json"],
+        &["completions", "bash"],
+    ] {
+        // The read end is closed before pilotctl starts: every write fails.
+        let (read, write) = nix::unistd::pipe().expect("pipe");
+        drop(read);
+        let out = std::process::Command::new(common::PILOTCTL)
+            .args(args)
+            .stdout(std::process::Stdio::from(write))
+            .output()
+            .expect("run pilotctl");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(141), "{args:?}: {stderr}");
+        assert!(stderr.is_empty(), "{args:?}: {stderr}");
+    }
+}
+
+/// Port 0 is no port: a usage error, before any daemon is asked (the
+/// daemon answered `internal` for streams and took it for datagrams).
+#[test]
+fn port_zero_is_a_usage_error() {
+    for args in [
+        &["recv", "0"][..],
+        &["listen", "0"],
+        &["send", "bob", "0", "--data", "x"],
+        &["send", "bob", "0", "--data", "x", "--datagram"],
+        &["connect", "bob", "0", "--message", "x"],
+    ] {
+        let mut args = args.to_vec();
+        args.push("--json");
+        let run = pilotctl(&args, &[("PILOT_HOME", "/nonexistent")]);
+        assert_eq!(run.error_code(), "invalid_argument", "{args:?}");
+        assert_eq!(run.code, 2);
+        assert!(
+            run.json()["message"]
+                .as_str()
+                .unwrap()
+                .contains("1..=65535"),
+            "{}",
+            run.stdout
+        );
+    }
+    // 65535 is a port.
+    let run = pilotctl(
+        &["listen", "65535", "--json"],
+        &[("PILOT_HOME", "/nonexistent")],
+    );
+    assert_eq!(run.error_code(), "not_running");
+}
+
+/// Without HOME (a service, `env -i`), the home is the user's home from
+/// the password database, not `./.pilot` in whatever directory pilotctl
+/// runs in (which gave each directory its own identity).
+#[test]
+fn without_home_the_home_is_the_users_not_the_current_directory() {
+    let user = nix::unistd::User::from_uid(nix::unistd::getuid())
+        .unwrap()
+        .expect("a passwd entry");
+    let cwd = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(common::PILOTCTL)
+        .args(["info", "--json"])
+        .current_dir(cwd.path())
+        .env_clear()
+        .output()
+        .expect("run pilotctl");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    if v["status"] == "error" {
+        let message = v["message"].as_str().unwrap();
+        let expected = user.dir.join(".pilot").join("pilot.sock");
+        assert!(message.contains(&*expected.to_string_lossy()), "{message}");
+    }
+    assert!(!cwd.path().join(".pilot").exists());
+}
+
+/// PILOT_HOME naming a file: no daemon there (`not_running`), not an
+/// `internal` error with a hint about the socket's owner.
+#[test]
+fn a_home_that_is_a_file_has_no_daemon() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("not-a-dir");
+    std::fs::write(&file, "").unwrap();
+    let run = pilotctl(
+        &["info", "--json"],
+        &[("PILOT_HOME", file.to_str().unwrap())],
+    );
+    assert_eq!(run.error_code(), "not_running", "{}", run.stdout);
+}

@@ -149,3 +149,40 @@ fn diagnostics_without_a_daemon_are_not_running() {
         assert_eq!(net.ctl("nobody", args).error_code(), "not_running");
     }
 }
+
+/// `--timeout 0` is no limit for ping and bench as for every other
+/// command (it made every ping fail at once, and bench blame the
+/// daemon); a bench to a peer that went offline names the peer.
+#[test]
+fn timeout_zero_is_no_limit_and_an_offline_peer_is_named() {
+    let mut net = Net::new();
+    net.start("alice", &[]);
+    net.start("bob", &[]);
+    net.trust("alice", "bob");
+    let ping = net
+        .ctl(
+            "alice",
+            &["ping", "bob", "--count", "1", "--timeout", "0", "--json"],
+        )
+        .data();
+    assert_eq!(ping["received"], 1, "{ping}");
+    let bench = net
+        .ctl(
+            "alice",
+            &["bench", "bob", "64K", "--timeout", "0", "--json"],
+        )
+        .data();
+    assert_eq!(bench["bytes"], 64 * 1024);
+
+    net.stop("bob");
+    let run = net.ctl(
+        "alice",
+        &["bench", "bob", "64K", "--timeout", "1", "--json"],
+    );
+    assert_eq!(run.error_code(), "timeout");
+    let message = run.json()["message"].as_str().unwrap().to_string();
+    assert!(
+        message.contains("bob") && !message.contains("daemon"),
+        "{message}"
+    );
+}

@@ -139,3 +139,44 @@ fn reject_reaches_the_requester() {
         "not_found"
     );
 }
+
+/// The agent's own hostname or address as the peer: `invalid_argument`
+/// saying so. (It was `not_trusted`, whose hint — run `handshake` — then
+/// failed with 'destination is not a node address'.) Finding oneself and
+/// publishing on one's own broker still work.
+#[test]
+fn the_agent_itself_is_not_a_peer() {
+    let mut net = Net::new();
+    let a = net.start("alice", &[]);
+    let me = a["address"].as_str().unwrap().to_string();
+    for peer in ["alice", me.as_str()] {
+        for args in [
+            &["handshake", peer][..],
+            &["approve", peer],
+            &["untrust", peer],
+            &["ping", peer, "--count", "1"],
+            &["connect", peer, "7", "--message", "x"],
+            &["send", peer, "7", "--data", "x", "--datagram"],
+            &["send-message", peer, "--data", "x"],
+            &["subscribe", peer, "x", "--count", "1"],
+        ] {
+            let mut args = args.to_vec();
+            args.push("--json");
+            let run = net.ctl("alice", &args);
+            assert_eq!(
+                run.error_code(),
+                "invalid_argument",
+                "{args:?}: {}",
+                run.stdout
+            );
+            let message = run.json()["message"].as_str().unwrap().to_string();
+            assert!(message.contains("this agent itself"), "{args:?}: {message}");
+        }
+        assert_eq!(
+            net.ctl("alice", &["find", peer, "--json"]).data()["address"],
+            me
+        );
+        net.ctl("alice", &["publish", peer, "t", "--data", "x", "--json"])
+            .data();
+    }
+}

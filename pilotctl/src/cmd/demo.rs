@@ -26,6 +26,14 @@ use serde_json::{json, Value};
 use super::CommandDoc;
 use crate::output::{Failure, Success};
 
+/// Prints a line of the story. A reader that went away (`demo | head`)
+/// does not stop the demo halfway: it still cleans up.
+macro_rules! out {
+    ($($t:tt)*) => {
+        let _ = crate::output::print_line(format_args!($($t)*));
+    };
+}
+
 /// What `context` says of `demo`.
 pub const DOCS: &[CommandDoc] = &[CommandDoc {
     name: "demo",
@@ -222,11 +230,11 @@ impl Demo {
         let command = format!("pilotctl {}", shown(args));
         let prompt = agent.unwrap_or("you");
         if !self.json {
-            println!("\n{n:>2}. {title}");
+            out!("\n{n:>2}. {title}");
             for (who, cmd) in before {
-                println!("    {who}$ pilotctl {} &", shown(cmd));
+                out!("    {who}$ pilotctl {} &", shown(cmd));
             }
-            println!("    {prompt}$ {command}");
+            out!("    {prompt}$ {command}");
             let _ = std::io::stdout().flush();
         }
         let t = Instant::now();
@@ -242,9 +250,9 @@ impl Demo {
         };
         if !self.json {
             for line in result.lines() {
-                println!("    {line}");
+                out!("    {line}");
             }
-            println!("    {} {ms:.0} ms", if ok { "ok" } else { "FAILED" });
+            out!("    {} {ms:.0} ms", if ok { "ok" } else { "FAILED" });
         }
         self.steps.push(json!({
             "step": n, "title": title, "agent": agent, "command": command,
@@ -794,7 +802,7 @@ pub fn run(args: DemoArgs, json_mode: bool) -> Result<Success, Failure> {
         interrupted,
     };
     if !json_mode {
-        println!(
+        out!(
             "Pilot demo: a rendezvous and two agents, alice and bob, on 127.0.0.1\n\
              under {} (removed at the end; Ctrl-C stops it cleanly).",
             demo.dir.display()

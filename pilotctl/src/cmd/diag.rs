@@ -13,6 +13,7 @@ use driver_mio::ipc::api::{Event, Request};
 use serde_json::json;
 
 use super::client::{default_client, failure, request, text};
+use super::messaging::{deadline_in, open_stream, timeout_secs};
 use super::CommandDoc;
 use crate::output::{Failure, Success};
 
@@ -26,7 +27,7 @@ pub enum DiagCommand {
         /// How many echoes.
         #[arg(long, default_value_t = 4)]
         count: u32,
-        /// Seconds to wait for each echo.
+        /// Seconds to wait for each echo (0: no limit).
         #[arg(long, default_value_t = 3)]
         timeout: u64,
     },
@@ -47,7 +48,7 @@ pub enum DiagCommand {
         /// Bytes to send (and receive back): 65536, 64K, 1M, 1G.
         #[arg(default_value = "1M")]
         size: String,
-        /// Seconds without progress before giving up.
+        /// Seconds without progress before giving up (0: no limit).
         #[arg(long, default_value_t = 30)]
         timeout: u64,
     },
@@ -61,7 +62,7 @@ impl DiagCommand {
                 peer,
                 count,
                 timeout,
-            } => ping(peer, count, Duration::from_secs(timeout), json),
+            } => ping(peer, count, timeout_secs(timeout), json),
             DiagCommand::Peers => peers(),
             DiagCommand::Connections => connections(),
             DiagCommand::Disconnect { id } => disconnect(id),
@@ -69,7 +70,7 @@ impl DiagCommand {
                 peer,
                 size,
                 timeout,
-            } => bench(peer, &size, Duration::from_secs(timeout)),
+            } => bench(peer, &size, timeout_secs(timeout)),
         }
     }
 }
@@ -161,7 +162,7 @@ pub fn ping(
                 data_b64: base64::engine::general_purpose::STANDARD.encode(&payload),
             },
         )?;
-        let deadline = start + timeout;
+        let deadline = deadline_in(timeout);
         let mut rtt = None;
         while Instant::now() < deadline {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -182,19 +183,19 @@ pub fn ping(
         match rtt {
             Some(d) => {
                 if !json_mode {
-                    println!(
+                    crate::output::say(format_args!(
                         "echo from {peer}: seq={seq} time={:.2} ms",
                         d.as_secs_f64() * 1e3
-                    );
+                    ));
                 }
                 rtts.push(d);
             }
             None => {
                 if !json_mode {
-                    println!(
+                    crate::output::say(format_args!(
                         "no echo from {peer}: seq={seq} (timeout {} ms)",
                         timeout.as_millis()
-                    );
+                    ));
                 }
             }
         }
@@ -368,8 +369,17 @@ const BENCH_CHUNK: usize = 64 * 1024;
 pub fn bench(peer: String, size: &str, stall: Duration) -> Result<Success, Failure> {
     let total = parse_size(size)?;
     let mut c = default_client()?;
+    let stream = open_stream(&mut c, &peer, 7, stall)?;
     c.set_timeout(stall);
-    let stream = c.open_stream(&peer, 7).map_err(failure)?;
+    // No progress for `stall`: the peer stopped taking or echoing data.
+    let stalled = |e| match e {
+        driver_mio::client::ClientError::Timeout(_) => Failure::new(
+            "timeout",
+            format!("no progress with {peer} for {} s", stall.as_secs()),
+            "is the peer still online and trusted? see `pilotctl peers`",
+        ),
+        e => failure(e),
+    };
     let pattern: Vec<u8> = (0..BENCH_CHUNK).map(|i| (i % 251) as u8).collect();
     let mut progress = Progress::new(total);
     let start = Instant::now();
@@ -378,11 +388,11 @@ pub fn bench(peer: String, size: &str, stall: Duration) -> Result<Success, Failu
     while received < total {
         if sent < total {
             let n = (total - sent).min(BENCH_CHUNK as u64) as usize;
-            c.write_stream(stream, &pattern[..n]).map_err(failure)?;
+            c.write_stream(stream, &pattern[..n]).map_err(stalled)?;
             sent += n as u64;
         }
         if sent == total && !shut {
-            c.shutdown_stream(stream).map_err(failure)?;
+            c.shutdown_stream(stream).map_err(stalled)?;
             shut = true;
         }
         // Take what has come back; wait only once everything is sent.
@@ -407,7 +417,7 @@ pub fn bench(peer: String, size: &str, stall: Duration) -> Result<Success, Failu
                 }
                 Ok(None) => break,
                 Err(driver_mio::client::ClientError::Timeout(_)) if sent < total => break,
-                Err(e) => return Err(failure(e)),
+                Err(e) => return Err(stalled(e)),
             }
         }
     }

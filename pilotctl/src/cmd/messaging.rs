@@ -47,7 +47,7 @@ pub enum MessagingCommand {
         /// The peer's address (or hostname).
         peer: String,
         /// The peer's port.
-        #[arg(default_value_t = ports::STDIO)]
+        #[arg(default_value_t = ports::STDIO, value_parser = port_number())]
         port: u16,
         /// Send this, half-close, print what comes back until the peer
         /// closes.
@@ -63,6 +63,7 @@ pub enum MessagingCommand {
         /// The peer's address (or hostname).
         peer: String,
         /// The peer's port.
+        #[arg(value_parser = port_number())]
         port: u16,
         /// What to send.
         #[arg(long)]
@@ -77,6 +78,7 @@ pub enum MessagingCommand {
     /// Receive streams on a local port, each read to its end as one message.
     Recv {
         /// Our port.
+        #[arg(value_parser = port_number())]
         port: u16,
         /// Stop after this many messages.
         #[arg(long, default_value_t = 1)]
@@ -88,6 +90,7 @@ pub enum MessagingCommand {
     /// Receive datagrams on a local port, one line each.
     Listen {
         /// Our port.
+        #[arg(value_parser = port_number())]
         port: u16,
         /// Stop after this many datagrams (default: no limit).
         #[arg(long)]
@@ -219,6 +222,12 @@ impl MessagingCommand {
     }
 }
 
+/// A port argument: 1-65535 (port 0 is no port: streams refuse it, and
+/// the daemon answered it with an `internal` error).
+fn port_number() -> clap::builder::RangedI64ValueParser<u16> {
+    clap::value_parser!(u16).range(1..)
+}
+
 /// The errors of a command that reaches a peer.
 const TO_PEER: &[&str] = &[
     "not_running",
@@ -242,7 +251,7 @@ const ON_PORT: &[&str] = &[
 pub const DOCS: &[CommandDoc] = &[
     CommandDoc {
         name: "connect",
-        returns: r#"{"peer":"string","port":"number","sent":"number","closed":"bool","reply":{"bytes":"number","data":"string","data_b64":"string (only when data is not UTF-8)"}}"#,
+        returns: r#"{"peer":"string","port":"number","sent":"number","closed":"bool (with --message)","reply":{"bytes":"number","data":"string","data_b64":"string (only when data is not UTF-8)"},"received":"number (without --message: stdout carries the stream, and this summary, with received instead of closed and reply, goes to stderr)"}"#,
         errors: TO_PEER,
     },
     CommandDoc {
@@ -273,12 +282,12 @@ pub const DOCS: &[CommandDoc] = &[
     CommandDoc {
         name: "inbox",
         returns: r#"{"messages":[{"from":"string","id":"number","kind":"string","received_at":"number","data":"string (binary: base64)","file":"string"}],"corrupt":[{"file":"string","error":"string"}],"cleared":"number"}"#,
-        errors: &["internal"],
+        errors: &[],
     },
     CommandDoc {
         name: "received",
         returns: r#"{"files":[{"name":"string","size":"number","path":"string"}],"cleared":"number"}"#,
-        errors: &["internal"],
+        errors: &[],
     },
     CommandDoc {
         name: "subscribe",
@@ -699,13 +708,12 @@ impl EventStream {
                         "",
                     )
                 })?,
-                Ok(None) => {
-                    return Err(Failure::new(
-                        "connection_failed",
-                        "the broker closed the connection",
-                        "is the peer's event stream running (not started with --no-services)?",
-                    ))
-                }
+                Ok(None) => return Err(Failure::new(
+                    "connection_failed",
+                    "the broker closed the connection",
+                    "the peer may have stopped or untrusted this agent (see `pilotctl trust`), \
+                         or runs without its event stream (--no-services)",
+                )),
                 Err(ClientError::Timeout(_)) => return Ok(None),
                 Err(e) => return Err(failure(e)),
             }
@@ -869,7 +877,7 @@ fn print_each(
         let Some(line) = next()? else {
             break;
         };
-        println!("{line}");
+        crate::output::say(line);
         n += 1;
     }
     if n == 0 {
@@ -943,7 +951,7 @@ pub fn connect(
     let mut out = io::stdout().lock();
     out.write_all(&reply.data)
         .and_then(|()| out.flush())
-        .map_err(|e| Failure::new("internal", format!("writing stdout: {e}"), ""))?;
+        .map_err(crate::output::stdout_failure)?;
     Ok(Success::printed())
 }
 
@@ -1015,7 +1023,7 @@ fn pipe(c: &mut Client, s: u32, timeout: Duration) -> Result<(u64, u64), Failure
                 stdout
                     .write_all(&chunk)
                     .and_then(|()| stdout.flush())
-                    .map_err(|e| Failure::new("internal", format!("writing stdout: {e}"), ""))?;
+                    .map_err(crate::output::stdout_failure)?;
                 got += chunk.len() as u64;
             }
             Ok(None) => return Ok((sent, got)),
@@ -1332,10 +1340,11 @@ pub fn received(home: &Path, clear: bool) -> Result<Success, Failure> {
         files
             .iter()
             .map(|f| {
+                // A number, not the JSON value: its Display ignores the width.
                 format!(
                     "{:<30} {:>10}  {}",
                     f["name"].as_str().unwrap_or_default(),
-                    f["size"],
+                    f["size"].as_u64().unwrap_or_default(),
                     f["path"].as_str().unwrap_or_default()
                 )
             })
@@ -1459,6 +1468,19 @@ mod tests {
         assert_eq!(m["bytes"], 1);
         assert_eq!(m["data_b64"], "/w==");
         assert!(data_json(b"ok").get("data_b64").is_none());
+    }
+
+    #[test]
+    fn received_files_line_up() {
+        let home = tempfile::tempdir().unwrap();
+        let dir = home.path().join("received");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("a"), "x").unwrap();
+        std::fs::write(dir.join("b"), vec![0u8; 123_456]).unwrap();
+        let text = received(home.path(), false).unwrap().text;
+        let columns: Vec<usize> = text.lines().map(|l| l.find("  /").unwrap()).collect();
+        assert_eq!(columns.len(), 2, "{text}");
+        assert_eq!(columns[0], columns[1], "{text}");
     }
 
     #[test]

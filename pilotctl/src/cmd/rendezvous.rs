@@ -102,9 +102,9 @@ fn foreground(a: RvArgs, json: bool) -> Result<Success, Failure> {
     // The startup line goes out at once (a parent may be waiting for it);
     // the result of the whole run is printed when it stops.
     if json {
-        println!("{}", json!({ "status": "ok", "data": started.data }));
+        crate::output::say(json!({ "status": "ok", "data": started.data }));
     } else {
-        println!("{}", started.text);
+        crate::output::say(&started.text);
     }
     server.run().map_err(server_failure)?;
     Ok(Success::new(
