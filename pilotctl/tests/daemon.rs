@@ -205,6 +205,13 @@ fn clear_errors_for_double_start_stop_without_daemon_and_missing_socket_dir() {
     assert_eq!(nobody.error_code(), "not_running");
     let nobody = net.ctl("carol", &["info", "--json"]);
     assert_eq!(nobody.error_code(), "not_running");
+    // Nothing saved for carol: the hint spells the flags out, and asking
+    // created no home.
+    assert!(nobody.json()["hint"]
+        .as_str()
+        .unwrap()
+        .contains("--rendezvous HOST:PORT"));
+    assert!(!net.home("carol").exists());
     let missing = net.dir.path().join("no/such/dir/pilot.sock");
     let run = pilotctl(
         &[

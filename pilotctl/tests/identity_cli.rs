@@ -170,6 +170,12 @@ fn init_and_config_prepare_an_agent_without_a_daemon() {
         );
     }
     text_error(&net.ctl("alice", &["set-public"]), 3);
+    // The rendezvous is saved: the hint is the plain start command.
+    let hint = net.ctl("alice", &["info", "--json"]).json()["hint"].clone();
+    assert!(
+        hint.as_str().unwrap().contains("reuses the saved settings"),
+        "{hint}"
+    );
     assert_eq!(
         net.ctl("alice", &["set-hostname", "Bad_Name", "--json"])
             .error_code(),

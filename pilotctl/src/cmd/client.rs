@@ -22,11 +22,9 @@ pub fn failure(e: ClientError) -> Failure {
             message,
             hint,
         } => Failure::new(&code, message, hint),
-        ClientError::NotRunning { .. } => Failure::new(
-            "not_running",
-            e.to_string(),
-            "start it with `pilotctl daemon start --rendezvous HOST:PORT --rendezvous-key KEY`",
-        ),
+        ClientError::NotRunning { .. } => {
+            Failure::new("not_running", e.to_string(), start_hint(&paths::home(None)))
+        }
         other => Failure::new(other.code(), other.to_string(), other.hint()),
     }
 }
@@ -67,5 +65,20 @@ pub fn lines(list: &Value, empty: &str, row: impl Fn(&Value) -> String) -> Strin
     match list.as_array() {
         Some(rows) if !rows.is_empty() => rows.iter().map(row).collect::<Vec<_>>().join("\n"),
         _ => empty.to_string(),
+    }
+}
+
+/// How to start the daemon of `home`: plainly when settings with a
+/// rendezvous are saved there, with the flags otherwise.
+pub fn start_hint(home: &Path) -> String {
+    // Read, not Home::open: a hint must not create the directory.
+    let saved = std::fs::read(home.join("config.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<driver_mio::daemon::home::Settings>(&b).ok())
+        .is_some_and(|s| s.rendezvous.is_some() && s.rendezvous_key.is_some());
+    if saved {
+        "start it with `pilotctl daemon start` (it reuses the saved settings)".into()
+    } else {
+        "start it with `pilotctl daemon start --rendezvous HOST:PORT --rendezvous-key KEY`".into()
     }
 }
