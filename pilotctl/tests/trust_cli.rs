@@ -56,6 +56,12 @@ fn handshake_pending_approve_trust_untrust_find() {
         "not_found"
     );
     net.ctl("bob", &["approve", &alice_addr, "--json"]).data();
+    // Approving again: already trusted, not "no such request".
+    assert_eq!(
+        net.ctl("bob", &["approve", &alice_addr, "--json"])
+            .error_code(),
+        "already_exists"
+    );
     assert!(net.wait(10, || net
         .ctl("alice", &["trust", "--json"])
         .data()

@@ -175,6 +175,9 @@ impl Node {
             return Err(CommandError::NotRegistered);
         };
         let Some(pending) = self.pending_in.remove(&peer) else {
+            if self.trusted.contains_key(&peer) {
+                return Err(CommandError::AlreadyTrusted);
+            }
             return Err(CommandError::NotFound);
         };
         let approval = TrustApproval::new(&self.config.identity, me, &pending.request);
