@@ -91,8 +91,13 @@ fn restart_and_sigkill_keep_address_hostname_and_trust() {
     let trusted = net.client("alice").request(Request::Trusted, T).unwrap();
     assert_eq!(trusted[0]["hostname"], "bob");
     // Now without a chance to clean up.
-    common::kill_pidfile(&net.home("alice").join("daemon.pid"));
-    std::thread::sleep(Duration::from_millis(200));
+    let pid = common::kill_pidfile(&net.home("alice").join("daemon.pid")).expect("pid file");
+    // SIGKILL is not instant: until the process is gone its socket still
+    // accepts, and `daemon start` would find a daemon running.
+    assert!(
+        net.wait(10, || !driver_mio::fsutil::pid_alive(pid)),
+        "pid {pid} survived SIGKILL"
+    );
     let third = net.ctl("alice", &["daemon", "start", "--json"]).data();
     assert_eq!(third["address"], a["address"]);
     let trusted = net.client("alice").request(Request::Trusted, T).unwrap();
