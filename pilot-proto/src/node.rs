@@ -858,6 +858,14 @@ impl Node {
 
     fn on_rendezvous_error(&mut self, now: Timestamp, req: u32, code: ErrorCode, message: String) {
         if self.rv_requests.contains_key(&req) {
+            if code == ErrorCode::NotRegistered {
+                // The rendezvous forgot us (it restarted and lost our
+                // session): register again, and the request goes once more
+                // on its retry timer, as a lookup does. Failing it instead
+                // left every request refused until the next refresh.
+                self.start_registration(now);
+                return;
+            }
             return self.fail_rv_request(req, RequestError::Refused(code, message));
         }
         if let RegState::Trying {

@@ -4,12 +4,13 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use pilot_proto::addr::{Hostname, SocketAddress};
 use pilot_proto::msg::ErrorCode;
 use pilot_proto::msg::Query;
 use pilot_proto::node::{Event, Node, NodeConfig, PeerInfo, RequestError, ResolveError};
-use pilot_proto::rendezvous::{Rendezvous, RendezvousConfig};
+use pilot_proto::rendezvous::{Record, Rendezvous, RendezvousConfig};
 use pilot_proto::{Identity, Timestamp};
 
 const RV: &str = "192.0.2.1:9000";
@@ -30,17 +31,21 @@ struct Net {
 
 impl Net {
     fn new() -> Self {
+        Net::with(|_| {})
+    }
+
+    /// A network whose nodes' settings `tune` changes.
+    fn with(tune: impl Fn(&mut NodeConfig)) -> Self {
         let rv_id = Identity::from_seed(&[1; 32]);
         let mut hosts = BTreeMap::new();
-        let mut rv_cfg = RendezvousConfig::new(rv_id.clone());
-        rv_cfg.wall_origin_micros = WALL;
-        let rv = Rendezvous::new(rv_cfg, &[11; 32], Timestamp::ZERO);
+        let rv = Rendezvous::new(rv_config(), &[11; 32], Timestamp::ZERO);
         hosts.insert(ep(RV), Host::Rv(Box::new(rv)));
         for (addr, seed, name) in [(ALICE, 2u8, "alice"), (BOB, 3, "bob")] {
             let mut cfg = NodeConfig::new(Identity::from_seed(&[seed; 32]), rv_id.public(), ep(RV));
             cfg.hostname = Some(Hostname::new(name).unwrap());
             cfg.public = true;
             cfg.wall_origin_micros = WALL;
+            tune(&mut cfg);
             let node = Node::new(cfg, &[seed + 10; 32], Timestamp::ZERO);
             hosts.insert(ep(addr), Host::Node(Box::new(node)));
         }
@@ -65,34 +70,43 @@ impl Net {
         }
     }
 
+    /// Runs until node `at` reports an event `pick` accepts; returns what
+    /// `pick` made of it.
+    fn wait_for<T>(&mut self, at: &str, pick: impl Fn(&Event) -> Option<T>) -> T {
+        let who = ep(at);
+        let find = |n: &Net| {
+            n.events
+                .iter()
+                .find_map(|(a, e)| if *a == who { pick(e) } else { None })
+        };
+        self.run_until(|n| find(n).is_some());
+        find(self).expect("reported")
+    }
+
     /// Looks `query` up from the node at `from` and waits for the answer.
     fn resolve(&mut self, from: &str, query: Query) -> Result<PeerInfo, ResolveError> {
         let now = self.now;
         let id = self.node(from).resolve(now, query);
-        let who = ep(from);
-        let find = |n: &Net| {
-            n.events.iter().find_map(|(at, e)| match e {
-                Event::Resolved { id: i, result } if *at == who && *i == id => Some(result.clone()),
-                _ => None,
-            })
-        };
-        self.run_until(|n| find(n).is_some());
-        find(self).expect("answered")
+        self.wait_for(from, |e| match e {
+            Event::Resolved { id: i, result } if *i == id => Some(result.clone()),
+            _ => None,
+        })
     }
 
     /// Waits for the outcome of registration change `id` of node `at`.
     fn change_result(&mut self, at: &str, id: u32) -> Result<(), RequestError> {
-        let who = ep(at);
-        let find = |n: &Net| {
-            n.events.iter().find_map(|(a, e)| match e {
-                Event::RegistrationChanged { id: i, result } if *a == who && *i == id => {
-                    Some(result.clone())
-                }
-                _ => None,
-            })
-        };
-        self.run_until(|n| find(n).is_some());
-        find(self).expect("reported")
+        self.wait_for(at, |e| match e {
+            Event::RegistrationChanged { id: i, result } if *i == id => Some(result.clone()),
+            _ => None,
+        })
+    }
+
+    /// Waits for the outcome of request `id` to the rendezvous of node `at`.
+    fn request_result(&mut self, at: &str, id: u32) -> Result<(), RequestError> {
+        self.wait_for(at, |e| match e {
+            Event::RequestDone { id: i, result } if *i == id => Some(result.clone()),
+            _ => None,
+        })
     }
 
     /// Delivers everything queued, then advances to the next deadline.
@@ -154,6 +168,12 @@ impl Net {
         }
         panic!("condition not reached; events: {:?}", self.events);
     }
+}
+
+fn rv_config() -> RendezvousConfig {
+    let mut cfg = RendezvousConfig::new(Identity::from_seed(&[1; 32]));
+    cfg.wall_origin_micros = WALL;
+    cfg
 }
 
 fn ep(s: &str) -> SocketAddr {
@@ -370,4 +390,28 @@ fn a_register_overtaken_by_a_newer_one_is_not_applied() {
     let rec = net.rv().record(alice_addr).unwrap().clone();
     assert_eq!(rec.hostname, Some(Hostname::new("second").unwrap()));
     assert_eq!(net.resolve(BOB, host("first")), Err(ResolveError::NotFound));
+}
+
+#[test]
+fn a_request_refused_after_a_rendezvous_restart_registers_again_and_goes_through() {
+    // The request outlives the time it takes alice to notice that the
+    // rendezvous lost their session (keepalive + rekey timeout, 15 s).
+    let mut net = Net::with(|c| c.request_timeout = Duration::from_secs(60));
+    net.run_until(|n| n.node(ALICE).is_registered() && n.node(BOB).is_registered());
+    // The rendezvous restarts: it keeps its records, not its sessions.
+    let records: Vec<Record> = net.rv().records().cloned().collect();
+    let now = net.now;
+    let mut rv = Rendezvous::new(rv_config(), &[12; 32], now);
+    for r in records {
+        rv.restore(r);
+    }
+    net.hosts.insert(ep(RV), Host::Rv(Box::new(rv)));
+
+    let id = net
+        .node(ALICE)
+        .handshake(now, host("bob"), "after the restart")
+        .unwrap();
+    // Refused with NotRegistered until the next refresh, it used to fail.
+    assert_eq!(net.request_result(ALICE, id), Ok(()));
+    assert!(net.node(ALICE).is_registered());
 }

@@ -23,8 +23,11 @@ fn peers_connections_disconnect_bench() {
     net.trust("alice", "bob");
 
     // peers: after a ping, bob is there with traffic and a direct path.
-    net.ctl("alice", &["ping", "bob", "--count", "2", "--json"])
-        .data();
+    // Echoes are datagrams a loaded machine may drop: ping until one is back.
+    assert!(net.wait(30, || net
+        .ctl("alice", &["ping", "bob", "--count", "2", "--json"])
+        .json()["status"]
+        == "ok"));
     let peers = net.ctl("alice", &["peers", "--json"]).data();
     let rows = peers.as_array().unwrap();
     assert_eq!(rows.len(), 1, "{peers}");

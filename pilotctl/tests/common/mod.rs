@@ -223,17 +223,18 @@ impl Drop for Net {
     }
 }
 
-/// SIGKILLs whatever a pid file names (cleanup of last resort).
-pub fn kill_pidfile(path: &Path) {
-    if let Some(pid) = std::fs::read_to_string(path)
+/// SIGKILLs whatever a pid file names (cleanup of last resort); returns
+/// the pid signalled.
+pub fn kill_pidfile(path: &Path) -> Option<u32> {
+    let pid = std::fs::read_to_string(path)
         .ok()
-        .and_then(|s| s.trim().parse::<i32>().ok())
-    {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-    }
+        .and_then(|s| s.trim().parse::<u32>().ok())
+        .filter(|pid| *pid > 0 && i32::try_from(*pid).is_ok())?;
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    Some(pid)
 }
 
 /// Runs pilotctl with `args` and extra environment.
