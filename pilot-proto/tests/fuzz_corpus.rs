@@ -21,7 +21,8 @@ use pilot_proto::{Identity, Timestamp};
 mod decoders;
 
 use decoders::{
-    check_addr_parse, check_hostname, check_msg_decode, check_overlay_decode, check_wire_decode,
+    check_addr_parse, check_hostname, check_msg_decode, check_overlay_decode,
+    check_trust_state_decode, check_wire_decode,
 };
 
 /// The world the state-machine targets run in, shared with their fuzz
@@ -380,6 +381,55 @@ fn msg_decode() {
         accepted > 1_000,
         "only {accepted} generated messages decoded"
     );
+}
+
+// --- trust_state_decode ---------------------------------------------------
+
+/// Trust states with every kind of record, encoded.
+fn trust_state_samples() -> Vec<Vec<u8>> {
+    use pilot_proto::trust::{Outgoing, Pending, TrustRequest, TrustState, Trusted};
+    let a = Identity::from_seed(&[1; 32]);
+    let b = Identity::from_seed(&[2; 32]);
+    let req = |to: Query, at: u64, reason: &str| {
+        TrustRequest::new(&a, Address::new(0, 0x10), to, at, reason)
+    };
+    let full = TrustState {
+        trusted: vec![Trusted {
+            address: Address::new(0, 0x11),
+            key: b.public(),
+            hostname: Hostname::new("bob").ok(),
+            since: 1_800_000_000,
+        }],
+        pending: vec![Pending {
+            request: req(Query::Address(Address::new(0, 0x12)), 3, "hello"),
+            hostname: Hostname::new("carol").ok(),
+        }],
+        outgoing: vec![Outgoing {
+            request: req(Query::Hostname(Hostname::new("dave").unwrap()), 4, ""),
+        }],
+        last_issued_at: 4,
+    };
+    vec![TrustState::default().encode(), full.encode()]
+}
+
+#[test]
+fn trust_state_decode() {
+    for input in corpus("trust_state_decode") {
+        check_trust_state_decode(&input);
+    }
+    let seeds = trust_state_samples();
+    for s in &seeds {
+        check_trust_state_decode(s);
+    }
+    let mut rng = Rng(0x5452_5553_5453_0007);
+    let mut accepted = 0;
+    for _ in 0..GENERATED {
+        let mut m = rng.pick(&seeds).clone();
+        mutate_bytes(&mut rng, &mut m);
+        accepted += usize::from(pilot_proto::trust::TrustState::decode(&m).is_ok());
+        check_trust_state_decode(&m);
+    }
+    assert!(accepted > 100, "only {accepted} generated states decoded");
 }
 
 // --- node_datagram and rendezvous_datagram ---------------------------------

@@ -1,14 +1,15 @@
 //! The decoder checks of the fuzz targets `addr_parse`, `hostname`,
-//! `overlay_decode`, `wire_decode` and `msg_decode`, shared with
-//! `pilot-proto/tests/fuzz_corpus.rs` (which replays the corpora in every
-//! `cargo test`): one copy, so the two cannot drift apart. Each check holds
-//! for any input, valid or not.
+//! `overlay_decode`, `wire_decode`, `msg_decode` and `trust_state_decode`,
+//! shared with `pilot-proto/tests/fuzz_corpus.rs` (which replays the
+//! corpora in every `cargo test`): one copy, so the two cannot drift
+//! apart. Each check holds for any input, valid or not.
 #![allow(dead_code)]
 
 use pilot_proto::addr::{Address, Hostname, PeerRef, SocketAddress};
 use pilot_proto::msg::Message;
 use pilot_proto::noise::{MSG1_OVERHEAD, MSG2_OVERHEAD};
 use pilot_proto::overlay::{self, Packet};
+use pilot_proto::trust::TrustState;
 use pilot_proto::wire::{self, Handshake};
 
 pub fn check_addr_parse(data: &[u8]) {
@@ -135,5 +136,13 @@ pub fn check_msg_decode(data: &[u8]) {
         }
         Message::Error { code, .. } => drop(code.to_string()),
         _ => {}
+    }
+}
+
+pub fn check_trust_state_decode(data: &[u8]) {
+    match TrustState::decode(data) {
+        // The form is canonical: what decodes encodes back byte for byte.
+        Ok(state) => assert_eq!(state.encode(), data),
+        Err(e) => drop(e.to_string()),
     }
 }
