@@ -172,6 +172,8 @@ pub enum CommandError {
     },
     /// Not a unicast address of a node.
     InvalidDestination,
+    /// The peer named is this node itself.
+    IsSelf,
     /// Too many datagrams already wait for this peer.
     QueueFull,
     /// The port is already bound.
@@ -194,6 +196,7 @@ impl fmt::Display for CommandError {
             CommandError::NotRegistered => f.write_str("not registered with the rendezvous yet"),
             CommandError::TooLarge { max } => write!(f, "payload larger than {max} bytes"),
             CommandError::InvalidDestination => f.write_str("destination is not a node address"),
+            CommandError::IsSelf => f.write_str("that is this agent itself, not a peer"),
             CommandError::QueueFull => f.write_str("too many datagrams waiting for this peer"),
             CommandError::PortInUse => f.write_str("port already bound"),
             CommandError::NotTrusted => {
@@ -679,6 +682,7 @@ impl Node {
         let Some(me) = self.address else {
             return Err(CommandError::NotRegistered);
         };
+        self.not_me(dst.addr)?;
         if !self.trusted.contains_key(&dst.addr) {
             return Err(CommandError::NotTrusted);
         }

@@ -9,7 +9,9 @@ use std::time::Duration;
 use pilot_proto::addr::{Hostname, SocketAddress};
 use pilot_proto::msg::ErrorCode;
 use pilot_proto::msg::Query;
-use pilot_proto::node::{Event, Node, NodeConfig, PeerInfo, RequestError, ResolveError};
+use pilot_proto::node::{
+    CommandError, Event, Node, NodeConfig, PeerInfo, RequestError, ResolveError,
+};
 use pilot_proto::rendezvous::{Record, Rendezvous, RendezvousConfig};
 use pilot_proto::{Identity, Timestamp};
 
@@ -414,4 +416,27 @@ fn a_request_refused_after_a_rendezvous_restart_registers_again_and_goes_through
     // Refused with NotRegistered until the next refresh, it used to fail.
     assert_eq!(net.request_result(ALICE, id), Ok(()));
     assert!(net.node(ALICE).is_registered());
+}
+
+/// Every command that names a peer refuses this node itself as `IsSelf`,
+/// by address or by its hostname.
+#[test]
+fn a_node_is_not_its_own_peer() {
+    let mut net = registered();
+    let me = net.node(ALICE).address().unwrap();
+    let name = net.node(ALICE).hostname().cloned().unwrap();
+    let now = net.now;
+    let node = net.node(ALICE);
+    for q in [Query::Address(me), Query::Hostname(name)] {
+        assert_eq!(node.handshake(now, q, "me?"), Err(CommandError::IsSelf));
+    }
+    assert_eq!(node.approve(now, me), Err(CommandError::IsSelf));
+    assert_eq!(node.reject(now, me, "no"), Err(CommandError::IsSelf));
+    assert_eq!(node.untrust(now, me), Err(CommandError::IsSelf));
+    let dst = SocketAddress::new(me, 7);
+    assert_eq!(
+        node.send_datagram(now, 7, dst, b"x"),
+        Err(CommandError::IsSelf)
+    );
+    assert_eq!(node.connect(now, dst), Err(CommandError::IsSelf));
 }

@@ -174,6 +174,11 @@ pub fn command_error(e: &CommandError) -> Response {
         CommandError::TooLarge { .. }
         | CommandError::InvalidDestination
         | CommandError::InvalidArgument => error(codes::INVALID_ARGUMENT, e.to_string(), ""),
+        CommandError::IsSelf => error(
+            codes::INVALID_ARGUMENT,
+            "that is this agent itself, not a peer",
+            "name another agent (see `pilotctl trust`); `pilotctl info` shows this one",
+        ),
         CommandError::Stream(StreamError::InvalidPort | StreamError::InvalidDestination) => error(
             codes::INVALID_ARGUMENT,
             e.to_string(),
@@ -304,39 +309,23 @@ impl Agent {
         }
     }
 
-    /// This agent named as a peer: an error that says so (asking it for
-    /// trust or opening a stream to it cannot work; without this the
-    /// answer was `not_trusted`, whose hint, `handshake`, then failed).
-    fn not_self(&self, peer: &PeerRef) -> Result<(), Response> {
-        let me = match peer {
-            PeerRef::Address(a) => self.node.address() == Some(*a),
-            PeerRef::Hostname(h) => self.node.hostname() == Some(h),
-        };
-        if me {
-            return Err(error(
-                codes::INVALID_ARGUMENT,
-                format!("`{peer}` is this agent itself"),
-                "name another agent (see `pilotctl trust`); `pilotctl info` shows this one",
-            ));
-        }
-        Ok(())
-    }
-
     /// Resolves a peer named by address or by hostname: hostnames of
-    /// trusted peers and pending requesters are known locally. This agent
-    /// itself is not a peer.
+    /// trusted peers and pending requesters are known locally, and our own
+    /// maps to our address (the node then refuses it as `IsSelf`).
     fn peer_address(&self, peer: &str) -> Result<Address, Response> {
-        let parsed = PeerRef::parse(peer.trim());
-        if let Ok(p) = &parsed {
-            self.not_self(p)?;
-        }
-        match parsed {
+        match PeerRef::parse(peer.trim()) {
             Ok(PeerRef::Address(a)) => Ok(a),
             Ok(PeerRef::Hostname(h)) => self
                 .node
-                .trusted()
-                .find(|t| t.hostname.as_ref() == Some(&h))
-                .map(|t| t.address)
+                .hostname()
+                .filter(|mine| **mine == h)
+                .and_then(|_| self.node.address())
+                .or_else(|| {
+                    self.node
+                        .trusted()
+                        .find(|t| t.hostname.as_ref() == Some(&h))
+                        .map(|t| t.address)
+                })
                 .or_else(|| {
                     self.node
                         .pending()
@@ -507,10 +496,7 @@ impl Agent {
                 self.deferred.insert(rid, (client, id));
                 return None;
             }
-            Request::Handshake { peer, reason } => match PeerRef::parse(peer.trim())
-                .map_or(Ok(()), |p| self.not_self(&p))
-                .and_then(|()| self.query(&peer))
-            {
+            Request::Handshake { peer, reason } => match self.query(&peer) {
                 Ok(q) => {
                     let r = self.node.handshake(now, q, &reason);
                     return self.defer_trust(client, id, r);

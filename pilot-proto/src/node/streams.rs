@@ -134,6 +134,7 @@ impl Node {
         dst: SocketAddress,
     ) -> Result<StreamId, CommandError> {
         self.now = now;
+        self.not_me(dst.addr)?;
         if !self.trusted.contains_key(&dst.addr) {
             return Err(CommandError::NotTrusted);
         }

@@ -119,6 +119,15 @@ impl Node {
         }
     }
 
+    /// A command naming this node as its peer is refused as such: no trust
+    /// with oneself, no stream or datagram to oneself through a tunnel.
+    pub(super) fn not_me(&self, peer: Address) -> Result<(), CommandError> {
+        if Some(peer) == self.address {
+            return Err(CommandError::IsSelf);
+        }
+        Ok(())
+    }
+
     fn pending_from(&self, q: &Query) -> Option<Address> {
         self.pending_in
             .values()
@@ -145,7 +154,7 @@ impl Node {
             return Err(CommandError::NotRegistered);
         };
         if self.names_me(&to) {
-            return Err(CommandError::InvalidDestination);
+            return Err(CommandError::IsSelf);
         }
         let already = match &to {
             Query::Address(a) => self.trusted.contains_key(a),
@@ -174,6 +183,7 @@ impl Node {
         let Some(me) = self.address else {
             return Err(CommandError::NotRegistered);
         };
+        self.not_me(peer)?;
         let Some(pending) = self.pending_in.remove(&peer) else {
             if self.trusted.contains_key(&peer) {
                 return Err(CommandError::AlreadyTrusted);
@@ -198,6 +208,7 @@ impl Node {
         reason: &str,
     ) -> Result<u32, CommandError> {
         self.now = now;
+        self.not_me(peer)?;
         let Some(pending) = self.pending_in.remove(&peer) else {
             return Err(CommandError::NotFound);
         };
@@ -217,6 +228,7 @@ impl Node {
     /// a new handshake.
     pub fn untrust(&mut self, now: Timestamp, peer: Address) -> Result<u32, CommandError> {
         self.now = now;
+        self.not_me(peer)?;
         if self.trusted.remove(&peer).is_none() {
             return Err(CommandError::NotFound);
         }
