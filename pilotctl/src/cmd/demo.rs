@@ -89,12 +89,20 @@ fn answer(out: &std::process::Output) -> Result<Value, Failure> {
     if v["status"] == "ok" {
         return Ok(v["data"].clone());
     }
+    Err(failure_of(&v))
+}
+
+/// A child's JSON error object as a failure.
+fn failure_of(v: &Value) -> Failure {
     let s = |k: &str| v[k].as_str().unwrap_or_default().to_string();
-    Err(Failure::new(
+    Failure::new(
         v["code"].as_str().unwrap_or("internal"),
-        s("message"),
+        match s("message") {
+            m if m.is_empty() => "the command failed".to_string(),
+            m => m,
+        },
         s("hint"),
-    ))
+    )
 }
 
 /// Shell-style display of arguments (quoted where needed; `$'..'` with
@@ -153,8 +161,9 @@ impl Demo {
         Ok(())
     }
 
-    /// Runs `pilotctl <args> --json` as `agent` (None: no agent home).
-    fn ctl(&self, agent: Option<&str>, args: &[&str]) -> Result<Value, Failure> {
+    /// `pilotctl <args> --json` for the agent whose home is `home` (None:
+    /// none), untouched by the caller's PILOT_* environment.
+    fn command(&self, home: Option<&Path>, args: &[&str]) -> Command {
         let mut cmd = Command::new(&self.exe);
         cmd.args(args).arg("--json").stdin(Stdio::null());
         for k in [
@@ -165,10 +174,16 @@ impl Demo {
         ] {
             cmd.env_remove(k);
         }
-        if let Some(a) = agent {
-            cmd.env("PILOT_HOME", self.home(a));
+        if let Some(h) = home {
+            cmd.env("PILOT_HOME", h);
         }
-        let out = cmd.output().map_err(|e| {
+        cmd
+    }
+
+    /// Runs `pilotctl <args> --json` as `agent` (None: no agent home).
+    fn ctl(&self, agent: Option<&str>, args: &[&str]) -> Result<Value, Failure> {
+        let home = agent.map(|a| self.home(a));
+        let out = self.command(home.as_deref(), args).output().map_err(|e| {
             Failure::new(
                 "internal",
                 format!("cannot run {}: {e}", self.exe.display()),
@@ -567,19 +582,13 @@ impl Demo {
             return;
         }
         for home in std::mem::take(&mut self.agents) {
-            let _ = Command::new(&self.exe)
-                .args(["daemon", "stop", "--json"])
-                .env("PILOT_HOME", &home)
-                .env_remove("PILOT_SOCKET")
-                .stdin(Stdio::null())
-                .output();
+            let _ = self.command(Some(&home), &["daemon", "stop"]).output();
             kill_pidfile(&home.join("daemon.pid"));
         }
         if std::mem::take(&mut self.rv_started) {
-            let _ = Command::new(&self.exe)
-                .args(["rendezvous", "stop", "--json", "--home"])
+            let _ = self
+                .command(None, &["rendezvous", "stop", "--home"])
                 .arg(&self.rv_home)
-                .stdin(Stdio::null())
                 .output();
             kill_pidfile(&self.rv_home.join(driver_mio::rendezvous::PID_FILE));
         }
@@ -602,12 +611,8 @@ struct Background {
 
 impl Background {
     fn spawn(d: &Demo, agent: &str, args: &[&str]) -> Result<Background, Failure> {
-        let mut child = Command::new(&d.exe)
-            .args(args)
-            .arg("--json")
-            .env("PILOT_HOME", d.home(agent))
-            .env_remove("PILOT_SOCKET")
-            .stdin(Stdio::null())
+        let mut child = d
+            .command(Some(&d.home(agent)), args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -675,13 +680,8 @@ impl Background {
         if !status.success() {
             // Its last line is the error object.
             let last = out.lines().last().unwrap_or_default();
-            let v: Value = serde_json::from_str(last).unwrap_or(Value::Null);
-            return Err(Failure::new(
-                v["code"].as_str().unwrap_or("internal"),
-                v["message"]
-                    .as_str()
-                    .unwrap_or("the background command failed"),
-                v["hint"].as_str().unwrap_or_default(),
+            return Err(failure_of(
+                &serde_json::from_str(last).unwrap_or(Value::Null),
             ));
         }
         Ok(out)
