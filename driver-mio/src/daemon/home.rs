@@ -57,6 +57,14 @@ impl Home {
         })
     }
 
+    /// The home at `dir` as it is, creating nothing: for reading what may
+    /// be there (a missing file reads as defaults).
+    pub fn existing(dir: &Path) -> Self {
+        Home {
+            dir: dir.to_path_buf(),
+        }
+    }
+
     /// The directory.
     pub fn dir(&self) -> &Path {
         &self.dir

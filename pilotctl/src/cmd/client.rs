@@ -71,11 +71,10 @@ pub fn lines(list: &Value, empty: &str, row: impl Fn(&Value) -> String) -> Strin
 /// How to start the daemon of `home`: plainly when settings with a
 /// rendezvous are saved there, with the flags otherwise.
 pub fn start_hint(home: &Path) -> String {
-    // Read, not Home::open: a hint must not create the directory.
-    let saved = std::fs::read(home.join("config.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice::<driver_mio::daemon::home::Settings>(&b).ok())
-        .is_some_and(|s| s.rendezvous.is_some() && s.rendezvous_key.is_some());
+    // Not Home::open: a hint must not create the directory.
+    let saved = driver_mio::daemon::home::Home::existing(home)
+        .settings()
+        .is_ok_and(|s| s.rendezvous.is_some() && s.rendezvous_key.is_some());
     if saved {
         "start it with `pilotctl daemon start` (it reuses the saved settings)".into()
     } else {
