@@ -108,6 +108,7 @@
 #![warn(missing_docs)]
 
 mod link;
+mod nat;
 mod net;
 pub mod pilot;
 mod queue;
@@ -119,6 +120,7 @@ mod world;
 use core::net::SocketAddr;
 
 pub use link::LinkConfig;
+pub use nat::{Behaviour, NatConfig, NatId, NatMapping, Network, PortAllocation, Unsolicited};
 pub use net::Captured;
 pub use pilot_proto::{Timestamp, Transmit};
 pub use rng::host_seed;

@@ -4,18 +4,24 @@
 //! None of this depends on the machine type, so it is compiled once and the
 //! borrow of a machine never overlaps a borrow of the network.
 //!
-//! All routing goes through [`Net::route`]. A NAT or firewall layer is meant
-//! to wrap that one function: rewrite or refuse a packet on its way in, and
-//! look up and rewrite the destination on its way out.
+//! All routing goes through [`Net::route`]. Addresses live in realms
+//! ([`Network`]): the internet, and a private realm behind each NAT box.
+//! `route` first walks a datagram from realm to realm ([`Net::traverse`]),
+//! letting each NAT box on the way translate or refuse it (the boxes'
+//! decisions live in `nat.rs`), then puts it on the links between the
+//! sending and the receiving host. NAT boxes decide at the instant a
+//! datagram is sent, as if they sat at zero distance from both ends; the
+//! links add their delay afterwards.
 
 use core::fmt;
 use core::mem;
-use core::net::SocketAddr;
+use core::net::{IpAddr, SocketAddr};
 use std::collections::{BTreeMap, BTreeSet};
 
 use pilot_proto::{Timestamp, Transmit};
 
 use crate::link::{wire_len, Flight, Link, LinkConfig, Mishap};
+use crate::nat::{Behaviour, NatBox, NatConfig, NatId, Network};
 use crate::queue::{Action, Delivery, Queue};
 use crate::rng::SimRng;
 use crate::trace::{DropReason, Millis, Stats, Trace};
@@ -47,6 +53,9 @@ pub(crate) struct Packet {
     /// The host whose link it enters through; `None` for a datagram
     /// injected from an address no host owns.
     pub(crate) via: Option<HostId>,
+    /// The realm it enters in: the sender's, where `from` and `to` mean
+    /// what the sender meant.
+    pub(crate) network: Network,
     pub(crate) from: SocketAddr,
     pub(crate) to: SocketAddr,
     pub(crate) payload: Vec<u8>,
@@ -56,6 +65,12 @@ pub(crate) struct Packet {
 /// A host as the network sees it.
 pub(crate) struct HostNet {
     pub(crate) name: String,
+    /// The realm the host is attached to.
+    pub(crate) network: Network,
+    /// The host's one local socket, and so the source of everything it
+    /// sends. This is the only place that assumes one socket per host:
+    /// when a host owns several, this becomes a set and `Net::by_addr`
+    /// maps each to (host, socket).
     pub(crate) addr: SocketAddr,
     pub(crate) link: Link,
     /// The pending timer, if the machine asked for one.
@@ -83,8 +98,10 @@ pub(crate) struct Net {
     pub(crate) trace: Trace,
     pub(crate) stats: Stats,
     queue: Queue,
-    by_addr: BTreeMap<SocketAddr, HostId>,
+    by_addr: BTreeMap<(Network, SocketAddr), HostId>,
     by_name: BTreeMap<String, HostId>,
+    pub(crate) nats: Vec<NatBox>,
+    nats_by_name: BTreeMap<String, NatId>,
     /// Path overrides by (sender, receiver).
     paths: BTreeMap<(HostId, HostId), Link>,
     /// Partitioned pairs, smaller id first.
@@ -115,6 +132,8 @@ impl Net {
             queue: Queue::default(),
             by_addr: BTreeMap::new(),
             by_name: BTreeMap::new(),
+            nats: Vec::new(),
+            nats_by_name: BTreeMap::new(),
             paths: BTreeMap::new(),
             cuts: BTreeSet::new(),
             isolated: BTreeSet::new(),
@@ -128,26 +147,22 @@ impl Net {
         }
     }
 
-    /// Registers a host with the default link.
+    /// Registers a host in `network` with the default link.
     ///
     /// Panics on a name or address already taken: two hosts sharing either
     /// would make the trace or the routing ambiguous, and that is a bug in
     /// the scenario, not something to carry on from.
-    pub(crate) fn add_host(&mut self, name: &str, addr: SocketAddr) -> HostId {
+    pub(crate) fn add_host(&mut self, name: &str, network: Network, addr: SocketAddr) -> HostId {
         assert!(
             !self.by_name.contains_key(name),
             "driver-sim: a host called `{name}` already exists"
         );
-        if let Some(&other) = self.by_addr.get(&addr) {
-            panic!(
-                "driver-sim: {addr} already belongs to `{}`",
-                self.host(other).name
-            );
-        }
+        self.check_free(network, addr);
         let id = HostId(u32::try_from(self.hosts.len()).expect("fewer than 2^32 hosts"));
         let rng = SimRng::derive(self.seed, "link", &[name.as_bytes()]);
         self.hosts.push(HostNet {
             name: name.to_owned(),
+            network,
             addr,
             link: Link::new(LinkConfig::default(), rng),
             wake: None,
@@ -155,9 +170,124 @@ impl Net {
             wakes_at: Timestamp::ZERO,
             wakes_here: 0,
         });
-        self.by_addr.insert(addr, id);
+        self.by_addr.insert((network, addr), id);
         self.by_name.insert(name.to_owned(), id);
         id
+    }
+
+    /// Registers a NAT box whose public side is `public_ip` in `outer`.
+    ///
+    /// Panics on a name taken by another box, or a public address already
+    /// in use in `outer`, for the same reason as `add_host`.
+    pub(crate) fn add_nat(
+        &mut self,
+        name: &str,
+        outer: Network,
+        public_ip: IpAddr,
+        config: NatConfig,
+    ) -> NatId {
+        assert!(
+            !self.nats_by_name.contains_key(name),
+            "driver-sim: a NAT called `{name}` already exists"
+        );
+        self.check_network(outer);
+        if let Some(owner) = self.ip_owner(outer, public_ip) {
+            panic!("driver-sim: {public_ip} is already used by `{owner}` in that network");
+        }
+        let id = NatId(u32::try_from(self.nats.len()).expect("fewer than 2^32 NATs"));
+        self.nats
+            .push(NatBox::new(self.seed, name, outer, public_ip, config));
+        self.nats_by_name.insert(name.to_owned(), id);
+        id
+    }
+
+    pub(crate) fn nat(&self, id: NatId) -> &NatBox {
+        &self.nats[id.index()]
+    }
+
+    pub(crate) fn nat_id(&self, name: &str) -> Option<NatId> {
+        self.nats_by_name.get(name).copied()
+    }
+
+    /// Moves a host to `addr` in `network`. Datagrams in flight to its old
+    /// address are lost; mappings its old address made stay in their NAT
+    /// until they time out, as they would in the real world.
+    pub(crate) fn move_host(&mut self, id: HostId, network: Network, addr: SocketAddr) {
+        let old = {
+            let host = self.host(id);
+            (host.network, host.addr)
+        };
+        self.by_addr.remove(&old);
+        self.check_free(network, addr);
+        self.by_addr.insert((network, addr), id);
+        let host = &mut self.hosts[id.index()];
+        host.network = network;
+        host.addr = addr;
+        let line = format!(
+            "move {} {addr}{}",
+            self.host(id).name,
+            self.realm_suffix(network)
+        );
+        self.note(line);
+    }
+
+    /// Forgets every mapping of a NAT box, as a reboot would.
+    pub(crate) fn reset_nat(&mut self, id: NatId) {
+        let nat = &mut self.nats[id.index()];
+        nat.reset();
+        let line = format!("nat {} reset", nat.name);
+        self.note(line);
+    }
+
+    /// Panics unless `addr` in `network` is free for a host.
+    fn check_free(&self, network: Network, addr: SocketAddr) {
+        self.check_network(network);
+        if let Some(&other) = self.by_addr.get(&(network, addr)) {
+            panic!(
+                "driver-sim: {addr} already belongs to `{}`",
+                self.host(other).name
+            );
+        }
+        if let Some(nat) = self.entrance(network, addr) {
+            panic!(
+                "driver-sim: {addr} is the public address of NAT `{}`",
+                self.nat(nat).name
+            );
+        }
+    }
+
+    /// Panics on a NAT id from another world.
+    fn check_network(&self, network: Network) {
+        if let Network::Behind(nat) = network {
+            assert!(
+                nat.index() < self.nats.len(),
+                "driver-sim: no NAT {nat:?} in this world"
+            );
+        }
+    }
+
+    /// The host or box using `ip` in `network`, by name.
+    fn ip_owner(&self, network: Network, ip: IpAddr) -> Option<&str> {
+        let host = self
+            .hosts
+            .iter()
+            .find(|h| h.network == network && h.addr.ip() == ip)
+            .map(|h| h.name.as_str());
+        host.or_else(|| {
+            self.nats
+                .iter()
+                .find(|n| n.outer == network && n.public_ip == ip)
+                .map(|n| n.name.as_str())
+        })
+    }
+
+    /// How the trace says where an address lives: nothing for the
+    /// internet, ` behind <nat>` otherwise.
+    fn realm_suffix(&self, network: Network) -> String {
+        match network {
+            Network::Internet => String::new(),
+            Network::Behind(nat) => format!(" behind {}", self.nat(nat).name),
+        }
     }
 
     pub(crate) fn host(&self, id: HostId) -> &HostNet {
@@ -240,7 +370,8 @@ impl Net {
     /// A datagram a machine wants sent.
     pub(crate) fn send(&mut self, host: HostId, transmit: Transmit) {
         self.stats.sent += 1;
-        let from = self.host(host).addr;
+        let HostNet { network, addr, .. } = *self.host(host);
+        let from = addr;
         if let Some(capture) = &mut self.capture {
             capture.push(Captured {
                 at: self.now,
@@ -254,13 +385,14 @@ impl Net {
             let line = format!(
                 "{} -> {} {desc} ({}B)",
                 self.host(host).name,
-                self.peer(transmit.destination),
+                self.peer(network, transmit.destination),
                 transmit.payload.len()
             );
             self.trace.line(self.now, line);
         }
         let packet = Packet {
             via: Some(host),
+            network,
             from,
             to: transmit.destination,
             payload: transmit.payload,
@@ -269,7 +401,8 @@ impl Net {
         self.route(packet, &desc);
     }
 
-    /// A forged or replayed datagram. From an address a host owns, it
+    /// A forged or replayed datagram, sent on the internet. From an address
+    /// a host on the internet owns, it
     /// crosses that host's link like anything the host sends; from any other
     /// address it appears at the destination at once, untouched by any link,
     /// as if the attacker sat right next to it.
@@ -279,14 +412,15 @@ impl Net {
         if self.trace.enabled() {
             let line = format!(
                 "inject {} -> {} {desc} ({}B)",
-                self.peer(from),
-                self.peer(to),
+                self.peer(Network::Internet, from),
+                self.peer(Network::Internet, to),
                 payload.len()
             );
             self.trace.line(self.now, line);
         }
         let packet = Packet {
-            via: self.by_addr.get(&from).copied(),
+            via: self.by_addr.get(&(Network::Internet, from)).copied(),
+            network: Network::Internet,
             from,
             to,
             payload,
@@ -299,10 +433,11 @@ impl Net {
     /// entries that will deliver its surviving copies. Every datagram,
     /// honest or injected, goes through here.
     pub(crate) fn route(&mut self, packet: Packet, desc: &str) {
-        let Some(&to) = self.by_addr.get(&packet.to) else {
-            self.dropped(DropReason::NoRoute, &packet, desc);
-            return;
+        let arrival = match self.traverse(&packet) {
+            Ok(arrival) => arrival,
+            Err(reason) => return self.dropped(reason, &packet, desc),
         };
+        let to = arrival.host;
         if self.blocked(packet.via, to) {
             self.dropped(DropReason::Partition, &packet, desc);
             return;
@@ -336,11 +471,11 @@ impl Net {
         }
         // Copies share the bytes; only extra ones pay for a clone.
         let Packet {
-            from,
             mut payload,
             injected,
             ..
         } = packet;
+        let from = arrival.from;
         let copies = flights.len();
         for (i, flight) in flights.drain(..).enumerate() {
             let payload = if i + 1 == copies {
@@ -350,6 +485,7 @@ impl Net {
             };
             let delivery = Delivery {
                 to,
+                addressed: (arrival.network, arrival.addr),
                 from,
                 payload,
                 duplicate: flight.duplicate,
@@ -361,11 +497,123 @@ impl Net {
         self.mishaps = mishaps;
     }
 
-    /// Traces a datagram arriving, just before the machine sees it.
-    pub(crate) fn trace_delivery(&mut self, delivery: &Delivery) {
-        self.stats.delivered += 1;
+    /// Follows a datagram from realm to realm until it reaches a host,
+    /// letting every NAT box on the way translate or refuse it.
+    ///
+    /// In each realm: a host that owns the destination gets it (a LAN
+    /// delivery, untranslated); else a box whose public side (or, for a
+    /// router, whose realm) holds the destination lets it in; else it
+    /// leaves through the box in front of this realm, or, on the internet,
+    /// has nowhere to go.
+    fn traverse(&mut self, packet: &Packet) -> Result<Arrival, DropReason> {
+        let (mut network, mut from, mut to) = (packet.network, packet.from, packet.to);
+        // The boxes form a tree, so a path leaves and enters each box at
+        // most once (both, when it hairpins); the bound only guards
+        // against a bug here turning into a hang.
+        for _ in 0..2 * self.nats.len() + 2 {
+            if let Some(&host) = self.by_addr.get(&(network, to)) {
+                return Ok(Arrival {
+                    host,
+                    from,
+                    network,
+                    addr: to,
+                });
+            }
+            if let Some(id) = self.entrance(network, to) {
+                let now = self.now;
+                let nat = &mut self.nats[id.index()];
+                if nat.config.translate {
+                    to = nat.inbound(now, from, to.port())?;
+                }
+                network = Network::Behind(id);
+                continue;
+            }
+            let Network::Behind(id) = network else {
+                return Err(DropReason::NoRoute);
+            };
+            let now = self.now;
+            let nat = &mut self.nats[id.index()];
+            if nat.config.block_udp {
+                return Err(DropReason::UdpBlocked);
+            }
+            if to.ip() == nat.public_ip && !nat.config.hairpinning {
+                return Err(DropReason::NatHairpin);
+            }
+            network = nat.outer;
+            if !nat.config.translate {
+                continue;
+            }
+            let out = nat.outbound(now, from, to)?;
+            if out.created {
+                self.mapped(id, from, out.external, to);
+            }
+            from = out.external;
+        }
+        Err(DropReason::NoRoute)
+    }
+
+    /// The box a datagram addressed to `to` in `network` enters through:
+    /// a NAT whose public address it is, or a router with the destination
+    /// somewhere behind it.
+    fn entrance(&self, network: Network, to: SocketAddr) -> Option<NatId> {
+        (0..self.nats.len()).find_map(|i| {
+            let nat = &self.nats[i];
+            if nat.outer != network {
+                return None;
+            }
+            let id = NatId(u32::try_from(i).ok()?);
+            let behind = if nat.config.translate {
+                nat.public_ip == to.ip()
+            } else {
+                self.reaches(Network::Behind(id), to)
+            };
+            behind.then_some(id)
+        })
+    }
+
+    /// Whether `to` is a host in `network`, or enters a box from there.
+    fn reaches(&self, network: Network, to: SocketAddr) -> bool {
+        self.by_addr.contains_key(&(network, to)) || self.entrance(network, to).is_some()
+    }
+
+    /// Counts and traces a new mapping, once.
+    fn mapped(
+        &mut self,
+        id: NatId,
+        internal: SocketAddr,
+        external: SocketAddr,
+        remote: SocketAddr,
+    ) {
+        self.stats.nat_mappings += 1;
         if !self.trace.enabled() {
             return;
+        }
+        let nat = self.nat(id);
+        // A mapping that depends on the remote says which one, so that a
+        // symmetric NAT's ports can be told apart in the trace.
+        let line = match nat.config.mapping {
+            Behaviour::EndpointIndependent => {
+                format!("nat {} map {internal} -> {external}", nat.name)
+            }
+            _ => format!("nat {} map {internal} -> {external} for {remote}", nat.name),
+        };
+        self.note(line);
+    }
+
+    /// Traces a datagram arriving, just before the machine sees it, or
+    /// drops it if its host has moved away from the address it was routed
+    /// to. Returns whether the machine should see it.
+    pub(crate) fn arrive(&mut self, delivery: &Delivery) -> bool {
+        if self.by_addr.get(&delivery.addressed) != Some(&delivery.to) {
+            let (network, to) = delivery.addressed;
+            let desc = self.describe_for_trace(&delivery.payload);
+            let len = delivery.payload.len();
+            self.dropped_between(DropReason::NoRoute, network, delivery.from, to, len, &desc);
+            return false;
+        }
+        self.stats.delivered += 1;
+        if !self.trace.enabled() {
+            return true;
         }
         let desc = (self.describe)(&delivery.payload);
         let tags = match (delivery.duplicate, delivery.injected) {
@@ -377,10 +625,11 @@ impl Net {
         let line = format!(
             "{} <- {} {desc} ({}B){tags}",
             self.host(delivery.to).name,
-            self.peer(delivery.from),
+            self.peer(delivery.addressed.0, delivery.from),
             delivery.payload.len()
         );
         self.trace.line(self.now, line);
+        true
     }
 
     /// Traces and counts an event a machine emitted.
@@ -528,16 +777,29 @@ impl Net {
     }
 
     fn dropped(&mut self, reason: DropReason, packet: &Packet, desc: &str) {
+        let len = packet.payload.len();
+        self.dropped_between(reason, packet.network, packet.from, packet.to, len, desc);
+    }
+
+    /// Counts and traces a drop, naming the endpoints as seen in `network`.
+    fn dropped_between(
+        &mut self,
+        reason: DropReason,
+        network: Network,
+        from: SocketAddr,
+        to: SocketAddr,
+        len: usize,
+        desc: &str,
+    ) {
         self.stats.dropped.count(reason);
         if !self.trace.enabled() {
             return;
         }
         let line = format!(
-            "drop({}) {} -> {} {desc} ({}B)",
+            "drop({}) {} -> {} {desc} ({len}B)",
             reason.as_str(),
-            self.peer(packet.from),
-            self.peer(packet.to),
-            packet.payload.len()
+            self.peer(network, from),
+            self.peer(network, to),
         );
         self.trace.line(self.now, line);
     }
@@ -558,8 +820,8 @@ impl Net {
             return;
         }
         let (from, to, len) = (
-            self.peer(packet.from),
-            self.peer(packet.to),
+            self.peer(packet.network, packet.from),
+            self.peer(packet.network, packet.to),
             packet.payload.len(),
         );
         let line = match what {
@@ -576,14 +838,24 @@ impl Net {
         (self.describe)(payload)
     }
 
-    /// How the trace names an endpoint: a host's name if it owns the
-    /// address, the address itself otherwise.
-    fn peer(&self, addr: SocketAddr) -> Peer<'_> {
-        match self.by_addr.get(&addr) {
+    /// How the trace names an endpoint in `network`: a host's name if it
+    /// owns the address there, the address itself otherwise.
+    fn peer(&self, network: Network, addr: SocketAddr) -> Peer<'_> {
+        match self.by_addr.get(&(network, addr)) {
             Some(&id) => Peer::Host(&self.host(id).name),
             None => Peer::Addr(addr),
         }
     }
+}
+
+/// Where a datagram ends up after [`Net::traverse`].
+struct Arrival {
+    host: HostId,
+    /// The source address the receiver sees, after any translation.
+    from: SocketAddr,
+    /// The realm and address it was delivered to.
+    network: Network,
+    addr: SocketAddr,
 }
 
 enum Peer<'a> {

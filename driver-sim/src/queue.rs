@@ -24,6 +24,9 @@ pub(crate) enum Action {
 /// A datagram arriving at a host.
 pub(crate) struct Delivery {
     pub(crate) to: HostId,
+    /// The realm and address it was routed to; if `to` is no longer there
+    /// when it arrives, it is lost.
+    pub(crate) addressed: (crate::nat::Network, SocketAddr),
     /// The source address the receiver sees.
     pub(crate) from: SocketAddr,
     pub(crate) payload: Vec<u8>,

@@ -27,6 +27,8 @@ pub struct Stats {
     pub timer_wakeups: u64,
     /// Queue entries processed: deliveries plus timer wakeups.
     pub steps: u64,
+    /// Mappings NAT boxes created (each traced once as `nat <name> map`).
+    pub nat_mappings: u64,
 }
 
 /// Dropped copies, one counter per reason.
@@ -43,12 +45,35 @@ pub struct Drops {
     pub partition: u64,
     /// Waited longer than the uplink's `queue_limit`.
     pub queue: u64,
+    /// Reached a NAT's public address on a port with no live mapping.
+    pub nat_no_mapping: u64,
+    /// Refused by a NAT's filtering behaviour.
+    pub nat_filtered: u64,
+    /// Refused by a NAT that answers unsolicited datagrams with ICMP.
+    pub nat_icmp: u64,
+    /// Sent to the sender's own NAT's public address, which does not
+    /// hairpin.
+    pub nat_hairpin: u64,
+    /// A NAT had no public port left for a new mapping.
+    pub nat_ports: u64,
+    /// Stopped by an egress firewall that lets no UDP out.
+    pub udp_blocked: u64,
 }
 
 impl Drops {
     /// All drops, whatever the reason.
     pub fn total(&self) -> u64 {
-        self.loss + self.mtu + self.no_route + self.partition + self.queue
+        self.loss
+            + self.mtu
+            + self.no_route
+            + self.partition
+            + self.queue
+            + self.nat_no_mapping
+            + self.nat_filtered
+            + self.nat_icmp
+            + self.nat_hairpin
+            + self.nat_ports
+            + self.udp_blocked
     }
 
     pub(crate) fn count(&mut self, reason: DropReason) {
@@ -58,6 +83,12 @@ impl Drops {
             DropReason::NoRoute => &mut self.no_route,
             DropReason::Partition => &mut self.partition,
             DropReason::Queue => &mut self.queue,
+            DropReason::NatNoMapping => &mut self.nat_no_mapping,
+            DropReason::NatFiltered => &mut self.nat_filtered,
+            DropReason::NatIcmp => &mut self.nat_icmp,
+            DropReason::NatHairpin => &mut self.nat_hairpin,
+            DropReason::NatPorts => &mut self.nat_ports,
+            DropReason::UdpBlocked => &mut self.udp_blocked,
         };
         *counter += 1;
     }
@@ -71,6 +102,12 @@ pub(crate) enum DropReason {
     NoRoute,
     Partition,
     Queue,
+    NatNoMapping,
+    NatFiltered,
+    NatIcmp,
+    NatHairpin,
+    NatPorts,
+    UdpBlocked,
 }
 
 impl DropReason {
@@ -82,6 +119,12 @@ impl DropReason {
             DropReason::NoRoute => "no-route",
             DropReason::Partition => "partition",
             DropReason::Queue => "queue",
+            DropReason::NatNoMapping => "nat-no-mapping",
+            DropReason::NatFiltered => "nat-filtered",
+            DropReason::NatIcmp => "nat-icmp",
+            DropReason::NatHairpin => "nat-hairpin",
+            DropReason::NatPorts => "nat-ports",
+            DropReason::UdpBlocked => "udp-blocked",
         }
     }
 }

@@ -2,12 +2,13 @@
 //! seed and a virtual clock.
 
 use core::fmt;
-use core::net::SocketAddr;
+use core::net::{IpAddr, SocketAddr};
 use core::time::Duration;
 
 use pilot_proto::Timestamp;
 
 use crate::link::LinkConfig;
+use crate::nat::{NatConfig, NatId, NatMapping, Network};
 use crate::net::{Captured, Net};
 use crate::queue::Action;
 use crate::rng::host_seed;
@@ -96,8 +97,8 @@ impl<M: Machine> World<M> {
         self.net.now
     }
 
-    /// Adds a host called `name` at `addr`, with the default link, running
-    /// the machine `make` builds from the host's seed
+    /// Adds a host called `name` at `addr` on the public internet, with the
+    /// default link, running the machine `make` builds from the host's seed
     /// ([`host_seed`](crate::host_seed)`(seed, name)`).
     ///
     /// The new machine is drained at once, so anything it wants to send on
@@ -105,17 +106,138 @@ impl<M: Machine> World<M> {
     ///
     /// # Panics
     ///
-    /// If another host already has this name or address.
+    /// If another host already has this name, or this address is taken on
+    /// the internet (by a host or a NAT's public side).
     pub fn add_host(
         &mut self,
         name: &str,
         addr: SocketAddr,
         make: impl FnOnce([u8; 32]) -> M,
     ) -> HostId {
-        let id = self.net.add_host(name, addr);
+        self.add_host_in(Network::Internet, name, addr, make)
+    }
+
+    /// Adds a host like [`add_host`](World::add_host), but in the private
+    /// realm behind `nat`, at the private address `addr`. Hosts behind the
+    /// same box reach each other directly at their private addresses;
+    /// everything else they send goes out through the box.
+    ///
+    /// # Panics
+    ///
+    /// If another host already has this name, or this address is taken
+    /// behind `nat`.
+    pub fn add_host_behind(
+        &mut self,
+        nat: NatId,
+        name: &str,
+        addr: SocketAddr,
+        make: impl FnOnce([u8; 32]) -> M,
+    ) -> HostId {
+        self.add_host_in(Network::Behind(nat), name, addr, make)
+    }
+
+    fn add_host_in(
+        &mut self,
+        network: Network,
+        name: &str,
+        addr: SocketAddr,
+        make: impl FnOnce([u8; 32]) -> M,
+    ) -> HostId {
+        let id = self.net.add_host(name, network, addr);
         self.machines.push(make(host_seed(self.net.seed, name)));
         self.drain(id);
         id
+    }
+
+    /// Adds a NAT box called `name` whose public side is `public_ip` on the
+    /// internet, behaving as `config` says. Its random choices (port
+    /// allocation) derive from the world seed and `name`.
+    ///
+    /// # Panics
+    ///
+    /// If another box already has this name, or `public_ip` is in use on
+    /// the internet.
+    pub fn add_nat(&mut self, name: &str, public_ip: IpAddr, config: NatConfig) -> NatId {
+        self.net.add_nat(name, Network::Internet, public_ip, config)
+    }
+
+    /// Adds a NAT box like [`add_nat`](World::add_nat), but with its public
+    /// side in the private realm behind `outer`: a home router behind a
+    /// carrier-grade NAT.
+    ///
+    /// # Panics
+    ///
+    /// As [`add_nat`](World::add_nat), for addresses behind `outer`.
+    pub fn add_nat_behind(
+        &mut self,
+        outer: NatId,
+        name: &str,
+        public_ip: IpAddr,
+        config: NatConfig,
+    ) -> NatId {
+        self.net
+            .add_nat(name, Network::Behind(outer), public_ip, config)
+    }
+
+    /// Double NAT: a [`carrier_grade`](NatConfig::carrier_grade) box
+    /// `carrier` at `carrier_ip` on the internet, and behind it a home box
+    /// `home` at `home_ip` configured as `config`. Returns
+    /// `(carrier, home)`; put hosts behind `home`.
+    pub fn add_double_nat(
+        &mut self,
+        carrier: (&str, IpAddr),
+        home: (&str, IpAddr),
+        config: NatConfig,
+    ) -> (NatId, NatId) {
+        let outer = self.add_nat(carrier.0, carrier.1, NatConfig::carrier_grade());
+        let inner = self.add_nat_behind(outer, home.0, home.1, config);
+        (outer, inner)
+    }
+
+    /// The NAT box called `name`, if any.
+    pub fn nat_id(&self, name: &str) -> Option<NatId> {
+        self.net.nat_id(name)
+    }
+
+    /// The name of NAT box `nat`.
+    pub fn nat_name(&self, nat: NatId) -> &str {
+        &self.net.nat(nat).name
+    }
+
+    /// The public address of NAT box `nat`, in the realm its public side
+    /// is attached to.
+    pub fn nat_public_ip(&self, nat: NatId) -> IpAddr {
+        self.net.nat(nat).public_ip
+    }
+
+    /// The mappings of NAT box `nat` still alive now, by public port.
+    pub fn nat_mappings(&self, nat: NatId) -> Vec<NatMapping> {
+        self.net.nat(nat).mappings(self.net.now)
+    }
+
+    /// Forgets every mapping of NAT box `nat`, as a reboot would: existing
+    /// flows stop working until their hosts send again and get new
+    /// mappings. Traced as `nat <name> reset`.
+    pub fn reset_nat(&mut self, nat: NatId) {
+        self.net.reset_nat(nat);
+    }
+
+    /// Moves host `id` to `addr` in `network`, as a laptop changes
+    /// networks: the machine keeps running and is not told. Datagrams in
+    /// flight to its old address are lost (`drop(no-route)`), and mappings
+    /// it made in its old NAT stay there until they time out. Traced as
+    /// `move <name> <addr>[ behind <nat>]`.
+    ///
+    /// # Panics
+    ///
+    /// If `addr` is taken in `network`.
+    pub fn move_host(&mut self, id: HostId, network: impl Into<Network>, addr: SocketAddr) {
+        self.net.move_host(id, network.into(), addr);
+    }
+
+    /// The realm host `id` is attached to.
+    pub fn network(&self, id: HostId) -> Network {
+        self.net.host(id).network
     }
 
     /// The machine of host `id`, to inspect.
@@ -142,7 +264,8 @@ impl<M: Machine> World<M> {
         &self.net.host(id).name
     }
 
-    /// The underlay address of host `id`.
+    /// The underlay address of host `id`, in its own realm (a private
+    /// address for a host behind a NAT).
     pub fn addr(&self, id: HostId) -> SocketAddr {
         self.net.host(id).addr
     }
@@ -224,8 +347,9 @@ impl<M: Machine> World<M> {
         self.net.take_captured()
     }
 
-    /// Puts a forged or replayed datagram on the network, as an attacker
-    /// would. If `from` is a host's address the datagram crosses that host's
+    /// Puts a forged or replayed datagram on the internet, as an attacker
+    /// would (NAT boxes treat it like any other datagram). If `from` is the
+    /// address of a host on the internet the datagram crosses that host's
     /// link (or path override) like anything the host sends, partitions
     /// included; from any other address it reaches `to` with no delay and no
     /// impairment, as if sent from right beside it. Traced as `inject`.
@@ -324,7 +448,9 @@ impl<M: Machine> World<M> {
         let now = self.net.now;
         match action {
             Action::Deliver(delivery) => {
-                self.net.trace_delivery(&delivery);
+                if !self.net.arrive(&delivery) {
+                    return;
+                }
                 let machine = &mut self.machines[delivery.to.index()];
                 machine.handle_datagram(now, delivery.from, &delivery.payload);
                 self.drain(delivery.to);
