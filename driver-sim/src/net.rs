@@ -838,12 +838,20 @@ impl Net {
         (self.describe)(payload)
     }
 
-    /// How the trace names an endpoint in `network`: a host's name if it
-    /// owns the address there, the address itself otherwise.
+    /// How the trace names an endpoint seen from `network`: the name of
+    /// the host owning the address there or, failing that, in the realms
+    /// outside it (where a datagram to it would go); the address itself
+    /// otherwise.
     fn peer(&self, network: Network, addr: SocketAddr) -> Peer<'_> {
-        match self.by_addr.get(&(network, addr)) {
-            Some(&id) => Peer::Host(&self.host(id).name),
-            None => Peer::Addr(addr),
+        let mut realm = network;
+        loop {
+            if let Some(&id) = self.by_addr.get(&(realm, addr)) {
+                return Peer::Host(&self.host(id).name);
+            }
+            match realm {
+                Network::Internet => return Peer::Addr(addr),
+                Network::Behind(nat) => realm = self.nat(nat).outer,
+            }
         }
     }
 }
