@@ -5,7 +5,9 @@
 //! A [`World`] holds hosts, each with one underlay address and one machine,
 //! joined by links with latency, jitter, loss, duplication, reordering, MTU
 //! and bandwidth ([`LinkConfig`]), which tests can partition, capture from
-//! and inject into. Time is virtual and one `u64` seed drives every random
+//! and inject into. Hosts sit on the internet or behind NAT boxes
+//! ([`World::add_nat`], [`World::add_host_behind`], [`NatConfig`]) that map,
+//! filter and time out as RFC 4787 describes, and can be chained (CGNAT). Time is virtual and one `u64` seed drives every random
 //! choice, so a run is a pure function of the seed and the test: a failing
 //! test prints its seed and replays exactly.
 //!
@@ -85,6 +87,14 @@
 //! back a datagram; `inject` for forged datagrams, and `[dup]` or
 //! `[injected]` after a delivery of either; `partition`, `heal`, `isolate`
 //! and `rejoin` when the test changes the network.
+//!
+//! NAT boxes add `nat <box> map <private> -> <public>` when a mapping is
+//! made (with `for <remote>` when the mapping depends on the remote),
+//! `nat <box> reset`, `move <host> <addr>[ behind <box>]`, and the drops
+//! `nat-no-mapping`, `nat-filtered`, `nat-icmp`, `nat-hairpin`, `nat-ports`
+//! and `udp-blocked`. A host is named wherever its address is seen from the
+//! sender's realm or one outside it; a receiver behind a NAT sees, and the
+//! trace shows, the translated public source.
 //!
 //! # Snapshotting a trace
 //!
