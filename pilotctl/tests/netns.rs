@@ -16,7 +16,7 @@
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Mutex, Once};
 use std::time::{Duration, Instant};
 
@@ -46,9 +46,13 @@ enum Nat {
     Symmetric,
 }
 
-/// Namespaces and homes of labs alive in this process, for the Ctrl-C
-/// handler (Drop does not run when the process is killed by a signal).
-static LIVE: Mutex<Vec<(String, PathBuf)>> = Mutex::new(Vec::new());
+/// Temporary directories of labs alive in this process, for the Ctrl-C
+/// handler (Drop does not run when the process ends on a signal). Their
+/// namespaces it finds by name, which also catches one half made.
+static LIVE_DIRS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+/// Set on Ctrl-C: no namespace is created from then on, so the handler's
+/// sweep cannot miss one made just after it.
+static STOPPING: AtomicBool = AtomicBool::new(false);
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 static ONCE: Once = Once::new();
 
@@ -143,6 +147,15 @@ fn in_ns(ns: &str, program: &str, args: &[&str]) -> Command {
     c
 }
 
+/// `ip netns add NS`, unless Ctrl-C is cleaning up: then this thread
+/// waits for the process to exit.
+fn create_ns(ns: &str) -> Out {
+    while STOPPING.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    run(cmd("ip", &["netns", "add", ns]), None)
+}
+
 /// Kills every process inside `ns` and deletes it (its veths go with it).
 fn destroy_ns(ns: &str) {
     let pids = |ns: &str| -> Vec<i32> {
@@ -174,28 +187,26 @@ fn destroy_ns(ns: &str) {
 /// test that were SIGKILLed (their pid, in the name, no longer runs).
 fn init_once() {
     ONCE.call_once(|| {
-        let listed = run(cmd("ip", &["netns", "list"]), None).stdout;
-        for name in listed.lines().filter_map(|l| l.split_whitespace().next()) {
-            let Some(pid) = name
-                .strip_prefix(PREFIX)
-                .and_then(|r| r.split('-').next())
-                .and_then(|p| p.parse::<i32>().ok())
-            else {
-                continue;
-            };
+        for (name, pid) in our_namespaces() {
             let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
             if !alive {
                 eprintln!("removing namespace {name} left by an earlier run (pid {pid})");
-                destroy_ns(name);
+                destroy_ns(&name);
             }
         }
         let signals = [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM];
         if let Ok(mut s) = signal_hook::iterator::Signals::new(signals) {
             std::thread::spawn(move || {
                 if s.forever().next().is_some() {
-                    let live = LIVE.lock().map(|l| l.clone()).unwrap_or_default();
-                    for (ns, dir) in live {
-                        destroy_ns(&ns);
+                    STOPPING.store(true, Ordering::SeqCst);
+                    // Let an `ip netns add` already running finish, so the
+                    // sweep sees its namespace.
+                    std::thread::sleep(Duration::from_millis(300));
+                    let me = std::process::id() as i32;
+                    for (name, _) in our_namespaces().into_iter().filter(|n| n.1 == me) {
+                        destroy_ns(&name);
+                    }
+                    for dir in LIVE_DIRS.lock().map(|l| l.clone()).unwrap_or_default() {
                         let _ = std::fs::remove_dir_all(dir);
                     }
                     std::process::exit(130);
@@ -203,6 +214,25 @@ fn init_once() {
             });
         }
     });
+}
+
+/// Namespaces named by this test (in any process), with the pid in
+/// their name.
+fn our_namespaces() -> Vec<(String, i32)> {
+    run(cmd("ip", &["netns", "list"]), None)
+        .stdout
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter_map(|name| {
+            let pid = name
+                .strip_prefix(PREFIX)?
+                .split('-')
+                .next()?
+                .parse::<i32>()
+                .ok()?;
+            Some((name.to_string(), pid))
+        })
+        .collect()
 }
 
 /// Why the test cannot run here, if it cannot.
@@ -258,6 +288,9 @@ impl Lab {
             .prefix("pn")
             .tempdir_in("/tmp")
             .expect("temp dir");
+        if let Ok(mut live) = LIVE_DIRS.lock() {
+            live.push(dir.path().to_path_buf());
+        }
         let mut lab = Lab {
             tag,
             dir,
@@ -269,7 +302,7 @@ impl Lab {
             started: Vec::new(),
         };
         let wan = lab.ns_name("wan");
-        let made = run(cmd("ip", &["netns", "add", &wan]), None);
+        let made = create_ns(&wan);
         if !made.ok {
             skip(&format!(
                 "cannot create a namespace: {}",
@@ -293,18 +326,16 @@ impl Lab {
         self.ns_name("wan")
     }
 
-    /// Records a namespace for Drop and for the Ctrl-C handler.
+    /// Records a namespace for Drop.
     fn track(&mut self, ns: &str) {
         self.namespaces.push(ns.to_string());
-        if let Ok(mut live) = LIVE.lock() {
-            live.push((ns.to_string(), self.dir.path().to_path_buf()));
-        }
     }
 
     /// A new namespace with loopback up.
     fn add_ns(&mut self, role: &str) -> String {
         let ns = self.ns_name(role);
-        ip("", &["netns", "add", &ns]);
+        let made = create_ns(&ns);
+        assert!(made.ok, "ip netns add {ns}: {}", made.stderr.trim());
         self.track(&ns);
         ip(&ns, &["link", "set", "lo", "up"]);
         ns
@@ -545,8 +576,8 @@ impl Drop for Lab {
         for ns in self.namespaces.iter().rev() {
             destroy_ns(ns);
         }
-        if let Ok(mut live) = LIVE.lock() {
-            live.retain(|(ns, _)| !self.namespaces.contains(ns));
+        if let Ok(mut live) = LIVE_DIRS.lock() {
+            live.retain(|d| d != self.dir.path());
         }
     }
 }
