@@ -252,6 +252,17 @@ impl Agent {
         self.clients.insert(client);
     }
 
+    /// Whether a client holds something open (a stream, a bound or
+    /// listened port, a request still being worked on): such a client is
+    /// not closed for idling.
+    pub fn holds(&self, client: ClientId) -> bool {
+        self.stream_owner.values().any(|c| *c == client)
+            || self.datagram_ports.values().any(|c| *c == client)
+            || self.stream_ports.values().any(|c| *c == client)
+            || self.deferred.values().any(|(c, _)| *c == client)
+            || self.connecting.values().any(|(c, _)| *c == client)
+    }
+
     /// A client went away: its streams close and its ports are released.
     pub fn client_gone(&mut self, now: Timestamp, client: ClientId) {
         self.clients.remove(&client);

@@ -130,7 +130,12 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
     let mut events = Events::with_capacity(256);
     let mut stop = false;
     while !stop {
-        let deadline = agent.node.poll_timeout().map(|(t, _)| t);
+        let core_deadline = agent.node.poll_timeout().map(|(t, _)| t);
+        let idle_deadline = ipc.idle_deadline().map(|i| clock.at(i));
+        let deadline = match (core_deadline, idle_deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let timeout = if ipc.has_backlog() || udp.may_have_more() {
             Some(Duration::ZERO)
         } else {
@@ -177,6 +182,8 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
         if agent.node.poll_timeout().is_some_and(|(t, _)| t <= now) {
             agent.node.handle_timeout(now);
         }
+        // Their `Disconnected` comes out of the drain below.
+        ipc.expire_idle(std::time::Instant::now(), |c| agent.holds(c));
         while let Some(e) = ipc.poll_event() {
             match e {
                 ServerEvent::Connected { client } => agent.client_connected(client),
