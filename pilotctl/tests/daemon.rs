@@ -242,3 +242,37 @@ fn clear_errors_for_double_start_stop_without_daemon_and_missing_socket_dir() {
     assert_ne!(plain.code, 0);
     assert!(plain.stderr.contains("error:") && plain.stderr.contains("hint:"));
 }
+
+#[test]
+fn a_bad_log_level_and_an_overlong_reason_are_refused_not_mangled() {
+    let mut net = Net::new();
+    net.start("alice", &[]);
+    // Before: the daemon started, logging nothing ("verbose" read as a target).
+    let run = net.ctl(
+        "bob",
+        &[
+            "daemon",
+            "start",
+            "--rendezvous",
+            &net.rv_addr.clone(),
+            "--rendezvous-key",
+            &net.rv_key.clone(),
+            "--log-level",
+            "verbose",
+            "--json",
+        ],
+    );
+    assert_eq!(run.error_code(), "invalid_argument");
+    assert!(!net.home("bob").join("daemon.pid").exists());
+    // Before: accepted and cut to 255 bytes.
+    let reason = "x".repeat(256);
+    let run = net.ctl(
+        "alice",
+        &["handshake", "0:0000.0000.0099", &reason, "--json"],
+    );
+    assert_eq!(run.error_code(), "invalid_argument");
+    assert!(run.json()["message"]
+        .as_str()
+        .unwrap()
+        .contains("256 bytes"));
+}

@@ -507,6 +507,19 @@ impl Agent {
                 self.deferred.insert(rid, (client, id));
                 return None;
             }
+            Request::Handshake { reason, .. } | Request::Reject { reason, .. }
+                if reason.len() > pilot_proto::trust::MAX_REASON =>
+            {
+                error(
+                    codes::INVALID_ARGUMENT,
+                    format!(
+                        "the reason is {} bytes, over the limit of {}",
+                        reason.len(),
+                        pilot_proto::trust::MAX_REASON
+                    ),
+                    "say it in fewer words; the peer sees the reason with the request",
+                )
+            }
             Request::Handshake { peer, reason } => match self.query(&peer) {
                 Ok(q) => {
                     let r = self.node.handshake(now, q, &reason);

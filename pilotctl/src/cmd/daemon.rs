@@ -238,7 +238,31 @@ fn resolve(a: &StartArgs, saved: &Settings) -> Result<(Options, Settings), Failu
     Ok((options, settings))
 }
 
+/// Refuses a `--log-level` that would not log what the user meant: every
+/// comma-separated part must be a level or `target=level` (a bare word
+/// would be taken as a target and silence everything else).
+fn check_log_level(level: &str) -> Result<(), Failure> {
+    const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+    let is_level = |l: &str| LEVELS.contains(&l.trim().to_ascii_lowercase().as_str());
+    let part_ok = |p: &str| {
+        is_level(p)
+            || p.rsplit_once('=')
+                .is_some_and(|(target, l)| !target.trim().is_empty() && is_level(l))
+    };
+    let parts_ok = !level.trim().is_empty() && level.split(',').all(part_ok);
+    if parts_ok && tracing_subscriber::EnvFilter::try_new(level).is_ok() {
+        return Ok(());
+    }
+    Err(invalid(
+        format!("--log-level {level:?} is not a log filter"),
+        "use error, warn, info, debug or trace, or TARGET=LEVEL directives (driver_mio=debug,info)",
+    ))
+}
+
 fn start(a: StartArgs, json: bool) -> Result<Success, Failure> {
+    if let Some(level) = &a.log_level {
+        check_log_level(level)?;
+    }
     let home_dir = paths::home(a.home.home.clone());
     let home = Home::open(&home_dir).map_err(file_failure)?;
     let saved = home.settings().map_err(file_failure)?;
@@ -478,4 +502,25 @@ fn rotate(log: &Path, max: u64, keep: u32) {
         let _ = std::fs::rename(name(i), name(i + 1));
     }
     let _ = std::fs::rename(log, name(1));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_log_level;
+
+    #[test]
+    fn log_levels_are_levels_or_target_directives() {
+        for good in [
+            "info",
+            "DEBUG",
+            "off",
+            "driver_mio=debug,info",
+            "pilot_proto::node=trace",
+        ] {
+            assert!(check_log_level(good).is_ok(), "{good}");
+        }
+        for bad in ["verbose", "", "info,loud", "driver_mio=loud", "=debug"] {
+            assert!(check_log_level(bad).is_err(), "{bad}");
+        }
+    }
 }
