@@ -95,6 +95,14 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
         }
     }
     crate::fsutil::write_pid(&pid_path, std::process::id())?;
+    // Writes a crash cut short before their rename.
+    let stale: usize = ["", "inbox", "received"]
+        .iter()
+        .map(|d| crate::fsutil::remove_stale_temps(&home.path(d)))
+        .sum();
+    if stale > 0 {
+        info!(files = stale, "removed temporary files left by a crash");
+    }
     let mut poll = Poll::new().map_err(io_err("creating the event loop"))?;
     let mut udp = UdpEndpoint::bind(opts.listen, poll.registry(), UDP)
         .map_err(io_err(format!("binding UDP {}", opts.listen)))?;
