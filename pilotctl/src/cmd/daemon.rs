@@ -150,7 +150,7 @@ pub fn run(c: DaemonCommand, json: bool) -> Result<Success, Failure> {
     match c {
         DaemonCommand::Start(a) => start(a, json),
         DaemonCommand::Stop(h) => stop(h),
-        DaemonCommand::Status { home, check } => status(home, check),
+        DaemonCommand::Status { home, check } => status(home, check, json),
     }
 }
 
@@ -419,14 +419,17 @@ fn stop(h: HomeArgs) -> Result<Success, Failure> {
     ))
 }
 
-fn status(h: HomeArgs, check: bool) -> Result<Success, Failure> {
+fn status(h: HomeArgs, check: bool, json: bool) -> Result<Success, Failure> {
     let home = paths::home(h.home.clone());
     let socket = paths::socket(h.socket.clone(), &home);
     let result = connect(&socket).and_then(|mut c| request(&mut c, Request::Info));
     if check {
         return match result {
             Ok(_) => Ok(Success::new(json!({ "running": true }), "")),
-            Err(f) => Err(Failure::new(&f.code, f.message, "")),
+            // Only the exit status, as documented: nothing on stderr
+            // (under --json the error object still goes to stdout).
+            Err(f) if !json => std::process::exit(f.exit_code()),
+            Err(f) => Err(f),
         };
     }
     let info = result?;
