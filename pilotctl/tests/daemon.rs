@@ -276,3 +276,50 @@ fn a_bad_log_level_and_an_overlong_reason_are_refused_not_mangled() {
         .unwrap()
         .contains("256 bytes"));
 }
+
+#[test]
+fn every_start_flag_is_kept_and_a_one_off_rendezvous_in_the_environment_is_not() {
+    let mut net = Net::new();
+    net.start(
+        "alice",
+        &["--no-services", "--auto-approve", "--log-format", "json"],
+    );
+    net.stop("alice");
+    net.restart("alice");
+    let saved: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(net.home("alice").join("config.json")).unwrap())
+            .unwrap();
+    assert_eq!(saved["auto_approve"], true);
+    assert_eq!(saved["no_services"], true);
+    assert_eq!(saved["log_format"], "json");
+    // --services undoes a saved --no-services.
+    net.stop("alice");
+    net.ctl("alice", &["daemon", "start", "--services", "--json"])
+        .data();
+    let saved: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(net.home("alice").join("config.json")).unwrap())
+            .unwrap();
+    assert_eq!(saved["no_services"], false);
+    assert_eq!(saved["auto_approve"], true);
+
+    // bob starts with the rendezvous only in the environment: it is used,
+    // not saved.
+    let bob = net.home("bob");
+    let run = pilotctl(
+        &["daemon", "start", "--listen", "127.0.0.1:0", "--json"],
+        &[
+            ("PILOT_HOME", bob.to_str().unwrap()),
+            ("PILOT_RENDEZVOUS", &net.rv_addr.clone()),
+            ("PILOT_RENDEZVOUS_KEY", &net.rv_key.clone()),
+        ],
+    );
+    assert!(run.data()["address"].is_string());
+    let saved: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(bob.join("config.json")).unwrap()).unwrap();
+    let _ = pilotctl(
+        &["daemon", "stop", "--json"],
+        &[("PILOT_HOME", bob.to_str().unwrap())],
+    );
+    assert!(saved["rendezvous"].is_null(), "{saved}");
+    assert!(saved["rendezvous_key"].is_null(), "{saved}");
+}

@@ -39,6 +39,18 @@ pub struct Settings {
     /// Where the identity key lives, if not in the home.
     #[serde(default)]
     pub identity: Option<String>,
+    /// Approve every trust request.
+    #[serde(default)]
+    pub auto_approve: bool,
+    /// The built-in services are off.
+    #[serde(default)]
+    pub no_services: bool,
+    /// The log filter (`--log-level`).
+    #[serde(default)]
+    pub log_level: Option<String>,
+    /// The log format (`text` or `json`).
+    #[serde(default)]
+    pub log_format: Option<String>,
 }
 
 fn hex(bytes: &[u8]) -> String {
