@@ -290,7 +290,7 @@ impl FakeDaemon {
                 }
                 ok(json!(null))
             }
-            Request::Bind { port } if port as u32 == FLOOD_STREAM => {
+            Request::Bind { port, .. } if port as u32 == FLOOD_STREAM => {
                 self.floods.insert(client, false);
                 ok(json!(null))
             }
@@ -658,7 +658,13 @@ fn slow_reader_is_refused_data_and_others_go_on() {
     });
     // The slow client asks for a flood, then reads nothing.
     let mut slow = d.raw();
-    slow.request(1, &Request::Bind { port: 9999 });
+    slow.request(
+        1,
+        &Request::Bind {
+            port: 9999,
+            force: false,
+        },
+    );
     d.wait_for("send_data to refuse", |s| s.flood_refusals > 0);
 
     // Another client is served promptly while the flood is stuck.

@@ -30,7 +30,14 @@ fn two_daemons_register_trust_and_exchange_a_stream_and_a_datagram() {
     let mut bob = net.client("bob");
     // A datagram; a loaded machine may drop one, so it goes again until
     // bob has one.
-    bob.request(Request::Bind { port: 6000 }, T).unwrap();
+    bob.request(
+        Request::Bind {
+            port: 6000,
+            force: false,
+        },
+        T,
+    )
+    .unwrap();
     let (mut got, mut sent) = (None, None);
     let arrived = net.wait(10, || {
         sent = Some(alice.request(
@@ -322,4 +329,22 @@ fn every_start_flag_is_kept_and_a_one_off_rendezvous_in_the_environment_is_not()
     );
     assert!(saved["rendezvous"].is_null(), "{saved}");
     assert!(saved["rendezvous_key"].is_null(), "{saved}");
+}
+
+#[test]
+fn a_built_in_service_port_is_refused_alike_for_datagrams_and_streams() {
+    let mut net = Net::new();
+    net.start("alice", &[]);
+    // Before: the datagram bind silently took port 7 from echo.
+    let dgram = net.ctl("alice", &["listen", "7", "--timeout", "1", "--json"]);
+    let stream = net.ctl("alice", &["recv", "7", "--timeout", "1", "--json"]);
+    assert_eq!(dgram.error_code(), "already_exists");
+    assert_eq!(stream.error_code(), "already_exists");
+    assert_eq!(dgram.json()["message"], stream.json()["message"]);
+    // --force takes it for datagrams (waiting, then timing out: no sender).
+    let forced = net.ctl(
+        "alice",
+        &["listen", "7", "--timeout", "1", "--force", "--json"],
+    );
+    assert_eq!(forced.error_code(), "timeout");
 }

@@ -127,7 +127,7 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
     config.wall_origin_micros = clock.wall_origin_micros();
     let now = clock.now();
     let node = Node::new(config, &seed, now);
-    let mut agent = Agent::new(node, now);
+    let mut agent = Agent::new(node, now).with_services(&opts.services);
     info!(
         listen = %udp.local_addr(),
         socket = %opts.socket.display(),

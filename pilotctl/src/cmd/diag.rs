@@ -137,7 +137,15 @@ pub fn ping(
     // Our own port for the answers: the first free one from 40000.
     let mut port = 0;
     for p in 40000..40100u16 {
-        if request(&mut c, Request::Bind { port: p }).is_ok() {
+        if request(
+            &mut c,
+            Request::Bind {
+                port: p,
+                force: false,
+            },
+        )
+        .is_ok()
+        {
             port = p;
             break;
         }
