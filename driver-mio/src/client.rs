@@ -423,7 +423,7 @@ impl Client {
 
     /// Receives datagrams on a port (as `Event::Datagram`).
     pub fn bind(&mut self, port: u16) -> Result<serde_json::Value, ClientError> {
-        self.call(Request::Bind { port })
+        self.call(Request::Bind { port, force: false })
     }
 
     /// Stops receiving datagrams on a port.

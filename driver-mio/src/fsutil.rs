@@ -284,6 +284,49 @@ fn is_zombie(pid: i32) -> bool {
         .is_some_and(|state| state == "Z" || state == "X")
 }
 
+/// Removes the temporary files [`atomic_write`] left in `dir` when its
+/// writer died before the rename (`.NAME.tmp.<pid>.<n>`), and returns how
+/// many. Only those whose writer is gone: no process holds a lock that
+/// keeps others from writing here (`pilotctl` saves settings into the
+/// daemon's home while it runs), so a temporary file of a live process
+/// may be a write in progress. Our own pid's are kept for the same
+/// reason (another thread may be writing); a recycled pid leaves a file
+/// for a later start. A missing directory has nothing to clean.
+pub fn remove_stale_temps(dir: &Path) -> usize {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
+    let me = std::process::id();
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(temp_writer) else {
+            continue;
+        };
+        if pid == me || pid_alive(pid) {
+            continue;
+        }
+        if entry.file_type().is_ok_and(|t| t.is_file()) && fs::remove_file(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
+/// The writer's pid if `name` is one of [`atomic_write`]'s temporary
+/// files: `.` NAME `.tmp.` PID `.` N.
+fn temp_writer(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix('.')?;
+    let (rest, n) = rest.rsplit_once('.')?;
+    let (rest, pid) = rest.rsplit_once('.')?;
+    let base = rest.strip_suffix(".tmp")?;
+    let digits = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
+    if base.is_empty() || !digits(n) || !digits(pid) {
+        return None;
+    }
+    pid.parse().ok()
+}
+
 /// The pid in `path` if that process is still running; `None` if there is
 /// no pid file or it is stale (left by a process that died).
 pub fn running_pid(path: &Path) -> Result<Option<u32>, FileError> {
@@ -293,6 +336,36 @@ pub fn running_pid(path: &Path) -> Result<Option<u32>, FileError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stale_temps_of_dead_writers_are_removed_and_others_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        child.wait().unwrap();
+        let dead = child.id();
+        let me = std::process::id();
+        let names = [
+            format!(".trust.state.tmp.{dead}.3"),
+            format!(".config.json.tmp.{dead}.0"),
+            format!(".trust.state.tmp.{me}.1"),
+            ".trust.state.tmp.1.7".to_string(),
+            ".trust.state.tmp.x.1".to_string(),
+            "trust.state".to_string(),
+        ];
+        for n in &names {
+            fs::write(dir.path().join(n), b"x").unwrap();
+        }
+        assert_eq!(remove_stale_temps(dir.path()), 2);
+        let mut left: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        let mut want = names[2..].to_vec();
+        want.sort();
+        assert_eq!(left, want);
+        assert_eq!(remove_stale_temps(&dir.path().join("missing")), 0);
+    }
 
     #[test]
     fn atomic_write_replaces_with_mode_and_leaves_no_temp() {

@@ -47,6 +47,10 @@ struct Stats {
     writable: usize,
     max_flood_queue: usize,
     foreign_tokens: usize,
+    /// Requests the fake daemon was handed.
+    requests: usize,
+    /// The longest write queue any client had after a response.
+    max_reply_queue: usize,
 }
 
 struct Daemon {
@@ -161,6 +165,8 @@ struct FakeDaemon {
     floods: BTreeMap<ClientId, bool>,
     held_handshake: Option<(ClientId, u32)>,
     next_stream: u32,
+    /// Clients that bound a port: they hold something and are never idle.
+    holders: BTreeSet<ClientId>,
 }
 
 impl FakeDaemon {
@@ -174,6 +180,7 @@ impl FakeDaemon {
             floods: BTreeMap::new(),
             held_handshake: None,
             next_stream: 100,
+            holders: BTreeSet::new(),
         }
     }
 
@@ -192,6 +199,9 @@ impl FakeDaemon {
                     self.stats.lock().unwrap().foreign_tokens += 1;
                 }
             }
+            let holders = &self.holders;
+            self.server
+                .expire_idle(Instant::now(), |c| holders.contains(&c));
             while let Some(ev) = self.server.poll_event() {
                 self.on(ev);
             }
@@ -227,6 +237,7 @@ impl FakeDaemon {
                 self.owed.remove(&client);
                 self.echo_paused.remove(&client);
                 self.floods.remove(&client);
+                self.holders.remove(&client);
                 self.listen_paused.retain(|_, c| *c != client);
                 self.stats.lock().unwrap().disconnected.push(reason);
             }
@@ -235,6 +246,7 @@ impl FakeDaemon {
     }
 
     fn request(&mut self, client: ClientId, id: u32, req: Request) {
+        self.stats.lock().unwrap().requests += 1;
         let ok = |data| Response::Ok { data };
         let resp = match req {
             Request::Info => ok(json!({"address": "0:0000.0000.0010"})),
@@ -278,8 +290,12 @@ impl FakeDaemon {
                 }
                 ok(json!(null))
             }
-            Request::Bind { port } if port as u32 == FLOOD_STREAM => {
+            Request::Bind { port, .. } if port as u32 == FLOOD_STREAM => {
                 self.floods.insert(client, false);
+                ok(json!(null))
+            }
+            Request::Bind { .. } => {
+                self.holders.insert(client);
                 ok(json!(null))
             }
             other => Response::Error {
@@ -290,6 +306,10 @@ impl FakeDaemon {
         };
         // Gone (it hung up already): the Disconnected event follows.
         let _ = self.server.send_response(client, id, &resp);
+        if let Some(q) = self.server.queued(client) {
+            let mut stats = self.stats.lock().unwrap();
+            stats.max_reply_queue = stats.max_reply_queue.max(q);
+        }
     }
 
     fn owe(&mut self, client: ClientId, owed: Owed) {
@@ -638,7 +658,13 @@ fn slow_reader_is_refused_data_and_others_go_on() {
     });
     // The slow client asks for a flood, then reads nothing.
     let mut slow = d.raw();
-    slow.request(1, &Request::Bind { port: 9999 });
+    slow.request(
+        1,
+        &Request::Bind {
+            port: 9999,
+            force: false,
+        },
+    );
     d.wait_for("send_data to refuse", |s| s.flood_refusals > 0);
 
     // Another client is served promptly while the flood is stuck.
@@ -894,4 +920,85 @@ fn too_many_clients_are_turned_away() {
     drop(clients.pop());
     d.wait_for("a slot to free", |s| !s.disconnected.is_empty());
     assert!(d.client().info().is_ok());
+}
+
+#[test]
+fn pipelined_requests_wait_until_their_answers_are_read() {
+    // A client that writes requests without reading the answers: the
+    // daemon stops reading it once its queue of answers reaches the
+    // high-water mark, instead of reading on and queueing (or, as before,
+    // overflowing max_queue and cutting the client off).
+    let high_water = 16 << 10;
+    let d = Daemon::start_with(IpcConfig {
+        high_water,
+        max_queue: 64 << 10,
+        ..IpcConfig::default()
+    });
+    const N: u32 = 20_000;
+    let mut raw = d.raw();
+    let mut all = Vec::new();
+    for id in 1..=N {
+        frame::encode_request(id, &Request::Info, &mut all).unwrap();
+    }
+    let mut writer = raw.sock.try_clone().unwrap();
+    let writing = std::thread::spawn(move || writer.write_all(&all));
+    d.wait_for("the answers to back up", |s| {
+        s.max_reply_queue >= high_water
+    });
+    for want in 1..=N {
+        let (id, resp) = raw.response();
+        assert_eq!(id, want);
+        assert!(matches!(resp, Response::Ok { .. }), "{resp:?}");
+    }
+    writing.join().unwrap().unwrap();
+    let (max, requests) = d.stats(|s| (s.max_reply_queue, s.requests));
+    assert_eq!(requests, N as usize);
+    // Over the mark by at most the answers still in flight (64 x ~60 B).
+    assert!(max <= high_water + (8 << 10), "queue grew to {max}");
+    assert!(d.stats(|s| s.disconnected.is_empty()));
+}
+
+#[test]
+fn idle_clients_holding_nothing_are_closed_with_an_error() {
+    let d = Daemon::start_with(IpcConfig {
+        idle_timeout: Some(Duration::from_millis(200)),
+        ..IpcConfig::default()
+    });
+    let mut holder = d.client();
+    holder.bind(5).unwrap();
+    let mut idle = d.raw();
+    let (id, resp) = idle.response();
+    assert_eq!(id, 0);
+    match resp {
+        Response::Error { code, .. } => assert_eq!(code, api::codes::TIMEOUT),
+        other => panic!("{other:?}"),
+    }
+    assert!(idle.frame().is_none());
+    d.wait_for("the idle disconnect", |s| {
+        s.disconnected == [DisconnectReason::Idle]
+    });
+    // The one holding a port stays, however long it was silent.
+    assert!(holder.info().is_ok());
+}
+
+#[test]
+fn a_refused_client_reads_the_error_and_then_the_end() {
+    // 10..20 leaves 9 client slots. The refused client has already sent a
+    // request: it still gets the error frame and a clean end, no reset.
+    let d = Daemon::start();
+    let mut clients: Vec<Client> = (0..9).map(|_| d.client()).collect();
+    for c in &mut clients {
+        c.info().unwrap();
+    }
+    let mut extra = d.raw();
+    let mut out = Vec::new();
+    frame::encode_request(1, &Request::Info, &mut out).unwrap();
+    // Refused before it wrote, the write fails; either way the error
+    // frame is there to read.
+    let _ = extra.sock.write_all(&out);
+    let (id, resp) = extra.response();
+    assert_eq!(id, 0);
+    assert!(matches!(resp, Response::Error { .. }), "{resp:?}");
+    let mut buf = [0; 16];
+    assert_eq!(extra.sock.read(&mut buf).unwrap(), 0, "a clean end");
 }

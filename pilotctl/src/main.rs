@@ -69,6 +69,12 @@ fn parse() -> Cli {
                     | ErrorKind::DisplayVersion
                     | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
             );
+            if json && e.kind() == ErrorKind::DisplayVersion {
+                let version = env!("CARGO_PKG_VERSION");
+                let text = format!("pilotctl {version}");
+                let ok = output::Success::new(serde_json::json!({ "version": version }), text);
+                std::process::exit(finish(true, Ok(ok)));
+            }
             if !json || informational {
                 e.exit();
             }

@@ -124,7 +124,10 @@ pub fn finish(json_mode: bool, result: Result<Success, Failure>) -> i32 {
             }
             0
         }
-        Err(f) => {
+        Err(mut f) => {
+            if f.hint.is_empty() {
+                f.hint = default_hint(&f.code).to_string();
+            }
             if json_mode {
                 say(
                     json!({ "status": "error", "code": f.code, "message": f.message, "hint": f.hint }),
@@ -137,5 +140,24 @@ pub fn finish(json_mode: bool, result: Result<Success, Failure>) -> i32 {
             }
             f.exit_code()
         }
+    }
+}
+
+/// What to try when a failure came without a hint of its own, so that no
+/// answer carries an empty `"hint":""`.
+fn default_hint(code: &str) -> &'static str {
+    match code {
+        "invalid_argument" => "see `pilotctl <command> --help` or `pilotctl context`",
+        "not_running" => "start the daemon with `pilotctl daemon start`",
+        "not_found" => {
+            "check the name or address; `pilotctl trust` and `pilotctl pending` list peers"
+        }
+        "already_exists" => "it is already there; nothing more to do",
+        "not_trusted" => "ask the peer for trust with `pilotctl handshake <peer>`",
+        "connection_failed" => "is something listening on that port of the peer?",
+        "timeout" => "try again, or with a longer --timeout",
+        "not_registered" => "wait for the daemon to register; `pilotctl daemon status` shows it",
+        "interrupted" => "run it again to finish",
+        _ => "see the daemon's log (pilot.log in PILOT_HOME)",
     }
 }

@@ -206,3 +206,34 @@ fn a_home_that_is_a_file_has_no_daemon() {
     );
     assert_eq!(run.error_code(), "not_running", "{}", run.stdout);
 }
+
+#[test]
+fn version_under_json_status_check_and_hints() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("h");
+    let home = home.to_str().unwrap();
+    // --json --version answers JSON like every other command.
+    let v = pilotctl(&["--json", "--version"], &[]);
+    assert_eq!(v.code, 0);
+    assert_eq!(v.data()["version"], env!("CARGO_PKG_VERSION"));
+    // status --check: only the exit status, nothing on stderr.
+    let c = pilotctl(&["daemon", "status", "--check", "--home", home], &[]);
+    assert_eq!(c.code, 3);
+    assert_eq!((c.stdout.as_str(), c.stderr.as_str()), ("", ""));
+    let c = pilotctl(
+        &["daemon", "status", "--check", "--home", home, "--json"],
+        &[],
+    );
+    assert_eq!(c.error_code(), "not_running");
+    assert_eq!(c.stderr, "");
+    // Every error carries a hint that says something.
+    for args in [
+        &["daemon", "status", "--check", "--home", home, "--json"][..],
+        &["daemon", "status", "--home", home, "--json"][..],
+        &["ping", "0:0000.0000.0010", "--json"][..],
+    ] {
+        let r = pilotctl(args, &[("PILOT_HOME", home)]);
+        let hint = r.json()["hint"].as_str().unwrap_or_default().to_string();
+        assert!(!hint.is_empty(), "{args:?}: {}", r.stdout);
+    }
+}

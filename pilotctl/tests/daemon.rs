@@ -30,7 +30,14 @@ fn two_daemons_register_trust_and_exchange_a_stream_and_a_datagram() {
     let mut bob = net.client("bob");
     // A datagram; a loaded machine may drop one, so it goes again until
     // bob has one.
-    bob.request(Request::Bind { port: 6000 }, T).unwrap();
+    bob.request(
+        Request::Bind {
+            port: 6000,
+            force: false,
+        },
+        T,
+    )
+    .unwrap();
     let (mut got, mut sent) = (None, None);
     let arrived = net.wait(10, || {
         sent = Some(alice.request(
@@ -241,4 +248,103 @@ fn clear_errors_for_double_start_stop_without_daemon_and_missing_socket_dir() {
     let plain = net.ctl("carol", &["info"]);
     assert_ne!(plain.code, 0);
     assert!(plain.stderr.contains("error:") && plain.stderr.contains("hint:"));
+}
+
+#[test]
+fn a_bad_log_level_and_an_overlong_reason_are_refused_not_mangled() {
+    let mut net = Net::new();
+    net.start("alice", &[]);
+    // Before: the daemon started, logging nothing ("verbose" read as a target).
+    let run = net.ctl(
+        "bob",
+        &[
+            "daemon",
+            "start",
+            "--rendezvous",
+            &net.rv_addr.clone(),
+            "--rendezvous-key",
+            &net.rv_key.clone(),
+            "--log-level",
+            "verbose",
+            "--json",
+        ],
+    );
+    assert_eq!(run.error_code(), "invalid_argument");
+    assert!(!net.home("bob").join("daemon.pid").exists());
+    // Before: accepted and cut to 255 bytes.
+    let reason = "x".repeat(256);
+    let run = net.ctl(
+        "alice",
+        &["handshake", "0:0000.0000.0099", &reason, "--json"],
+    );
+    assert_eq!(run.error_code(), "invalid_argument");
+    assert!(run.json()["message"]
+        .as_str()
+        .unwrap()
+        .contains("256 bytes"));
+}
+
+#[test]
+fn every_start_flag_is_kept_and_a_one_off_rendezvous_in_the_environment_is_not() {
+    let mut net = Net::new();
+    net.start(
+        "alice",
+        &["--no-services", "--auto-approve", "--log-format", "json"],
+    );
+    net.stop("alice");
+    net.restart("alice");
+    let saved: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(net.home("alice").join("config.json")).unwrap())
+            .unwrap();
+    assert_eq!(saved["auto_approve"], true);
+    assert_eq!(saved["no_services"], true);
+    assert_eq!(saved["log_format"], "json");
+    // --services undoes a saved --no-services.
+    net.stop("alice");
+    net.ctl("alice", &["daemon", "start", "--services", "--json"])
+        .data();
+    let saved: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(net.home("alice").join("config.json")).unwrap())
+            .unwrap();
+    assert_eq!(saved["no_services"], false);
+    assert_eq!(saved["auto_approve"], true);
+
+    // bob starts with the rendezvous only in the environment: it is used,
+    // not saved.
+    let bob = net.home("bob");
+    let run = pilotctl(
+        &["daemon", "start", "--listen", "127.0.0.1:0", "--json"],
+        &[
+            ("PILOT_HOME", bob.to_str().unwrap()),
+            ("PILOT_RENDEZVOUS", &net.rv_addr.clone()),
+            ("PILOT_RENDEZVOUS_KEY", &net.rv_key.clone()),
+        ],
+    );
+    assert!(run.data()["address"].is_string());
+    let saved: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(bob.join("config.json")).unwrap()).unwrap();
+    let _ = pilotctl(
+        &["daemon", "stop", "--json"],
+        &[("PILOT_HOME", bob.to_str().unwrap())],
+    );
+    assert!(saved["rendezvous"].is_null(), "{saved}");
+    assert!(saved["rendezvous_key"].is_null(), "{saved}");
+}
+
+#[test]
+fn a_built_in_service_port_is_refused_alike_for_datagrams_and_streams() {
+    let mut net = Net::new();
+    net.start("alice", &[]);
+    // Before: the datagram bind silently took port 7 from echo.
+    let dgram = net.ctl("alice", &["listen", "7", "--timeout", "1", "--json"]);
+    let stream = net.ctl("alice", &["recv", "7", "--timeout", "1", "--json"]);
+    assert_eq!(dgram.error_code(), "already_exists");
+    assert_eq!(stream.error_code(), "already_exists");
+    assert_eq!(dgram.json()["message"], stream.json()["message"]);
+    // --force takes it for datagrams (waiting, then timing out: no sender).
+    let forced = net.ctl(
+        "alice",
+        &["listen", "7", "--timeout", "1", "--force", "--json"],
+    );
+    assert_eq!(forced.error_code(), "timeout");
 }

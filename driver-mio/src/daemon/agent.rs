@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use base64::Engine as _;
-use pilot_proto::addr::{Address, Hostname, PeerRef, SocketAddress};
+use pilot_proto::addr::{ports, Address, Hostname, PeerRef, SocketAddress};
 use pilot_proto::msg::{ErrorCode, Query};
 use pilot_proto::node::{CommandError, Event, Node, RequestError, ResolveError};
 use pilot_proto::stream::{StreamError, StreamEvent, StreamId};
@@ -91,6 +91,8 @@ pub struct Agent {
     datagram_ports: BTreeMap<u16, ClientId>,
     stream_ports: BTreeMap<u16, ClientId>,
     clients: BTreeSet<ClientId>,
+    /// The ports of the built-in services that run, with their names.
+    services: BTreeMap<u16, &'static str>,
 }
 
 fn error(code: &str, message: impl Into<String>, hint: impl Into<String>) -> Response {
@@ -123,6 +125,33 @@ fn unbase64(text: &str) -> Result<Vec<u8>, Response> {
 }
 
 /// Takes out of `owners` every entry that belongs to `client`.
+/// The built-in services that run, by port.
+fn running_services(services: &pilot_proto::node::ServiceConfig) -> BTreeMap<u16, &'static str> {
+    [
+        (services.echo, ports::ECHO, "echo"),
+        (
+            services.data_exchange,
+            ports::DATA_EXCHANGE,
+            "data exchange",
+        ),
+        (services.event_stream, ports::EVENT_STREAM, "event stream"),
+    ]
+    .into_iter()
+    .filter(|(on, _, _)| *on)
+    .map(|(_, port, name)| (port, name))
+    .collect()
+}
+
+/// The refusal of a port a built-in service holds, the same for datagrams
+/// and streams.
+fn service_port(port: u16, name: &str) -> Response {
+    error(
+        codes::ALREADY_EXISTS,
+        format!("port {port} is held by the built-in {name} service"),
+        "pick another port, or start the daemon with --no-services (datagrams: --force takes the port from echo)",
+    )
+}
+
 fn take_owned<K: Ord + Copy>(owners: &mut BTreeMap<K, ClientId>, client: ClientId) -> Vec<K> {
     let mine: Vec<K> = owners
         .iter()
@@ -209,7 +238,15 @@ impl Agent {
             datagram_ports: BTreeMap::new(),
             stream_ports: BTreeMap::new(),
             clients: BTreeSet::new(),
+            services: running_services(&pilot_proto::node::ServiceConfig::default()),
         }
+    }
+
+    /// Tells the routing which built-in services run (all, by default),
+    /// so that a client cannot silently take a service's port.
+    pub fn with_services(mut self, services: &pilot_proto::node::ServiceConfig) -> Self {
+        self.services = running_services(services);
+        self
     }
 
     /// The next thing to send to a client.
@@ -250,6 +287,17 @@ impl Agent {
     /// A client connected.
     pub fn client_connected(&mut self, client: ClientId) {
         self.clients.insert(client);
+    }
+
+    /// Whether a client holds something open (a stream, a bound or
+    /// listened port, a request still being worked on): such a client is
+    /// not closed for idling.
+    pub fn holds(&self, client: ClientId) -> bool {
+        self.stream_owner.values().any(|c| *c == client)
+            || self.datagram_ports.values().any(|c| *c == client)
+            || self.stream_ports.values().any(|c| *c == client)
+            || self.deferred.values().any(|(c, _)| *c == client)
+            || self.connecting.values().any(|(c, _)| *c == client)
     }
 
     /// A client went away: its streams close and its ports are released.
@@ -496,6 +544,19 @@ impl Agent {
                 self.deferred.insert(rid, (client, id));
                 return None;
             }
+            Request::Handshake { reason, .. } | Request::Reject { reason, .. }
+                if reason.len() > pilot_proto::trust::MAX_REASON =>
+            {
+                error(
+                    codes::INVALID_ARGUMENT,
+                    format!(
+                        "the reason is {} bytes, over the limit of {}",
+                        reason.len(),
+                        pilot_proto::trust::MAX_REASON
+                    ),
+                    "say it in fewer words; the peer sees the reason with the request",
+                )
+            }
             Request::Handshake { peer, reason } => match self.query(&peer) {
                 Ok(q) => {
                     let r = self.node.handshake(now, q, &reason);
@@ -554,13 +615,18 @@ impl Agent {
                 }
                 Err(e) => e,
             },
-            Request::Bind { port } => match self.node.bind(port) {
-                Ok(()) => {
-                    self.datagram_ports.insert(port, client);
-                    ok(json!({ "port": port }))
+            // Only echo takes datagrams; every service takes streams.
+            Request::Bind { port, force } if port == ports::ECHO && !force => {
+                match self.services.get(&port) {
+                    Some(name) => service_port(port, name),
+                    None => self.bind(client, port),
                 }
-                Err(e) => command_error(&e),
-            },
+            }
+            Request::Bind { port, .. } => self.bind(client, port),
+            Request::Listen { port } if self.services.contains_key(&port) => {
+                let name = self.services.get(&port).copied().unwrap_or("built-in");
+                service_port(port, name)
+            }
             Request::Unbind { port } => {
                 if self.datagram_ports.get(&port) == Some(&client) {
                     self.node.unbind(port);
@@ -671,6 +737,17 @@ impl Agent {
             }
         };
         Some(r)
+    }
+
+    /// Binds a datagram port for a client.
+    fn bind(&mut self, client: ClientId, port: u16) -> Response {
+        match self.node.bind(port) {
+            Ok(()) => {
+                self.datagram_ports.insert(port, client);
+                ok(json!({ "port": port }))
+            }
+            Err(e) => command_error(&e),
+        }
     }
 
     /// Stream bytes from a client. Returns false if the client should be

@@ -39,6 +39,18 @@ pub struct Settings {
     /// Where the identity key lives, if not in the home.
     #[serde(default)]
     pub identity: Option<String>,
+    /// Approve every trust request.
+    #[serde(default)]
+    pub auto_approve: bool,
+    /// The built-in services are off.
+    #[serde(default)]
+    pub no_services: bool,
+    /// The log filter (`--log-level`).
+    #[serde(default)]
+    pub log_level: Option<String>,
+    /// The log format (`text` or `json`).
+    #[serde(default)]
+    pub log_format: Option<String>,
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -163,12 +175,13 @@ impl Home {
         let dir = self.path("inbox");
         fsutil::ensure_private_dir(&dir)?;
         let from = m.from.to_string().replace([':', '.'], "-");
-        // Senders number messages per connection, so one sender's ids
-        // repeat: a second message in the same second must not replace
-        // the first.
+        // Senders number messages per connection, so their ids repeat
+        // (every `send-message` is a message 1): the inbox numbers what
+        // it holds itself, one more than the highest number there.
+        let id = next_inbox_id(&dir);
         let path = unused(&dir, |n| match n {
-            0 => format!("{wall_secs}-{from}-{}.json", m.id),
-            n => format!("{wall_secs}-{from}-{}.{n}.json", m.id),
+            0 => format!("{wall_secs}-{from}-{id}.json"),
+            n => format!("{wall_secs}-{from}-{id}.{n}.json"),
         });
         let data = match m.kind {
             Kind::Text | Kind::Json => {
@@ -181,7 +194,8 @@ impl Home {
         };
         let record = serde_json::json!({
             "from": m.from.to_string(),
-            "id": m.id,
+            "id": id,
+            "sender_id": m.id,
             "kind": format!("{:?}", m.kind).to_lowercase(),
             "received_at": wall_secs,
             "data": data,
@@ -191,6 +205,24 @@ impl Home {
         fsutil::atomic_write(&path, &bytes, 0o600)?;
         Ok(path)
     }
+}
+
+/// One more than the highest message number in the inbox's file names
+/// (`SECS-FROM-ID.json`), 1 for an empty one.
+fn next_inbox_id(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 1;
+    };
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let stem = name.strip_suffix(".json")?;
+            let stem = stem.split('.').next()?;
+            stem.rsplit('-').next()?.parse::<u64>().ok()
+        })
+        .max()
+        .map_or(1, |m| m.saturating_add(1))
 }
 
 /// The first path in `dir` named `name(0)`, `name(1)`, ... that is not
@@ -232,7 +264,7 @@ mod tests {
             .deliver(&delivered(Kind::Text, None, b"two"), 7)
             .unwrap();
         assert_ne!(a, b);
-        let mut texts: Vec<String> = [a, b]
+        let mut texts: Vec<String> = [&a, &b]
             .iter()
             .map(|p| {
                 let v: serde_json::Value =
@@ -242,6 +274,16 @@ mod tests {
             .collect();
         texts.sort();
         assert_eq!(texts, ["one", "two"]);
+        // The same sender id twice: two inbox ids.
+        let ids: Vec<u64> = [&a, &b]
+            .iter()
+            .map(|p| {
+                let v: serde_json::Value =
+                    serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap();
+                v["id"].as_u64().unwrap()
+            })
+            .collect();
+        assert_eq!(ids, [1, 2]);
 
         let f1 = home
             .deliver(&delivered(Kind::File, Some("r.txt"), b"1"), 7)

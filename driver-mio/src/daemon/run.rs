@@ -95,6 +95,14 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
         }
     }
     crate::fsutil::write_pid(&pid_path, std::process::id())?;
+    // Writes a crash cut short before their rename.
+    let stale: usize = ["", "inbox", "received"]
+        .iter()
+        .map(|d| crate::fsutil::remove_stale_temps(&home.path(d)))
+        .sum();
+    if stale > 0 {
+        info!(files = stale, "removed temporary files left by a crash");
+    }
     let mut poll = Poll::new().map_err(io_err("creating the event loop"))?;
     let mut udp = UdpEndpoint::bind(opts.listen, poll.registry(), UDP)
         .map_err(io_err(format!("binding UDP {}", opts.listen)))?;
@@ -119,7 +127,7 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
     config.wall_origin_micros = clock.wall_origin_micros();
     let now = clock.now();
     let node = Node::new(config, &seed, now);
-    let mut agent = Agent::new(node, now);
+    let mut agent = Agent::new(node, now).with_services(&opts.services);
     info!(
         listen = %udp.local_addr(),
         socket = %opts.socket.display(),
@@ -130,7 +138,12 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
     let mut events = Events::with_capacity(256);
     let mut stop = false;
     while !stop {
-        let deadline = agent.node.poll_timeout().map(|(t, _)| t);
+        let core_deadline = agent.node.poll_timeout().map(|(t, _)| t);
+        let idle_deadline = ipc.idle_deadline().map(|i| clock.at(i));
+        let deadline = match (core_deadline, idle_deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let timeout = if ipc.has_backlog() || udp.may_have_more() {
             Some(Duration::ZERO)
         } else {
@@ -177,6 +190,8 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
         if agent.node.poll_timeout().is_some_and(|(t, _)| t <= now) {
             agent.node.handle_timeout(now);
         }
+        // Their `Disconnected` comes out of the drain below.
+        ipc.expire_idle(std::time::Instant::now(), |c| agent.holds(c));
         while let Some(e) = ipc.poll_event() {
             match e {
                 ServerEvent::Connected { client } => agent.client_connected(client),

@@ -33,8 +33,13 @@ pub enum Request {
     Trusted,
     /// Revoke trust.
     Untrust { node: String },
-    /// Receive datagrams on a port (pushed as `Event::Datagram`).
-    Bind { port: u16 },
+    /// Receive datagrams on a port (pushed as `Event::Datagram`). A port
+    /// a built-in service holds (7, echo) is refused unless `force`.
+    Bind {
+        port: u16,
+        #[serde(default)]
+        force: bool,
+    },
     /// Stop receiving datagrams on a port.
     Unbind { port: u16 },
     /// Send a datagram (data base64).

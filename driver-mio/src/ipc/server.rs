@@ -54,6 +54,23 @@
 //! writes to is full; everything that client sends, requests included,
 //! then waits in its socket, in order, until `pause_reading(client, false)`.
 //!
+//! Requests are bounded the same way: a client is not read while
+//! [`IpcConfig::max_in_flight`] of its requests await their responses, or
+//! while its write queue holds [`IpcConfig::high_water`] bytes or more, so
+//! a client that pipelines requests without reading the answers makes
+//! the daemon hold at most that much for it (its further requests wait in
+//! its own socket buffer). It is read again as the answers go out.
+//!
+//! # Idle clients
+//!
+//! A client that holds nothing open is closed after
+//! [`IpcConfig::idle_timeout`] without traffic: call
+//! [`IpcServer::expire_idle`] each loop turn (and wake for
+//! [`IpcServer::idle_deadline`]), saying which clients hold something
+//! (a stream, a port) and must stay. It is sent an error frame (request
+//! ID 0, code `timeout`) first. So is a client turned away because
+//! [`IpcConfig::max_clients`] are connected (code `internal`).
+//!
 //! # Hang-ups
 //!
 //! A client that closes its connection right after writing still has
@@ -72,6 +89,7 @@ use std::io::{self, Read, Write};
 use std::ops::Range;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use mio::net::{UnixListener, UnixStream};
 use mio::{Interest, Registry, Token};
@@ -98,6 +116,12 @@ pub struct IpcConfig {
     /// The largest data frame body `send_data` writes; smaller frames let
     /// responses and events slip in between stream bytes sooner.
     pub data_chunk: usize,
+    /// A client is not read while this many of its requests are not yet
+    /// answered (at least 1).
+    pub max_in_flight: usize,
+    /// A client holding nothing open is closed after this long without
+    /// traffic (`None`: never).
+    pub idle_timeout: Option<Duration>,
 }
 
 impl Default for IpcConfig {
@@ -109,9 +133,14 @@ impl Default for IpcConfig {
             max_clients: 256,
             read_budget: 4 << 20,
             data_chunk: 64 << 10,
+            max_in_flight: 64,
+            idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
         }
     }
 }
+
+/// How long a client holding nothing open may stay silent by default.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A connected client, for as long as it is connected. Never reused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -169,6 +198,8 @@ pub enum DisconnectReason {
     Overflow,
     /// The daemon called [`IpcServer::close`].
     ByServer,
+    /// It held nothing open and was silent for [`IpcConfig::idle_timeout`].
+    Idle,
     /// Reading or writing its socket failed.
     Io(io::ErrorKind),
 }
@@ -294,6 +325,10 @@ struct Client {
     /// The client no longer reads (it closed the connection): what is sent
     /// to it is dropped, and what it sent before closing is still read.
     write_dead: bool,
+    /// Requests delivered to the daemon and not yet answered.
+    in_flight: usize,
+    /// When bytes last moved either way (for the idle timeout).
+    last_active: Instant,
 }
 
 impl Client {
@@ -301,12 +336,28 @@ impl Client {
         self.out.len() - self.out_pos
     }
 
+    /// Whether reading this client waits: the daemon paused it, or it has
+    /// not taken the answers to what it asked already.
+    fn held(&self, config: &IpcConfig) -> bool {
+        self.paused
+            || self.in_flight >= config.max_in_flight.max(1)
+            || self.queued_bytes() >= config.high_water
+    }
+
+    /// Whether it may be closed for idling, if the daemon agrees.
+    fn quiet(&self) -> bool {
+        self.in_flight == 0 && self.queued_bytes() == 0 && !self.paused
+    }
+
     /// Writes what the socket takes. `Err` means the client is gone.
     fn flush(&mut self) -> io::Result<()> {
         while self.writable && !self.write_dead && self.out_pos < self.out.len() {
             match self.stream.write(&self.out[self.out_pos..]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => self.out_pos += n,
+                Ok(n) => {
+                    self.out_pos += n;
+                    self.last_active = Instant::now();
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.writable = false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 // It hung up; what it sent before may still be unread.
@@ -435,17 +486,13 @@ impl IpcServer {
         let Some(c) = self.clients.get_mut(&id) else {
             return true;
         };
-        if event.is_readable() || event.is_read_closed() || event.is_error() {
-            c.readable = true;
-            if !c.paused && !c.queued {
-                c.queued = true;
-                self.ready.push_back(id);
-            }
-        }
+        let readable = event.is_readable() || event.is_read_closed() || event.is_error();
+        c.readable |= readable;
         if event.is_writable() || event.is_write_closed() || event.is_error() {
             c.writable = true;
             self.flush(id);
         }
+        self.wake(id);
         true
     }
 
@@ -479,7 +526,9 @@ impl IpcServer {
     }
 
     /// Queues the response to request `id` (0 for an error about the
-    /// connection itself) and writes what the socket takes.
+    /// connection itself) and writes what the socket takes. Answer every
+    /// request exactly once: unanswered ones count against
+    /// [`IpcConfig::max_in_flight`].
     pub fn send_response(
         &mut self,
         client: ClientId,
@@ -488,7 +537,14 @@ impl IpcServer {
     ) -> Result<(), SendError> {
         let mut bytes = Vec::new();
         frame::encode_response(id, resp, &mut bytes).map_err(too_large)?;
-        self.send_control(client, &bytes)
+        if id != 0 {
+            if let Some(c) = self.clients.get_mut(&client) {
+                c.in_flight = c.in_flight.saturating_sub(1);
+            }
+        }
+        let sent = self.send_control(client, &bytes);
+        self.wake(client);
+        sent
     }
 
     /// Queues an event (ID 0) and writes what the socket takes.
@@ -538,10 +594,52 @@ impl IpcServer {
             return;
         };
         c.paused = paused;
-        if !paused && !c.queued && (c.readable || c.decoder.has_frame()) {
-            c.queued = true;
-            self.ready.push_back(client);
+        self.wake(client);
+    }
+
+    /// Closes the clients that hold nothing open (by the server's count
+    /// and by `holds`, the daemon's) and moved no byte for the idle
+    /// timeout, each with an error frame first. Returns how many.
+    pub fn expire_idle(&mut self, now: Instant, holds: impl Fn(ClientId) -> bool) -> usize {
+        let Some(limit) = self.config.idle_timeout else {
+            return 0;
+        };
+        let idle: Vec<ClientId> = self
+            .clients
+            .iter()
+            .filter(|(id, c)| {
+                c.quiet() && now.saturating_duration_since(c.last_active) >= limit && !holds(**id)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for &id in &idle {
+            tracing::debug!(client = %id, "IPC client idle; closing");
+            let resp = error_response(
+                api::codes::TIMEOUT,
+                format!(
+                    "connection closed after {} s without traffic while holding nothing open",
+                    limit.as_secs()
+                ),
+                "connect again when there is something to ask",
+            );
+            if let Some(c) = self.clients.get_mut(&id) {
+                let _ = frame::encode_response(0, &resp, &mut c.out);
+                let _ = c.flush();
+            }
+            self.drop_client(id, DisconnectReason::Idle);
         }
+        idle.len()
+    }
+
+    /// When [`expire_idle`](Self::expire_idle) may next find a client to
+    /// close (`None`: no timeout, or no client that could be idle).
+    pub fn idle_deadline(&self) -> Option<Instant> {
+        let limit = self.config.idle_timeout?;
+        self.clients
+            .values()
+            .filter(|c| c.quiet())
+            .map(|c| c.last_active + limit)
+            .min()
     }
 
     /// Whether a client's reading is paused.
@@ -599,6 +697,19 @@ impl IpcServer {
             c.blocked = false;
             self.events.push_back(ServerEvent::Writable { client: id });
         }
+        self.wake(id);
+    }
+
+    /// Queues a client for reading if it is no longer held and may have
+    /// something to read or decode.
+    fn wake(&mut self, id: ClientId) {
+        let Some(c) = self.clients.get_mut(&id) else {
+            return;
+        };
+        if !c.queued && !c.held(&self.config) && (c.readable || c.decoder.has_frame()) {
+            c.queued = true;
+            self.ready.push_back(id);
+        }
     }
 
     /// Accepts one connection (the loop in `poll_event` comes back until
@@ -634,6 +745,17 @@ impl IpcServer {
                 &mut bytes,
             );
             let _ = stream.write(&bytes);
+            // What it sent already is read and dropped: closing with unread
+            // input would reset the connection, and a reset may hide the
+            // error frame from simple clients or end their read in an error.
+            let _ = stream.shutdown(std::net::Shutdown::Write);
+            let mut sink = [0u8; 4096];
+            for _ in 0..16 {
+                match stream.read(&mut sink) {
+                    Ok(n) if n > 0 => {}
+                    _ => break,
+                }
+            }
             return;
         };
         let token = Token(self.tokens.start + 1 + slot);
@@ -665,6 +787,8 @@ impl IpcServer {
                 queued: true,
                 blocked: false,
                 write_dead: false,
+                in_flight: 0,
+                last_active: Instant::now(),
             },
         );
         self.ready.push_back(id);
@@ -675,7 +799,7 @@ impl IpcServer {
     fn step(&mut self, id: ClientId) -> Option<ServerEvent> {
         let c = self.clients.get_mut(&id)?;
         c.queued = false;
-        if c.paused {
+        if c.held(&self.config) {
             return None;
         }
         match c.decoder.next_frame() {
@@ -707,6 +831,7 @@ impl IpcServer {
             }
             Ok(n) => {
                 c.decoder.push(&self.scratch[..n]);
+                c.last_active = Instant::now();
                 self.read_this_drain += n;
                 c.queued = true;
                 self.ready.push_front(id);
@@ -737,15 +862,25 @@ impl IpcServer {
                 bytes: f.body,
             }),
             Kind::Request => match frame::decode_request(&f) {
-                Ok(req) => Some(ServerEvent::Request {
-                    client,
-                    id: f.id,
-                    req,
-                }),
+                Ok(req) => {
+                    if let Some(c) = self.clients.get_mut(&client) {
+                        c.in_flight += 1;
+                    }
+                    Some(ServerEvent::Request {
+                        client,
+                        id: f.id,
+                        req,
+                    })
+                }
                 Err(e) if !e.is_fatal() => {
                     // Well-framed JSON that is no request we know: refuse
                     // the request, keep the connection.
                     tracing::debug!(%client, error = %e, "IPC request refused");
+                    // Counted like any request, so that its answer
+                    // balances the count.
+                    if let Some(c) = self.clients.get_mut(&client) {
+                        c.in_flight += 1;
+                    }
                     let resp = error_response(
                         api::codes::INVALID_ARGUMENT,
                         e.to_string(),

@@ -73,23 +73,30 @@ pub struct StartArgs {
     /// UDP address to listen on (default 0.0.0.0:0: any port).
     #[arg(long)]
     pub listen: Option<String>,
-    /// Approve every trust request (service agents).
-    #[arg(long)]
+    /// Approve every trust request (service agents; saved for later starts).
+    #[arg(long, conflicts_with = "no_auto_approve")]
     pub auto_approve: bool,
-    /// Turn the built-in services (echo, data exchange, event stream) off.
+    /// Approve nothing by yourself (the default; undoes a saved --auto-approve).
     #[arg(long)]
+    pub no_auto_approve: bool,
+    /// Turn the built-in services (echo, data exchange, event stream) off
+    /// (saved for later starts).
+    #[arg(long, conflicts_with = "services")]
     pub no_services: bool,
+    /// Turn the built-in services on (the default; undoes a saved --no-services).
+    #[arg(long)]
+    pub services: bool,
     /// The identity key file (default: <home>/identity.key; created if
     /// missing, mode 0600).
     #[arg(long)]
     pub identity: Option<PathBuf>,
     /// Log filter: error, warn, info, debug, trace, or tracing directives
-    /// (default: $PILOT_LOG, else info).
+    /// (default: the saved one, else $PILOT_LOG, else info).
     #[arg(long)]
     pub log_level: Option<String>,
-    /// Log format in the file and on stderr.
-    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
-    pub log_format: LogFormat,
+    /// Log format in the file and on stderr (default: the saved one, else text).
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
     /// Run in this process, logging to stderr too.
     #[arg(long)]
     pub foreground: bool,
@@ -123,7 +130,8 @@ pub struct AgentArgs {
 }
 
 impl AgentArgs {
-    /// The rendezvous address given: the flag, else the environment.
+    /// The rendezvous address given: the flag, else the environment
+    /// (used for this start, but saved only when given as a flag).
     pub fn rendezvous(&self) -> Option<String> {
         self.rendezvous.clone().or_else(|| env("PILOT_RENDEZVOUS"))
     }
@@ -150,7 +158,7 @@ pub fn run(c: DaemonCommand, json: bool) -> Result<Success, Failure> {
     match c {
         DaemonCommand::Start(a) => start(a, json),
         DaemonCommand::Stop(h) => stop(h),
-        DaemonCommand::Status { home, check } => status(home, check),
+        DaemonCommand::Status { home, check } => status(home, check, json),
     }
 }
 
@@ -200,15 +208,42 @@ fn resolve(a: &StartArgs, saved: &Settings) -> Result<(Options, Settings), Failu
     } else {
         a.agent.public || saved.public
     };
+    let auto_approve = !a.no_auto_approve && (a.auto_approve || saved.auto_approve);
+    let no_services = !a.services && (a.no_services || saved.no_services);
     let mut services = ServiceConfig::default();
-    if a.no_services {
+    if no_services {
         services.echo = false;
         services.data_exchange = false;
         services.event_stream = false;
     }
+    let log_format = a.log_format.or(match saved.log_format.as_deref() {
+        Some("json") => Some(LogFormat::Json),
+        Some(_) => Some(LogFormat::Text),
+        None => None,
+    });
+    // A one-off PILOT_RENDEZVOUS / PILOT_RENDEZVOUS_KEY in the environment
+    // serves this start only; a flag is what the user asks to keep.
+    let kept = |flag: &Option<String>, saved: &Option<String>, resolved: String| {
+        if flag.is_some() {
+            Some(resolved)
+        } else {
+            saved.clone()
+        }
+    };
     let settings = Settings {
-        rendezvous: Some(rv.to_string()),
-        rendezvous_key: Some(rv_key.to_string()),
+        rendezvous: kept(&a.agent.rendezvous, &saved.rendezvous, rv.to_string()),
+        rendezvous_key: kept(
+            &a.agent.rendezvous_key,
+            &saved.rendezvous_key,
+            rv_key.to_string(),
+        ),
+        auto_approve,
+        no_services,
+        log_level: a.log_level.clone().or_else(|| saved.log_level.clone()),
+        log_format: log_format.map(|f| match f {
+            LogFormat::Json => "json".into(),
+            LogFormat::Text => "text".into(),
+        }),
         hostname: hostname_text,
         public,
         listen: Some(listen.to_string()),
@@ -232,13 +267,37 @@ fn resolve(a: &StartArgs, saved: &Settings) -> Result<(Options, Settings), Failu
         hostname,
         listen,
         public,
-        auto_approve: a.auto_approve,
+        auto_approve,
         services,
     };
     Ok((options, settings))
 }
 
+/// Refuses a `--log-level` that would not log what the user meant: every
+/// comma-separated part must be a level or `target=level` (a bare word
+/// would be taken as a target and silence everything else).
+fn check_log_level(level: &str) -> Result<(), Failure> {
+    const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+    let is_level = |l: &str| LEVELS.contains(&l.trim().to_ascii_lowercase().as_str());
+    let part_ok = |p: &str| {
+        is_level(p)
+            || p.rsplit_once('=')
+                .is_some_and(|(target, l)| !target.trim().is_empty() && is_level(l))
+    };
+    let parts_ok = !level.trim().is_empty() && level.split(',').all(part_ok);
+    if parts_ok && tracing_subscriber::EnvFilter::try_new(level).is_ok() {
+        return Ok(());
+    }
+    Err(invalid(
+        format!("--log-level {level:?} is not a log filter"),
+        "use error, warn, info, debug or trace, or TARGET=LEVEL directives (driver_mio=debug,info)",
+    ))
+}
+
 fn start(a: StartArgs, json: bool) -> Result<Success, Failure> {
+    if let Some(level) = &a.log_level {
+        check_log_level(level)?;
+    }
     let home_dir = paths::home(a.home.home.clone());
     let home = Home::open(&home_dir).map_err(file_failure)?;
     let saved = home.settings().map_err(file_failure)?;
@@ -267,8 +326,12 @@ fn start(a: StartArgs, json: bool) -> Result<Success, Failure> {
         ));
     }
     home.save_settings(&settings).map_err(file_failure)?;
+    let log_format = match settings.log_format.as_deref() {
+        Some("json") => LogFormat::Json,
+        _ => LogFormat::Text,
+    };
     if a.foreground {
-        init_logging_with(&home_dir, true, a.log_level.as_deref(), a.log_format);
+        init_logging_with(&home_dir, true, settings.log_level.as_deref(), log_format);
         return driver_mio::daemon::run::run(options)
             .map(|()| Success::new(json!({ "stopped": true }), "Daemon stopped"))
             .map_err(|e| Failure::new("internal", e.to_string(), ""));
@@ -278,18 +341,8 @@ fn start(a: StartArgs, json: bool) -> Result<Success, Failure> {
         vec!["daemon".into(), "start".into(), "--foreground".into()];
     args.extend(["--home".into(), options.home.clone().into_os_string()]);
     args.extend(["--socket".into(), options.socket.clone().into_os_string()]);
-    if a.auto_approve {
-        args.push("--auto-approve".into());
-    }
-    if a.no_services {
-        args.push("--no-services".into());
-    }
-    if let Some(level) = &a.log_level {
-        args.extend(["--log-level".into(), level.into()]);
-    }
-    if a.log_format == LogFormat::Json {
-        args.extend(["--log-format".into(), "json".into()]);
-    }
+    // The child reads the rest from the settings just saved (and the
+    // environment, for a one-off rendezvous).
     let mut child = super::detach::spawn(&args, &log, "daemon")?;
     let pid = child.id();
     if !json {
@@ -395,14 +448,17 @@ fn stop(h: HomeArgs) -> Result<Success, Failure> {
     ))
 }
 
-fn status(h: HomeArgs, check: bool) -> Result<Success, Failure> {
+fn status(h: HomeArgs, check: bool, json: bool) -> Result<Success, Failure> {
     let home = paths::home(h.home.clone());
     let socket = paths::socket(h.socket.clone(), &home);
     let result = connect(&socket).and_then(|mut c| request(&mut c, Request::Info));
     if check {
         return match result {
             Ok(_) => Ok(Success::new(json!({ "running": true }), "")),
-            Err(f) => Err(Failure::new(&f.code, f.message, "")),
+            // Only the exit status, as documented: nothing on stderr
+            // (under --json the error object still goes to stdout).
+            Err(f) if !json => std::process::exit(f.exit_code()),
+            Err(f) => Err(f),
         };
     }
     let info = result?;
@@ -478,4 +534,25 @@ fn rotate(log: &Path, max: u64, keep: u32) {
         let _ = std::fs::rename(name(i), name(i + 1));
     }
     let _ = std::fs::rename(log, name(1));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_log_level;
+
+    #[test]
+    fn log_levels_are_levels_or_target_directives() {
+        for good in [
+            "info",
+            "DEBUG",
+            "off",
+            "driver_mio=debug,info",
+            "pilot_proto::node=trace",
+        ] {
+            assert!(check_log_level(good).is_ok(), "{good}");
+        }
+        for bad in ["verbose", "", "info,loud", "driver_mio=loud", "=debug"] {
+            assert!(check_log_level(bad).is_err(), "{bad}");
+        }
+    }
 }

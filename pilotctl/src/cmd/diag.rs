@@ -137,7 +137,15 @@ pub fn ping(
     // Our own port for the answers: the first free one from 40000.
     let mut port = 0;
     for p in 40000..40100u16 {
-        if request(&mut c, Request::Bind { port: p }).is_ok() {
+        if request(
+            &mut c,
+            Request::Bind {
+                port: p,
+                force: false,
+            },
+        )
+        .is_ok()
+        {
             port = p;
             break;
         }
@@ -207,7 +215,10 @@ pub fn ping(
     if rtts.is_empty() {
         return Err(Failure::new(
             "timeout",
-            format!("no echo from {peer} in {count} tries"),
+            format!(
+                "no echo from {peer} in {count} {}",
+                if count == 1 { "try" } else { "tries" }
+            ),
             "is the peer online, trusted (`pilotctl trust`), and running its echo service?",
         ));
     }
@@ -215,7 +226,7 @@ pub fn ping(
     let mut sorted = ms.clone();
     sorted.sort_by(|a, b| a.total_cmp(b));
     let (min, max) = (sorted[0], sorted[sorted.len() - 1]);
-    let median = sorted[sorted.len() / 2];
+    let median = median(&sorted);
     let avg = ms.iter().sum::<f64>() / ms.len() as f64;
     Ok(Success::new(
         json!({
@@ -227,6 +238,16 @@ pub fn ping(
             rtts.len()
         ),
     ))
+}
+
+/// The middle of sorted samples (not empty); with an even count, the
+/// mean of the two in the middle.
+fn median(sorted: &[f64]) -> f64 {
+    let mid = sorted.len() / 2;
+    match sorted.len() % 2 {
+        0 if mid > 0 => (sorted[mid - 1] + sorted[mid]) / 2.0,
+        _ => sorted.get(mid).copied().unwrap_or(0.0),
+    }
 }
 
 /// `pilotctl peers`.
@@ -502,6 +523,14 @@ impl Progress {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn median_of_an_even_count_is_the_mean_of_the_middle_two() {
+        assert_eq!(super::median(&[1.0, 3.0]), 2.0);
+        assert_eq!(super::median(&[1.0, 2.0, 10.0]), 2.0);
+        assert_eq!(super::median(&[1.0, 2.0, 4.0, 10.0]), 3.0);
+        assert_eq!(super::median(&[5.0]), 5.0);
+    }
+
     use super::{check_echo, human_bytes, parse_size};
 
     #[test]

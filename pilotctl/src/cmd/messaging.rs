@@ -98,6 +98,9 @@ pub enum MessagingCommand {
         /// Seconds to wait in all (0: until Ctrl-C).
         #[arg(long, default_value_t = 60)]
         timeout: u64,
+        /// Take the port even from the built-in echo service (port 7).
+        #[arg(long)]
+        force: bool,
     },
     /// Send a text, JSON or binary message to a peer's inbox (port 1001).
     SendMessage {
@@ -192,7 +195,8 @@ impl MessagingCommand {
                 port,
                 count,
                 timeout,
-            } => listen(port, count, timeout, json),
+                force,
+            } => listen(port, count, timeout, force, json),
             MessagingCommand::SendMessage {
                 peer,
                 data,
@@ -1089,16 +1093,17 @@ pub fn recv(port: u16, count: u32, timeout: u64, json_mode: bool) -> Result<Succ
     )
 }
 
-/// `pilotctl listen <port> [--count N] [--timeout S]`.
+/// `pilotctl listen <port> [--count N] [--timeout S] [--force]`.
 pub fn listen(
     port: u16,
     count: Option<u32>,
     timeout: u64,
+    force: bool,
     json_mode: bool,
 ) -> Result<Success, Failure> {
     check_count(count)?;
     let mut c = default_client()?;
-    request(&mut c, Request::Bind { port })?;
+    request(&mut c, Request::Bind { port, force })?;
     eprintln!("Listening for datagrams on port {port}");
     let deadline = deadline_in(timeout_secs(timeout));
     print_each(
