@@ -44,10 +44,11 @@ fn run(fallback: bool) -> Result {
     while start.elapsed() < RUN {
         let t = Instant::now();
         for _ in 0..ROUND {
-            tx.send_later(Transmit {
-                destination: to,
-                payload: payload.clone(),
-            });
+            tx.send_later(Transmit::new(
+                pilot_proto::SocketId::PRIMARY,
+                to,
+                payload.clone(),
+            ));
         }
         tx.flush();
         send += t.elapsed();

@@ -70,7 +70,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             for a in agents.iter_mut() {
                 while let Ok((len, from)) = a.socket.recv_from(&mut buf) {
                     idle = false;
-                    a.node.handle_datagram(clock.now(), from, &buf[..len]);
+                    a.node.handle_datagram(
+                        clock.now(),
+                        pilot_proto::SocketId::PRIMARY,
+                        from,
+                        &buf[..len],
+                    );
                 }
                 let now = clock.now();
                 if a.node.poll_timeout().is_some_and(|(at, _)| at <= now) {

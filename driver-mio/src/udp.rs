@@ -638,10 +638,7 @@ mod tests {
     use std::time::Duration;
 
     fn transmit(to: SocketAddr, payload: &[u8]) -> Transmit {
-        Transmit {
-            destination: to,
-            payload: payload.to_vec(),
-        }
+        Transmit::new(pilot_proto::SocketId::PRIMARY, to, payload.to_vec())
     }
 
     #[test]

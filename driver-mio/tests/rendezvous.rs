@@ -198,7 +198,12 @@ impl Agent {
         self.socket.set_read_timeout(Some(wait)).unwrap();
         let mut buf = [0u8; 2048];
         if let Ok((n, from)) = self.socket.recv_from(&mut buf) {
-            self.node.handle_datagram(self.clock.now(), from, &buf[..n]);
+            self.node.handle_datagram(
+                self.clock.now(),
+                pilot_proto::SocketId::PRIMARY,
+                from,
+                &buf[..n],
+            );
             self.drain();
         }
         let now = self.clock.now();

@@ -13,7 +13,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use driver_sim::speed::Speed;
-use driver_sim::{LinkConfig, Machine, Timestamp, Transmit, World};
+use driver_sim::{LinkConfig, Machine, SocketId, Timestamp, Transmit, World};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 
@@ -89,16 +89,20 @@ impl Chatter {
 impl Machine for Chatter {
     type Event = Infallible;
 
-    fn handle_datagram(&mut self, _now: Timestamp, from: SocketAddr, payload: &[u8]) {
+    fn handle_datagram(
+        &mut self,
+        _now: Timestamp,
+        _socket: SocketId,
+        from: SocketAddr,
+        payload: &[u8],
+    ) {
         if payload.first() != Some(&b'?') {
             return;
         }
         let mut answer = payload.to_vec();
         answer[0] = b'!';
-        self.out.push_back(Transmit {
-            destination: from,
-            payload: answer,
-        });
+        self.out
+            .push_back(Transmit::new(SocketId::PRIMARY, from, answer));
     }
 
     fn handle_timeout(&mut self, now: Timestamp) {
@@ -108,10 +112,8 @@ impl Machine for Chatter {
         let peer = self.peers[(self.rng.next_u32() as usize) % self.peers.len()];
         let mut payload = vec![0u8; 200];
         payload[0] = b'?';
-        self.out.push_back(Transmit {
-            destination: peer,
-            payload,
-        });
+        self.out
+            .push_back(Transmit::new(SocketId::PRIMARY, peer, payload));
         let wobble = self.rng.next_u64() % 2_000;
         self.next = now + Duration::from_micros(PERIOD_US - 1_000 + wobble);
     }

@@ -28,8 +28,8 @@
 //!
 //! impl Machine for Echo {
 //!     type Event = &'static str;
-//!     fn handle_datagram(&mut self, _: Timestamp, from: SocketAddr, payload: &[u8]) {
-//!         self.out.push_back(Transmit { destination: from, payload: payload.to_vec() });
+//!     fn handle_datagram(&mut self, _: Timestamp, _socket: SocketId, from: SocketAddr, payload: &[u8]) {
+//!         self.out.push_back(Transmit::new(SocketId::PRIMARY, from, payload.to_vec()));
 //!     }
 //!     fn handle_timeout(&mut self, _: Timestamp) {}
 //!     fn poll_transmit(&mut self) -> Option<Transmit> {
@@ -53,7 +53,7 @@
 //!
 //! // A command: the world drains alice afterwards, so "hi" leaves now.
 //! world.with_host(alice, |echo, _now| {
-//!     echo.out.push_back(Transmit { destination: bob, payload: b"hi".to_vec() })
+//!     echo.out.push_back(Transmit::new(SocketId::PRIMARY, bob, b"hi".to_vec()))
 //! });
 //! world.run_for(Duration::from_millis(25));
 //! assert_eq!(
@@ -132,7 +132,7 @@ use core::net::SocketAddr;
 pub use link::LinkConfig;
 pub use nat::{Behaviour, NatConfig, NatId, NatMapping, Network, PortAllocation, Unsolicited};
 pub use net::Captured;
-pub use pilot_proto::{Timestamp, Transmit};
+pub use pilot_proto::{SocketId, Timestamp, Transmit};
 pub use rng::host_seed;
 pub use trace::{Drops, Stats};
 pub use world::{HostId, Stalled, World};
@@ -151,8 +151,14 @@ pub trait Machine {
     /// What the machine reports to its application; shown in the trace.
     type Event: core::fmt::Display;
 
-    /// A datagram arrived from `from`.
-    fn handle_datagram(&mut self, now: Timestamp, from: SocketAddr, payload: &[u8]);
+    /// A datagram from `from` arrived on our socket `socket`.
+    fn handle_datagram(
+        &mut self,
+        now: Timestamp,
+        socket: SocketId,
+        from: SocketAddr,
+        payload: &[u8],
+    );
 
     /// The deadline from [`poll_timeout`](Machine::poll_timeout) has come.
     fn handle_timeout(&mut self, now: Timestamp);

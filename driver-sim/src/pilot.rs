@@ -8,7 +8,7 @@ use core::time::Duration;
 use pilot_proto::addr::{Hostname, SocketAddress};
 use pilot_proto::node::{CommandError, Event, Node, NodeConfig};
 use pilot_proto::rendezvous::{Rendezvous, RendezvousConfig, RendezvousEvent};
-use pilot_proto::{wire, Identity, PublicKey, Timestamp, Transmit};
+use pilot_proto::{wire, Identity, PublicKey, SocketId, Timestamp, Transmit};
 use sha2::{Digest, Sha256};
 
 use crate::{HostId, Machine, Stalled, World};
@@ -75,10 +75,16 @@ impl Host {
 impl Machine for Host {
     type Event = HostEvent;
 
-    fn handle_datagram(&mut self, now: Timestamp, from: SocketAddr, payload: &[u8]) {
+    fn handle_datagram(
+        &mut self,
+        now: Timestamp,
+        socket: SocketId,
+        from: SocketAddr,
+        payload: &[u8],
+    ) {
         match self {
-            Host::Rendezvous(r) => r.handle_datagram(now, from, payload),
-            Host::Node(n) => n.handle_datagram(now, from, payload),
+            Host::Rendezvous(r) => r.handle_datagram(now, socket, from, payload),
+            Host::Node(n) => n.handle_datagram(now, socket, from, payload),
         }
     }
 

@@ -5,7 +5,7 @@ use core::fmt;
 use core::net::{IpAddr, SocketAddr};
 use core::time::Duration;
 
-use pilot_proto::Timestamp;
+use pilot_proto::{SocketId, Timestamp};
 
 use crate::link::LinkConfig;
 use crate::nat::{NatConfig, NatId, NatMapping, Network};
@@ -452,7 +452,7 @@ impl<M: Machine> World<M> {
                     return;
                 }
                 let machine = &mut self.machines[delivery.to.index()];
-                machine.handle_datagram(now, delivery.from, &delivery.payload);
+                machine.handle_datagram(now, SocketId::PRIMARY, delivery.from, &delivery.payload);
                 self.drain(delivery.to);
             }
             Action::Wake { host, .. } => {

@@ -6,7 +6,9 @@ use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use driver_sim::{HostId, Machine, NatConfig, NatId, Network, Timestamp, Transmit, World};
+use driver_sim::{
+    HostId, Machine, NatConfig, NatId, Network, SocketId, Timestamp, Transmit, World,
+};
 
 /// Answers every "ping" with a "pong" and reports everything it receives
 /// as `<payload> from <source>`, so tests see what a real agent would.
@@ -18,12 +20,16 @@ struct Echo {
 
 impl Machine for Echo {
     type Event = String;
-    fn handle_datagram(&mut self, _: Timestamp, from: SocketAddr, payload: &[u8]) {
+    fn handle_datagram(
+        &mut self,
+        _: Timestamp,
+        _socket: SocketId,
+        from: SocketAddr,
+        payload: &[u8],
+    ) {
         if payload == b"ping" {
-            self.out.push_back(Transmit {
-                destination: from,
-                payload: b"pong".to_vec(),
-            });
+            self.out
+                .push_back(Transmit::new(SocketId::PRIMARY, from, b"pong".to_vec()));
         }
         let text = String::from_utf8_lossy(payload);
         self.got.push_back(format!("{text} from {from}"));
@@ -56,10 +62,11 @@ const SERVER: &str = "198.51.100.2:3478";
 /// Makes `host` send `payload` to `to` now.
 fn send(world: &mut World<Echo>, host: HostId, to: SocketAddr, payload: &str) {
     world.with_host(host, |m, _| {
-        m.out.push_back(Transmit {
-            destination: to,
-            payload: payload.as_bytes().to_vec(),
-        })
+        m.out.push_back(Transmit::new(
+            SocketId::PRIMARY,
+            to,
+            payload.as_bytes().to_vec(),
+        ))
     });
 }
 

@@ -9,7 +9,7 @@ use pilot_proto::addr::{Hostname, SocketAddress};
 use pilot_proto::msg::{ErrorCode, Query};
 use pilot_proto::node::{CommandError, Event, RequestError};
 use pilot_proto::trust::{Pending, TrustRequest, TrustState, Trusted};
-use pilot_proto::tunnel::SessionState;
+use pilot_proto::tunnel::{Route, SessionState};
 
 const ALICE: &str = "198.51.100.10:4000";
 const BOB: &str = "203.0.113.20:4000";
@@ -244,15 +244,19 @@ fn untrusted_peers_get_no_session_no_datagrams() {
     s.world
         .with_host(bob, |h, _| h.node_mut().bind(1000))
         .unwrap();
-    // The registry will not even say where private bob is.
+    // Her first packets go to the relay at once, which refuses to forward
+    // between agents that do not trust each other.
     let _ = s.send(
         mallory,
         1000,
         SocketAddress::new(bob_addr, 1000),
         b"let me in",
     );
-    run_until_event(&mut s, mallory, |e| matches!(e, Event::Unreachable { .. }));
+    s.world.run_for(Duration::from_secs(10));
     assert!(!s.node(mallory).has_session(bob_addr));
+    let relay = s.world.host(s.rendezvous).rendezvous().relay_stats();
+    assert!(relay.not_paired > 0, "{relay:?}");
+    assert_eq!(relay.forwarded_packets, 0, "{relay:?}");
     // Even knowing bob's endpoint, her handshakes are refused.
     let bob_ep = s.world.addr(bob);
     s.world
@@ -462,12 +466,20 @@ fn peer_stats_measure_rtt_and_traffic() {
         assert_eq!(p.stats.rtt, Some(Duration::from_millis(40)));
         assert!(p.stats.last_handshake.is_some_and(|t| t < now));
     }
-    // Alice: initiation (254 B with her certificate) and the datagram
-    // (86 B) that confirmed bob's side; bob: his response (202 B).
-    assert_eq!((a.stats.packets_out, a.stats.bytes_out), (2, 254 + 86));
-    assert_eq!((b.stats.packets_out, b.stats.bytes_out), (1, 202));
-    assert_eq!(a.stats.packets_out, b.stats.packets_in);
-    assert_eq!(a.stats.bytes_out, b.stats.bytes_in);
+    // Alice: her initiation (254 B with her certificate) raced over the
+    // relay (10 B more) and direct, the datagram (86 B) that confirmed
+    // bob's side, and a path challenge (41 B) when bob stayed silent;
+    // bob: his response (202 B) and the challenge's answer (41 B).
+    assert_eq!(
+        (a.stats.packets_out, a.stats.bytes_out),
+        (4, 264 + 254 + 86 + 41)
+    );
+    assert_eq!((b.stats.packets_out, b.stats.bytes_out), (2, 202 + 41));
+    // Bob counts what authenticated: the relayed copy of the initiation
+    // came second and was refused as a replay.
+    assert_eq!((b.stats.packets_in, b.stats.bytes_in), (3, 254 + 86 + 41));
     assert_eq!(b.stats.packets_out, a.stats.packets_in);
     assert_eq!(b.stats.bytes_out, a.stats.bytes_in);
+    assert_eq!(a.stats.route, Some(Route::direct(BOB.parse().unwrap())));
+    assert!(a.stats.path_rtt.is_some());
 }

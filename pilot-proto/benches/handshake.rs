@@ -218,15 +218,23 @@ impl TunnelPair {
             let mut moved = false;
             while let Some(t) = self.a.poll_transmit() {
                 moved = true;
-                let _ = self
-                    .b
-                    .handle_datagram(now, ep(A), &t.payload, &mut |_, _| true);
+                let _ = self.b.handle_datagram(
+                    now,
+                    pilot_proto::SocketId::PRIMARY,
+                    ep(A),
+                    &t.payload,
+                    &mut |_, _| true,
+                );
             }
             while let Some(t) = self.b.poll_transmit() {
                 moved = true;
-                let _ = self
-                    .a
-                    .handle_datagram(now, ep(B), &t.payload, &mut |_, _| true);
+                let _ = self.a.handle_datagram(
+                    now,
+                    pilot_proto::SocketId::PRIMARY,
+                    ep(B),
+                    &t.payload,
+                    &mut |_, _| true,
+                );
             }
             if !moved {
                 break;

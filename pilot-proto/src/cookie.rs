@@ -144,22 +144,17 @@ impl CookieChecker {
         self.window_count > self.load_threshold
     }
 
-    fn cookie_for(&self, src: SocketAddr) -> [u8; 16] {
-        let mut data = Vec::with_capacity(18);
-        match src.ip() {
-            IpAddr::V4(ip) => data.extend_from_slice(&ip.octets()),
-            IpAddr::V6(ip) => data.extend_from_slice(&ip.octets()),
-        }
-        data.extend_from_slice(&src.port().to_be_bytes());
-        mac(&self.secret, &data)
+    fn cookie_for(&self, src: &[u8]) -> [u8; 16] {
+        mac(&self.secret, src)
     }
 
-    /// Checks the MACs of a handshake packet from `src`.
+    /// Checks the MACs of a handshake packet from `src` (the bytes naming
+    /// where it came from: see [`source_bytes`]).
     pub fn verify(
         &mut self,
         now: Timestamp,
         rng: &mut Stream,
-        src: SocketAddr,
+        src: &[u8],
         hs: &wire::Handshake<'_>,
     ) -> MacVerdict {
         let m1 = mac(&self.mac1_key, hs.mac1_covered);
@@ -186,7 +181,7 @@ impl CookieChecker {
         &mut self,
         now: Timestamp,
         rng: &mut Stream,
-        src: SocketAddr,
+        src: &[u8],
         sender: u32,
         mac1: &[u8; 16],
     ) -> Vec<u8> {
@@ -208,6 +203,18 @@ impl CookieChecker {
         }
         out
     }
+}
+
+/// The bytes a cookie binds to for a datagram from a UDP address: its IP
+/// and port, so a cookie is good only for the address that asked for it.
+pub fn source_bytes(src: SocketAddr) -> Vec<u8> {
+    let mut data = Vec::with_capacity(18);
+    match src.ip() {
+        IpAddr::V4(ip) => data.extend_from_slice(&ip.octets()),
+        IpAddr::V6(ip) => data.extend_from_slice(&ip.octets()),
+    }
+    data.extend_from_slice(&src.port().to_be_bytes());
+    data
 }
 
 /// Opens a cookie reply from the responder whose static key is `remote`,
@@ -244,7 +251,7 @@ mod tests {
         let responder = [9u8; 32];
         let mut checker = CookieChecker::new(&responder, 2);
         let mut rng = Stream::derive(&[1; 32], "t");
-        let src: SocketAddr = "192.0.2.1:1000".parse().unwrap();
+        let src = &source_bytes("192.0.2.1:1000".parse().unwrap());
         let len = wire::INIT_HEADER_LEN + crate::noise::MSG1_OVERHEAD + 8 + 32;
         let mut p = fake_init(len);
         let m1 = seal_macs(&mut p, &mac1_key(&responder), None);
@@ -282,7 +289,7 @@ mod tests {
         };
         assert_eq!(checker.verify(now, &mut rng, src, &hs), MacVerdict::Accept);
         // The cookie is bound to the source address.
-        let other: SocketAddr = "192.0.2.1:1001".parse().unwrap();
+        let other = &source_bytes("192.0.2.1:1001".parse().unwrap());
         assert_eq!(
             checker.verify(now, &mut rng, other, &hs),
             MacVerdict::NeedCookie

@@ -3,13 +3,47 @@
 use alloc::vec::Vec;
 use core::net::SocketAddr;
 
+/// One of the driver's local UDP sockets, named by a small number the
+/// driver maps to a real socket. Every datagram the core sends says which
+/// socket sends it, and every datagram it receives says which socket got
+/// it: today one socket ([`SocketId::PRIMARY`]); birthday probing will ask
+/// the driver for more.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SocketId(pub u16);
+
+impl SocketId {
+    /// The socket every node and rendezvous has: the one bound to its
+    /// configured listen address.
+    pub const PRIMARY: SocketId = SocketId(0);
+}
+
+impl core::fmt::Display for SocketId {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "s{}", self.0)
+    }
+}
+
 /// A UDP datagram the core wants sent.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Transmit {
+    /// The local socket to send it from.
+    pub socket: SocketId,
     /// Where to send it.
     pub destination: SocketAddr,
     /// The bytes of the UDP payload.
     pub payload: Vec<u8>,
+}
+
+impl Transmit {
+    /// A datagram for `destination`, sent from `socket`.
+    pub fn new(socket: SocketId, destination: SocketAddr, payload: Vec<u8>) -> Self {
+        Transmit {
+            socket,
+            destination,
+            payload,
+        }
+    }
 }
 
 /// Why a state machine wants to be woken: each deadline names its timer,
@@ -41,6 +75,11 @@ pub enum Timer {
     /// The stream stack's next deadline (retransmission, delayed ACK,
     /// keep-alive, timeouts).
     Stream,
+    /// Probe a path candidate, or check that the active path still
+    /// answers.
+    Path,
+    /// Start coordinated hole punching, or ask for it again.
+    Punch,
 }
 
 impl Timer {
@@ -58,6 +97,8 @@ impl Timer {
             Timer::QueueExpiry => "queue-expiry",
             Timer::Push => "push",
             Timer::Stream => "stream",
+            Timer::Path => "path",
+            Timer::Punch => "punch",
         }
     }
 }

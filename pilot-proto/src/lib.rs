@@ -34,5 +34,5 @@ pub mod wire;
 
 pub use addr::{Address, Hostname, SocketAddress};
 pub use identity::{Identity, PublicKey};
-pub use io::Transmit;
+pub use io::{SocketId, Transmit};
 pub use time::Timestamp;

@@ -25,6 +25,8 @@ pub const KIND_TRUST_APPROVE: u8 = 0x04;
 pub const KIND_TRUST_REJECT: u8 = 0x05;
 /// Agent to rendezvous: revoke trust.
 pub const KIND_TRUST_REVOKE: u8 = 0x06;
+/// Agent to rendezvous: coordinate hole punching with a trusted peer.
+pub const KIND_PUNCH: u8 = 0x07;
 /// Agent to agent: an overlay IPv6 packet.
 pub const KIND_DATA: u8 = 0x10;
 /// Agent to agent: we no longer trust you; the session ends.
@@ -45,11 +47,16 @@ pub const KIND_TRUST_APPROVED: u8 = 0x86;
 pub const KIND_TRUST_REJECTED: u8 = 0x87;
 /// Rendezvous to agent: a peer revoked its trust in us.
 pub const KIND_TRUST_REVOKED: u8 = 0x88;
+/// Rendezvous to agent: probe a peer's candidates now.
+pub const KIND_PUNCH_GO: u8 = 0x89;
 /// Rendezvous to agent: a request failed.
 pub const KIND_ERROR: u8 = 0x8F;
 
-/// The most endpoints a resolve answer carries.
+/// The most endpoints a resolve answer or a punch message carries.
 pub const MAX_ENDPOINTS: usize = 8;
+
+/// The most LAN endpoints a registration carries.
+pub const MAX_LAN_ENDPOINTS: usize = 4;
 
 /// What a resolve looks for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -228,6 +235,9 @@ pub struct Register {
     pub public: bool,
     /// Requested hostname, if any.
     pub hostname: Option<Hostname>,
+    /// The agent's own (LAN) endpoints, which peers on the same network
+    /// try as direct candidates (at most [`MAX_LAN_ENDPOINTS`]).
+    pub lan: Vec<SocketAddr>,
     /// Signature by `key` over [`Register::signed_bytes`].
     pub signature: [u8; 64],
 }
@@ -241,14 +251,16 @@ impl Register {
         key: &PublicKey,
         public: bool,
         hostname: Option<&Hostname>,
+        lan: &[SocketAddr],
     ) -> Vec<u8> {
         let mut m = Vec::with_capacity(128);
-        m.extend_from_slice(b"pilot register v1");
+        m.extend_from_slice(b"pilot register v2");
         m.extend_from_slice(handshake_hash);
         m.extend_from_slice(&req.to_be_bytes());
         m.extend_from_slice(key.as_bytes());
         m.push(public as u8);
         put_short_str(&mut m, hostname.map(|h| h.as_str()).unwrap_or(""));
+        put_endpoints(&mut m, lan, MAX_LAN_ENDPOINTS);
         m
     }
 
@@ -259,20 +271,24 @@ impl Register {
         req: u32,
         public: bool,
         hostname: Option<Hostname>,
+        lan: &[SocketAddr],
     ) -> Self {
         let key = identity.public();
+        let lan = lan[..lan.len().min(MAX_LAN_ENDPOINTS)].to_vec();
         let signature = identity.sign(&Self::signed_bytes(
             handshake_hash,
             req,
             &key,
             public,
             hostname.as_ref(),
+            &lan,
         ));
         Register {
             req,
             key,
             public,
             hostname,
+            lan,
             signature,
         }
     }
@@ -285,6 +301,7 @@ impl Register {
             &self.key,
             self.public,
             self.hostname.as_ref(),
+            &self.lan,
         );
         self.key.verify(&m, &self.signature).is_ok()
     }
@@ -377,6 +394,23 @@ pub enum Message<'a> {
         /// The peer.
         peer: Address,
     },
+    /// Ask the rendezvous to coordinate hole punching with a trusted
+    /// peer: both sides get [`Message::PunchGo`].
+    Punch {
+        /// The peer.
+        peer: Address,
+    },
+    /// Probe `peer`'s candidates, starting `delay_ms` after this message
+    /// arrived (so both sides start together, each on its own clock).
+    PunchGo {
+        /// The peer.
+        peer: Address,
+        /// Wait this long after arrival before the first probe.
+        delay_ms: u16,
+        /// The peer's candidates: its public endpoint as the rendezvous
+        /// sees it, then its LAN endpoints.
+        endpoints: Vec<SocketAddr>,
+    },
     /// Agent to agent: trust revoked, the session ends.
     Revoke,
     /// We are shutting down: drop our session (trust and registration
@@ -463,6 +497,28 @@ pub fn write_query(out: &mut Vec<u8>, q: &Query) {
     }
 }
 
+/// Reads a count byte and that many endpoints (at most `max`).
+fn read_endpoints(r: &mut Reader<'_>, max: usize) -> Result<Vec<SocketAddr>, DecodeError> {
+    let count = r.u8("endpoint count")? as usize;
+    if count > max {
+        return Err(DecodeError::BadValue("endpoint count"));
+    }
+    let mut endpoints = Vec::with_capacity(count);
+    for _ in 0..count {
+        endpoints.push(r.endpoint("endpoint")?);
+    }
+    Ok(endpoints)
+}
+
+/// Appends a count byte and the first `max` endpoints.
+fn put_endpoints(out: &mut Vec<u8>, endpoints: &[SocketAddr], max: usize) {
+    let n = endpoints.len().min(max);
+    out.push(n as u8);
+    for ep in &endpoints[..n] {
+        put_endpoint(out, *ep);
+    }
+}
+
 fn hostname_field(
     r: &mut Reader<'_>,
     field: &'static str,
@@ -490,12 +546,14 @@ impl<'a> Message<'a> {
                     return Err(DecodeError::BadValue("flags"));
                 }
                 let hostname = hostname_field(&mut r, "hostname")?;
+                let lan = read_endpoints(&mut r, MAX_LAN_ENDPOINTS)?;
                 let signature = r.array("signature")?;
                 Message::Register(Register {
                     req,
                     key,
                     public: flags & 1 == 1,
                     hostname,
+                    lan,
                     signature,
                 })
             }
@@ -520,6 +578,14 @@ impl<'a> Message<'a> {
             KIND_TRUST_REVOKE => Message::TrustRevoke {
                 req: r.u32("req")?,
                 peer: Address::from_bytes(r.array("peer")?),
+            },
+            KIND_PUNCH => Message::Punch {
+                peer: Address::from_bytes(r.array("peer")?),
+            },
+            KIND_PUNCH_GO => Message::PunchGo {
+                peer: Address::from_bytes(r.array("peer")?),
+                delay_ms: r.u16("delay")?,
+                endpoints: read_endpoints(&mut r, MAX_ENDPOINTS)?,
             },
             KIND_REVOKE => Message::Revoke,
             KIND_BYE => Message::Bye,
@@ -567,14 +633,7 @@ impl<'a> Message<'a> {
                     return Err(DecodeError::BadValue("flags"));
                 }
                 let hostname = hostname_field(&mut r, "hostname")?;
-                let count = r.u8("endpoint count")? as usize;
-                if count > MAX_ENDPOINTS {
-                    return Err(DecodeError::BadValue("endpoint count"));
-                }
-                let mut endpoints = Vec::with_capacity(count);
-                for _ in 0..count {
-                    endpoints.push(r.endpoint("endpoint")?);
-                }
+                let endpoints = read_endpoints(&mut r, MAX_ENDPOINTS)?;
                 Message::Resolved(Resolved {
                     req,
                     address,
@@ -605,6 +664,7 @@ impl<'a> Message<'a> {
                 out.extend_from_slice(m.key.as_bytes());
                 out.push(m.public as u8);
                 put_short_str(out, m.hostname.as_ref().map(|h| h.as_str()).unwrap_or(""));
+                put_endpoints(out, &m.lan, MAX_LAN_ENDPOINTS);
                 out.extend_from_slice(&m.signature);
             }
             Message::Resolve { req, query } => {
@@ -638,6 +698,20 @@ impl<'a> Message<'a> {
                 out.push(KIND_TRUST_REVOKE);
                 out.extend_from_slice(&req.to_be_bytes());
                 out.extend_from_slice(&peer.to_bytes());
+            }
+            Message::Punch { peer } => {
+                out.push(KIND_PUNCH);
+                out.extend_from_slice(&peer.to_bytes());
+            }
+            Message::PunchGo {
+                peer,
+                delay_ms,
+                endpoints,
+            } => {
+                out.push(KIND_PUNCH_GO);
+                out.extend_from_slice(&peer.to_bytes());
+                out.extend_from_slice(&delay_ms.to_be_bytes());
+                put_endpoints(out, endpoints, MAX_ENDPOINTS);
             }
             Message::Revoke => out.push(KIND_REVOKE),
             Message::Bye => out.push(KIND_BYE),
@@ -710,11 +784,7 @@ impl<'a> Message<'a> {
                 out.extend_from_slice(m.key.as_bytes());
                 out.push(m.public as u8 | (m.online as u8) << 1);
                 put_short_str(out, m.hostname.as_ref().map(|h| h.as_str()).unwrap_or(""));
-                let n = m.endpoints.len().min(MAX_ENDPOINTS);
-                out.push(n as u8);
-                for ep in &m.endpoints[..n] {
-                    put_endpoint(out, *ep);
-                }
+                put_endpoints(out, &m.endpoints, MAX_ENDPOINTS);
             }
             Message::Error { req, code, message } => {
                 out.push(KIND_ERROR);

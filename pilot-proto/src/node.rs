@@ -18,7 +18,7 @@ use core::time::Duration;
 
 use crate::addr::{Address, Hostname, SocketAddress};
 use crate::identity::{Identity, PublicKey};
-use crate::io::{earliest, Timer, Transmit};
+use crate::io::{earliest, SocketId, Timer, Transmit};
 use crate::msg::{Certificate, ErrorCode, Message, Query, Register, Resolved, CERT_LEN};
 use crate::overlay::{self, MAX_DATAGRAM};
 use crate::rng::Stream;
@@ -26,8 +26,12 @@ use crate::stats::{DropReason, Stats};
 use crate::stream::{StreamConfig, StreamError, StreamEvent};
 use crate::time::Timestamp;
 use crate::trust::{Pending, TrustRequest, TrustState, Trusted};
-use crate::tunnel::{PeerKey, PeerStats, SendError, TunnelConfig, TunnelEvent, Tunnels};
+use crate::tunnel::{
+    PathInfo, PeerKey, PeerStats, Route, SendError, TunnelConfig, TunnelEvent, Tunnels,
+};
+use crate::wire::{self, Packet};
 
+mod punch;
 mod registration;
 mod streams;
 mod trust;
@@ -74,8 +78,12 @@ pub struct NodeConfig {
     pub streams: StreamConfig,
     /// The built-in services offered.
     pub services: ServiceConfig,
-    /// Handshake and session settings.
+    /// Handshake and session settings. Its relay is always the
+    /// rendezvous (through our primary socket).
     pub tunnel: TunnelConfig,
+    /// Our own endpoints on the local network, registered so that peers
+    /// behind the same NAT can try them (at most four are sent).
+    pub lan_endpoints: Vec<SocketAddr>,
 }
 
 impl NodeConfig {
@@ -102,6 +110,7 @@ impl NodeConfig {
             streams: StreamConfig::default(),
             services: ServiceConfig::default(),
             tunnel: TunnelConfig::default(),
+            lan_endpoints: Vec::new(),
         }
     }
 }
@@ -135,6 +144,8 @@ pub struct PeerStatus {
     /// Path, session and traffic (all zero while the tunnel layer holds
     /// nothing for it).
     pub stats: PeerStats,
+    /// The direct candidates known for it, and how each stands.
+    pub paths: Vec<PathInfo>,
 }
 
 /// Why a lookup failed.
@@ -332,6 +343,14 @@ pub enum Event {
     Stream(StreamEvent),
     /// A message or file arrived through the data exchange service.
     Message(Delivered),
+    /// The path carrying a peer's traffic changed: a direct path was
+    /// validated, or it failed and traffic fell back to the relay.
+    PathChanged {
+        /// The peer.
+        peer: Address,
+        /// The route now in use.
+        route: Option<Route>,
+    },
     /// Datagrams to a peer were dropped.
     Unreachable {
         /// The peer.
@@ -368,6 +387,11 @@ impl fmt::Display for Event {
             }
             Event::Resolved { id, result: Err(e) } => write!(f, "resolve #{id} failed: {e}"),
             Event::SessionEstablished { peer } => write!(f, "session with {peer}"),
+            Event::PathChanged {
+                peer,
+                route: Some(r),
+            } => write!(f, "path to {peer}: {r}"),
+            Event::PathChanged { peer, route: None } => write!(f, "path to {peer}: none"),
             Event::Datagram { from, port, data } => {
                 write!(f, "datagram {from} -> :{port} ({}B)", data.len())
             }
@@ -477,6 +501,8 @@ pub struct Node {
     confirmed: Option<registration::Profile>,
     streams: Option<streams::StreamState>,
     stream_seed: [u8; 32],
+    /// Hole punching per peer: when we may ask again.
+    punches: BTreeMap<Address, punch::PunchState>,
     events: VecDeque<Event>,
     now: Timestamp,
 }
@@ -485,8 +511,10 @@ impl Node {
     /// A node seeded with `seed` (all its randomness), started at `now`.
     /// Registration begins at once.
     pub fn new(config: NodeConfig, seed: &[u8; 32], now: Timestamp) -> Self {
+        let mut tunnel = config.tunnel;
+        tunnel.relay = Some((SocketId::PRIMARY, config.rendezvous_addr));
         let mut tunnels = Tunnels::new(
-            config.tunnel,
+            tunnel,
             config.identity.x25519_secret(),
             seed,
             config.wall_origin_micros,
@@ -525,6 +553,7 @@ impl Node {
             confirmed: None,
             streams: None,
             stream_seed: Stream::derive(seed, "streams").bytes32(),
+            punches: BTreeMap::new(),
             events: VecDeque::new(),
             now,
         };
@@ -584,16 +613,16 @@ impl Node {
             .into_iter()
             .map(|address| {
                 let trusted = self.trusted.get(&address);
-                let stats = self
-                    .peers
-                    .get(&address)
-                    .and_then(|k| self.tunnels.peer_stats(&k.x25519, now))
+                let x = self.peers.get(&address).map(|k| k.x25519);
+                let stats = x
+                    .and_then(|x| self.tunnels.peer_stats(&x, now))
                     .unwrap_or_default();
                 PeerStatus {
                     address,
                     hostname: trusted.and_then(|t| t.hostname.clone()),
                     trusted: trusted.is_some(),
                     stats,
+                    paths: x.map(|x| self.tunnels.paths(&x)).unwrap_or_default(),
                 }
             })
             .collect()
@@ -700,14 +729,21 @@ impl Node {
         peer: Address,
         msg: Vec<u8>,
     ) -> Result<(), CommandError> {
-        if let Some(k) = self.peers.get(&peer) {
-            if self.tunnels.endpoint(&k.x25519).is_some() {
-                let x = k.x25519;
-                return match self.tunnels.send(now, &x, &msg) {
+        if let Some(x) = self.peers.get(&peer).map(|k| k.x25519) {
+            // A trusted peer is always routable through the relay (again,
+            // if a Bye made the tunnel layer forget it): the first packet
+            // leaves at once, and punching runs beside it.
+            if self.trusted.contains_key(&peer) {
+                self.tunnels.set_relay(x, peer.to_bytes());
+            }
+            if self.tunnels.routable(&x) {
+                let result = match self.tunnels.send(now, &x, &msg) {
                     Ok(()) => Ok(()),
                     Err(SendError::QueueFull) => Err(CommandError::QueueFull),
                     Err(_) => Err(CommandError::InvalidDestination),
                 };
+                self.maybe_punch(now, peer);
+                return result;
             }
         }
         let queue = self.waiting.entry(peer).or_default();
@@ -739,8 +775,14 @@ impl Node {
 
     // ---- inputs ----
 
-    /// Handles one datagram from `from`.
-    pub fn handle_datagram(&mut self, now: Timestamp, from: SocketAddr, data: &[u8]) {
+    /// Handles one datagram that our socket `socket` received from `from`.
+    pub fn handle_datagram(
+        &mut self,
+        now: Timestamp,
+        socket: SocketId,
+        from: SocketAddr,
+        data: &[u8],
+    ) {
         self.now = now;
         let rv = self.rv;
         let rv_key = self.config.rendezvous_key;
@@ -766,7 +808,20 @@ impl Node {
                 None => false,
             }
         };
-        let result = self.tunnels.handle_datagram(now, from, data, &mut accept);
+        // Relayed packets come from the rendezvous, wrapped; nobody else
+        // relays for us.
+        let result = if data.first() == Some(&wire::TYPE_RELAY) {
+            match wire::decode(data) {
+                Ok(Packet::Relay { address, inner }) if from == self.config.rendezvous_addr => self
+                    .tunnels
+                    .handle_relayed(now, address, inner, &mut accept),
+                Ok(_) => Err(DropReason::Unexpected),
+                Err(_) => Err(DropReason::Malformed),
+            }
+        } else {
+            self.tunnels
+                .handle_datagram(now, socket, from, data, &mut accept)
+        };
         // A packet that confirms a session comes with the session's event:
         // learn the peer's address before reading what it sent.
         self.drain_tunnel_events(now);
@@ -800,6 +855,11 @@ impl Node {
                 self.start_streams(now, r.address);
                 let changed =
                     self.address != Some(r.address) || self.public_endpoint != Some(r.observed);
+                if self.public_endpoint.is_some_and(|e| e != r.observed) {
+                    // We moved (NAT rebinding, another network): peers
+                    // must learn our new endpoint, so punch again.
+                    self.endpoints_changed(now);
+                }
                 self.address = Some(r.address);
                 self.public_endpoint = Some(r.observed);
                 let mut payload = Vec::with_capacity(CERT_LEN);
@@ -856,6 +916,11 @@ impl Node {
             Message::Error { req, code, message } => {
                 self.on_rendezvous_error(now, req, code, message)
             }
+            Message::PunchGo {
+                peer,
+                delay_ms,
+                endpoints,
+            } => self.on_punch_go(now, peer, delay_ms, &endpoints),
             _ => self.tunnels.stats_mut().drop(DropReason::Unexpected),
         }
     }
@@ -930,14 +995,12 @@ impl Node {
         let pinned = self.trusted.get(&info.address).map(|t| t.key);
         if pinned.is_some() && pinned != Some(info.key) {
             self.release_waiting_with(info.address, Unreachable::KeyMismatch);
-        } else if let (Some(known), Some(ep)) =
-            (self.peers.get(&info.address), info.endpoints.first())
-        {
+        } else if let Some(known) = self.peers.get(&info.address) {
+            // Candidates only: they carry data once validated.
             let x = known.x25519;
-            if self.tunnels.endpoint(&x).is_none() || !self.tunnels.has_session(&x, now) {
-                self.tunnels.set_endpoint(x, *ep);
-            }
+            self.tunnels.add_candidates(x, &info.endpoints);
         }
+        let _ = now;
         self.finish_resolve(pending, Ok(info));
     }
 
@@ -1072,6 +1135,7 @@ impl Node {
                     );
                     let Some(cert) = cert else { continue };
                     self.by_key.insert(peer, cert.address);
+                    self.tunnels.set_relay(peer, cert.address.to_bytes());
                     self.peers.insert(
                         cert.address,
                         Known {
@@ -1092,6 +1156,15 @@ impl Node {
                     }
                 }
                 TunnelEvent::HandshakeFailed { .. } => {}
+                TunnelEvent::PathChanged { peer, route } => {
+                    if let Some(&address) = self.by_key.get(&peer) {
+                        self.path_changed(now, address, route);
+                        self.events.push_back(Event::PathChanged {
+                            peer: address,
+                            route,
+                        });
+                    }
+                }
             }
         }
     }
@@ -1126,6 +1199,7 @@ impl Node {
             req,
             self.config.public,
             self.config.hostname.clone(),
+            &self.config.lan_endpoints,
         );
         let attempt = match self.reg {
             RegState::Trying { attempt, .. } => attempt,

@@ -15,12 +15,19 @@ use core::time::Duration;
 
 use crate::addr::{Address, Hostname};
 use crate::identity::{Identity, PublicKey};
-use crate::io::{earliest, Timer, Transmit};
-use crate::msg::{Certificate, ErrorCode, Message, Query, Register, Registered, Resolved};
+use crate::io::{earliest, SocketId, Timer, Transmit};
+use crate::msg::{
+    Certificate, ErrorCode, Message, Query, Register, Registered, Resolved, MAX_ENDPOINTS,
+};
 use crate::stats::{DropReason, Stats};
 use crate::time::Timestamp;
 use crate::trust::{TrustApproval, TrustRequest};
 use crate::tunnel::{Inbound, PeerKey, TunnelConfig, Tunnels};
+use crate::wire::{self, Packet};
+
+mod relay;
+
+pub use relay::{RelayLimits, RelayStats};
 
 /// How a rendezvous behaves.
 #[derive(Clone, Debug)]
@@ -45,6 +52,8 @@ pub struct RendezvousConfig {
     pub request_burst: u32,
     /// Handshake and session settings.
     pub tunnel: TunnelConfig,
+    /// What the relay forwards per agent and per pair.
+    pub relay: RelayLimits,
 }
 
 impl RendezvousConfig {
@@ -64,6 +73,7 @@ impl RendezvousConfig {
                 responder_only: true,
                 ..TunnelConfig::default()
             },
+            relay: RelayLimits::default(),
         }
     }
 }
@@ -225,6 +235,14 @@ pub struct Rendezvous {
     records: BTreeMap<PublicKey, Record>,
     by_node: BTreeMap<u32, PublicKey>,
     by_hostname: BTreeMap<Hostname, PublicKey>,
+    /// The UDP address each online agent registered from: how the relay
+    /// knows who sends a relay packet.
+    by_endpoint: BTreeMap<SocketAddr, PublicKey>,
+    /// Each online agent's LAN endpoints, from its registration.
+    lan: BTreeMap<PublicKey, Vec<SocketAddr>>,
+    relay: relay::Relay,
+    /// Relayed packets to send, ahead of the tunnel layer's own.
+    relayed: VecDeque<Transmit>,
     /// Session key to identity, for agents that registered.
     by_session_key: BTreeMap<PeerKey, PublicKey>,
     /// Per identity, the last Register applied: when its session was
@@ -255,12 +273,17 @@ impl Rendezvous {
             seed,
             config.wall_origin_micros,
         );
+        let relay = relay::Relay::new(config.relay);
         Rendezvous {
             config,
             tunnels,
             records: BTreeMap::new(),
             by_node: BTreeMap::new(),
             by_hostname: BTreeMap::new(),
+            by_endpoint: BTreeMap::new(),
+            lan: BTreeMap::new(),
+            relay,
+            relayed: VecDeque::new(),
             by_session_key: BTreeMap::new(),
             last_register: BTreeMap::new(),
             expiries: BTreeSet::new(),
@@ -290,6 +313,16 @@ impl Rendezvous {
     /// Peers and receiver indices held by the tunnel layer.
     pub fn state_size(&self) -> (usize, usize) {
         self.tunnels.state_size()
+    }
+
+    /// What the relay forwarded and refused.
+    pub fn relay_stats(&self) -> RelayStats {
+        self.relay.stats
+    }
+
+    /// Relay meters held (per agent, per pair): bounded by online agents.
+    pub fn relay_state_size(&self) -> (usize, usize) {
+        self.relay.size()
     }
 
     /// Every registration, in key order (for persistence and inspection).
@@ -329,14 +362,23 @@ impl Rendezvous {
             / 1_000_000
     }
 
-    /// Handles one datagram from `from`.
-    pub fn handle_datagram(&mut self, now: Timestamp, from: SocketAddr, data: &[u8]) {
+    /// Handles one datagram that our socket `socket` received from `from`.
+    pub fn handle_datagram(
+        &mut self,
+        now: Timestamp,
+        socket: SocketId,
+        from: SocketAddr,
+        data: &[u8],
+    ) {
         self.now = now;
+        if data.first() == Some(&wire::TYPE_RELAY) {
+            return self.on_relay(now, socket, from, data);
+        }
         // Anyone may open a session with the rendezvous: registering is
         // how an agent gets known at all.
         let result = self
             .tunnels
-            .handle_datagram(now, from, data, &mut |_, _| true);
+            .handle_datagram(now, socket, from, data, &mut |_, _| true);
         match result {
             Err(reason) => self.tunnels.stats_mut().drop(reason),
             Ok(None) => {}
@@ -368,6 +410,7 @@ impl Rendezvous {
                         self.on_trust_revoke(now, inbound.peer, req, peer)
                     }
                     Ok(Message::Ack { req }) => self.on_ack(inbound.peer, req),
+                    Ok(Message::Punch { peer }) => self.on_punch(now, inbound.peer, peer),
                     Ok(Message::Bye) => self.on_bye(now, inbound.peer),
                     Ok(_) => self.tunnels.stats_mut().drop(DropReason::Unexpected),
                     Err(_) => self.tunnels.stats_mut().drop(DropReason::Malformed),
@@ -377,6 +420,121 @@ impl Rendezvous {
         // The rendezvous never initiates, so tunnel events carry nothing
         // it must act on.
         while self.tunnels.poll_event().is_some() {}
+    }
+
+    /// Forwards a relay packet between two agents that trust each other.
+    /// No reply on any refusal: the sender's tunnel retries or falls back.
+    fn on_relay(&mut self, now: Timestamp, socket: SocketId, from: SocketAddr, data: &[u8]) {
+        let Ok(Packet::Relay { address, inner }) = wire::decode(data) else {
+            self.relay.stats.malformed += 1;
+            return;
+        };
+        let Some(sender) = self.by_endpoint.get(&from).copied() else {
+            self.relay.stats.unknown_sender += 1;
+            return;
+        };
+        let Some(sender_addr) = self
+            .records
+            .get(&sender)
+            .filter(|r| r.expires.is_some())
+            .map(|r| r.address)
+        else {
+            self.relay.stats.unknown_sender += 1;
+            return;
+        };
+        let target = self.key_of(Address::from_bytes(address));
+        let Some((target, to)) = target.and_then(|k| {
+            let ep = self.records.get(&k)?.endpoint?;
+            Some((k, ep))
+        }) else {
+            self.relay.stats.offline += 1;
+            return;
+        };
+        let pair = pair_key(sender, target);
+        if !self.pairs.contains_key(&pair) {
+            self.relay.stats.not_paired += 1;
+            return;
+        }
+        let out = wire::relay(sender_addr.to_bytes(), inner);
+        if !self.relay.admit(now, sender, pair, out.len()) {
+            return;
+        }
+        self.relay.stats.forwarded_packets += 1;
+        self.relay.stats.forwarded_bytes += out.len() as u64;
+        self.relayed.push_back(Transmit::new(socket, to, out));
+    }
+
+    /// An agent asks to punch through to `target`: tell both sides each
+    /// other's candidates and when to start. Refusals are silent (counted):
+    /// the agent asks again later, and may not learn whether a peer that
+    /// does not trust it is online.
+    fn on_punch(&mut self, now: Timestamp, peer: PeerKey, target: Address) {
+        let requester = self.by_session_key.get(&peer).copied();
+        let target = self.key_of(target);
+        let (Some(a), Some(b)) = (requester, target) else {
+            return self.tunnels.stats_mut().drop(DropReason::Unexpected);
+        };
+        if a == b || !self.pairs.contains_key(&pair_key(a, b)) {
+            return self.tunnels.stats_mut().drop(DropReason::NotAllowed);
+        }
+        let (Some(ra), Some(rb)) = (self.records.get(&a), self.records.get(&b)) else {
+            return;
+        };
+        let (Some(ea), Some(eb)) = (ra.endpoint, rb.endpoint) else {
+            return self.tunnels.stats_mut().drop(DropReason::Unexpected);
+        };
+        let (addr_a, addr_b) = (ra.address, rb.address);
+        let (Ok(xa), Ok(xb)) = (a.x25519(), b.x25519()) else {
+            return;
+        };
+        // Each side starts when the other's message has arrived too: the
+        // nearer side waits for the difference of the one-way delays
+        // (half the handshake round trips), each on its own clock.
+        let owd = |x: &PeerKey| {
+            self.tunnels
+                .peer_stats(x, now)
+                .and_then(|s| s.rtt)
+                .map_or(Duration::ZERO, |r| r / 2)
+        };
+        let (da, db) = (owd(&xa), owd(&xb));
+        let delay = |mine: Duration, theirs: Duration| {
+            theirs
+                .saturating_sub(mine)
+                .min(Duration::from_secs(2))
+                .as_millis() as u16
+        };
+        let cands = |ep: SocketAddr, key: &PublicKey| {
+            let mut v = alloc::vec![ep];
+            for l in self.lan.get(key).into_iter().flatten() {
+                if !v.contains(l) && v.len() < MAX_ENDPOINTS {
+                    v.push(*l);
+                }
+            }
+            v
+        };
+        let to_a = Message::PunchGo {
+            peer: addr_b,
+            delay_ms: delay(da, db),
+            endpoints: cands(eb, &b),
+        };
+        let to_b = Message::PunchGo {
+            peer: addr_a,
+            delay_ms: delay(db, da),
+            endpoints: cands(ea, &a),
+        };
+        self.reply(now, &xa, &to_a);
+        self.reply(now, &xb, &to_b);
+    }
+
+    /// An agent is offline: it is no longer known by its endpoint.
+    fn went_offline(&mut self, key: &PublicKey, endpoint: Option<SocketAddr>) {
+        if let Some(ep) = endpoint {
+            if self.by_endpoint.get(&ep) == Some(key) {
+                self.by_endpoint.remove(&ep);
+            }
+        }
+        self.lan.remove(key);
+        self.relay.forget(key);
     }
 
     fn take_token(&mut self, now: Timestamp, peer: &PeerKey) -> bool {
@@ -413,7 +571,12 @@ impl Rendezvous {
     }
 
     fn on_register(&mut self, now: Timestamp, inbound: &Inbound, r: Register) {
-        let (peer, from) = (inbound.peer, inbound.from);
+        let peer = inbound.peer;
+        // The rendezvous relays for nobody, so everything reaches it
+        // directly.
+        let Some(from) = inbound.from.addr() else {
+            return;
+        };
         if r.key.x25519().ok() != Some(peer) {
             let msg = "the identity key is not the key of this session".into();
             return self.error(now, &peer, r.req, ErrorCode::KeyMismatch, msg);
@@ -478,7 +641,17 @@ impl Rendezvous {
         }
         rec.hostname = r.hostname.clone();
         rec.public = r.public;
-        rec.endpoint = Some(from);
+        if let Some(old) = rec.endpoint.replace(from) {
+            if old != from && self.by_endpoint.get(&old) == Some(&r.key) {
+                self.by_endpoint.remove(&old);
+            }
+        }
+        self.by_endpoint.insert(from, r.key);
+        if r.lan.is_empty() {
+            self.lan.remove(&r.key);
+        } else {
+            self.lan.insert(r.key, r.lan.clone());
+        }
         if let Some(old) = rec.expires.replace(expires) {
             self.expiries.remove(&(old, r.key));
         }
@@ -555,7 +728,12 @@ impl Rendezvous {
             public: rec.public,
             online: rec.expires.is_some(),
             hostname: rec.hostname.clone(),
-            endpoints: rec.endpoint.into_iter().collect(),
+            endpoints: rec
+                .endpoint
+                .into_iter()
+                .chain(self.lan.get(&rec.key).into_iter().flatten().copied())
+                .take(MAX_ENDPOINTS)
+                .collect(),
         });
         self.reply(now, &peer, &answer);
     }
@@ -748,10 +926,11 @@ impl Rendezvous {
                 if let Some(at) = rec.expires.take() {
                     self.expiries.remove(&(at, key));
                 }
-                rec.endpoint = None;
+                let endpoint = rec.endpoint.take();
                 self.events.push_back(RendezvousEvent::Expired {
                     address: rec.address,
                 });
+                self.went_offline(&key, endpoint);
             }
         }
         self.tunnels.remove_peer(&peer);
@@ -939,10 +1118,11 @@ impl Rendezvous {
             self.expiries.remove(&(at, key));
             if let Some(rec) = self.records.get_mut(&key) {
                 rec.expires = None;
-                rec.endpoint = None;
+                let endpoint = rec.endpoint.take();
                 self.events.push_back(RendezvousEvent::Expired {
                     address: rec.address,
                 });
+                self.went_offline(&key, endpoint);
             }
             // A silent agent's session state goes too: it comes back with
             // a new handshake, and 10 000 vanished agents cost nothing.
@@ -958,7 +1138,9 @@ impl Rendezvous {
 
     /// The next datagram to send.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.tunnels.poll_transmit()
+        self.relayed
+            .pop_front()
+            .or_else(|| self.tunnels.poll_transmit())
     }
 
     /// The next event.
@@ -968,7 +1150,7 @@ impl Rendezvous {
 
     /// When to call `handle_timeout` next, and why.
     pub fn poll_timeout(&self) -> Option<(Timestamp, Timer)> {
-        if self.tunnels.has_output() || !self.events.is_empty() {
+        if self.tunnels.has_output() || !self.events.is_empty() || !self.relayed.is_empty() {
             return Some((self.now, Timer::Output));
         }
         let expiry = self.expiries.first().map(|(t, _)| (*t, Timer::Expiry));

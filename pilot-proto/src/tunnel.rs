@@ -4,7 +4,9 @@
 //!
 //! The tunnel layer does no protocol decisions above "who may complete a
 //! handshake with us", which its owner answers through an `accept`
-//! callback.
+//! callback, and "which path carries a peer's packets", which lives in
+//! [`paths`]: direct candidates validated inside the session, and the
+//! rendezvous's relay as the floor.
 
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::vec::Vec;
@@ -12,13 +14,28 @@ use core::net::SocketAddr;
 use core::time::Duration;
 
 use crate::cookie::{self, CookieChecker, MacVerdict, COOKIE_SECRET_LIFETIME};
-use crate::io::{earliest, Timer, Transmit};
+use crate::io::{earliest, SocketId, Timer, Transmit};
 use crate::noise::{self, Initiator, Responder, Split};
 use crate::rng::Stream;
 use crate::session::{OpenError, SealError, Session, SessionLimits};
 use crate::stats::{DropReason, Stats};
 use crate::time::Timestamp;
 use crate::wire::{self, Packet, MAC_LEN, MAX_HANDSHAKE_PAYLOAD};
+
+pub mod paths;
+mod timers;
+
+use paths::{PathAction, PathSet};
+pub use paths::{PathConfig, PathInfo, PathState, RelayTag, Route};
+use timers::PeerTimers;
+
+/// Plaintext kind of a path challenge (inside a session): kind, then an
+/// 8-byte token the peer must echo on the same path.
+pub const KIND_PATH_CHALLENGE: u8 = 0x20;
+/// Plaintext kind of a path response: kind, then the challenge's token.
+pub const KIND_PATH_RESPONSE: u8 = 0x21;
+/// Length of a path challenge or response plaintext.
+pub const PATH_MSG_LEN: usize = 9;
 
 /// A peer's static X25519 public key: the tunnel's name for it.
 pub type PeerKey = [u8; 32];
@@ -44,8 +61,15 @@ pub struct TunnelConfig {
     /// Most peers remembered; new responders are refused beyond it.
     pub max_peers: usize,
     /// Never start a handshake (the rendezvous): peers always come to us,
-    /// and a vanished peer must not cost us retransmissions.
+    /// and a vanished peer must not cost us retransmissions. Such a tunnel
+    /// also follows each peer to wherever its authenticated packets come
+    /// from, instead of validating paths: it only ever answers.
     pub responder_only: bool,
+    /// The rendezvous that relays for us: our socket and its address.
+    /// Relayed packets go there wrapped (see [`wire::relay`]).
+    pub relay: Option<(SocketId, SocketAddr)>,
+    /// Path probing and liveness.
+    pub paths: PathConfig,
 }
 
 impl Default for TunnelConfig {
@@ -59,12 +83,15 @@ impl Default for TunnelConfig {
             max_queued: 128,
             max_peers: 1 << 20,
             responder_only: false,
+            relay: None,
+            paths: PathConfig::default(),
         }
     }
 }
 
 /// Something the tunnel layer tells its owner.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum TunnelEvent {
     /// A new session with `peer` is ready to carry data. `payload` is what
     /// the peer put in its handshake after any timestamp (a certificate).
@@ -81,6 +108,14 @@ pub enum TunnelEvent {
         peer: PeerKey,
         /// Queued plaintexts discarded.
         dropped: usize,
+    },
+    /// The path carrying data to `peer` changed (a direct path was
+    /// validated, or failed and data fell back to the relay).
+    PathChanged {
+        /// The peer.
+        peer: PeerKey,
+        /// The route now in use (None: no route at all).
+        route: Option<Route>,
     },
 }
 
@@ -125,9 +160,17 @@ impl core::fmt::Display for SessionState {
 /// the peer or that authenticated as the peer's; they live as long as the
 /// tunnel layer remembers the peer.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PeerStats {
-    /// The underlay endpoint we send to, if we know one.
+    /// The route data takes now: a validated direct path, the relay, or
+    /// (no path validated and no relay) the candidate we try.
+    pub route: Option<Route>,
+    /// The validated direct endpoint data goes to, if any.
     pub endpoint: Option<SocketAddr>,
+    /// Smoothed round trip of the direct path in use.
+    pub path_rtt: Option<Duration>,
+    /// Path probes sent to this peer.
+    pub probes_sent: u64,
     /// Where the session stands.
     pub state: SessionState,
     /// Round-trip time measured by the latest completed handshake: from
@@ -153,8 +196,8 @@ pub struct PeerStats {
 pub struct Inbound {
     /// Who sent it.
     pub peer: PeerKey,
-    /// The underlay address it came from.
-    pub from: SocketAddr,
+    /// The path it came on.
+    pub from: Route,
     /// The plaintext (never empty: keepalives are absorbed).
     pub plaintext: Vec<u8>,
     /// The handshake hash of the session it arrived on.
@@ -168,6 +211,8 @@ pub struct Inbound {
 struct Pending {
     initiator: Initiator,
     local_index: u32,
+    /// The paths this attempt's initiation went out on.
+    routes: Vec<Route>,
     started: Timestamp,
     /// When this attempt's initiation went out: its response measures the
     /// round trip.
@@ -179,7 +224,7 @@ struct Pending {
 }
 
 struct Peer {
-    endpoint: Option<SocketAddr>,
+    paths: PathSet,
     current: Option<Session>,
     previous: Option<Session>,
     /// A responder's session, usable once the initiator's first packet
@@ -199,8 +244,13 @@ struct Peer {
     last_init_timestamp: u64,
     /// The peer's handshake payload, until the session is confirmed.
     next_payload: Vec<u8>,
-    /// When we sent the response that `next` waits to be confirmed by.
+    /// When we sent the response that `next` waits to be confirmed by,
+    /// and on which path the initiation came.
     next_sent_at: Option<Timestamp>,
+    next_route: Option<Route>,
+    /// Last non-empty plaintext we sent (probes excluded): the peer is
+    /// active, and its paths are kept alive, for a while after.
+    last_data_sent: Option<Timestamp>,
     /// Latest handshake round trip, and when that session was established.
     rtt: Option<Duration>,
     established_at: Option<Timestamp>,
@@ -212,9 +262,9 @@ struct Peer {
 }
 
 impl Peer {
-    fn new(endpoint: Option<SocketAddr>) -> Self {
+    fn new(follow: bool) -> Self {
         Peer {
-            endpoint,
+            paths: PathSet::new(follow),
             current: None,
             previous: None,
             next: None,
@@ -228,6 +278,8 @@ impl Peer {
             last_init_timestamp: 0,
             next_payload: Vec::new(),
             next_sent_at: None,
+            next_route: None,
+            last_data_sent: None,
             rtt: None,
             established_at: None,
             packets_in: 0,
@@ -237,10 +289,11 @@ impl Peer {
         }
     }
 
-    /// Counts a datagram sent to the peer.
-    fn count_out(&mut self, len: usize) {
+    /// Counts a datagram of `len` bytes sent to the peer on `route` (a
+    /// relayed one is that much longer on the wire).
+    fn count_out(&mut self, route: &Route, len: usize) {
         self.packets_out += 1;
-        self.bytes_out += len as u64;
+        self.bytes_out += wire_len(route, len) as u64;
     }
 
     /// Counts a datagram that authenticated as the peer's.
@@ -265,8 +318,12 @@ impl Peer {
         } else {
             SessionState::None
         };
+        let route = self.paths.route();
         PeerStats {
-            endpoint: self.endpoint,
+            route,
+            endpoint: self.paths.active().and_then(|r| r.addr()),
+            path_rtt: self.paths.active_rtt(),
+            probes_sent: self.paths.probes_sent(),
             state,
             rtt: self.rtt,
             last_handshake: self.established_at,
@@ -286,6 +343,14 @@ impl Peer {
 
     fn usable(&self, now: Timestamp) -> Option<&Session> {
         self.current.as_ref().filter(|s| !s.expired(now))
+    }
+
+    /// Data went either way recently: keep the peer's paths alive.
+    fn active(&self, now: Timestamp, idle_after: Duration) -> bool {
+        [self.last_data_sent, self.last_data_received]
+            .into_iter()
+            .flatten()
+            .any(|t| now.saturating_since(t) < idle_after)
     }
 
     fn slot_mut(&mut self, index: u32) -> Option<(&mut Session, bool)> {
@@ -321,6 +386,15 @@ pub struct Tunnels {
     transmits: VecDeque<Transmit>,
     events: VecDeque<TunnelEvent>,
     stats: Stats,
+}
+
+/// The length on the wire of a tunnel packet of `len` bytes sent on
+/// `route`.
+fn wire_len(route: &Route, len: usize) -> usize {
+    match route {
+        Route::Direct { .. } => len,
+        Route::Relay(_) => len + wire::RELAY_HEADER_LEN,
+    }
 }
 
 fn remove_session_index(indices: &mut BTreeMap<u32, PeerKey>, s: &Option<Session>) {
@@ -395,17 +469,93 @@ impl Tunnels {
         self.local_payload = payload;
     }
 
-    /// Adds a peer, or updates its endpoint.
+    /// Adds a peer reached at `endpoint` without validation (the
+    /// rendezvous an agent is configured with), or makes `endpoint` its
+    /// path.
     pub fn set_endpoint(&mut self, peer: PeerKey, endpoint: SocketAddr) {
-        self.peers
-            .entry(peer)
-            .or_insert_with(|| Peer::new(None))
-            .endpoint = Some(endpoint);
+        self.set_route(peer, Route::direct(endpoint));
     }
 
-    /// The endpoint we last authenticated the peer at, or were told.
+    /// Like [`Tunnels::set_endpoint`], for any route.
+    pub fn set_route(&mut self, peer: PeerKey, route: Route) {
+        let follow = self.config.responder_only;
+        self.peers
+            .entry(peer)
+            .or_insert_with(|| Peer::new(follow))
+            .paths
+            .configure(route);
+    }
+
+    /// The validated direct endpoint we send to, if any.
     pub fn endpoint(&self, peer: &PeerKey) -> Option<SocketAddr> {
-        self.peers.get(peer).and_then(|p| p.endpoint)
+        self.peers
+            .get(peer)
+            .and_then(|p| p.paths.active())
+            .and_then(|r| r.addr())
+    }
+
+    /// The route the next packet to `peer` takes.
+    pub fn route(&self, peer: &PeerKey) -> Option<Route> {
+        self.peers.get(peer).and_then(|p| p.paths.route())
+    }
+
+    /// True if we can send to `peer` at all (a path, the relay or a
+    /// candidate to try).
+    pub fn routable(&self, peer: &PeerKey) -> bool {
+        self.peers.get(peer).is_some_and(|p| p.paths.routable())
+    }
+
+    /// Adds direct candidates for `peer` (creating it if needed). They
+    /// carry data only once validated.
+    pub fn add_candidates(&mut self, peer: PeerKey, candidates: &[SocketAddr]) {
+        let follow = self.config.responder_only;
+        let p = self.peers.entry(peer).or_insert_with(|| Peer::new(follow));
+        for c in candidates {
+            p.paths.add(Route::direct(*c));
+        }
+    }
+
+    /// Lets `peer` be reached through the relay, which knows it by `tag`
+    /// (creating the peer if needed). Ignored without a relay configured.
+    /// Emits no event, though the relay may become the active route.
+    pub fn set_relay(&mut self, peer: PeerKey, tag: RelayTag) {
+        if self.config.relay.is_none() {
+            return;
+        }
+        let follow = self.config.responder_only;
+        let p = self.peers.entry(peer).or_insert_with(|| Peer::new(follow));
+        if p.paths.relay == Some(tag) {
+            return;
+        }
+        p.paths.relay = Some(tag);
+        // The owner knows what it just did: no event.
+        p.paths.reselect();
+    }
+
+    /// Starts probing `peer`'s candidates at `at` (or as soon as a session
+    /// can carry the probes).
+    pub fn schedule_punch(&mut self, peer: &PeerKey, at: Timestamp) {
+        if let Some(p) = self.peers.get_mut(peer) {
+            p.paths.schedule_punch(at);
+        }
+    }
+
+    /// True if a validated direct path carries `peer`'s data.
+    pub fn is_direct(&self, peer: &PeerKey) -> bool {
+        self.peers.get(peer).is_some_and(|p| p.paths.is_direct())
+    }
+
+    /// True while probes to `peer` are scheduled or going out.
+    pub fn is_probing(&self, peer: &PeerKey) -> bool {
+        self.peers.get(peer).is_some_and(|p| p.paths.probing())
+    }
+
+    /// `peer`'s direct candidates and their state.
+    pub fn paths(&self, peer: &PeerKey) -> Vec<PathInfo> {
+        self.peers
+            .get(peer)
+            .map(|p| p.paths.info())
+            .unwrap_or_default()
     }
 
     /// Sends a keepalive to `peer` every `interval` (to keep NAT mappings).
@@ -453,6 +603,48 @@ impl Tunnels {
         self.peers.get_mut(peer).and_then(|p| p.current.as_mut())
     }
 
+    /// Queues `payload` for `route`: as it is for a direct route, wrapped
+    /// for the relay otherwise.
+    fn emit(&mut self, route: Route, payload: Vec<u8>) {
+        let transmit = match route {
+            Route::Direct { socket, addr } => Transmit::new(socket, addr, payload),
+            Route::Relay(tag) => {
+                let Some((socket, relay)) = self.config.relay else {
+                    self.stats.send_dropped += 1;
+                    return;
+                };
+                Transmit::new(socket, relay, wire::relay(tag, &payload))
+            }
+        };
+        self.stats.datagrams_out += 1;
+        self.transmits.push_back(transmit);
+    }
+
+    /// Seals `plaintext` in the current session and sends it on `route`
+    /// (a path control message: probes are not data and do not count for
+    /// liveness). Returns false without a usable session.
+    fn send_control(
+        &mut self,
+        now: Timestamp,
+        peer: &PeerKey,
+        route: Route,
+        plaintext: &[u8],
+    ) -> bool {
+        let Some(p) = self.peers.get_mut(peer) else {
+            return false;
+        };
+        let Some(s) = p.current.as_mut().filter(|s| !s.expired(now)) else {
+            return false;
+        };
+        let mut out = Vec::new();
+        if s.seal(now, plaintext, &mut out).is_err() {
+            return false;
+        }
+        p.count_out(&route, out.len());
+        self.emit(route, out);
+        true
+    }
+
     /// Sends `plaintext` to `peer`, starting a handshake if needed (the
     /// message then waits in a bounded queue).
     pub fn send(
@@ -464,38 +656,33 @@ impl Tunnels {
         let Some(p) = self.peers.get_mut(peer) else {
             return Err(SendError::NoEndpoint);
         };
-        let Some(endpoint) = p.endpoint else {
+        let Some(route) = p.paths.route() else {
             return Err(SendError::NoEndpoint);
         };
-        let mut rekey = p.current.is_none();
         if let Some(s) = p.current.as_mut() {
             let mut out = Vec::new();
             match s.seal(now, plaintext, &mut out) {
                 Ok(()) => {
-                    rekey = s.wants_rekey(now);
+                    let rekey = s.wants_rekey(now);
                     p.last_sent = now;
-                    if !plaintext.is_empty() && p.unanswered_since.is_none() {
-                        p.unanswered_since = Some(now);
+                    if !plaintext.is_empty() {
+                        p.last_data_sent = Some(now);
+                        p.paths.sent_data(now, route);
+                        if p.unanswered_since.is_none() {
+                            p.unanswered_since = Some(now);
+                        }
                     }
-                    p.count_out(out.len());
-                    self.transmits.push_back(Transmit {
-                        destination: endpoint,
-                        payload: out,
-                    });
-                    self.stats.datagrams_out += 1;
-                    if rekey && p.pending.is_none() {
+                    p.count_out(&route, out.len());
+                    let start = rekey && p.pending.is_none();
+                    self.emit(route, out);
+                    if start {
                         self.initiate(now, peer);
                     }
                     return Ok(());
                 }
-                Err(SealError::CounterExhausted | SealError::Expired) => rekey = true,
+                Err(SealError::CounterExhausted | SealError::Expired) => {}
             }
         }
-        let _ = rekey;
-        let p = match self.peers.get_mut(peer) {
-            Some(p) => p,
-            None => return Err(SendError::NoEndpoint),
-        };
         let result = if p.queue.len() >= self.config.max_queued {
             p.queue.pop_front();
             self.stats.send_dropped += 1;
@@ -547,9 +734,10 @@ impl Tunnels {
         let Some(p) = self.peers.get_mut(peer) else {
             return;
         };
-        let Some(endpoint) = p.endpoint else {
+        let routes = p.paths.handshake_routes();
+        if routes.is_empty() {
             return;
-        };
+        }
         let mut payload = Vec::with_capacity(8 + self.local_payload.len());
         payload.extend_from_slice(&timestamp.to_be_bytes());
         payload.extend_from_slice(&self.local_payload);
@@ -576,6 +764,7 @@ impl Tunnels {
         p.pending = Some(Pending {
             initiator,
             local_index: index,
+            routes: routes.clone(),
             started,
             sent_at: now,
             retry_at: now + backoff + jitter,
@@ -583,35 +772,64 @@ impl Tunnels {
             mac1,
         });
         p.last_sent = now;
-        p.count_out(pkt.len());
+        for route in &routes {
+            p.count_out(route, pkt.len());
+        }
         self.indices.insert(index, *peer);
-        self.transmits.push_back(Transmit {
-            destination: endpoint,
-            payload: pkt,
-        });
+        // The same initiation on every route: the peer answers the first
+        // copy on the route it came (later copies are replays to it), so
+        // a direct path that works is found by the handshake itself.
+        for route in routes {
+            self.emit(route, pkt.clone());
+        }
         self.stats.handshakes_sent += 1;
-        self.stats.datagrams_out += 1;
     }
 
-    /// Handles one datagram. Returns the decrypted message if it carried
-    /// one. `accept` decides whether a peer may complete a handshake with
-    /// us, given its key and handshake payload.
+    /// Handles one datagram that socket `socket` received from `from`.
+    /// Returns the decrypted message if it carried one. `accept` decides
+    /// whether a peer may complete a handshake with us, given its key and
+    /// handshake payload.
     pub fn handle_datagram(
         &mut self,
         now: Timestamp,
+        socket: SocketId,
         from: SocketAddr,
+        data: &[u8],
+        accept: &mut dyn FnMut(&PeerKey, &[u8]) -> bool,
+    ) -> Result<Option<Inbound>, DropReason> {
+        self.handle_packet(now, Route::Direct { socket, addr: from }, data, accept)
+    }
+
+    /// Handles a packet the relay brought from the agent it calls `tag`
+    /// (already unwrapped).
+    pub fn handle_relayed(
+        &mut self,
+        now: Timestamp,
+        tag: RelayTag,
+        data: &[u8],
+        accept: &mut dyn FnMut(&PeerKey, &[u8]) -> bool,
+    ) -> Result<Option<Inbound>, DropReason> {
+        if self.config.relay.is_none() {
+            self.stats.datagrams_in += 1;
+            return Err(DropReason::Unexpected);
+        }
+        self.handle_packet(now, Route::Relay(tag), data, accept)
+    }
+
+    fn handle_packet(
+        &mut self,
+        now: Timestamp,
+        from: Route,
         data: &[u8],
         accept: &mut dyn FnMut(&PeerKey, &[u8]) -> bool,
     ) -> Result<Option<Inbound>, DropReason> {
         self.stats.datagrams_in += 1;
         let packet = wire::decode(data).map_err(|_| DropReason::Malformed)?;
+        // Counters see whole datagrams, relay framing included.
+        let len = wire_len(&from, data.len());
         match packet {
-            Packet::Init(h) => self
-                .on_init(now, from, &h, data.len(), accept)
-                .map(|_| None),
-            Packet::Response(h) => self
-                .on_response(now, from, &h, data.len(), accept)
-                .map(|_| None),
+            Packet::Init(h) => self.on_init(now, from, &h, len, accept).map(|_| None),
+            Packet::Response(h) => self.on_response(now, from, &h, len, accept).map(|_| None),
             Packet::Cookie {
                 receiver,
                 nonce,
@@ -621,29 +839,28 @@ impl Tunnels {
                 receiver,
                 counter,
                 ciphertext,
-            } => self.on_transport(now, from, receiver, counter, ciphertext, data.len()),
+            } => self.on_transport(now, from, receiver, counter, ciphertext, len),
+            // Relay packets are unwrapped by the owner, never by us.
+            Packet::Relay { .. } => Err(DropReason::Unexpected),
         }
     }
 
     fn check_macs(
         &mut self,
         now: Timestamp,
-        from: SocketAddr,
+        from: Route,
         h: &wire::Handshake<'_>,
     ) -> Result<(), DropReason> {
-        match self.checker.verify(now, &mut self.secret_rng, from, h) {
+        let source = from.cookie_source();
+        match self.checker.verify(now, &mut self.secret_rng, &source, h) {
             MacVerdict::Accept => Ok(()),
             MacVerdict::BadMac1 => Err(DropReason::BadMac),
             MacVerdict::NeedCookie => {
                 let reply =
                     self.checker
-                        .cookie_reply(now, &mut self.secret_rng, from, h.sender, h.mac1);
-                self.transmits.push_back(Transmit {
-                    destination: from,
-                    payload: reply,
-                });
+                        .cookie_reply(now, &mut self.secret_rng, &source, h.sender, h.mac1);
+                self.emit(from, reply);
                 self.stats.cookie_replies += 1;
-                self.stats.datagrams_out += 1;
                 Err(DropReason::RateLimited)
             }
         }
@@ -652,7 +869,7 @@ impl Tunnels {
     fn on_init(
         &mut self,
         now: Timestamp,
-        from: SocketAddr,
+        from: Route,
         h: &wire::Handshake<'_>,
         len: usize,
         accept: &mut dyn FnMut(&PeerKey, &[u8]) -> bool,
@@ -693,31 +910,45 @@ impl Tunnels {
             .map_err(|_| DropReason::AuthFailed)?;
         pkt.extend_from_slice(&[0; 2 * MAC_LEN]);
         let session = Session::new(&split, false, index, h.sender, now, self.config.limits);
-        let p = self.peers.entry(remote).or_insert_with(|| Peer::new(None));
+        let follow = self.config.responder_only;
+        let has_relay = self.config.relay.is_some();
+        let p = self
+            .peers
+            .entry(remote)
+            .or_insert_with(|| Peer::new(follow));
         let cookie = p.fresh_cookie(now);
         cookie::seal_macs(&mut pkt, &cookie::mac1_key(&remote), cookie.as_ref());
         p.last_init_timestamp = timestamp;
-        p.endpoint = Some(from);
+        match from {
+            // An initiation through the relay tells us how the relay
+            // knows the peer; the owner checks it against the peer's
+            // certificate once the session is up.
+            Route::Relay(tag) if has_relay && p.paths.relay.is_none() => {
+                p.paths.relay = Some(tag);
+            }
+            Route::Relay(_) => {}
+            Route::Direct { .. } => {
+                p.paths.heard(now, from, &self.config.paths);
+            }
+        }
         p.next_payload = payload[8..].to_vec();
         remove_session_index(&mut self.indices, &p.next);
         p.next = Some(session);
         p.next_sent_at = Some(now);
+        p.next_route = Some(from);
         p.last_sent = now;
         p.count_in(len);
-        p.count_out(pkt.len());
+        p.count_out(&from, pkt.len());
         self.indices.insert(index, remote);
-        self.transmits.push_back(Transmit {
-            destination: from,
-            payload: pkt,
-        });
-        self.stats.datagrams_out += 1;
+        // The answer goes back the way the initiation came.
+        self.emit(from, pkt);
         Ok(())
     }
 
     fn on_response(
         &mut self,
         now: Timestamp,
-        from: SocketAddr,
+        from: Route,
         h: &wire::Handshake<'_>,
         len: usize,
         accept: &mut dyn FnMut(&PeerKey, &[u8]) -> bool,
@@ -735,6 +966,7 @@ impl Tunnels {
             return Err(DropReason::UnknownSession);
         }
         self.check_macs(now, from, h)?;
+        let paths_config = self.config.paths;
         let Some(p) = self.peers.get_mut(&peer) else {
             return Err(DropReason::UnknownSession);
         };
@@ -754,18 +986,34 @@ impl Tunnels {
         }
         let local_index = pending.local_index;
         let rtt = now.saturating_since(pending.sent_at);
+        let sent_on = pending.routes.contains(&from);
         p.pending = None;
         p.count_in(len);
         p.established(now, Some(rtt));
         let session = Session::new(&split, true, local_index, h.sender, now, self.config.limits);
         retire_current(&mut self.indices, p);
         p.current = Some(session);
-        p.endpoint = Some(from);
+        // A response on the path the initiation took proves that path
+        // both ways; one from elsewhere only starts validating it.
+        let changed = if sent_on {
+            p.paths.handshake_done(now, from, rtt)
+        } else {
+            p.paths.heard(now, from, &paths_config) | p.paths.reselect()
+        };
         self.stats.handshakes_completed += 1;
         self.events
             .push_back(TunnelEvent::Established { peer, payload });
+        if changed {
+            self.path_changed(&peer);
+        }
         self.flush_queue(now, &peer, true);
         Ok(())
+    }
+
+    fn path_changed(&mut self, peer: &PeerKey) {
+        let route = self.peers.get(peer).and_then(|p| p.paths.active());
+        self.events
+            .push_back(TunnelEvent::PathChanged { peer: *peer, route });
     }
 
     fn on_cookie(
@@ -792,12 +1040,13 @@ impl Tunnels {
     fn on_transport(
         &mut self,
         now: Timestamp,
-        from: SocketAddr,
+        from: Route,
         receiver: u32,
         counter: u64,
         ciphertext: &[u8],
         len: usize,
     ) -> Result<Option<Inbound>, DropReason> {
+        let paths_config = self.config.paths;
         let (peer, p) = peer_by_index(&self.indices, &mut self.peers, receiver)?;
         let (session, is_next) = p.slot_mut(receiver).ok_or(DropReason::UnknownSession)?;
         let mut plaintext = Vec::with_capacity(ciphertext.len());
@@ -810,13 +1059,20 @@ impl Tunnels {
             })?;
         let handshake_hash = *session.handshake_hash();
         let session_created = session.created();
-        // An authenticated packet from a new address moves the path.
-        p.endpoint = Some(from);
+        // Authenticated: the peer is alive. A new address is validated
+        // before it carries anything (see `paths`).
+        let mut changed = p.paths.heard(now, from, &paths_config);
         p.unanswered_since = None;
         p.count_in(len);
         if is_next {
             let rtt = p.next_sent_at.take().map(|t| now.saturating_since(t));
             p.established(now, rtt);
+            if let (Some(route), Some(rtt)) = (p.next_route.take(), rtt) {
+                if route == from {
+                    changed |= p.paths.handshake_done(now, route, rtt);
+                }
+            }
+            changed |= p.paths.reselect();
             retire_current(&mut self.indices, p);
             p.current = p.next.take();
             let payload = core::mem::take(&mut p.next_payload);
@@ -824,6 +1080,29 @@ impl Tunnels {
             self.events
                 .push_back(TunnelEvent::Established { peer, payload });
             self.flush_queue(now, &peer, false);
+        }
+        if plaintext.len() == PATH_MSG_LEN
+            && matches!(plaintext[0], KIND_PATH_CHALLENGE | KIND_PATH_RESPONSE)
+        {
+            let mut token = [0u8; 8];
+            token.copy_from_slice(&plaintext[1..]);
+            if plaintext[0] == KIND_PATH_CHALLENGE {
+                // Answer on the path the challenge came on: that is the
+                // path being validated (and it opens our NAT toward it).
+                let mut reply = [0u8; PATH_MSG_LEN];
+                reply[0] = KIND_PATH_RESPONSE;
+                reply[1..].copy_from_slice(&token);
+                self.send_control(now, &peer, from, &reply);
+            } else if let Some(p) = self.peers.get_mut(&peer) {
+                changed |= p.paths.answered(now, from, u64::from_le_bytes(token));
+            }
+            if changed {
+                self.path_changed(&peer);
+            }
+            return Ok(None);
+        }
+        if changed {
+            self.path_changed(&peer);
         }
         if plaintext.is_empty() {
             return Ok(None);
@@ -861,42 +1140,9 @@ impl Tunnels {
     pub fn poll_timeout(&self) -> Option<(Timestamp, Timer)> {
         let mut next = None;
         for p in self.peers.values() {
-            next = earliest(next, self.peer_deadline(p));
+            next = earliest(next, PeerTimers::of(p, &self.config).earliest());
         }
         next
-    }
-
-    fn peer_deadline(&self, p: &Peer) -> Option<(Timestamp, Timer)> {
-        let mut next = None;
-        if let Some(h) = &p.pending {
-            let give_up = h.started + self.config.rekey_attempt_time;
-            next = earliest(next, Some((h.retry_at.min(give_up), Timer::Handshake)));
-        }
-        for s in [&p.current, &p.previous, &p.next].into_iter().flatten() {
-            next = earliest(next, Some((s.expires_at(), Timer::SessionExpiry)));
-        }
-        let watch = p.pending.is_none() && !self.config.responder_only;
-        if let Some(t) = p.unanswered_since.filter(|_| watch) {
-            next = earliest(next, Some((t + self.dead_after(), Timer::Handshake)));
-        }
-        if p.current.is_some() {
-            if let Some(rx) = p.last_data_received.filter(|rx| *rx >= p.last_sent) {
-                next = earliest(
-                    next,
-                    Some((rx + self.config.keepalive_timeout, Timer::Keepalive)),
-                );
-            }
-            if let Some(k) = p.persistent_keepalive {
-                next = earliest(next, Some((p.last_sent + k, Timer::Keepalive)));
-            }
-        }
-        next
-    }
-
-    /// How long sent data may go unanswered (not even by a keepalive)
-    /// before we assume the peer lost the session.
-    fn dead_after(&self) -> Duration {
-        self.config.keepalive_timeout + self.config.rekey_timeout
     }
 
     /// Runs every timer that is due. Safe to call at any time.
@@ -912,20 +1158,19 @@ impl Tunnels {
         let Some(p) = self.peers.get_mut(key) else {
             return;
         };
+        let due = PeerTimers::of(p, &config).due(now);
         // Expire sessions past their reject time.
-        for slot in [&mut p.current, &mut p.previous, &mut p.next] {
-            if slot.as_ref().is_some_and(|s| s.expired(now)) {
-                if let Some(s) = slot.take() {
-                    self.indices.remove(&s.local_index());
+        if due.session_expiry {
+            for slot in [&mut p.current, &mut p.previous, &mut p.next] {
+                if slot.as_ref().is_some_and(|s| s.expired(now)) {
+                    if let Some(s) = slot.take() {
+                        self.indices.remove(&s.local_index());
+                    }
                 }
             }
         }
         let mut retransmit = false;
-        let dead_after = config.keepalive_timeout + config.rekey_timeout;
-        if p.pending.is_none()
-            && !config.responder_only
-            && p.unanswered_since.is_some_and(|t| now >= t + dead_after)
-        {
+        if due.dead_peer {
             p.unanswered_since = None;
             retransmit = true;
             // Stop sending into a session the peer has probably lost: new
@@ -936,35 +1181,52 @@ impl Tunnels {
                 p.previous = Some(old);
             }
         }
-        if let Some(h) = &p.pending {
-            if now >= h.started + config.rekey_attempt_time {
-                self.indices.remove(&h.local_index);
-                p.pending = None;
-                let dropped = p.queue.len();
-                p.queue.clear();
-                self.stats.send_dropped += dropped as u64;
-                self.events.push_back(TunnelEvent::HandshakeFailed {
-                    peer: *key,
-                    dropped,
-                });
-            } else if now >= h.retry_at {
-                retransmit = true;
+        if due.handshake {
+            if let Some(h) = &p.pending {
+                if now >= h.started + config.rekey_attempt_time {
+                    self.indices.remove(&h.local_index);
+                    p.pending = None;
+                    let dropped = p.queue.len();
+                    p.queue.clear();
+                    self.stats.send_dropped += dropped as u64;
+                    self.events.push_back(TunnelEvent::HandshakeFailed {
+                        peer: *key,
+                        dropped,
+                    });
+                } else if now >= h.retry_at {
+                    retransmit = true;
+                }
             }
         }
-        let mut keepalive = false;
-        if p.current.is_some() {
-            if let Some(rx) = p.last_data_received.filter(|rx| *rx >= p.last_sent) {
-                keepalive |= now >= rx + config.keepalive_timeout;
-            }
-            if let Some(k) = p.persistent_keepalive {
-                keepalive |= now >= p.last_sent + k;
-            }
+        let mut challenges = Vec::new();
+        let mut path_changed = false;
+        let mut keepalive = due.keepalive;
+        if due.path {
+            let rng = &mut self.wire_rng;
+            path_changed = p
+                .paths
+                .on_timer(now, &config.paths, || rng.next_u64(), &mut challenges);
+            // An active direct path idle this long gets a keepalive, so the
+            // NATs on the way keep its mapping.
+            keepalive |= p.paths.is_direct()
+                && p.current.is_some()
+                && p.active(now, config.paths.idle_after)
+                && now >= p.last_sent + config.paths.keepalive;
         }
         if retransmit {
             self.initiate(now, key);
         }
         if keepalive {
             let _ = self.send(now, key, &[]);
+        }
+        for PathAction::Challenge(route, token) in challenges {
+            let mut msg = [0u8; PATH_MSG_LEN];
+            msg[0] = KIND_PATH_CHALLENGE;
+            msg[1..].copy_from_slice(&token.to_le_bytes());
+            self.send_control(now, key, route, &msg);
+        }
+        if path_changed {
+            self.path_changed(key);
         }
     }
 

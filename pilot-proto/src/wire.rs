@@ -6,7 +6,12 @@
 //! 2 handshake resp  type u8 | 0 0 0 | sender u32le | receiver u32le | noise msg2 | mac1 | mac2
 //! 3 cookie reply    type u8 | 0 0 0 | receiver u32le | nonce[24] | sealed cookie[32]
 //! 4 transport       type u8 | 0 0 0 | receiver u32le | counter u64le | ciphertext+tag
+//! 5 relay           type u8 | 0 0 0 | pilot address[6] | packet of type 1-4
 //! ```
+//!
+//! A relay packet from an agent to the rendezvous names the agent it is
+//! for; the rendezvous forwards it with the address replaced by the
+//! sender's. The packet inside is end-to-end encrypted and untouched.
 
 use crate::codec::DecodeError;
 use crate::noise::{MSG1_OVERHEAD, MSG2_OVERHEAD};
@@ -19,6 +24,10 @@ pub const TYPE_RESPONSE: u8 = 2;
 pub const TYPE_COOKIE: u8 = 3;
 /// Transport data.
 pub const TYPE_TRANSPORT: u8 = 4;
+/// A packet for (or from) another agent, through the rendezvous's relay.
+pub const TYPE_RELAY: u8 = 5;
+/// Bytes before a relayed packet.
+pub const RELAY_HEADER_LEN: usize = 10;
 
 /// Length of a MAC field.
 pub const MAC_LEN: usize = 16;
@@ -62,6 +71,14 @@ pub enum Packet<'a> {
         counter: u64,
         /// Ciphertext with tag.
         ciphertext: &'a [u8],
+    },
+    /// A packet relayed through the rendezvous.
+    Relay {
+        /// The other agent's pilot address: the destination on the way to
+        /// the rendezvous, the source on the way from it.
+        address: [u8; 6],
+        /// The relayed packet (a handshake, cookie or transport packet).
+        inner: &'a [u8],
     },
 }
 
@@ -166,8 +183,31 @@ pub fn decode(buf: &[u8]) -> Result<Packet<'_>, DecodeError> {
                 ciphertext: &buf[TRANSPORT_HEADER_LEN..],
             })
         }
+        TYPE_RELAY => {
+            if buf.len() < RELAY_HEADER_LEN + 4 {
+                return Err(DecodeError::Truncated("relay"));
+            }
+            let inner = &buf[RELAY_HEADER_LEN..];
+            // One level only: a relay packet inside a relay packet is never
+            // sent, so it is refused rather than unwrapped again.
+            if !(TYPE_INIT..=TYPE_TRANSPORT).contains(&inner[0]) {
+                return Err(DecodeError::BadValue("relayed packet type"));
+            }
+            let mut address = [0u8; 6];
+            address.copy_from_slice(&buf[4..RELAY_HEADER_LEN]);
+            Ok(Packet::Relay { address, inner })
+        }
         other => Err(DecodeError::UnknownKind(other)),
     }
+}
+
+/// Wraps `inner` for the relay, naming `address`.
+pub fn relay(address: [u8; 6], inner: &[u8]) -> alloc::vec::Vec<u8> {
+    let mut out = alloc::vec::Vec::with_capacity(RELAY_HEADER_LEN + inner.len());
+    out.extend_from_slice(&[TYPE_RELAY, 0, 0, 0]);
+    out.extend_from_slice(&address);
+    out.extend_from_slice(inner);
+    out
 }
 
 /// Writes the 4-byte type word and a little-endian index.
@@ -195,6 +235,10 @@ pub fn describe(buf: &[u8]) -> alloc::string::String {
         Ok(Packet::Transport {
             receiver, counter, ..
         }) => format!("data receiver={receiver} n={counter}"),
+        Ok(Packet::Relay { address, inner }) => {
+            let a = crate::addr::Address::from_bytes(address);
+            format!("relay[{a}] {}", describe(inner))
+        }
         Err(e) => format!("garbage ({e})"),
     }
 }
@@ -237,5 +281,25 @@ mod tests {
         }
         init.pop();
         assert!(decode(&init).is_err());
+    }
+
+    #[test]
+    fn relay_framing() {
+        let mut t = Vec::new();
+        put_header(&mut t, TYPE_TRANSPORT, 7);
+        t.extend_from_slice(&5u64.to_le_bytes());
+        t.extend_from_slice(&[0; TAG_LEN]);
+        let r = relay([0, 0, 0, 0, 0, 0x2a], &t);
+        assert_eq!(
+            decode(&r),
+            Ok(Packet::Relay {
+                address: [0, 0, 0, 0, 0, 0x2a],
+                inner: &t
+            })
+        );
+        // Nested relaying and empty relays are refused.
+        let nested = relay([0; 6], &r);
+        assert!(decode(&nested).is_err());
+        assert!(decode(&r[..RELAY_HEADER_LEN + 3]).is_err());
     }
 }

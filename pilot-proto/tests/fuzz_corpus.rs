@@ -14,7 +14,7 @@ use pilot_proto::msg::{Certificate, ErrorCode, Message, Query, Register, Registe
 use pilot_proto::overlay::{self, MAX_DATAGRAM};
 use pilot_proto::tunnel::{TunnelConfig, Tunnels};
 use pilot_proto::wire;
-use pilot_proto::{Identity, Timestamp};
+use pilot_proto::{Identity, SocketId, Timestamp};
 
 /// The decoder checks, shared with the fuzz targets.
 #[path = "../../fuzz/fuzz_targets/shared/decoders.rs"]
@@ -248,12 +248,12 @@ fn wire_samples() -> Vec<Vec<u8>> {
         let mut moved = false;
         while let Some(t) = a.poll_transmit() {
             moved = true;
-            let _ = b.handle_datagram(now, a_at, &t.payload, &mut |_, _| true);
+            let _ = b.handle_datagram(now, SocketId::PRIMARY, a_at, &t.payload, &mut |_, _| true);
             out.push(t.payload);
         }
         while let Some(t) = b.poll_transmit() {
             moved = true;
-            let _ = a.handle_datagram(now, b_at, &t.payload, &mut |_, _| true);
+            let _ = a.handle_datagram(now, SocketId::PRIMARY, b_at, &t.payload, &mut |_, _| true);
             out.push(t.payload);
         }
         if !moved {
@@ -312,8 +312,8 @@ fn msg_samples() -> Vec<Vec<u8>> {
     let cert = Certificate::issue(&rv, addr, agent.public(), 1_800_000_000);
     let bob = Hostname::new("bob").ok();
     [
-        Message::Register(Register::new(&agent, &[7; 32], 9, true, bob.clone())),
-        Message::Register(Register::new(&agent, &[7; 32], 10, false, None)),
+        Message::Register(Register::new(&agent, &[7; 32], 9, true, bob.clone(), &[])),
+        Message::Register(Register::new(&agent, &[7; 32], 10, false, None, &[])),
         Message::Resolve {
             req: 3,
             query: Query::Address(addr),

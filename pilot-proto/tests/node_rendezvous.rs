@@ -135,8 +135,18 @@ impl Net {
         if !queue.is_empty() {
             for (from, t) in queue {
                 match self.hosts.get_mut(&t.destination) {
-                    Some(Host::Rv(r)) => r.handle_datagram(self.now, from, &t.payload),
-                    Some(Host::Node(n)) => n.handle_datagram(self.now, from, &t.payload),
+                    Some(Host::Rv(r)) => r.handle_datagram(
+                        self.now,
+                        pilot_proto::SocketId::PRIMARY,
+                        from,
+                        &t.payload,
+                    ),
+                    Some(Host::Node(n)) => n.handle_datagram(
+                        self.now,
+                        pilot_proto::SocketId::PRIMARY,
+                        from,
+                        &t.payload,
+                    ),
                     None => {}
                 }
             }
@@ -384,7 +394,8 @@ fn a_register_overtaken_by_a_newer_one_is_not_applied() {
     assert_eq!((older.len(), newer.len()), (1, 1));
     // The network swaps them.
     for t in newer.iter().chain(&older) {
-        net.rv().handle_datagram(now, ep(ALICE), &t.payload);
+        net.rv()
+            .handle_datagram(now, pilot_proto::SocketId::PRIMARY, ep(ALICE), &t.payload);
     }
     assert_eq!(net.rv().stats().dropped_replay, 1);
     assert_eq!(net.change_result(ALICE, second), Ok(()));

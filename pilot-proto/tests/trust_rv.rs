@@ -52,7 +52,12 @@ impl World {
             for a in self.agents.iter_mut() {
                 while let Some(t) = a.tunnels.poll_transmit() {
                     moved = true;
-                    self.rv.handle_datagram(self.now, a.at, &t.payload);
+                    self.rv.handle_datagram(
+                        self.now,
+                        pilot_proto::SocketId::PRIMARY,
+                        a.at,
+                        &t.payload,
+                    );
                 }
             }
             while let Some(t) = self.rv.poll_transmit() {
@@ -62,10 +67,13 @@ impl World {
                     .iter_mut()
                     .find(|a| a.at == t.destination)
                     .unwrap();
-                if let Ok(Some(m)) =
-                    a.tunnels
-                        .handle_datagram(self.now, rv_at, &t.payload, &mut |_, _| true)
-                {
+                if let Ok(Some(m)) = a.tunnels.handle_datagram(
+                    self.now,
+                    pilot_proto::SocketId::PRIMARY,
+                    rv_at,
+                    &t.payload,
+                    &mut |_, _| true,
+                ) {
                     let msg = Message::decode(&m.plaintext).unwrap();
                     let owned: Message<'static> = match msg {
                         Message::Data(_) => continue,
@@ -109,7 +117,7 @@ impl World {
         self.agents[i].tunnels.connect(now, &x);
         self.pump();
         let hash = self.agents[i].tunnels.handshake_hash(&x, now).unwrap();
-        let reg = Register::new(&self.agents[i].id, &hash, 1, false, None);
+        let reg = Register::new(&self.agents[i].id, &hash, 1, false, None, &[]);
         self.send(i, Message::Register(reg));
         let address = self.agents[i]
             .inbox
@@ -391,11 +399,11 @@ fn registry_state_survives_a_restart_through_its_changes() {
     let hash = w.agents[alice].tunnels.handshake_hash(&x, w.now).unwrap();
     let id = w.agents[alice].id.clone();
     for req in [2, 3] {
-        let reg = Register::new(&id, &hash, req, true, Hostname::new("alice").ok());
+        let reg = Register::new(&id, &hash, req, true, Hostname::new("alice").ok(), &[]);
         w.send(alice, Message::Register(reg));
     }
     assert_eq!(store.apply(&mut w.rv), 1);
-    let reg = Register::new(&id, &hash, 4, true, Hostname::new("alice").ok());
+    let reg = Register::new(&id, &hash, 4, true, Hostname::new("alice").ok(), &[]);
     w.send(alice, Message::Register(reg));
     assert_eq!(store.apply(&mut w.rv), 0);
 

@@ -181,7 +181,7 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
             let now = clock.now();
             let node = &mut agent.node;
             if let Err(e) = udp.recv_batch(READ_BUDGET, |from, bytes| {
-                node.handle_datagram(now, from, bytes)
+                node.handle_datagram(now, pilot_proto::SocketId::PRIMARY, from, bytes)
             }) {
                 warn!(error = %e, "reading UDP");
             }

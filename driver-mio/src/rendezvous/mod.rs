@@ -377,7 +377,7 @@ impl Server {
             let now = self.clock.now();
             let (rv, held) = (&mut self.rv, &mut self.held);
             let read = self.udp.recv_batch(self.batch, |from, bytes| {
-                rv.handle_datagram(now, from, bytes);
+                rv.handle_datagram(now, pilot_proto::SocketId::PRIMARY, from, bytes);
                 drain(rv, held);
             });
             if let Err(e) = read {

@@ -9,7 +9,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use driver_sim::{Machine, Timestamp, Transmit};
+use driver_sim::{Machine, SocketId, Timestamp, Transmit};
 
 /// How long the ping client waits for a pong before sending again.
 pub const RTO: Duration = Duration::from_millis(200);
@@ -101,10 +101,11 @@ impl PingPong {
         let Role::Client { server, .. } = self.role else {
             return;
         };
-        self.out.push_back(Transmit {
-            destination: server,
-            payload: format!("ping {}", self.seq).into_bytes(),
-        });
+        self.out.push_back(Transmit::new(
+            SocketId::PRIMARY,
+            server,
+            format!("ping {}", self.seq).into_bytes(),
+        ));
         self.sent_at = now;
         self.deadline = Some(now + RTO);
     }
@@ -119,17 +120,24 @@ fn parse(payload: &[u8]) -> Option<(&str, u32)> {
 impl Machine for PingPong {
     type Event = PingEvent;
 
-    fn handle_datagram(&mut self, now: Timestamp, from: SocketAddr, payload: &[u8]) {
+    fn handle_datagram(
+        &mut self,
+        now: Timestamp,
+        _socket: SocketId,
+        from: SocketAddr,
+        payload: &[u8],
+    ) {
         let Some((word, n)) = parse(payload) else {
             return;
         };
         match (self.role, word) {
             (Role::Server, "ping") => {
                 self.pings += 1;
-                self.out.push_back(Transmit {
-                    destination: from,
-                    payload: format!("pong {n}").into_bytes(),
-                });
+                self.out.push_back(Transmit::new(
+                    SocketId::PRIMARY,
+                    from,
+                    format!("pong {n}").into_bytes(),
+                ));
             }
             (Role::Client { rounds, .. }, "pong") if n == self.seq && self.deadline.is_some() => {
                 self.events.push_back(PingEvent::Pong {
@@ -243,10 +251,8 @@ impl Blast {
         let mut payload = vec![0u8; size.max(4)];
         payload[..4].copy_from_slice(&self.next_seq.to_be_bytes());
         self.next_seq += 1;
-        self.out.push_back(Transmit {
-            destination: to,
-            payload,
-        });
+        self.out
+            .push_back(Transmit::new(SocketId::PRIMARY, to, payload));
     }
 
     /// The sequence numbers received, in arrival order.
@@ -258,7 +264,13 @@ impl Blast {
 impl Machine for Blast {
     type Event = Infallible;
 
-    fn handle_datagram(&mut self, now: Timestamp, _from: SocketAddr, payload: &[u8]) {
+    fn handle_datagram(
+        &mut self,
+        now: Timestamp,
+        _socket: SocketId,
+        _from: SocketAddr,
+        payload: &[u8],
+    ) {
         let Some(seq) = payload.get(..4) else {
             return;
         };
@@ -319,7 +331,7 @@ impl Sloppy {
 impl Machine for Sloppy {
     type Event = &'static str;
 
-    fn handle_datagram(&mut self, _: Timestamp, _: SocketAddr, _: &[u8]) {}
+    fn handle_datagram(&mut self, _: Timestamp, _socket: SocketId, _: SocketAddr, _: &[u8]) {}
 
     fn handle_timeout(&mut self, _: Timestamp) {}
 
@@ -329,10 +341,11 @@ impl Machine for Sloppy {
 
     fn poll_event(&mut self) -> Option<&'static str> {
         let event = self.events.pop_front()?;
-        self.out.push_back(Transmit {
-            destination: addr("192.0.2.99:9"),
-            payload: b"late".to_vec(),
-        });
+        self.out.push_back(Transmit::new(
+            SocketId::PRIMARY,
+            addr("192.0.2.99:9"),
+            b"late".to_vec(),
+        ));
         Some(event)
     }
 
@@ -354,7 +367,7 @@ pub struct Spinner {
 impl Machine for Spinner {
     type Event = Infallible;
 
-    fn handle_datagram(&mut self, now: Timestamp, _: SocketAddr, _: &[u8]) {
+    fn handle_datagram(&mut self, now: Timestamp, _socket: SocketId, _: SocketAddr, _: &[u8]) {
         self.now = now;
     }
 

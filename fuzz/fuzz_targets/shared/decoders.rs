@@ -110,6 +110,11 @@ pub fn check_wire_decode(data: &[u8]) {
             out.extend_from_slice(ciphertext);
             assert_eq!(out, data);
         }
+        Ok(wire::Packet::Relay { address, inner }) => {
+            // One level only, and the framing round-trips.
+            assert!((wire::TYPE_INIT..=wire::TYPE_TRANSPORT).contains(&inner[0]));
+            assert_eq!(wire::relay(address, inner), data);
+        }
     }
 }
 

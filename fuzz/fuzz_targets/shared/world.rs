@@ -62,7 +62,7 @@ use pilot_proto::node::{Node, NodeConfig};
 use pilot_proto::rendezvous::{Record, Rendezvous, RendezvousConfig};
 use pilot_proto::tunnel::{PeerKey, TunnelConfig, Tunnels};
 use pilot_proto::wire::describe;
-use pilot_proto::{overlay, Identity, PublicKey, Timestamp};
+use pilot_proto::{overlay, Identity, PublicKey, SocketId, Timestamp};
 
 /// Wall clock at `Timestamp::ZERO`, microseconds.
 pub const WALL: u64 = 1_800_000_000_000_000;
@@ -213,10 +213,10 @@ enum Sut {
 }
 
 impl Sut {
-    fn handle_datagram(&mut self, now: Timestamp, from: SocketAddr, data: &[u8]) {
+    fn handle_datagram(&mut self, now: Timestamp, socket: SocketId, from: SocketAddr, data: &[u8]) {
         match self {
-            Sut::Node(n) => n.handle_datagram(now, from, data),
-            Sut::Rv(r) => r.handle_datagram(now, from, data),
+            Sut::Node(n) => n.handle_datagram(now, socket, from, data),
+            Sut::Rv(r) => r.handle_datagram(now, socket, from, data),
         }
     }
     fn handle_timeout(&mut self, now: Timestamp) {
@@ -397,7 +397,8 @@ impl World {
                 0 => {
                     let from = pick_source(c.u8());
                     let bytes = c.bytes();
-                    self.sut.handle_datagram(self.now, from, bytes);
+                    self.sut
+                        .handle_datagram(self.now, SocketId::PRIMARY, from, bytes);
                 }
                 1 => self.mutate(c),
                 2 => {
@@ -405,7 +406,8 @@ impl World {
                     let from = pick_source(c.u8());
                     if !self.log.is_empty() {
                         let packet = self.log[pick % self.log.len()].clone();
-                        self.sut.handle_datagram(self.now, from, &packet);
+                        self.sut
+                            .handle_datagram(self.now, SocketId::PRIMARY, from, &packet);
                     }
                 }
                 3 => {
@@ -471,7 +473,8 @@ impl World {
             }
             _ => {}
         }
-        self.sut.handle_datagram(self.now, from, &p);
+        self.sut
+            .handle_datagram(self.now, SocketId::PRIMARY, from, &p);
     }
 
     fn message(&mut self, c: &mut Cursor<'_>) {
@@ -581,7 +584,7 @@ impl World {
                 let public = c.u8() & 1 != 0;
                 let hostname = pick_hostname(c.u8());
                 Some(
-                    Message::Register(Register::new(&signer, &hash, req, public, hostname))
+                    Message::Register(Register::new(&signer, &hash, req, public, hostname, &[]))
                         .to_vec(),
                 )
             }
@@ -715,7 +718,8 @@ impl World {
                     );
                     self.log(&t.payload);
                     if t.destination == self.sut_addr {
-                        self.sut.handle_datagram(now, from, &t.payload);
+                        self.sut
+                            .handle_datagram(now, SocketId::PRIMARY, from, &t.payload);
                     }
                 }
                 while self.peers[i].tunnels.poll_event().is_some() {}
@@ -735,10 +739,13 @@ impl World {
     fn peer_receive(&mut self, i: usize, packet: &[u8]) {
         let now = self.now;
         let from = self.sut_addr;
-        let inbound = match self.peers[i]
-            .tunnels
-            .handle_datagram(now, from, packet, &mut |_, _| true)
-        {
+        let inbound = match self.peers[i].tunnels.handle_datagram(
+            now,
+            SocketId::PRIMARY,
+            from,
+            packet,
+            &mut |_, _| true,
+        ) {
             Ok(Some(m)) => m,
             _ => return,
         };
@@ -757,7 +764,7 @@ impl World {
                 Message::Registered(Registered {
                     req: r.req,
                     address: ALICE_ADDR,
-                    observed: inbound.from,
+                    observed: inbound.from.addr().unwrap_or(from),
                     refresh_secs: 25,
                     ttl_secs: 90,
                     cert,

@@ -21,8 +21,20 @@ fn samples() -> Vec<Message<'static>> {
             9,
             true,
             Hostname::new("alice").ok(),
+            &["192.168.1.20:4000".parse().unwrap()],
         )),
-        Message::Register(Register::new(&agent, &[7; 32], 10, false, None)),
+        Message::Register(Register::new(&agent, &[7; 32], 10, false, None, &[])),
+        Message::Punch {
+            peer: Address::new(0, 0x2B),
+        },
+        Message::PunchGo {
+            peer: Address::new(0, 0x2B),
+            delay_ms: 40,
+            endpoints: vec![
+                "203.0.113.5:40000".parse().unwrap(),
+                "10.0.0.2:4000".parse().unwrap(),
+            ],
+        },
         Message::Resolve {
             req: 3,
             query: Query::Address(addr),
@@ -125,7 +137,7 @@ fn every_message_round_trips_and_truncations_fail() {
 #[test]
 fn register_signature_binds_session_and_fields() {
     let agent = Identity::from_seed(&[2; 32]);
-    let r = Register::new(&agent, &[7; 32], 9, false, Hostname::new("alice").ok());
+    let r = Register::new(&agent, &[7; 32], 9, false, Hostname::new("alice").ok(), &[]);
     assert!(r.verify(&[7; 32]));
     assert!(!r.verify(&[8; 32]), "replayed into another session");
     let mut changed = r.clone();

@@ -101,6 +101,9 @@ impl Node {
             }
         }
         self.by_key.insert(x, t.address);
+        // The relay knows the peer by its address: it is reachable from
+        // the first packet, direct paths or not.
+        self.tunnels.set_relay(x, t.address.to_bytes());
     }
 
     fn next_issued_at(&mut self, now: Timestamp) -> u64 {
@@ -275,6 +278,7 @@ impl Node {
             self.by_key.remove(&k.x25519);
             self.tunnels.remove_peer(&k.x25519);
         }
+        self.punches.remove(&peer);
         self.release_waiting_with(
             peer,
             super::Unreachable::Resolve(super::ResolveError::NotFound),
@@ -355,9 +359,7 @@ impl Node {
         // The first packet to the new peer need not wait for a lookup.
         if let (Some(ep), Some(k)) = (endpoint, self.peers.get(&approval.approver)) {
             let x = k.x25519;
-            if self.tunnels.endpoint(&x).is_none() {
-                self.tunnels.set_endpoint(x, ep);
-            }
+            self.tunnels.add_candidates(x, &[ep]);
         }
     }
 

@@ -26,13 +26,17 @@ fn shuttle(now: Timestamp, a: &mut Tunnels, b: &mut Tunnels) -> (Vec<Vec<u8>>, V
         while let Some(t) = a.poll_transmit() {
             moved = true;
             assert_eq!(t.destination, ep(B));
-            if let Ok(Some(m)) = b.handle_datagram(now, ep(A), &t.payload, &mut yes) {
+            if let Ok(Some(m)) =
+                b.handle_datagram(now, SocketId::PRIMARY, ep(A), &t.payload, &mut yes)
+            {
                 got_b.push(m.plaintext);
             }
         }
         while let Some(t) = b.poll_transmit() {
             moved = true;
-            if let Ok(Some(m)) = a.handle_datagram(now, ep(B), &t.payload, &mut yes) {
+            if let Ok(Some(m)) =
+                a.handle_datagram(now, SocketId::PRIMARY, ep(B), &t.payload, &mut yes)
+            {
                 got_a.push(m.plaintext);
             }
         }
@@ -83,17 +87,17 @@ fn replayed_initiation_allocates_nothing() {
     let bk = *b.public_key();
     a.connect(now, &bk);
     let init = a.poll_transmit().unwrap();
-    b.handle_datagram(now, ep(A), &init.payload, &mut yes)
+    b.handle_datagram(now, SocketId::PRIMARY, ep(A), &init.payload, &mut yes)
         .unwrap();
     let resp = b.poll_transmit().unwrap();
     let indices = b.indices.len();
     assert_eq!(
-        b.handle_datagram(now, ep(A), &init.payload, &mut yes),
+        b.handle_datagram(now, SocketId::PRIMARY, ep(A), &init.payload, &mut yes),
         Err(DropReason::Replay)
     );
     assert_eq!(b.indices.len(), indices);
     assert!(b.poll_transmit().is_none(), "no response to a replay");
-    a.handle_datagram(now, ep(B), &resp.payload, &mut yes)
+    a.handle_datagram(now, SocketId::PRIMARY, ep(B), &resp.payload, &mut yes)
         .unwrap();
 }
 
@@ -103,7 +107,9 @@ fn policy_refuses_unknown_peers_without_state() {
     let now = Timestamp::from_secs(1);
     a.connect(now, &b.public_key().clone());
     let init = a.poll_transmit().unwrap();
-    let r = b.handle_datagram(now, ep(A), &init.payload, &mut |_, _| false);
+    let r = b.handle_datagram(now, SocketId::PRIMARY, ep(A), &init.payload, &mut |_, _| {
+        false
+    });
     assert_eq!(r, Err(DropReason::NotAllowed));
     assert!(b.peers.is_empty() && b.indices.is_empty());
     assert!(b.poll_transmit().is_none());
@@ -123,13 +129,13 @@ fn cookie_under_load_then_handshake_completes() {
     a.send(now, &bk, b"hi").unwrap();
     let init = a.poll_transmit().unwrap();
     assert_eq!(
-        b.handle_datagram(now, ep(A), &init.payload, &mut yes),
+        b.handle_datagram(now, SocketId::PRIMARY, ep(A), &init.payload, &mut yes),
         Err(DropReason::RateLimited)
     );
     assert!(b.peers.is_empty(), "no state for an unproven source");
     let cookie = b.poll_transmit().unwrap();
     assert_eq!(cookie.destination, ep(A));
-    a.handle_datagram(now, ep(B), &cookie.payload, &mut yes)
+    a.handle_datagram(now, SocketId::PRIMARY, ep(B), &cookie.payload, &mut yes)
         .unwrap();
     // The retry carries mac2 and goes through.
     let later = now + Duration::from_secs(6);
@@ -146,17 +152,17 @@ fn forged_response_keeps_the_real_handshake() {
     let bk = *b.public_key();
     a.send(now, &bk, b"x").unwrap();
     let init = a.poll_transmit().unwrap();
-    b.handle_datagram(now, ep(A), &init.payload, &mut yes)
+    b.handle_datagram(now, SocketId::PRIMARY, ep(A), &init.payload, &mut yes)
         .unwrap();
     let resp = b.poll_transmit().unwrap();
     let mut forged = resp.payload.clone();
     forged[20] ^= 0x55;
     // mac1 no longer matches, so this is dropped before any DH.
     assert_eq!(
-        a.handle_datagram(now, ep(B), &forged, &mut yes),
+        a.handle_datagram(now, SocketId::PRIMARY, ep(B), &forged, &mut yes),
         Err(DropReason::BadMac)
     );
-    a.handle_datagram(now, ep(B), &resp.payload, &mut yes)
+    a.handle_datagram(now, SocketId::PRIMARY, ep(B), &resp.payload, &mut yes)
         .unwrap();
     assert!(a.has_session(&bk, now));
 }
@@ -174,16 +180,16 @@ fn tampered_and_replayed_transport_dropped_session_survives() {
     let last = bad.len() - 1;
     bad[last] ^= 1;
     assert_eq!(
-        b.handle_datagram(now, ep(A), &bad, &mut yes),
+        b.handle_datagram(now, SocketId::PRIMARY, ep(A), &bad, &mut yes),
         Err(DropReason::AuthFailed)
     );
     let ok = b
-        .handle_datagram(now, ep(A), &pkt, &mut yes)
+        .handle_datagram(now, SocketId::PRIMARY, ep(A), &pkt, &mut yes)
         .unwrap()
         .unwrap();
     assert_eq!(ok.plaintext, b"two");
     assert_eq!(
-        b.handle_datagram(now, ep(A), &pkt, &mut yes),
+        b.handle_datagram(now, SocketId::PRIMARY, ep(A), &pkt, &mut yes),
         Err(DropReason::Replay)
     );
     assert_eq!(
@@ -194,7 +200,7 @@ fn tampered_and_replayed_transport_dropped_session_survives() {
 }
 
 #[test]
-fn roaming_moves_the_path() {
+fn an_authenticated_packet_from_a_new_address_starts_validation_only() {
     let (mut a, mut b) = pair();
     let now = Timestamp::from_secs(1);
     let bk = *b.public_key();
@@ -204,8 +210,35 @@ fn roaming_moves_the_path() {
     a.send(now, &bk, b"moved").unwrap();
     let pkt = a.poll_transmit().unwrap().payload;
     let new_addr = ep("198.51.100.9:3333");
-    b.handle_datagram(now, new_addr, &pkt, &mut yes).unwrap();
-    assert_eq!(b.endpoint(&ak), Some(new_addr));
+    b.handle_datagram(now, SocketId::PRIMARY, new_addr, &pkt, &mut yes)
+        .unwrap();
+    // A replayed or forwarded packet must not redirect b's traffic: the
+    // path stays until the new address answers a challenge.
+    assert_eq!(b.endpoint(&ak), Some(ep(A)));
+    b.handle_timeout(now);
+    let challenge = b.poll_transmit().unwrap();
+    assert_eq!(challenge.destination, new_addr);
+    // a answers on the path the challenge came on.
+    a.handle_datagram(now, SocketId::PRIMARY, ep(B), &challenge.payload, &mut yes)
+        .unwrap();
+    let response = a.poll_transmit().unwrap();
+    assert_eq!(response.destination, ep(B));
+    let later = now + Duration::from_millis(10);
+    b.handle_datagram(
+        later,
+        SocketId::PRIMARY,
+        new_addr,
+        &response.payload,
+        &mut yes,
+    )
+    .unwrap();
+    let validated = b
+        .paths(&ak)
+        .into_iter()
+        .find(|p| p.route == Route::direct(new_addr))
+        .unwrap();
+    assert_eq!(validated.state, PathState::Validated);
+    assert_eq!(validated.rtt, Some(Duration::from_millis(10)));
 }
 
 #[test]
@@ -266,7 +299,10 @@ fn keepalive_answers_silence() {
     assert_eq!(at, now + Duration::from_secs(10));
     b.handle_timeout(at);
     let t = b.poll_transmit().unwrap();
-    assert_eq!(a.handle_datagram(at, ep(B), &t.payload, &mut yes), Ok(None));
+    assert_eq!(
+        a.handle_datagram(at, SocketId::PRIMARY, ep(B), &t.payload, &mut yes),
+        Ok(None)
+    );
 }
 
 #[test]
@@ -286,10 +322,17 @@ fn unanswered_data_starts_a_new_handshake() {
     a.send(t, &bk, b"into the void").unwrap();
     let pkt = a.poll_transmit().unwrap();
     assert_eq!(
-        b.handle_datagram(t, ep(A), &pkt.payload, &mut yes),
+        b.handle_datagram(t, SocketId::PRIMARY, ep(A), &pkt.payload, &mut yes),
         Err(DropReason::UnknownSession)
     );
-    let (at, timer) = a.poll_timeout().unwrap();
+    // The path's own liveness checks run first (a challenge, then the
+    // path is given up); they do not change when the handshake restarts.
+    let (mut at, mut timer) = a.poll_timeout().unwrap();
+    while timer == Timer::Path {
+        a.handle_timeout(at);
+        while a.poll_transmit().is_some() {}
+        (at, timer) = a.poll_timeout().unwrap();
+    }
     // Unanswered since "one" (b never even sent its keepalive).
     assert_eq!(
         (at, timer),
@@ -360,7 +403,7 @@ fn peer_stats_count_an_exchange_exactly() {
     let init = a.poll_transmit().unwrap();
     assert_eq!(init.payload.len(), 144);
     let t1 = t0 + Duration::from_millis(30);
-    b.handle_datagram(t1, ep(A), &init.payload, &mut yes)
+    b.handle_datagram(t1, SocketId::PRIMARY, ep(A), &init.payload, &mut yes)
         .unwrap();
     assert_eq!(
         b.peer_stats(&ak, t1).unwrap().state,
@@ -369,26 +412,31 @@ fn peer_stats_count_an_exchange_exactly() {
     let resp = b.poll_transmit().unwrap();
     assert_eq!(resp.payload.len(), 92);
     let t2 = t1 + Duration::from_millis(30);
-    a.handle_datagram(t2, ep(B), &resp.payload, &mut yes)
+    a.handle_datagram(t2, SocketId::PRIMARY, ep(B), &resp.payload, &mut yes)
         .unwrap();
     let data = a.poll_transmit().unwrap();
     assert_eq!(data.payload.len(), 32 + 5);
     let t3 = t2 + Duration::from_millis(20);
-    b.handle_datagram(t3, ep(A), &data.payload, &mut yes)
+    b.handle_datagram(t3, SocketId::PRIMARY, ep(A), &data.payload, &mut yes)
         .unwrap();
     b.send(t3, &ak, b"reply!").unwrap();
     let reply = b.poll_transmit().unwrap();
-    a.handle_datagram(t3, ep(B), &reply.payload, &mut yes)
+    a.handle_datagram(t3, SocketId::PRIMARY, ep(B), &reply.payload, &mut yes)
         .unwrap();
     // A forged datagram counts against no peer.
     let mut forged = reply.payload.clone();
     forged[20] ^= 1;
-    assert!(a.handle_datagram(t3, ep(B), &forged, &mut yes).is_err());
+    assert!(a
+        .handle_datagram(t3, SocketId::PRIMARY, ep(B), &forged, &mut yes)
+        .is_err());
 
     let sa = a.peer_stats(&bk, t3).unwrap();
     assert_eq!(
         sa,
         PeerStats {
+            route: Some(Route::direct(ep(B))),
+            path_rtt: Some(Duration::from_millis(60)),
+            probes_sent: 0,
             endpoint: Some(ep(B)),
             state: SessionState::Established,
             rtt: Some(Duration::from_millis(60)),
@@ -403,6 +451,9 @@ fn peer_stats_count_an_exchange_exactly() {
     assert_eq!(
         sb,
         PeerStats {
+            route: Some(Route::direct(ep(A))),
+            path_rtt: Some(Duration::from_millis(50)),
+            probes_sent: 0,
             endpoint: Some(ep(A)),
             state: SessionState::Established,
             rtt: Some(Duration::from_millis(50)),
