@@ -18,7 +18,7 @@
 //! use std::net::SocketAddr;
 //! use std::time::Duration;
 //!
-//! use driver_sim::{Machine, Timestamp, Transmit, World};
+//! use driver_sim::{Machine, SocketId, Timestamp, Transmit, World};
 //!
 //! /// Sends back whatever it receives.
 //! #[derive(Default)]
@@ -28,8 +28,9 @@
 //!
 //! impl Machine for Echo {
 //!     type Event = &'static str;
-//!     fn handle_datagram(&mut self, _: Timestamp, _socket: SocketId, from: SocketAddr, payload: &[u8]) {
-//!         self.out.push_back(Transmit::new(SocketId::PRIMARY, from, payload.to_vec()));
+//!     fn handle_datagram(&mut self, _: Timestamp, socket: SocketId, from: SocketAddr, data: &[u8]) {
+//!         // The answer leaves from the socket the datagram came in on.
+//!         self.out.push_back(Transmit::new(socket, from, data.to_vec()));
 //!     }
 //!     fn handle_timeout(&mut self, _: Timestamp) {}
 //!     fn poll_transmit(&mut self) -> Option<Transmit> {

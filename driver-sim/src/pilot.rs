@@ -11,7 +11,7 @@ use pilot_proto::rendezvous::{Rendezvous, RendezvousConfig, RendezvousEvent};
 use pilot_proto::{wire, Identity, PublicKey, SocketId, Timestamp, Transmit};
 use sha2::{Digest, Sha256};
 
-use crate::{HostId, Machine, Stalled, World};
+use crate::{HostId, Machine, Network, Stalled, World};
 
 /// Wall-clock time at the simulation's origin (2027-01-15), so certificate
 /// expiry and handshake timestamps look like real ones.
@@ -177,15 +177,28 @@ impl Scenario {
         addr: &str,
         configure: impl FnOnce(&mut NodeConfig),
     ) -> HostId {
+        self.add_node_in(Network::Internet, name, addr, configure)
+    }
+
+    /// Adds an agent like [`Scenario::add_node`], in `network` (behind a
+    /// NAT, say); it registers `addr` as its LAN endpoint.
+    pub fn add_node_in(
+        &mut self,
+        network: impl Into<Network>,
+        name: &str,
+        addr: &str,
+        configure: impl FnOnce(&mut NodeConfig),
+    ) -> HostId {
         let rv_key = self.rendezvous_key;
         let rv_addr = self.world.addr(self.rendezvous);
         let addr: SocketAddr = addr.parse().expect("scenario addresses parse");
         let start = self.world.now();
-        self.world.add_host(name, addr, |seed| {
+        self.world.add_host_in(network.into(), name, addr, |seed| {
             let mut config = NodeConfig::new(identity_for(&seed), rv_key, rv_addr);
             config.hostname = Hostname::new(name).ok();
             config.public = true;
             config.wall_origin_micros = WALL_ORIGIN_MICROS;
+            config.lan_endpoints = vec![addr];
             configure(&mut config);
             Host::Node(Box::new(Node::new(config, &seed, start)))
         })

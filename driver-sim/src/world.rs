@@ -136,7 +136,8 @@ impl<M: Machine> World<M> {
         self.add_host_in(Network::Behind(nat), name, addr, make)
     }
 
-    fn add_host_in(
+    /// Adds a host in `network`: the internet, or behind a NAT.
+    pub fn add_host_in(
         &mut self,
         network: Network,
         name: &str,

@@ -628,6 +628,11 @@ impl Node {
             .collect()
     }
 
+    /// The round trip to the rendezvous, as its latest handshake measured.
+    pub fn rendezvous_rtt(&self, now: Timestamp) -> Option<Duration> {
+        self.tunnels.peer_stats(&self.rv, now).and_then(|s| s.rtt)
+    }
+
     /// The identity key behind a peer's address, as far as we know it.
     pub fn peer_key(&self, peer: Address) -> Option<PublicKey> {
         self.peers.get(&peer).map(|k| k.key)

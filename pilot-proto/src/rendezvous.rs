@@ -503,27 +503,30 @@ impl Rendezvous {
                 .min(Duration::from_secs(2))
                 .as_millis() as u16
         };
-        let cands = |ep: SocketAddr, key: &PublicKey| {
-            let mut v = alloc::vec![ep];
-            for l in self.lan.get(key).into_iter().flatten() {
-                if !v.contains(l) && v.len() < MAX_ENDPOINTS {
-                    v.push(*l);
-                }
-            }
-            v
-        };
         let to_a = Message::PunchGo {
             peer: addr_b,
             delay_ms: delay(da, db),
-            endpoints: cands(eb, &b),
+            endpoints: self.candidates(eb, &b),
         };
         let to_b = Message::PunchGo {
             peer: addr_a,
             delay_ms: delay(db, da),
-            endpoints: cands(ea, &a),
+            endpoints: self.candidates(ea, &a),
         };
         self.reply(now, &xa, &to_a);
         self.reply(now, &xb, &to_b);
+    }
+
+    /// An agent's direct candidates: the endpoint it registered from,
+    /// then its LAN endpoints, without repeats.
+    fn candidates(&self, endpoint: SocketAddr, key: &PublicKey) -> Vec<SocketAddr> {
+        let mut v = alloc::vec![endpoint];
+        for l in self.lan.get(key).into_iter().flatten() {
+            if !v.contains(l) && v.len() < MAX_ENDPOINTS {
+                v.push(*l);
+            }
+        }
+        v
     }
 
     /// An agent is offline: it is no longer known by its endpoint.
@@ -730,10 +733,8 @@ impl Rendezvous {
             hostname: rec.hostname.clone(),
             endpoints: rec
                 .endpoint
-                .into_iter()
-                .chain(self.lan.get(&rec.key).into_iter().flatten().copied())
-                .take(MAX_ENDPOINTS)
-                .collect(),
+                .map(|ep| self.candidates(ep, &rec.key))
+                .unwrap_or_default(),
         });
         self.reply(now, &peer, &answer);
     }
