@@ -10,6 +10,7 @@ pub mod clock;
 pub mod daemon;
 pub mod fsutil;
 pub mod ipc;
+pub mod netif;
 pub mod rendezvous;
 pub mod seed;
 pub mod signals;

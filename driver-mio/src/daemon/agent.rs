@@ -9,8 +9,10 @@ use pilot_proto::addr::{ports, Address, Hostname, PeerRef, SocketAddress};
 use pilot_proto::msg::{ErrorCode, Query};
 use pilot_proto::node::{CommandError, Event, Node, RequestError, ResolveError};
 use pilot_proto::stream::{StreamError, StreamEvent, StreamId};
+use pilot_proto::tunnel::{Route, SessionState};
 use pilot_proto::Timestamp;
 use serde_json::{json, Value};
+use tracing::info;
 
 use crate::ipc::api::{self, codes, Request, Response};
 
@@ -415,16 +417,42 @@ impl Agent {
                 .iter()
                 .map(|p| {
                     let s = &p.stats;
+                    let established = s.state == SessionState::Established;
+                    // Truthful: direct only over a validated path, relay
+                    // only while a session carries data through it.
+                    let path = match s.route {
+                        Some(Route::Direct { .. }) if s.endpoint.is_some() && established => {
+                            "direct"
+                        }
+                        Some(Route::Relay(_)) if established => "relay",
+                        _ => "none",
+                    };
+                    let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+                    let candidates: Vec<Value> = p
+                        .paths
+                        .iter()
+                        .filter_map(|c| {
+                            Some(json!({
+                                "endpoint": c.route.addr()?.to_string(),
+                                "state": c.state.to_string(),
+                                "rtt_ms": c.rtt.map(ms),
+                                "probes": c.probes_sent,
+                            }))
+                        })
+                        .collect();
                     json!({
                         "node": p.address.to_string(),
                         "node_id": p.address.node(),
                         "hostname": p.hostname.as_ref().map(|h| h.to_string()),
                         "trusted": p.trusted,
-                        // No relay exists yet: a known endpoint is a direct path.
-                        "path": if s.endpoint.is_some() { "direct" } else { "none" },
+                        "path": path,
                         "endpoint": s.endpoint.map(|e| e.to_string()),
                         "state": s.state.to_string(),
-                        "rtt_ms": s.rtt.map(|d| d.as_secs_f64() * 1e3),
+                        // The path's smoothed RTT when direct, else the
+                        // latest handshake's (through the relay).
+                        "rtt_ms": s.path_rtt.filter(|_| path == "direct").or(s.rtt).map(ms),
+                        "probes_sent": s.probes_sent,
+                        "candidates": candidates,
                         "last_handshake_secs": s.last_handshake.map(|t| now.saturating_since(t).as_secs_f64()),
                         "bytes_in": s.bytes_in,
                         "bytes_out": s.bytes_out,
@@ -997,6 +1025,19 @@ impl Agent {
                         },
                     });
                 }
+            }
+            Event::PathChanged { peer, route } => {
+                let (path, endpoint) = match route {
+                    Some(Route::Direct { addr, .. }) => ("direct", Some(addr.to_string())),
+                    Some(Route::Relay(_)) => ("relay", None),
+                    _ => ("none", None),
+                };
+                info!(peer = %peer, path, endpoint = endpoint.as_deref().unwrap_or("-"), "path changed");
+                self.broadcast(api::Event::PathChanged {
+                    peer: peer.to_string(),
+                    path: path.into(),
+                    endpoint,
+                });
             }
             Event::Message(m) => {
                 self.broadcast(api::Event::Message {

@@ -125,6 +125,7 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
     config.services = opts.services.clone();
     config.trust = trust;
     config.wall_origin_micros = clock.wall_origin_micros();
+    config.lan_endpoints = crate::netif::lan_endpoints(udp.local_addr(), opts.rendezvous);
     let now = clock.now();
     let node = Node::new(config, &seed, now);
     let mut agent = Agent::new(node, now).with_services(&opts.services);

@@ -120,6 +120,13 @@ pub enum Event {
     TrustRejected { peer: String, reason: String },
     /// A peer revoked its trust.
     TrustRevoked { peer: String },
+    /// The path to a peer changed: `path` is `direct` (then `endpoint`
+    /// says where), `relay` or `none`.
+    PathChanged {
+        peer: String,
+        path: String,
+        endpoint: Option<String>,
+    },
     /// A message or file arrived through data exchange.
     Message {
         from: String,

@@ -189,6 +189,9 @@ pub struct Server {
     /// Datagrams waiting to go out: those of the current turn wait for
     /// its changes to be written; older ones wait for the socket.
     held: VecDeque<Transmit>,
+    /// Relayed packets: they depend on no registry change, so they go out
+    /// before the turn's changes are written, never behind a store write.
+    relayed: VecDeque<Transmit>,
     /// How many of `held` are from turns whose changes are written.
     releasable: usize,
     changes: Vec<Change>,
@@ -274,6 +277,7 @@ impl Server {
             stop: Arc::new(AtomicBool::new(false)),
             waker: Arc::new(waker),
             held: VecDeque::new(),
+            relayed: VecDeque::new(),
             releasable: 0,
             changes: Vec::new(),
             home,
@@ -334,6 +338,12 @@ impl Server {
             online = self.rv.online(),
             datagrams_in = udp.datagrams_in,
             datagrams_out = udp.datagrams_out,
+            relayed_packets = self.rv.relay_stats().forwarded_packets,
+            relayed_bytes = self.rv.relay_stats().forwarded_bytes,
+            relay_refused = {
+                let r = self.rv.relay_stats();
+                r.malformed + r.unknown_sender + r.offline + r.not_paired + r.limited
+            },
             "rendezvous stopped"
         );
         Ok(())
@@ -375,10 +385,10 @@ impl Server {
 
         if (readable || self.udp.may_have_more()) && self.held.is_empty() && !self.udp.is_full() {
             let now = self.clock.now();
-            let (rv, held) = (&mut self.rv, &mut self.held);
+            let (rv, held, relayed) = (&mut self.rv, &mut self.held, &mut self.relayed);
             let read = self.udp.recv_batch(self.batch, |from, bytes| {
                 rv.handle_datagram(now, pilot_proto::SocketId::PRIMARY, from, bytes);
-                drain(rv, held);
+                drain(rv, held, relayed);
             });
             if let Err(e) = read {
                 tracing::warn!(error = %e, "UDP receive failed; retrying next turn");
@@ -387,8 +397,9 @@ impl Server {
         let now = self.clock.now();
         if self.rv.poll_timeout().is_some_and(|(at, _)| at <= now) {
             self.rv.handle_timeout(now);
-            drain(&mut self.rv, &mut self.held);
+            drain(&mut self.rv, &mut self.held, &mut self.relayed);
         }
+        self.send_relayed();
         self.persist()?;
         self.releasable = self.held.len();
         self.release();
@@ -429,6 +440,14 @@ impl Server {
             "registry written"
         );
         Ok(())
+    }
+
+    /// Hands relayed packets to the socket at once. The read loop stops
+    /// while the socket's queue is full, so these are bounded by a batch.
+    fn send_relayed(&mut self) {
+        while let Some(t) = self.relayed.pop_front() {
+            self.udp.send(t);
+        }
     }
 
     /// Hands released datagrams to the socket while it takes them.
@@ -477,9 +496,13 @@ impl Drop for Server {
 }
 
 /// The drain rule: every datagram, then every event (logged).
-fn drain(rv: &mut Rendezvous, held: &mut VecDeque<Transmit>) {
+fn drain(rv: &mut Rendezvous, held: &mut VecDeque<Transmit>, relayed: &mut VecDeque<Transmit>) {
     while let Some(t) = rv.poll_transmit() {
-        held.push_back(t);
+        if t.payload.first() == Some(&pilot_proto::wire::TYPE_RELAY) {
+            relayed.push_back(t);
+        } else {
+            held.push_back(t);
+        }
     }
     while let Some(event) = rv.poll_event() {
         match &event {
