@@ -11,7 +11,7 @@
 //! or (for the NAT cases) `nft`, or when namespaces cannot be created, a
 //! test says why it skipped and passes.
 //!
-//! Run: `sudo -E cargo test -p pilotctl --test netns -- --include-ignored --nocapture`.
+//! Run: `sudo -E cargo test -p pilotctl --test netns -- --nocapture`.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -747,14 +747,12 @@ fn no_nat_baseline() {
 /// Both behind endpoint-independent NATs: hole punching must give a
 /// direct path.
 #[test]
-#[ignore = "needs NAT traversal (issue 9); enabled when it lands"]
 fn eim_eim() {
     scenario("eim_eim", Nat::Eim, Nat::Eim, Expect::Direct);
 }
 
 /// Both behind symmetric NATs: punching may fail, the relay must carry.
 #[test]
-#[ignore = "needs NAT traversal (issue 9); enabled when it lands"]
 fn symmetric_symmetric() {
     scenario(
         "symmetric_symmetric",
