@@ -143,7 +143,8 @@ fn rendezvous_restart_keeps_registrations_and_daemons_recover() {
             alice
                 .request(
                     Request::Handshake {
-                        peer: "bob".into(),
+                        // bob is private: by address.
+                        peer: b["address"].as_str().unwrap().into(),
                         reason: "after restart".into(),
                     },
                     T,

@@ -132,9 +132,11 @@ fn handshake_pending_approve_trust_untrust_find() {
 fn reject_reaches_the_requester() {
     let mut net = Net::new();
     let a = net.start("alice", &[]);
-    net.start("bob", &[]);
+    let b = net.start("bob", &[]);
     let alice_addr = a["address"].as_str().unwrap().to_string();
-    net.ctl("alice", &["handshake", "bob", "--json"]).data();
+    // bob is private: asked by address.
+    let bob_addr = b["address"].as_str().unwrap();
+    net.ctl("alice", &["handshake", bob_addr, "--json"]).data();
     assert!(net.wait(10, || net
         .ctl("bob", &["pending", "--json"])
         .data()
@@ -198,4 +200,36 @@ fn the_agent_itself_is_not_a_peer() {
         net.ctl("alice", &["publish", peer, "t", "--data", "x", "--json"])
             .data();
     }
+}
+
+/// Issue 10, item 8: `handshake HOSTNAME` to a private agent fails exactly
+/// as for a name nobody holds; by address the request still reaches it.
+#[test]
+fn a_private_hostname_is_as_missing_as_an_unknown_one() {
+    let mut net = Net::new();
+    net.start("alice", &[]);
+    let c = net.start("carol", &[]);
+    let carol_addr = c["address"].as_str().unwrap().to_string();
+    let private = net.ctl("alice", &["handshake", "carol", "--json"]);
+    let missing = net.ctl("alice", &["handshake", "nobody", "--json"]);
+    assert_eq!(private.error_code(), "not_found");
+    assert_eq!(missing.error_code(), "not_found");
+    let (p, m) = (private.json(), missing.json());
+    assert_eq!(
+        p["message"].as_str().unwrap().replace("carol", "NAME"),
+        m["message"].as_str().unwrap().replace("nobody", "NAME")
+    );
+    assert_eq!(p["hint"], m["hint"]);
+    assert!(net
+        .ctl("carol", &["pending", "--json"])
+        .data()
+        .as_array()
+        .is_some_and(|a| a.is_empty()));
+    net.ctl("alice", &["handshake", &carol_addr, "--json"])
+        .data();
+    assert!(net.wait(10, || net
+        .ctl("carol", &["pending", "--json"])
+        .data()
+        .as_array()
+        .is_some_and(|a| a.len() == 1)));
 }

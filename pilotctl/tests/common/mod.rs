@@ -177,9 +177,14 @@ impl Net {
         let mut ca = self.client(a);
         let mut cb = self.client(b);
         let t = Duration::from_secs(10);
+        // By address: a private agent's hostname names nobody to others.
+        let b_addr = cb.request(Request::Info, t).expect("info")["address"]
+            .as_str()
+            .expect("registered")
+            .to_string();
         ca.request(
             Request::Handshake {
-                peer: b.into(),
+                peer: b_addr,
                 reason: "test".into(),
             },
             t,
