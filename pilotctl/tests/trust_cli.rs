@@ -170,7 +170,8 @@ fn the_agent_itself_is_not_a_peer() {
     let mut net = Net::new();
     let a = net.start("alice", &[]);
     let me = a["address"].as_str().unwrap().to_string();
-    for peer in ["alice", me.as_str()] {
+    let my_id = net.ctl("alice", &["info", "--json"]).data()["node_id"].to_string();
+    for peer in ["alice", me.as_str(), my_id.as_str()] {
         for args in [
             &["handshake", peer][..],
             &["approve", peer],
@@ -232,4 +233,56 @@ fn a_private_hostname_is_as_missing_as_an_unknown_one() {
         .data()
         .as_array()
         .is_some_and(|a| a.len() == 1)));
+}
+
+/// Issue 10, item 9: a node ID, as `pending --json` and `trust --json`
+/// show it (`node_id`), names a peer wherever an address does.
+#[test]
+fn a_node_id_names_a_peer_as_its_address_does() {
+    let mut net = Net::new();
+    net.start("alice", &[]);
+    let b = net.start("bob", &[]);
+    let bob_addr = b["address"].as_str().unwrap().to_string();
+    net.ctl("alice", &["handshake", &bob_addr, "--json"]).data();
+    assert!(net.wait(10, || net
+        .ctl("bob", &["pending", "--json"])
+        .data()
+        .as_array()
+        .is_some_and(|a| a.len() == 1)));
+    let alice_id = net.ctl("bob", &["pending", "--json"]).data()[0]["node_id"]
+        .as_u64()
+        .expect("node_id")
+        .to_string();
+    // Before: "not a valid address".
+    net.ctl("bob", &["approve", &alice_id, "--json"]).data();
+    assert!(net.wait(10, || net
+        .ctl("alice", &["trust", "--json"])
+        .data()
+        .as_array()
+        .is_some_and(|a| a.len() == 1)));
+    let bob_id = net.ctl("alice", &["trust", "--json"]).data()[0]["node_id"]
+        .as_u64()
+        .expect("node_id")
+        .to_string();
+    let echoed = net.ctl(
+        "alice",
+        &["connect", &bob_id, "7", "--message", "by id", "--json"],
+    );
+    assert!(echoed.stdout.contains("by id"), "{}", echoed.stdout);
+    net.ctl("alice", &["untrust", &bob_id, "--json"]).data();
+    assert_eq!(
+        net.ctl("alice", &["untrust", &bob_id, "--json"])
+            .error_code(),
+        "not_found"
+    );
+    // A node ID nobody holds is as missing as such an address.
+    assert_eq!(
+        net.ctl("bob", &["approve", "4095", "--json"]).error_code(),
+        "not_found"
+    );
+    assert_eq!(
+        net.ctl("bob", &["approve", "99999999999", "--json"])
+            .error_code(),
+        "invalid_argument"
+    );
 }

@@ -357,13 +357,27 @@ impl Agent {
         }
     }
 
-    /// Resolves a peer named by address or by hostname: hostnames of
-    /// trusted peers and pending requesters are known locally, and our own
-    /// maps to our address (the node then refuses it as `IsSelf`).
+    /// Reads a peer as a user names one: by address, by hostname, or by
+    /// node ID (`node_id` in `pending`, `trust`, `peers`), which names a
+    /// node of this agent's network.
+    fn peer_ref(&self, peer: &str) -> Result<PeerRef, Response> {
+        let network = self.node.address().map_or(0, |a| a.network());
+        PeerRef::parse_in(peer.trim(), network).map_err(|e| {
+            error(
+                codes::INVALID_ARGUMENT,
+                e.to_string(),
+                "addresses look like 0:0000.0000.002A, node IDs like 42; hostnames are lower-case letters, digits and '-'",
+            )
+        })
+    }
+
+    /// Resolves a peer named by address, node ID or hostname: hostnames
+    /// of trusted peers and pending requesters are known locally, and our
+    /// own maps to our address (the node then refuses it as `IsSelf`).
     fn peer_address(&self, peer: &str) -> Result<Address, Response> {
-        match PeerRef::parse(peer.trim()) {
-            Ok(PeerRef::Address(a)) => Ok(a),
-            Ok(PeerRef::Hostname(h)) => self
+        match self.peer_ref(peer)? {
+            PeerRef::Address(a) => Ok(a),
+            PeerRef::Hostname(h) => self
                 .node
                 .hostname()
                 .filter(|mine| **mine == h)
@@ -387,24 +401,14 @@ impl Agent {
                         "use the peer's address, or see `pilotctl trust` and `pilotctl pending`",
                     )
                 }),
-            Err(e) => Err(error(
-                codes::INVALID_ARGUMENT,
-                e.to_string(),
-                "addresses look like 0:0000.0000.002A; hostnames are lower-case letters, digits and '-'",
-            )),
         }
     }
 
     fn query(&self, peer: &str) -> Result<Query, Response> {
-        match PeerRef::parse(peer.trim()) {
-            Ok(PeerRef::Address(a)) => Ok(Query::Address(a)),
-            Ok(PeerRef::Hostname(h)) => Ok(Query::Hostname(h)),
-            Err(e) => Err(error(
-                codes::INVALID_ARGUMENT,
-                e.to_string(),
-                "addresses look like 0:0000.0000.002A; hostnames are lower-case letters, digits and '-'",
-            )),
-        }
+        Ok(match self.peer_ref(peer)? {
+            PeerRef::Address(a) => Query::Address(a),
+            PeerRef::Hostname(h) => Query::Hostname(h),
+        })
     }
 
     /// Peers with their path, session and traffic (`pilotctl peers`).

@@ -22,7 +22,7 @@ pub enum IdentityCommand {
     Info,
     /// Look a node up by hostname or address.
     Find {
-        /// Hostname or address (0:0000.0000.002A).
+        /// Hostname, address (0:0000.0000.002A) or node ID (42).
         peer: String,
     },
     /// Prepare PILOT_HOME (identity key and settings) without starting a

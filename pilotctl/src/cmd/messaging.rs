@@ -44,7 +44,7 @@ pub enum MessagingCommand {
     /// to stdout, both at once and binary-safe; the end of stdin
     /// half-closes, the peer closing ends the command.
     Connect {
-        /// The peer's address (or hostname).
+        /// The peer's address, node ID or hostname.
         peer: String,
         /// The peer's port.
         #[arg(default_value_t = ports::STDIO, value_parser = port_number())]
@@ -60,7 +60,7 @@ pub enum MessagingCommand {
     },
     /// Send one message over a stream (or a datagram) to a peer's port.
     Send {
-        /// The peer's address (or hostname).
+        /// The peer's address, node ID or hostname.
         peer: String,
         /// The peer's port.
         #[arg(value_parser = port_number())]
@@ -104,7 +104,7 @@ pub enum MessagingCommand {
     },
     /// Send a text, JSON or binary message to a peer's inbox (port 1001).
     SendMessage {
-        /// The peer's address (or hostname).
+        /// The peer's address, node ID or hostname.
         peer: String,
         /// The message: text, a JSON text, or base64 for binary.
         #[arg(long)]
@@ -119,7 +119,7 @@ pub enum MessagingCommand {
     },
     /// Send a file (at most 16 MiB) to a peer's received files (port 1001).
     SendFile {
-        /// The peer's address (or hostname).
+        /// The peer's address, node ID or hostname.
         peer: String,
         /// The file; the peer sees its base name.
         path: PathBuf,
@@ -141,7 +141,7 @@ pub enum MessagingCommand {
     },
     /// Print the events on a peer's event stream (port 1002) matching a topic.
     Subscribe {
-        /// The peer's address (or hostname).
+        /// The peer's address, node ID or hostname.
         peer: String,
         /// Topic or pattern: `tasks.new`, `tasks.*`, `*.done`, `*`.
         topic: String,
@@ -154,7 +154,7 @@ pub enum MessagingCommand {
     },
     /// Publish an event on a peer's (or this agent's own) event stream.
     Publish {
-        /// The peer's address (or hostname); this agent's own publishes
+        /// The peer's address, node ID or hostname; this agent's own publishes
         /// locally.
         peer: String,
         /// The topic (no wildcards).
@@ -777,11 +777,14 @@ pub fn publish(
     result.map(|()| None)
 }
 
-/// Whether `peer` names this agent (its address or its hostname).
+/// Whether `peer` names this agent (its address, node ID or hostname).
 fn is_self(c: &mut Client, peer: &str) -> Result<bool, Failure> {
     let info = request(c, Request::Info)?;
     let me = |k: &str| info[k].as_str().map(str::to_string);
-    Ok(match PeerRef::parse(peer.trim()) {
+    let network = me("address")
+        .and_then(|a| a.parse::<pilot_proto::addr::Address>().ok())
+        .map_or(0, |a| a.network());
+    Ok(match PeerRef::parse_in(peer.trim(), network) {
         Ok(PeerRef::Address(a)) => me("address") == Some(a.to_string()),
         Ok(PeerRef::Hostname(h)) => me("hostname") == Some(h.to_string()),
         Err(_) => false,
