@@ -112,10 +112,11 @@ fn handshake_pending_approve_trust_untrust_find() {
     );
 
     net.ctl("alice", &["untrust", "bob", "--json"]).data();
+    // bob is public: findable, so no longer trusted rather than missing.
     assert_eq!(
         net.ctl("alice", &["ping", "bob", "--count", "1", "--json"])
             .error_code(),
-        "not_found"
+        "not_trusted"
     );
     assert!(net.wait(10, || net
         .ctl("bob", &["trust", "--json"])
@@ -285,4 +286,39 @@ fn a_node_id_names_a_peer_as_its_address_does() {
             .error_code(),
         "invalid_argument"
     );
+}
+
+/// Issue 10, item 10: a findable peer that has not approved us answers
+/// `not_trusted` by hostname exactly as by address (it was `not_found`);
+/// a private one stays as missing as a name nobody holds.
+#[test]
+fn an_untrusted_peer_is_not_trusted_by_hostname_as_by_address() {
+    let mut net = Net::new();
+    net.start("alice", &[]);
+    let b = net.start("bob", &["--public"]);
+    net.start("carol", &[]);
+    let bob_addr = b["address"].as_str().unwrap().to_string();
+    let answers = |peer: &str| -> Vec<String> {
+        [
+            &["ping", peer, "--count", "1"][..],
+            &["send-message", peer, "--data", "x"],
+            &["subscribe", peer, "x", "--count", "1", "--timeout", "5"],
+            &["publish", peer, "t", "--data", "x"],
+            &["connect", peer, "7", "--message", "x"],
+            &["send", peer, "6000", "--data", "x", "--datagram"],
+        ]
+        .iter()
+        .map(|args| {
+            let mut args = args.to_vec();
+            args.push("--json");
+            net.ctl("alice", &args).error_code()
+        })
+        .collect()
+    };
+    let by_address = answers(&bob_addr);
+    assert!(by_address.iter().all(|c| c == "not_trusted"), "{by_address:?}");
+    assert_eq!(answers("bob"), by_address);
+    let missing = answers("nobody");
+    assert!(missing.iter().all(|c| c == "not_found"), "{missing:?}");
+    assert_eq!(answers("carol"), missing);
 }

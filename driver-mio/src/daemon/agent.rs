@@ -76,6 +76,9 @@ pub struct Agent {
     effects: Effects,
     /// Node request IDs (lookups, trust requests) to the client waiting.
     deferred: BTreeMap<u32, (ClientId, u32)>,
+    /// Lookups of a hostname this agent does not know, to the request
+    /// that named it: run again by address once it is found.
+    resolving: BTreeMap<u32, (ClientId, u32, Request)>,
     /// Streams being connected: stream to (client, request ID).
     connecting: BTreeMap<StreamId, (ClientId, u32)>,
     stream_owner: BTreeMap<StreamId, ClientId>,
@@ -220,6 +223,23 @@ pub fn command_error(e: &CommandError) -> Response {
     }
 }
 
+/// Maps a failed lookup to a stable code, message and hint.
+fn resolve_error(e: &ResolveError) -> Response {
+    match e {
+        ResolveError::NotFound => error(
+            codes::NOT_FOUND,
+            "no such node, or it is private",
+            "private nodes are visible only to peers that trust them",
+        ),
+        ResolveError::Timeout => error(
+            codes::TIMEOUT,
+            "the rendezvous did not answer",
+            "check `pilotctl info`",
+        ),
+        e => error(codes::CONNECTION_FAILED, e.to_string(), ""),
+    }
+}
+
 impl Agent {
     /// Routing for `node`, started at `now`.
     pub fn new(node: Node, now: Timestamp) -> Self {
@@ -229,6 +249,7 @@ impl Agent {
             out: VecDeque::new(),
             effects: Effects::default(),
             deferred: BTreeMap::new(),
+            resolving: BTreeMap::new(),
             connecting: BTreeMap::new(),
             stream_owner: BTreeMap::new(),
             to_node: BTreeMap::new(),
@@ -297,6 +318,7 @@ impl Agent {
             || self.datagram_ports.values().any(|c| *c == client)
             || self.stream_ports.values().any(|c| *c == client)
             || self.deferred.values().any(|(c, _)| *c == client)
+            || self.resolving.values().any(|(c, _, _)| *c == client)
             || self.connecting.values().any(|(c, _)| *c == client)
     }
 
@@ -314,6 +336,7 @@ impl Agent {
             self.node.unlisten(p);
         }
         self.deferred.retain(|_, (c, _)| *c != client);
+        self.resolving.retain(|_, (c, _, _)| *c != client);
         self.connecting.retain(|_, (c, _)| *c != client);
     }
 
@@ -377,31 +400,61 @@ impl Agent {
     fn peer_address(&self, peer: &str) -> Result<Address, Response> {
         match self.peer_ref(peer)? {
             PeerRef::Address(a) => Ok(a),
-            PeerRef::Hostname(h) => self
-                .node
-                .hostname()
-                .filter(|mine| **mine == h)
-                .and_then(|_| self.node.address())
-                .or_else(|| {
-                    self.node
-                        .trusted()
-                        .find(|t| t.hostname.as_ref() == Some(&h))
-                        .map(|t| t.address)
-                })
-                .or_else(|| {
-                    self.node
-                        .pending()
-                        .find(|p| p.hostname.as_ref() == Some(&h))
-                        .map(|p| p.request.from)
-                })
-                .ok_or_else(|| {
-                    error(
-                        codes::NOT_FOUND,
-                        format!("no trusted peer or pending request named `{h}`"),
-                        "use the peer's address, or see `pilotctl trust` and `pilotctl pending`",
-                    )
-                }),
+            PeerRef::Hostname(h) => self.known_hostname(&h).ok_or_else(|| {
+                error(
+                    codes::NOT_FOUND,
+                    format!("no trusted peer or pending request named `{h}`"),
+                    "use the peer's address, or see `pilotctl trust` and `pilotctl pending`",
+                )
+            }),
         }
+    }
+
+    /// The address behind a hostname this agent knows without asking:
+    /// its own, a trusted peer's, a pending requester's.
+    fn known_hostname(&self, h: &Hostname) -> Option<Address> {
+        self.node
+            .hostname()
+            .filter(|mine| *mine == h)
+            .and_then(|_| self.node.address())
+            .or_else(|| {
+                self.node
+                    .trusted()
+                    .find(|t| t.hostname.as_ref() == Some(h))
+                    .map(|t| t.address)
+            })
+            .or_else(|| {
+                self.node
+                    .pending()
+                    .find(|p| p.hostname.as_ref() == Some(h))
+                    .map(|p| p.request.from)
+            })
+    }
+
+    /// A stream or datagram to a hostname this agent does not know is
+    /// looked up at the rendezvous first, and the request runs again by
+    /// the address found: a findable peer that is not trusted then gets
+    /// `not_trusted`, as by address, and a private or missing one
+    /// `not_found`. Returns the request back if it needs no lookup.
+    fn resolve_first(
+        &mut self,
+        now: Timestamp,
+        client: ClientId,
+        id: u32,
+        req: Request,
+    ) -> Option<Request> {
+        let (Request::Connect { peer, .. } | Request::SendDatagram { peer, .. }) = &req else {
+            return Some(req);
+        };
+        let Ok(PeerRef::Hostname(h)) = self.peer_ref(peer) else {
+            return Some(req);
+        };
+        if self.known_hostname(&h).is_some() {
+            return Some(req);
+        }
+        let rid = self.node.resolve(now, Query::Hostname(h));
+        self.resolving.insert(rid, (client, id, req));
+        None
     }
 
     fn query(&self, peer: &str) -> Result<Query, Response> {
@@ -518,6 +571,7 @@ impl Agent {
         id: u32,
         req: Request,
     ) -> Option<Response> {
+        let req = self.resolve_first(now, client, id, req)?;
         let r = match req {
             Request::Info => ok(self.info(now)),
             Request::Resolve { peer } => match self.query(&peer) {
@@ -881,7 +935,19 @@ impl Agent {
     fn on_node_event(&mut self, now: Timestamp, e: Event, room: &impl Fn(ClientId) -> usize) {
         match e {
             Event::Resolved { id, result } => {
-                if let Some((client, rid)) = self.deferred.remove(&id) {
+                if let Some((client, rid, mut req)) = self.resolving.remove(&id) {
+                    match result {
+                        Ok(p) => {
+                            if let Request::Connect { peer, .. }
+                            | Request::SendDatagram { peer, .. } = &mut req
+                            {
+                                *peer = p.address.to_string();
+                            }
+                            self.handle_request(now, client, rid, req);
+                        }
+                        Err(e) => self.respond(client, rid, resolve_error(&e)),
+                    }
+                } else if let Some((client, rid)) = self.deferred.remove(&id) {
                     let r = match result {
                         Ok(p) => ok(json!({
                             "address": p.address.to_string(),
@@ -893,17 +959,7 @@ impl Agent {
                             "online": p.online,
                             "endpoints": p.endpoints.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
                         })),
-                        Err(ResolveError::NotFound) => error(
-                            codes::NOT_FOUND,
-                            "no such node, or it is private",
-                            "private nodes are visible only to peers that trust them",
-                        ),
-                        Err(ResolveError::Timeout) => error(
-                            codes::TIMEOUT,
-                            "the rendezvous did not answer",
-                            "check `pilotctl info`",
-                        ),
-                        Err(e) => error(codes::CONNECTION_FAILED, e.to_string(), ""),
+                        Err(e) => resolve_error(&e),
                     };
                     self.respond(client, rid, r);
                 }
