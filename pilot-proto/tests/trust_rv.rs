@@ -570,9 +570,14 @@ fn a_private_hostname_is_as_missing_as_an_unknown_one_for_trust_requests() {
     };
     let error_text = |w: &World, req: u32| {
         w.agents[asker].inbox.iter().find_map(|m| match m {
-            Message::Error { req: r, code, message } if *r == req => {
-                Some((*code, message.replace("hidden", "NAME").replace("nobody", "NAME")))
-            }
+            Message::Error {
+                req: r,
+                code,
+                message,
+            } if *r == req => Some((
+                *code,
+                message.replace("hidden", "NAME").replace("nobody", "NAME"),
+            )),
             _ => None,
         })
     };

@@ -201,18 +201,7 @@ fn malformed_and_oversized_frames_and_a_stuck_client_leave_the_daemon_healthy() 
 fn clear_errors_for_double_start_stop_without_daemon_and_missing_socket_dir() {
     let mut net = Net::new();
     net.start("alice", &[]);
-    let twice = net.ctl(
-        "alice",
-        &[
-            "daemon",
-            "start",
-            "--rendezvous",
-            &net.rv_addr.clone(),
-            "--rendezvous-key",
-            &net.rv_key.clone(),
-            "--json",
-        ],
-    );
+    let twice = net.daemon_start("alice", &[]);
     assert_eq!(twice.error_code(), "already_exists");
     let nobody = net.ctl("carol", &["daemon", "stop", "--json"]);
     assert_eq!(nobody.error_code(), "not_running");
@@ -226,20 +215,7 @@ fn clear_errors_for_double_start_stop_without_daemon_and_missing_socket_dir() {
         .contains("--rendezvous HOST:PORT"));
     assert!(!net.home("carol").exists());
     let missing = net.dir.path().join("no/such/dir/pilot.sock");
-    let run = pilotctl(
-        &[
-            "daemon",
-            "start",
-            "--rendezvous",
-            &net.rv_addr,
-            "--rendezvous-key",
-            &net.rv_key,
-            "--socket",
-            missing.to_str().unwrap(),
-            "--json",
-        ],
-        &[("PILOT_HOME", net.home("dave").to_str().unwrap())],
-    );
+    let run = net.daemon_start("dave", &["--socket", missing.to_str().unwrap()]);
     assert_eq!(run.error_code(), "invalid_argument");
     assert!(run.json()["message"]
         .as_str()
@@ -256,20 +232,7 @@ fn a_bad_log_level_and_an_overlong_reason_are_refused_not_mangled() {
     let mut net = Net::new();
     net.start("alice", &[]);
     // Before: the daemon started, logging nothing ("verbose" read as a target).
-    let run = net.ctl(
-        "bob",
-        &[
-            "daemon",
-            "start",
-            "--rendezvous",
-            &net.rv_addr.clone(),
-            "--rendezvous-key",
-            &net.rv_key.clone(),
-            "--log-level",
-            "verbose",
-            "--json",
-        ],
-    );
+    let run = net.daemon_start("bob", &["--log-level", "verbose"]);
     assert_eq!(run.error_code(), "invalid_argument");
     assert!(!net.home("bob").join("daemon.pid").exists());
     // Before: accepted and cut to 255 bytes.
@@ -302,8 +265,9 @@ fn every_start_flag_is_kept_and_a_one_off_rendezvous_in_the_environment_is_not()
     assert_eq!(saved["log_format"], "json");
     // --services undoes a saved --no-services.
     net.stop("alice");
-    net.ctl("alice", &["daemon", "start", "--services", "--json"])
-        .data();
+    // (Restarted through the `Net`, which then stops it: a bare `daemon
+    // start` here left this daemon running after the tests.)
+    net.restart_with("alice", &["--services"]);
     let saved: serde_json::Value =
         serde_json::from_slice(&std::fs::read(net.home("alice").join("config.json")).unwrap())
             .unwrap();
@@ -313,6 +277,7 @@ fn every_start_flag_is_kept_and_a_one_off_rendezvous_in_the_environment_is_not()
     // bob starts with the rendezvous only in the environment: it is used,
     // not saved.
     let bob = net.home("bob");
+    net.track("bob");
     let run = pilotctl(
         &["daemon", "start", "--listen", "127.0.0.1:0", "--json"],
         &[

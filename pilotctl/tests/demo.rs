@@ -6,19 +6,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const PILOTCTL: &str = env!("CARGO_BIN_EXE_pilotctl");
+mod common;
+
+use common::PILOTCTL;
 
 fn demo() -> Command {
     let mut c = Command::new(PILOTCTL);
-    c.arg("demo");
-    for k in [
-        "PILOT_HOME",
-        "PILOT_SOCKET",
-        "PILOT_RENDEZVOUS",
-        "PILOT_RENDEZVOUS_KEY",
-    ] {
-        c.env_remove(k);
-    }
+    common::clean_env(&mut c).arg("demo");
     c
 }
 

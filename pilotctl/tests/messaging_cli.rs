@@ -15,11 +15,9 @@ use serde_json::Value;
 /// pilotctl as agent `name`, not yet started.
 fn command(net: &Net, name: &str, args: &[&str]) -> Command {
     let mut cmd = Command::new(PILOTCTL);
-    cmd.args(args)
-        .env("PILOT_HOME", net.home(name))
-        .env_remove("PILOT_SOCKET")
-        .env_remove("PILOT_RENDEZVOUS")
-        .env_remove("PILOT_RENDEZVOUS_KEY");
+    common::clean_env(&mut cmd)
+        .args(args)
+        .env("PILOT_HOME", net.home(name));
     cmd
 }
 

@@ -316,7 +316,10 @@ fn an_untrusted_peer_is_not_trusted_by_hostname_as_by_address() {
         .collect()
     };
     let by_address = answers(&bob_addr);
-    assert!(by_address.iter().all(|c| c == "not_trusted"), "{by_address:?}");
+    assert!(
+        by_address.iter().all(|c| c == "not_trusted"),
+        "{by_address:?}"
+    );
     assert_eq!(answers("bob"), by_address);
     let missing = answers("nobody");
     assert!(missing.iter().all(|c| c == "not_found"), "{missing:?}");
