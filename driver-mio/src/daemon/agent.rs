@@ -295,14 +295,29 @@ impl Agent {
     }
 
     /// What the node registers: the answer to a hostname or visibility
-    /// change.
-    fn registration(&self) -> Value {
+    /// change, `pending` while the rendezvous has not taken it yet.
+    fn registration(&self, pending: bool) -> Value {
         let n = &self.node;
         json!({
             "address": n.address().map(|a| a.to_string()),
             "hostname": n.hostname().map(|h| h.to_string()),
             "public": n.is_public(),
+            "pending": pending,
         })
+    }
+
+    /// A hostname or visibility change the node started as `rid`. With a
+    /// registration in place it is answered when the rendezvous takes or
+    /// refuses it (or, silent, as pending after the node's request
+    /// timeout); without one the rendezvous is out of reach, so it is
+    /// answered at once: saved, and pending until the node registers.
+    fn registration_change(&mut self, client: ClientId, id: u32, rid: u32) -> Option<Response> {
+        if self.node.is_registered() {
+            self.deferred.insert(rid, (client, id));
+            return None;
+        }
+        self.effects.registration_changed = true;
+        Some(ok(self.registration(true)))
     }
 
     /// A client connected.
@@ -594,13 +609,11 @@ impl Agent {
                     }
                 };
                 let rid = self.node.set_hostname(now, hostname);
-                self.deferred.insert(rid, (client, id));
-                return None;
+                return self.registration_change(client, id, rid);
             }
             Request::SetVisibility { public } => {
                 let rid = self.node.set_public(now, public);
-                self.deferred.insert(rid, (client, id));
-                return None;
+                return self.registration_change(client, id, rid);
             }
             Request::Handshake { reason, .. } | Request::Reject { reason, .. }
                 if reason.len() > pilot_proto::trust::MAX_REASON =>
@@ -968,7 +981,7 @@ impl Agent {
                 self.effects.registration_changed = true;
                 if let Some((client, rid)) = self.deferred.remove(&id) {
                     let r = match result {
-                        Ok(()) => ok(self.registration()),
+                        Ok(()) => ok(self.registration(false)),
                         Err(RequestError::Refused(ErrorCode::HostnameTaken, message)) => error(
                             codes::ALREADY_EXISTS,
                             message,
@@ -979,11 +992,9 @@ impl Agent {
                             format!("the rendezvous refused: {code}: {message}"),
                             "the agent keeps its previous registration",
                         ),
-                        Err(RequestError::Timeout) => error(
-                            codes::TIMEOUT,
-                            "the rendezvous did not answer; the agent keeps trying with the change",
-                            "check `pilotctl info`: is the daemon registered?",
-                        ),
+                        // Saved (the flag above) and still being tried:
+                        // not a failure.
+                        Err(RequestError::Timeout) => ok(self.registration(true)),
                         Err(e) => error(codes::INTERNAL, e.to_string(), ""),
                     };
                     self.respond(client, rid, r);

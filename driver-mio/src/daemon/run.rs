@@ -83,6 +83,9 @@ const IPC_TOKENS: std::ops::Range<usize> = 16..16 + 257;
 /// Datagrams read per wakeup before timers and writes get their turn.
 const READ_BUDGET: usize = 256;
 
+/// How long a request to the rendezvous may go unanswered.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Runs the daemon until SIGTERM/SIGINT or a `Stop` request.
 pub fn run(opts: Options) -> Result<(), DaemonError> {
     let home = Home::open(&opts.home)?;
@@ -125,6 +128,10 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
     config.services = opts.services.clone();
     config.trust = trust;
     config.wall_origin_micros = clock.wall_origin_micros();
+    // A request the rendezvous leaves unanswered (it is down) is answered
+    // well within the 15 s a client waits: a trust request as `timeout`,
+    // a hostname change as saved and pending; never as a stuck daemon.
+    config.request_timeout = REQUEST_TIMEOUT;
     let now = clock.now();
     let node = Node::new(config, &seed, now);
     let mut agent = Agent::new(node, now).with_services(&opts.services);
