@@ -314,3 +314,31 @@ fn a_built_in_service_port_is_refused_alike_for_datagrams_and_streams() {
     );
     assert_eq!(forced.error_code(), "timeout");
 }
+
+/// Issue 10, item 14: a port in use is `already_exists` (exit 5), as the
+/// README's table says, for the rendezvous (was `io_error`, exit 1) and
+/// the daemon (was `internal`).
+#[test]
+fn a_busy_port_is_already_exists_for_the_rendezvous_and_the_daemon() {
+    let mut net = Net::new();
+    let busy = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let busy = busy.local_addr().unwrap().to_string();
+    let rv_home = net.dir.path().join("rv2");
+    let rv = pilotctl(
+        &[
+            "rendezvous",
+            "start",
+            "--listen",
+            &busy,
+            "--home",
+            rv_home.to_str().unwrap(),
+            "--json",
+        ],
+        &[],
+    );
+    assert_eq!(rv.error_code(), "already_exists", "{}", rv.stdout);
+    assert_eq!(rv.code, 5);
+    let daemon = net.daemon_start("alice", &["--listen", &busy]);
+    assert_eq!(daemon.error_code(), "already_exists", "{}", daemon.stdout);
+    assert_eq!(daemon.code, 5);
+}

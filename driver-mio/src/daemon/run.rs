@@ -70,6 +70,30 @@ pub enum DaemonError {
     },
 }
 
+impl DaemonError {
+    /// A stable code for `--json` output, one of those pilotctl documents:
+    /// another daemon, or a UDP port or socket in use, is
+    /// `already_exists`; a missing socket directory or an unusable socket
+    /// path `invalid_argument`; a file (named in the message) or the OS
+    /// `internal`.
+    pub fn code(&self) -> &'static str {
+        use crate::ipc::api::codes;
+        match self {
+            DaemonError::AlreadyRunning { .. }
+            | DaemonError::Ipc(BindError::AlreadyRunning { .. }) => codes::ALREADY_EXISTS,
+            DaemonError::Io { source, .. } if source.kind() == io::ErrorKind::AddrInUse => {
+                codes::ALREADY_EXISTS
+            }
+            DaemonError::Ipc(
+                BindError::MissingDirectory { .. }
+                | BindError::NotASocket { .. }
+                | BindError::PathTooLong { .. },
+            ) => codes::INVALID_ARGUMENT,
+            _ => codes::INTERNAL,
+        }
+    }
+}
+
 fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> DaemonError {
     let what = what.into();
     move |source| DaemonError::Io { what, source }

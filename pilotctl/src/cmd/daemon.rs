@@ -334,11 +334,23 @@ fn start(a: StartArgs, json: bool) -> Result<Success, Failure> {
         init_logging_with(&home_dir, true, settings.log_level.as_deref(), log_format);
         return driver_mio::daemon::run::run(options)
             .map(|()| Success::new(json!({ "stopped": true }), "Daemon stopped"))
-            .map_err(|e| Failure::new("internal", e.to_string(), ""));
+            .map_err(|e| {
+                let hint = match e.code() {
+                    "already_exists" => "another daemon or process holds it: stop it, or choose another --listen / PILOT_HOME",
+                    _ => "see the message; the daemon's log is pilot.log in its home",
+                };
+                Failure::new(e.code(), e.to_string(), hint)
+            });
     }
     let log = home.path("daemon.out");
-    let mut args: Vec<std::ffi::OsString> =
-        vec!["daemon".into(), "start".into(), "--foreground".into()];
+    // --json: a failure to start ends the child's output with an error
+    // object, whose code is passed on.
+    let mut args: Vec<std::ffi::OsString> = vec![
+        "daemon".into(),
+        "start".into(),
+        "--foreground".into(),
+        "--json".into(),
+    ];
     args.extend(["--home".into(), options.home.clone().into_os_string()]);
     args.extend(["--socket".into(), options.socket.clone().into_os_string()]);
     // The child reads the rest from the settings just saved (and the
@@ -365,6 +377,16 @@ fn start(a: StartArgs, json: bool) -> Result<Success, Failure> {
                 .find(|l| !l.trim().is_empty())
                 .unwrap_or("")
                 .to_string();
+            if let Ok(v) = serde_json::from_str::<Value>(&last) {
+                if v["status"] == "error" {
+                    let text = |k: &str| v[k].as_str().unwrap_or_default().to_string();
+                    return Err(Failure::new(
+                        v["code"].as_str().unwrap_or("internal"),
+                        format!("the daemon exited ({status}): {}", text("message")),
+                        text("hint"),
+                    ));
+                }
+            }
             return Err(Failure::new(
                 "internal",
                 format!("the daemon exited ({status}): {last}"),
