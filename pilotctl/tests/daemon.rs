@@ -342,3 +342,53 @@ fn a_busy_port_is_already_exists_for_the_rendezvous_and_the_daemon() {
     assert_eq!(daemon.error_code(), "already_exists", "{}", daemon.stdout);
     assert_eq!(daemon.code, 5);
 }
+
+/// Issue 10, item 15: a daemon started with PILOT_SOCKET elsewhere is
+/// found by its home alone (`daemon status` said not running), and a
+/// start that fails (a busy port) leaves no `daemon.pid` naming a dead
+/// process.
+#[test]
+fn a_socket_elsewhere_is_found_by_the_home_and_a_failed_start_leaves_no_pid_file() {
+    let mut net = Net::new();
+    let socket = net.dir.path().join("elsewhere.sock");
+    let home = net.home("alice");
+    net.track("alice");
+    let started = pilotctl(
+        &[
+            "daemon",
+            "start",
+            "--rendezvous",
+            &net.rv_addr.clone(),
+            "--rendezvous-key",
+            &net.rv_key.clone(),
+            "--listen",
+            "127.0.0.1:0",
+            "--json",
+        ],
+        &[
+            ("PILOT_HOME", home.to_str().unwrap()),
+            ("PILOT_SOCKET", socket.to_str().unwrap()),
+        ],
+    );
+    assert_eq!(
+        started.data()["socket"].as_str(),
+        Some(socket.to_str().unwrap())
+    );
+    let status = net.ctl("alice", &["daemon", "status", "--json"]).data();
+    assert_eq!(status["running"], true);
+    assert_eq!(status["socket"].as_str(), Some(socket.to_str().unwrap()));
+    net.ctl("alice", &["info", "--json"]).data();
+    net.ctl("alice", &["daemon", "stop", "--json"]).data();
+    assert_eq!(
+        net.ctl("alice", &["daemon", "status", "--json"])
+            .error_code(),
+        "not_running"
+    );
+    assert!(!home.join("daemon.socket").exists());
+
+    let busy = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let busy = busy.local_addr().unwrap().to_string();
+    let failed = net.daemon_start("bob", &["--listen", &busy]);
+    assert_eq!(failed.error_code(), "already_exists");
+    assert!(!net.home("bob").join("daemon.pid").exists());
+}

@@ -122,6 +122,9 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
         }
     }
     crate::fsutil::write_pid(&pid_path, std::process::id())?;
+    // From here on, however the run ends (a port in use, say), the pid
+    // file goes with it: a stale one later named a dead daemon.
+    let _pid_file = RemoveOnDrop(pid_path.clone());
     // Writes a crash cut short before their rename.
     let stale: usize = ["", "inbox", "received"]
         .iter()
@@ -139,6 +142,18 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
         IPC_TOKENS,
         IpcConfig::default(),
     )?;
+    // A socket outside the home (PILOT_SOCKET, --socket) is written down
+    // in it, so that `pilotctl daemon status` and the rest find the
+    // daemon by its home alone.
+    let socket_note = home.path(SOCKET_NOTE);
+    let _socket_note = if opts.socket != home.path("pilot.sock") {
+        let path = opts.socket.as_os_str().as_encoded_bytes();
+        crate::fsutil::atomic_write(&socket_note, path, 0o600)?;
+        Some(RemoveOnDrop(socket_note))
+    } else {
+        let _ = std::fs::remove_file(&socket_note);
+        None
+    };
     let mut signals = Signals::register(poll.registry(), SIGNALS)
         .map_err(io_err("installing signal handlers"))?;
     let clock = Clock::new();
@@ -274,9 +289,22 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
     udp.flush();
     home.save_trust(&agent.node.trust_state())?;
     drop(ipc);
-    let _ = std::fs::remove_file(&pid_path);
     info!("daemon stopped");
     Ok(())
+}
+
+/// The file in the home naming a socket kept elsewhere, while the daemon
+/// runs.
+pub const SOCKET_NOTE: &str = "daemon.socket";
+
+/// Removes a file when dropped: files that live exactly as long as the
+/// daemon runs.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 /// Writes the hostname and visibility the node registers into the

@@ -447,7 +447,7 @@ fn started(pid: u32, info: &Value, socket: &Path, home: &Path) -> Success {
 
 fn stop(h: HomeArgs) -> Result<Success, Failure> {
     let home = paths::home(h.home.clone());
-    let socket = paths::socket(h.socket.clone(), &home);
+    let socket = paths::running_socket(h.socket.clone(), &home);
     let pid = crate::cmd::client::read_pid(&home.join("daemon.pid"));
     let mut c = connect(&socket)?;
     request(&mut c, Request::Stop)?;
@@ -472,7 +472,7 @@ fn stop(h: HomeArgs) -> Result<Success, Failure> {
 
 fn status(h: HomeArgs, check: bool, json: bool) -> Result<Success, Failure> {
     let home = paths::home(h.home.clone());
-    let socket = paths::socket(h.socket.clone(), &home);
+    let socket = paths::running_socket(h.socket.clone(), &home);
     let result = connect(&socket).and_then(|mut c| request(&mut c, Request::Info));
     if check {
         return match result {

@@ -280,7 +280,7 @@ pub fn config(set: &[String]) -> Result<Success, Failure> {
     // them itself before answering.
     let mut live = Vec::new();
     let mut later = Vec::new();
-    let mut daemon = connect(&paths::socket(None, &dir)).ok();
+    let mut daemon = connect(&paths::running_socket(None, &dir)).ok();
     for (k, _) in &pairs {
         let req = match *k {
             "hostname" => Some(Request::SetHostname {
