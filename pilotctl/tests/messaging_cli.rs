@@ -419,8 +419,10 @@ fn messaging_between_agents() {
             &["send-message", "bob", "--data", "hello inbox", "--json"],
         )
         .data();
-    assert_eq!(m["status"], "ok");
-    assert_eq!(m["type"], "text");
+    // One "status" (the answer's), and `kind` as `inbox` says it.
+    assert_eq!(m["acknowledged"], true);
+    assert!(m.get("status").is_none(), "{m}");
+    assert_eq!(m["kind"], "text");
     assert_eq!(m["bytes"], 11);
     net.ctl(
         "alice",

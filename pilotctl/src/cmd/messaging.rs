@@ -275,12 +275,12 @@ pub const DOCS: &[CommandDoc] = &[
     },
     CommandDoc {
         name: "send-message",
-        returns: r#"{"peer":"string","id":"number","type":"string","bytes":"number","status":"string"}"#,
+        returns: r#"{"peer":"string","id":"number","kind":"string","bytes":"number","acknowledged":"bool"}"#,
         errors: TO_PEER,
     },
     CommandDoc {
         name: "send-file",
-        returns: r#"{"peer":"string","id":"number","name":"string","bytes":"number","status":"string"}"#,
+        returns: r#"{"peer":"string","id":"number","name":"string","bytes":"number","acknowledged":"bool"}"#,
         errors: TO_PEER,
     },
     CommandDoc {
@@ -1157,7 +1157,9 @@ pub fn send_message_cmd(
     let id = send_message(&mut c, peer, &message, timeout)?;
     let n = message.data().len();
     Ok(Success::new(
-        json!({ "peer": peer, "id": id, "type": kind, "bytes": n, "status": "ok" }),
+        // `kind` as `inbox` names it; no second "status" inside the
+        // answer's own: the peer acknowledged it.
+        json!({ "peer": peer, "id": id, "kind": kind, "bytes": n, "acknowledged": true }),
         format!("Delivered to {peer}: {kind} message of {n} bytes (id {id}, acknowledged)"),
     ))
 }
@@ -1204,7 +1206,7 @@ pub fn send_file(peer: &str, path: &Path, timeout: Duration) -> Result<Success, 
     let message = Message::File { name, data: &data };
     let id = send_message_with_progress(&mut c, peer, &message, timeout, &mut progress)?;
     Ok(Success::new(
-        json!({ "peer": peer, "id": id, "name": name, "bytes": data.len(), "status": "ok" }),
+        json!({ "peer": peer, "id": id, "name": name, "bytes": data.len(), "acknowledged": true }),
         format!(
             "Delivered {name} ({} bytes) to {peer} (id {id}, acknowledged)",
             data.len()
