@@ -634,3 +634,31 @@ fn messaging_between_agents() {
         "invalid_argument"
     );
 }
+
+/// Issue 10, item 15: Ctrl-C under `--json` ends `listen` and `recv`
+/// with the usual error object (`interrupted`, exit 130): it printed no
+/// object at all, so a program reading the lines could not tell a stop
+/// from a crash.
+#[test]
+fn ctrl_c_under_json_ends_a_stream_with_an_error_object() {
+    let mut net = Net::new();
+    net.start("alice", &[]);
+    for (args, ready) in [
+        (["listen", "6001", "--timeout", "0", "--json"], "Listening"),
+        (["recv", "6002", "--timeout", "0", "--json"], "Receiving"),
+    ] {
+        let mut bg = spawn(&net, "alice", &args);
+        bg.ready(ready);
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(bg.child.id() as i32),
+            nix::sys::signal::Signal::SIGINT,
+        )
+        .unwrap();
+        let run = bg.finish();
+        assert_eq!(run.code, 130, "{args:?}: {}{}", run.stdout, run.stderr);
+        let last: Value = serde_json::from_str(run.stdout.lines().last().unwrap_or_default())
+            .unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {:?}", run.stdout));
+        assert_eq!(last["status"], "error");
+        assert_eq!(last["code"], "interrupted");
+    }
+}
