@@ -392,3 +392,22 @@ fn a_socket_elsewhere_is_found_by_the_home_and_a_failed_start_leaves_no_pid_file
     assert_eq!(failed.error_code(), "already_exists");
     assert!(!net.home("bob").join("daemon.pid").exists());
 }
+
+/// Issue 10, item 15: no ANSI colour codes in log files; the background
+/// daemon's and rendezvous's stderr is a file, not a terminal.
+#[test]
+fn log_files_have_no_colour_codes() {
+    let mut net = Net::new();
+    net.start("alice", &[]);
+    net.stop("alice");
+    let files = [
+        net.home("alice").join("daemon.out"),
+        net.home("alice").join("pilot.log"),
+        net.rv_home.join("rendezvous.out"),
+    ];
+    for f in &files {
+        let text = std::fs::read_to_string(f).unwrap_or_default();
+        assert!(!text.is_empty(), "{} is empty", f.display());
+        assert!(!text.contains('\u{1b}'), "{}: {text:?}", f.display());
+    }
+}

@@ -530,8 +530,14 @@ pub fn init_logging_with(home: &Path, stderr: bool, level: Option<&str>, format:
             .with_ansi(false)
     });
     let file_json = json.then(|| tracing_subscriber::fmt::layer().json().with_writer(file()));
-    let err_text =
-        (stderr && !json).then(|| tracing_subscriber::fmt::layer().with_writer(std::io::stderr));
+    // Colours only for a terminal: a background daemon's or
+    // rendezvous's stderr is a file (daemon.out, rendezvous.out).
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let err_text = (stderr && !json).then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_ansi(colour)
+            .with_writer(std::io::stderr)
+    });
     let err_json = (stderr && json).then(|| {
         tracing_subscriber::fmt::layer()
             .json()
