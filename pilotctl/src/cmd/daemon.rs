@@ -332,6 +332,7 @@ fn start(a: StartArgs, json: bool) -> Result<Success, Failure> {
     };
     if a.foreground {
         init_logging_with(&home_dir, true, settings.log_level.as_deref(), log_format);
+        super::detach::stop_with_parent();
         return driver_mio::daemon::run::run(options)
             .map(|()| Success::new(json!({ "stopped": true }), "Daemon stopped"))
             .map_err(|e| {

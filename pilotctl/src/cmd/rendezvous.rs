@@ -92,6 +92,7 @@ fn foreground(a: RvArgs, json: bool) -> Result<Success, Failure> {
     let home = home(a.home.clone());
     fsutil::ensure_private_dir(&home).map_err(|e| Failure::new("internal", e.to_string(), ""))?;
     super::daemon::init_logging(&home, true);
+    super::detach::stop_with_parent();
     let mut server = Server::open(ServerConfig::new(addr, home.clone())).map_err(server_failure)?;
     let started = started(
         server.local_addr(),
