@@ -662,3 +662,43 @@ fn ctrl_c_under_json_ends_a_stream_with_an_error_object() {
         assert_eq!(last["code"], "interrupted");
     }
 }
+
+/// The README's `tar c dir | pilotctl connect agent-alpha 1000` needs a
+/// receiver that writes a stream's raw bytes to stdout, as `nc -l` does
+/// (`recv` prints one escaped line per stream): `recv --raw`.
+#[test]
+fn recv_raw_writes_a_streams_bytes_unchanged_to_stdout() {
+    let mut net = Net::new();
+    let a = net.start("alice", &[]);
+    net.start("bob", &[]);
+    net.trust("bob", "alice");
+    let alice = a["address"].as_str().unwrap().to_string();
+    let mut recv = command(&net, "alice", &["recv", "1000", "--raw", "--json"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn recv");
+    let mut err = BufReader::new(recv.stderr.take().unwrap());
+    let mut line = String::new();
+    err.read_line(&mut line).unwrap();
+    assert!(line.contains("Receiving"), "{line}");
+    let mut out = recv.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        out.read_to_end(&mut bytes).unwrap();
+        bytes
+    });
+    let sent = noise(300_000, 7);
+    let (_, run) = connect_piped(&net, "bob", &["connect", &alice, "1000"], sent.clone());
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let status = recv.wait().unwrap();
+    let mut rest = String::new();
+    err.read_to_string(&mut rest).unwrap();
+    assert!(status.success(), "{rest}");
+    let got = reader.join().unwrap();
+    assert_eq!(got.len(), sent.len());
+    assert!(got == sent, "the bytes differ");
+    let summary: Value = serde_json::from_str(rest.trim()).expect("summary on stderr");
+    assert_eq!(summary["data"]["bytes"], 300_000);
+}

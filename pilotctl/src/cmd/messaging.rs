@@ -83,9 +83,14 @@ pub enum MessagingCommand {
         /// Stop after this many messages.
         #[arg(long, default_value_t = 1)]
         count: u32,
-        /// Seconds to wait in all (0: until Ctrl-C).
+        /// Seconds to wait in all (0: until Ctrl-C); with --raw, for each
+        /// stream to arrive (it is then read to its end).
         #[arg(long, default_value_t = 60)]
         timeout: u64,
+        /// Write each stream's bytes to stdout as they come, unchanged
+        /// and nothing else (like `nc -l`; --json: the summary on stderr).
+        #[arg(long)]
+        raw: bool,
     },
     /// Receive datagrams on a local port, one line each.
     Listen {
@@ -190,7 +195,14 @@ impl MessagingCommand {
                 port,
                 count,
                 timeout,
+                raw: false,
             } => recv(port, count, timeout, json),
+            MessagingCommand::Recv {
+                port,
+                count,
+                timeout,
+                raw: true,
+            } => recv_raw(port, count, timeout, json),
             MessagingCommand::Listen {
                 port,
                 count,
@@ -1094,6 +1106,55 @@ pub fn recv(port: u16, count: u32, timeout: u64, json_mode: bool) -> Result<Succ
         || Ok(next_stream_message(&mut c, deadline)?.map(|m| m.line(json_mode))),
         || nothing_arrived("stream", &format!("port {port}"), timeout),
     )
+}
+
+/// `pilotctl recv <port> --raw`: each stream's bytes go to stdout as they
+/// arrive, binary-safe and nothing else, as `nc -l` does: the other end
+/// of `tar c dir | pilotctl connect PEER PORT`.
+pub fn recv_raw(port: u16, count: u32, timeout: u64, json_mode: bool) -> Result<Success, Failure> {
+    check_count(Some(count))?;
+    let mut c = default_client()?;
+    request(&mut c, Request::Listen { port })?;
+    eprintln!("Receiving streams on port {port} (waiting for {count}), raw to stdout");
+    let mut out = io::stdout().lock();
+    let (mut streams, mut bytes) = (0u32, 0u64);
+    let mut from = Vec::new();
+    while streams < count {
+        let deadline = deadline_in(timeout_secs(timeout));
+        let stream = loop {
+            match c.next_event(left(deadline)).map_err(failure)? {
+                None => return Err(nothing_arrived("stream", &format!("port {port}"), timeout)),
+                Some(Event::Incoming {
+                    stream, from: f, ..
+                }) => {
+                    from.push(f);
+                    break stream;
+                }
+                Some(_) => continue,
+            }
+        };
+        // Read to the end, however long it takes (Ctrl-C stops it).
+        let forever = deadline_in(timeout_secs(0));
+        loop {
+            match c.read_stream(stream, left(forever)) {
+                Ok(Some(chunk)) => {
+                    out.write_all(&chunk)
+                        .and_then(|()| out.flush())
+                        .map_err(crate::output::stdout_failure)?;
+                    bytes += chunk.len() as u64;
+                }
+                Ok(None) => break,
+                Err(e) => return Err(failure(e)),
+            }
+        }
+        let _ = c.close_stream(stream);
+        streams += 1;
+    }
+    if json_mode {
+        let summary = json!({ "port": port, "streams": streams, "bytes": bytes, "from": from });
+        eprintln!("{}", json!({ "status": "ok", "data": summary }));
+    }
+    Ok(Success::printed())
 }
 
 /// `pilotctl listen <port> [--count N] [--timeout S] [--force]`.
