@@ -411,3 +411,52 @@ fn log_files_have_no_colour_codes() {
         assert!(!text.contains('\u{1b}'), "{}: {text:?}", f.display());
     }
 }
+
+/// Issue 10, the README: `rendezvous start` on 0.0.0.0 told agents to join
+/// with `--rendezvous 0.0.0.0:PORT`, which no other host can use; it now
+/// says HOST and what HOST is. A specific address is shown as it is.
+#[test]
+fn rendezvous_start_on_every_address_does_not_tell_agents_to_use_0_0_0_0() {
+    let net = Net::new();
+    let home = net.dir.path().join("rv-any");
+    let home = home.to_str().unwrap();
+    let run = pilotctl(
+        &[
+            "rendezvous",
+            "start",
+            "--listen",
+            "0.0.0.0:0",
+            "--home",
+            home,
+        ],
+        &[],
+    );
+    let _ = pilotctl(&["rendezvous", "stop", "--home", home], &[]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(
+        !run.stdout.contains("--rendezvous 0.0.0.0"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("--rendezvous HOST:"), "{}", run.stdout);
+    assert!(run.stdout.contains("public one"), "{}", run.stdout);
+    let home = net.dir.path().join("rv-lo");
+    let home = home.to_str().unwrap();
+    let run = pilotctl(
+        &[
+            "rendezvous",
+            "start",
+            "--listen",
+            "127.0.0.1:0",
+            "--home",
+            home,
+        ],
+        &[],
+    );
+    let _ = pilotctl(&["rendezvous", "stop", "--home", home], &[]);
+    assert!(
+        run.stdout.contains("--rendezvous 127.0.0.1:"),
+        "{}",
+        run.stdout
+    );
+}
