@@ -117,19 +117,7 @@ fn rendezvous_restart_keeps_registrations_and_daemons_recover() {
     let a = net.start("alice", &[]);
     let home = net.rv_home.to_str().unwrap().to_string();
     pilotctl(&["rendezvous", "stop", "--home", &home, "--json"], &[]).data();
-    let again = pilotctl(
-        &[
-            "rendezvous",
-            "start",
-            "--listen",
-            &net.rv_addr,
-            "--home",
-            &home,
-            "--json",
-        ],
-        &[],
-    )
-    .data();
+    let again = common::rendezvous_start(&net.rv_addr, &net.rv_home, &["--json"]).data();
     assert_eq!(again["public_key"].as_str(), Some(net.rv_key.as_str()));
     // Bob registers with the restarted rendezvous and can find alice.
     let b = net.start("bob", &[]);
@@ -324,18 +312,7 @@ fn a_busy_port_is_already_exists_for_the_rendezvous_and_the_daemon() {
     let busy = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let busy = busy.local_addr().unwrap().to_string();
     let rv_home = net.dir.path().join("rv2");
-    let rv = pilotctl(
-        &[
-            "rendezvous",
-            "start",
-            "--listen",
-            &busy,
-            "--home",
-            rv_home.to_str().unwrap(),
-            "--json",
-        ],
-        &[],
-    );
+    let rv = common::rendezvous_start(&busy, &rv_home, &["--json"]);
     assert_eq!(rv.error_code(), "already_exists", "{}", rv.stdout);
     assert_eq!(rv.code, 5);
     let daemon = net.daemon_start("alice", &["--listen", &busy]);
@@ -418,20 +395,16 @@ fn log_files_have_no_colour_codes() {
 #[test]
 fn rendezvous_start_on_every_address_does_not_tell_agents_to_use_0_0_0_0() {
     let net = Net::new();
-    let home = net.dir.path().join("rv-any");
-    let home = home.to_str().unwrap();
-    let run = pilotctl(
-        &[
-            "rendezvous",
-            "start",
-            "--listen",
-            "0.0.0.0:0",
-            "--home",
-            home,
-        ],
-        &[],
-    );
-    let _ = pilotctl(&["rendezvous", "stop", "--home", home], &[]);
+    let run_and_stop = |listen: &str, name: &str| {
+        let home = net.dir.path().join(name);
+        let run = common::rendezvous_start(listen, &home, &[]);
+        let _ = pilotctl(
+            &["rendezvous", "stop", "--home", home.to_str().unwrap()],
+            &[],
+        );
+        run
+    };
+    let run = run_and_stop("0.0.0.0:0", "rv-any");
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
     assert!(
         !run.stdout.contains("--rendezvous 0.0.0.0"),
@@ -440,20 +413,7 @@ fn rendezvous_start_on_every_address_does_not_tell_agents_to_use_0_0_0_0() {
     );
     assert!(run.stdout.contains("--rendezvous HOST:"), "{}", run.stdout);
     assert!(run.stdout.contains("public one"), "{}", run.stdout);
-    let home = net.dir.path().join("rv-lo");
-    let home = home.to_str().unwrap();
-    let run = pilotctl(
-        &[
-            "rendezvous",
-            "start",
-            "--listen",
-            "127.0.0.1:0",
-            "--home",
-            home,
-        ],
-        &[],
-    );
-    let _ = pilotctl(&["rendezvous", "stop", "--home", home], &[]);
+    let run = run_and_stop("127.0.0.1:0", "rv-lo");
     assert!(
         run.stdout.contains("--rendezvous 127.0.0.1:"),
         "{}",

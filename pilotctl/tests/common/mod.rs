@@ -76,19 +76,7 @@ impl Net {
             .tempdir_in("/tmp")
             .expect("temp dir");
         let rv_home = dir.path().join("rv");
-        let run = pilotctl(
-            &[
-                "rendezvous",
-                "start",
-                "--listen",
-                "127.0.0.1:0",
-                "--home",
-                rv_home.to_str().unwrap(),
-                "--json",
-            ],
-            &[],
-        );
-        let data = run.data();
+        let data = rendezvous_start("127.0.0.1:0", &rv_home, &["--json"]).data();
         Net {
             rv_addr: data["address"].as_str().expect("address").to_string(),
             rv_key: data["public_key"].as_str().expect("key").to_string(),
@@ -247,6 +235,20 @@ impl Drop for Net {
         );
         kill_pidfile(&self.rv_home.join("rendezvous.pid"));
     }
+}
+
+/// `rendezvous start --listen LISTEN --home HOME EXTRA`, answered as it is.
+pub fn rendezvous_start(listen: &str, home: &Path, extra: &[&str]) -> Run {
+    let mut args = vec![
+        "rendezvous",
+        "start",
+        "--listen",
+        listen,
+        "--home",
+        home.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    pilotctl(&args, &[])
 }
 
 /// SIGKILLs whatever a pid file names (cleanup of last resort); returns
