@@ -236,6 +236,11 @@ fn resolve_error(e: &ResolveError) -> Response {
             "the rendezvous did not answer",
             "check `pilotctl info`",
         ),
+        ResolveError::Refused(ErrorCode::NotRegistered) => error(
+            codes::NOT_REGISTERED,
+            "the rendezvous does not know this agent (yet)",
+            "registration retries by itself; check `pilotctl info`",
+        ),
         e => error(codes::CONNECTION_FAILED, e.to_string(), ""),
     }
 }
@@ -464,7 +469,9 @@ impl Agent {
         let Ok(PeerRef::Hostname(h)) = self.peer_ref(peer) else {
             return Some(req);
         };
-        if self.known_hostname(&h).is_some() {
+        // Unregistered, there is nobody to ask: the name stays unknown
+        // (`not_found`) at once rather than after a lookup's timeout.
+        if self.known_hostname(&h).is_some() || !self.node.is_registered() {
             return Some(req);
         }
         let rid = self.node.resolve(now, Query::Hostname(h));
