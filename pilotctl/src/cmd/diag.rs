@@ -114,6 +114,7 @@ pub const DOCS: &[CommandDoc] = &[
             "not_registered",
             "connection_failed",
             "timeout",
+            "interrupted",
         ],
     },
 ];

@@ -254,12 +254,14 @@ const TO_PEER: &[&str] = &[
     "timeout",
 ];
 
-/// The errors of a command that waits on a local port.
+/// The errors of a command that waits on a local port (`interrupted`:
+/// Ctrl-C under --json).
 const ON_PORT: &[&str] = &[
     "not_running",
     "invalid_argument",
     "already_exists",
     "timeout",
+    "interrupted",
 ];
 
 /// What `context` says of these commands. `recv`, `listen` and
