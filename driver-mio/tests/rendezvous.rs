@@ -396,7 +396,7 @@ fn json_startup_line_and_one_server_per_home() {
     let line = second.line();
     let v: serde_json::Value = serde_json::from_str(&line).unwrap();
     assert_eq!(v["status"], "error", "{line}");
-    assert_eq!(v["code"], "already_running", "{line}");
+    assert_eq!(v["code"], "already_exists", "{line}");
     assert!(!second.wait().success());
 
     // SIGINT stops it as cleanly as SIGTERM; the key stays.
@@ -420,7 +420,7 @@ fn a_corrupt_store_is_an_error_naming_the_file_and_is_left_alone() {
     assert!(!status.success());
     let v: serde_json::Value = serde_json::from_str(&line).unwrap();
     assert_eq!(v["status"], "error", "{line}");
-    assert_eq!(v["code"], "corrupt_file", "{line}");
+    assert_eq!(v["code"], "internal", "{line}");
     let message = v["message"].as_str().unwrap();
     assert!(message.contains(&store.display().to_string()), "{message}");
     assert!(v["hint"].as_str().unwrap().contains("backup"), "{line}");

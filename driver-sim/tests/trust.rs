@@ -81,13 +81,13 @@ fn request_pending_approve_then_datagrams() {
     let (mut s, alice, bob) = private_pair(21);
     let alice_addr = s.node(alice).address().unwrap();
     let bob_addr = s.node(bob).address().unwrap();
-    // Bob is private: alice cannot even look him up before trust.
-    let bob_name = Query::Hostname(Hostname::new("bob").unwrap());
+    // Bob is private: alice cannot even look him up before trust, nor
+    // name him by hostname; she asks by the address she was given.
     let asked = s.world.now();
     s.world
         .with_host(alice, |h, now| {
             h.node_mut()
-                .handshake(now, bob_name, "I have a task for you")
+                .handshake(now, Query::Address(bob_addr), "I have a task for you")
         })
         .unwrap();
     run_until_event(&mut s, bob, |e| matches!(e, Event::TrustRequested { .. }));

@@ -581,6 +581,19 @@ impl PeerRef {
             Err(hostname) => Err(PeerRefError { address, hostname }),
         }
     }
+
+    /// Parses as [`PeerRef::parse`] does, and also a bare node ID (decimal,
+    /// as `node_id` shows it), taken as that node of `network`. The forms
+    /// cannot overlap: a hostname starts with a letter and an address has
+    /// a `:`, so a run of digits is neither.
+    pub fn parse_in(s: &str, network: u16) -> Result<PeerRef, PeerRefError> {
+        if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+            if let Ok(node) = s.parse::<u32>() {
+                return Ok(PeerRef::Address(Address::new(network, node)));
+            }
+        }
+        PeerRef::parse(s)
+    }
 }
 
 impl FromStr for PeerRef {
@@ -973,6 +986,19 @@ mod tests {
             e.to_string().starts_with("not a valid address: group 3"),
             "{e}"
         );
+
+        // A node ID, as `node_id` shows it, names a node of the network
+        // given; nothing else changes.
+        assert_eq!(
+            PeerRef::parse_in("16", 1),
+            Ok(PeerRef::Address(Address::new(1, 16)))
+        );
+        assert_eq!(PeerRef::parse_in("1:0001.0001.0005", 7), Ok(a.into()));
+        assert!(PeerRef::parse_in("alice", 1).is_ok());
+        assert!(PeerRef::parse("16").is_err());
+        for bad in ["", "99999999999", "-1", "1x"] {
+            assert!(PeerRef::parse_in(bad, 1).is_err(), "{bad}");
+        }
 
         let e = PeerRef::parse("Alice").unwrap_err();
         assert!(!e.meant_address());

@@ -715,11 +715,9 @@ impl Rendezvous {
             Query::Address(_) => None,
             Query::Hostname(h) => self.by_hostname.get(h),
         };
-        // A private node is indistinguishable from a missing one, so
-        // lookups cannot enumerate private agents.
-        let rec = key.and_then(|k| self.records.get(k)).filter(|r| {
-            r.public || r.key == requester || self.pairs.contains_key(&pair_key(r.key, requester))
-        });
+        let rec = key
+            .filter(|k| self.visible_to(k, requester))
+            .and_then(|k| self.records.get(k));
         let Some(rec) = rec else {
             let msg = format!("no public node `{query}`");
             return self.error(now, &peer, req, ErrorCode::NotFound, msg);
@@ -842,6 +840,16 @@ impl Rendezvous {
         self.by_node.get(&address.node()).copied()
     }
 
+    /// Whether `requester` may see the node holding `key` when it names
+    /// it by hostname or looks it up: a public node, itself, or a node it
+    /// is paired with. A private node is indistinguishable from a missing
+    /// one, so hostnames cannot be used to enumerate private agents.
+    fn visible_to(&self, key: &PublicKey, requester: PublicKey) -> bool {
+        self.records.get(key).is_some_and(|r| {
+            r.public || r.key == requester || self.pairs.contains_key(&pair_key(r.key, requester))
+        })
+    }
+
     fn hostname_of(&self, key: &PublicKey) -> Option<Hostname> {
         self.records.get(key).and_then(|r| r.hostname.clone())
     }
@@ -960,7 +968,14 @@ impl Rendezvous {
         }
         let target = match &request.to {
             Query::Address(a) => self.key_of(*a),
-            Query::Hostname(h) => self.by_hostname.get(h).copied(),
+            // By hostname a private node is as missing as in a lookup (no
+            // oracle for private names, no requests to them); by address,
+            // which the requester learnt some other way, it is reached.
+            Query::Hostname(h) => self
+                .by_hostname
+                .get(h)
+                .copied()
+                .filter(|k| self.visible_to(k, requester)),
         };
         let Some(target) = target.filter(|t| *t != requester) else {
             let msg = format!("no node `{}`", request.to);

@@ -96,6 +96,11 @@ impl World {
     }
 
     fn add(&mut self, seed: u8, at: &str) -> usize {
+        self.add_named(seed, at, None, false)
+    }
+
+    /// An agent registered under `hostname`, public or private.
+    fn add_named(&mut self, seed: u8, at: &str, hostname: Option<&str>, public: bool) -> usize {
         let id = Identity::from_seed(&[seed; 32]);
         let mut tunnels = Tunnels::new(
             TunnelConfig::default(),
@@ -117,7 +122,8 @@ impl World {
         self.agents[i].tunnels.connect(now, &x);
         self.pump();
         let hash = self.agents[i].tunnels.handshake_hash(&x, now).unwrap();
-        let reg = Register::new(&self.agents[i].id, &hash, 1, false, None, &[]);
+        let hostname = hostname.map(|h| Hostname::new(h).unwrap());
+        let reg = Register::new(&self.agents[i].id, &hash, 1, public, hostname, &[]);
         self.send(i, Message::Register(reg));
         let address = self.agents[i]
             .inbox
@@ -550,4 +556,59 @@ fn registry_state_survives_a_restart_through_its_changes() {
     assert!(w.acked(bob, 14));
     assert!(w.rv.is_pair(carol_id.public(), bob_id.public()));
     assert!(w.rv.is_pair(alice_id.public(), bob_id.public()));
+}
+
+/// Issue 10, item 8: by hostname, a private agent is as missing as a name
+/// nobody holds (same code, same words), so that trust requests cannot
+/// probe for private hostnames or reach them; by address they still do,
+/// and a public agent is reached by hostname.
+#[test]
+fn a_private_hostname_is_as_missing_as_an_unknown_one_for_trust_requests() {
+    let mut w = World::new();
+    let asker = w.add(20, "198.51.100.20:1000");
+    let hidden = w.add_named(21, "198.51.100.21:1000", Some("hidden"), false);
+    let open = w.add_named(22, "198.51.100.22:1000", Some("open"), true);
+    let asker_id = w.agents[asker].id.clone();
+    let from = w.agents[asker].address;
+    let mut issued = WALL;
+    let mut ask = |w: &mut World, req: u32, to: Query| {
+        issued += 1;
+        let request = TrustRequest::new(&asker_id, from, to, issued, "hi");
+        w.send(asker, Message::TrustRequest { req, request });
+    };
+    let error_text = |w: &World, req: u32| {
+        w.agents[asker].inbox.iter().find_map(|m| match m {
+            Message::Error {
+                req: r,
+                code,
+                message,
+            } if *r == req => Some((
+                *code,
+                message.replace("hidden", "NAME").replace("nobody", "NAME"),
+            )),
+            _ => None,
+        })
+    };
+    let requested = |w: &World, i: usize| {
+        w.agents[i]
+            .inbox
+            .iter()
+            .any(|m| matches!(m, Message::TrustRequested { .. }))
+    };
+
+    ask(&mut w, 2, Query::Hostname(Hostname::new("hidden").unwrap()));
+    ask(&mut w, 3, Query::Hostname(Hostname::new("nobody").unwrap()));
+    let private = error_text(&w, 2).expect("refused");
+    assert_eq!(private.0, ErrorCode::NotFound);
+    assert_eq!(Some(private), error_text(&w, 3));
+    assert!(!requested(&w, hidden));
+
+    let hidden_addr = w.agents[hidden].address;
+    ask(&mut w, 4, Query::Address(hidden_addr));
+    assert!(w.acked(asker, 4));
+    assert!(requested(&w, hidden));
+
+    ask(&mut w, 5, Query::Hostname(Hostname::new("open").unwrap()));
+    assert!(w.acked(asker, 5));
+    assert!(requested(&w, open));
 }

@@ -150,17 +150,20 @@ fn cold_start(net: &mut Net, reps: usize, floor: Duration) {
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for i in 0..reps {
         let (a, b) = (format!("cold-a{i}"), format!("cold-b{i}"));
+        let mut b_addr = String::new();
         for name in [&a, &b] {
             let t = Instant::now();
             let d = net.start(name, &[]);
             starts.push(t.elapsed());
             assert!(d["address"].as_str().is_some_and(|s| s.contains(':')));
+            b_addr = d["address"].as_str().unwrap_or_default().to_string();
         }
         let mut ca = net.client(&a);
         let mut cb = net.client(&b);
         ca.bind(40000).expect("bind");
         let t0 = Instant::now();
-        ctl(net, &a, &["handshake", &b]);
+        // b is private: named by address (its hostname names nobody yet).
+        ctl(net, &a, &["handshake", &b_addr]);
         wait_event(&mut cb, |e| matches!(e, Event::TrustRequested { .. }));
         let t1 = Instant::now();
         ctl(net, &b, &["approve", &a]);

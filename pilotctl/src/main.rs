@@ -105,6 +105,17 @@ fn parse() -> Cli {
 fn main() {
     let cli = parse();
     let json = cli.json;
+    let until_ctrl_c = matches!(
+        &cli.command,
+        Command::Messaging(
+            cmd::messaging::MessagingCommand::Listen { .. }
+                | cmd::messaging::MessagingCommand::Recv { .. }
+                | cmd::messaging::MessagingCommand::Subscribe { .. }
+        ) | Command::Diag(cmd::diag::DiagCommand::Bench { .. })
+    );
+    if json && until_ctrl_c {
+        output::answer_interrupt();
+    }
     let result = match cli.command {
         Command::Daemon(c) => cmd::daemon::run(c, json),
         Command::Rendezvous(c) => cmd::rendezvous::run(c, json),

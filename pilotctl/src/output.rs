@@ -111,6 +111,29 @@ pub fn stdout_failure(e: io::Error) -> Failure {
     Failure::new("internal", format!("writing stdout: {e}"), "")
 }
 
+/// Under `--json`, a command that streams until Ctrl-C (`listen`,
+/// `recv`, `subscribe`, `bench`) ends on SIGINT or SIGTERM with the
+/// usual error object, `interrupted` (exit 130), instead of nothing, so
+/// that whatever reads its lines knows how it ended. A thread waits for
+/// the signal; the lines printed before it are whole (each is written
+/// under stdout's lock).
+pub fn answer_interrupt() {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) else {
+        return;
+    };
+    std::thread::spawn(move || {
+        if signals.forever().next().is_some() {
+            let f = Failure::new(
+                "interrupted",
+                "stopped by Ctrl-C (or SIGTERM)",
+                "every line before this one is complete; run it again to go on",
+            );
+            std::process::exit(finish(true, Err(f)));
+        }
+    });
+}
+
 /// Prints a result and returns the exit code.
 pub fn finish(json_mode: bool, result: Result<Success, Failure>) -> i32 {
     match result {

@@ -237,3 +237,127 @@ fn version_under_json_status_check_and_hints() {
         assert!(!hint.is_empty(), "{args:?}: {}", r.stdout);
     }
 }
+
+/// The `.rs` files under `dir`, recursively.
+fn sources(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+    for entry in std::fs::read_dir(dir).expect("read source dir").flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            sources(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// The string literal at the start of `text` (after white space), if any.
+fn literal(text: &str) -> Option<&str> {
+    let rest = text.trim_start().strip_prefix('"')?;
+    rest.split('"').next()
+}
+
+/// Issue 10, item 14: every error code a command can emit is in the
+/// README's table and in `context`. The codes are read from the source:
+/// the `codes` constants used, the literal codes of `Failure::new`, and
+/// any literal a `fn code` returns (the rendezvous's `corrupt_file`,
+/// `io_error`, `already_running`... were such literals).
+#[test]
+fn every_error_code_any_command_can_emit_is_documented() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README");
+    let mut documented: Vec<String> = readme
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `"))
+        .filter_map(|l| l.split_once("` | "))
+        .filter(|(_, rest)| {
+            rest.split(' ')
+                .next()
+                .is_some_and(|e| e.parse::<u8>().is_ok())
+        })
+        .map(|(code, _)| code.to_string())
+        .collect();
+    documented.sort();
+    let context = pilotctl(&["context", "--json"], &[]).data();
+    let mut listed: Vec<String> = context["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["code"].as_str().unwrap().to_string())
+        .collect();
+    listed.sort();
+    assert_eq!(documented, listed, "README table vs context");
+    for c in context["commands"].as_array().unwrap() {
+        for e in c["errors"].as_array().unwrap() {
+            assert!(
+                listed.contains(&e.as_str().unwrap().to_string()),
+                "{} lists {e}",
+                c["name"]
+            );
+        }
+    }
+
+    let api = std::fs::read_to_string(root.join("driver-mio/src/ipc/api.rs")).unwrap();
+    let module = api.split("pub mod codes {").nth(1).expect("codes module");
+    let constants: Vec<(String, String)> = module
+        .split('}')
+        .next()
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("pub const "))
+        .filter_map(|l| {
+            let (name, rest) = l.split_once(':')?;
+            Some((
+                name.trim().to_string(),
+                literal(rest.split_once('=')?.1)?.to_string(),
+            ))
+        })
+        .collect();
+    assert!(constants.len() >= 9, "{constants:?}");
+
+    let mut files = Vec::new();
+    sources(&root.join("pilotctl/src"), &mut files);
+    sources(&root.join("driver-mio/src"), &mut files);
+    let mut emitted: Vec<(String, String)> = Vec::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        let name = file.display().to_string();
+        for (i, _) in text.match_indices("codes::") {
+            let rest = &text[i + 7..];
+            let ident: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_uppercase() || *c == '_')
+                .collect();
+            if ident.is_empty() {
+                continue;
+            }
+            let value = constants
+                .iter()
+                .find(|(n, _)| *n == ident)
+                .unwrap_or_else(|| panic!("{name}: codes::{ident} is no code"));
+            emitted.push((name.clone(), value.1.clone()));
+        }
+        for (i, _) in text.match_indices("Failure::new(") {
+            if let Some(code) = literal(&text[i + 13..]) {
+                emitted.push((name.clone(), code.to_string()));
+            }
+        }
+        for (i, _) in text.match_indices("fn code(") {
+            let body = &text[i..];
+            let body = &body[..body.find("\n    }\n").unwrap_or(body.len())];
+            for part in body.split('"').skip(1).step_by(2) {
+                if !part.is_empty() && part.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+                    emitted.push((name.clone(), part.to_string()));
+                }
+            }
+        }
+    }
+    assert!(emitted.len() > 50, "the scan found too little: {emitted:?}");
+    let undocumented: Vec<_> = emitted
+        .iter()
+        .filter(|(_, code)| !documented.contains(code))
+        .collect();
+    assert!(
+        undocumented.is_empty(),
+        "codes emitted but not in the README's table: {undocumented:?}"
+    );
+}

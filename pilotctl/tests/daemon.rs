@@ -117,19 +117,7 @@ fn rendezvous_restart_keeps_registrations_and_daemons_recover() {
     let a = net.start("alice", &[]);
     let home = net.rv_home.to_str().unwrap().to_string();
     pilotctl(&["rendezvous", "stop", "--home", &home, "--json"], &[]).data();
-    let again = pilotctl(
-        &[
-            "rendezvous",
-            "start",
-            "--listen",
-            &net.rv_addr,
-            "--home",
-            &home,
-            "--json",
-        ],
-        &[],
-    )
-    .data();
+    let again = common::rendezvous_start(&net.rv_addr, &net.rv_home, &["--json"]).data();
     assert_eq!(again["public_key"].as_str(), Some(net.rv_key.as_str()));
     // Bob registers with the restarted rendezvous and can find alice.
     let b = net.start("bob", &[]);
@@ -143,7 +131,8 @@ fn rendezvous_restart_keeps_registrations_and_daemons_recover() {
             alice
                 .request(
                     Request::Handshake {
-                        peer: "bob".into(),
+                        // bob is private: by address.
+                        peer: b["address"].as_str().unwrap().into(),
                         reason: "after restart".into(),
                     },
                     T,
@@ -200,18 +189,7 @@ fn malformed_and_oversized_frames_and_a_stuck_client_leave_the_daemon_healthy() 
 fn clear_errors_for_double_start_stop_without_daemon_and_missing_socket_dir() {
     let mut net = Net::new();
     net.start("alice", &[]);
-    let twice = net.ctl(
-        "alice",
-        &[
-            "daemon",
-            "start",
-            "--rendezvous",
-            &net.rv_addr.clone(),
-            "--rendezvous-key",
-            &net.rv_key.clone(),
-            "--json",
-        ],
-    );
+    let twice = net.daemon_start("alice", &[]);
     assert_eq!(twice.error_code(), "already_exists");
     let nobody = net.ctl("carol", &["daemon", "stop", "--json"]);
     assert_eq!(nobody.error_code(), "not_running");
@@ -225,20 +203,7 @@ fn clear_errors_for_double_start_stop_without_daemon_and_missing_socket_dir() {
         .contains("--rendezvous HOST:PORT"));
     assert!(!net.home("carol").exists());
     let missing = net.dir.path().join("no/such/dir/pilot.sock");
-    let run = pilotctl(
-        &[
-            "daemon",
-            "start",
-            "--rendezvous",
-            &net.rv_addr,
-            "--rendezvous-key",
-            &net.rv_key,
-            "--socket",
-            missing.to_str().unwrap(),
-            "--json",
-        ],
-        &[("PILOT_HOME", net.home("dave").to_str().unwrap())],
-    );
+    let run = net.daemon_start("dave", &["--socket", missing.to_str().unwrap()]);
     assert_eq!(run.error_code(), "invalid_argument");
     assert!(run.json()["message"]
         .as_str()
@@ -255,20 +220,7 @@ fn a_bad_log_level_and_an_overlong_reason_are_refused_not_mangled() {
     let mut net = Net::new();
     net.start("alice", &[]);
     // Before: the daemon started, logging nothing ("verbose" read as a target).
-    let run = net.ctl(
-        "bob",
-        &[
-            "daemon",
-            "start",
-            "--rendezvous",
-            &net.rv_addr.clone(),
-            "--rendezvous-key",
-            &net.rv_key.clone(),
-            "--log-level",
-            "verbose",
-            "--json",
-        ],
-    );
+    let run = net.daemon_start("bob", &["--log-level", "verbose"]);
     assert_eq!(run.error_code(), "invalid_argument");
     assert!(!net.home("bob").join("daemon.pid").exists());
     // Before: accepted and cut to 255 bytes.
@@ -301,8 +253,9 @@ fn every_start_flag_is_kept_and_a_one_off_rendezvous_in_the_environment_is_not()
     assert_eq!(saved["log_format"], "json");
     // --services undoes a saved --no-services.
     net.stop("alice");
-    net.ctl("alice", &["daemon", "start", "--services", "--json"])
-        .data();
+    // (Restarted through the `Net`, which then stops it: a bare `daemon
+    // start` here left this daemon running after the tests.)
+    net.restart_with("alice", &["--services"]);
     let saved: serde_json::Value =
         serde_json::from_slice(&std::fs::read(net.home("alice").join("config.json")).unwrap())
             .unwrap();
@@ -312,6 +265,7 @@ fn every_start_flag_is_kept_and_a_one_off_rendezvous_in_the_environment_is_not()
     // bob starts with the rendezvous only in the environment: it is used,
     // not saved.
     let bob = net.home("bob");
+    net.track("bob");
     let run = pilotctl(
         &["daemon", "start", "--listen", "127.0.0.1:0", "--json"],
         &[
@@ -347,4 +301,122 @@ fn a_built_in_service_port_is_refused_alike_for_datagrams_and_streams() {
         &["listen", "7", "--timeout", "1", "--force", "--json"],
     );
     assert_eq!(forced.error_code(), "timeout");
+}
+
+/// Issue 10, item 14: a port in use is `already_exists` (exit 5), as the
+/// README's table says, for the rendezvous (was `io_error`, exit 1) and
+/// the daemon (was `internal`).
+#[test]
+fn a_busy_port_is_already_exists_for_the_rendezvous_and_the_daemon() {
+    let mut net = Net::new();
+    let busy = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let busy = busy.local_addr().unwrap().to_string();
+    let rv_home = net.dir.path().join("rv2");
+    let rv = common::rendezvous_start(&busy, &rv_home, &["--json"]);
+    assert_eq!(rv.error_code(), "already_exists", "{}", rv.stdout);
+    assert_eq!(rv.code, 5);
+    let daemon = net.daemon_start("alice", &["--listen", &busy]);
+    assert_eq!(daemon.error_code(), "already_exists", "{}", daemon.stdout);
+    assert_eq!(daemon.code, 5);
+}
+
+/// Issue 10, item 15: a daemon started with PILOT_SOCKET elsewhere is
+/// found by its home alone (`daemon status` said not running), and a
+/// start that fails (a busy port) leaves no `daemon.pid` naming a dead
+/// process.
+#[test]
+fn a_socket_elsewhere_is_found_by_the_home_and_a_failed_start_leaves_no_pid_file() {
+    let mut net = Net::new();
+    let socket = net.dir.path().join("elsewhere.sock");
+    let home = net.home("alice");
+    net.track("alice");
+    let started = pilotctl(
+        &[
+            "daemon",
+            "start",
+            "--rendezvous",
+            &net.rv_addr.clone(),
+            "--rendezvous-key",
+            &net.rv_key.clone(),
+            "--listen",
+            "127.0.0.1:0",
+            "--json",
+        ],
+        &[
+            ("PILOT_HOME", home.to_str().unwrap()),
+            ("PILOT_SOCKET", socket.to_str().unwrap()),
+        ],
+    );
+    assert_eq!(
+        started.data()["socket"].as_str(),
+        Some(socket.to_str().unwrap())
+    );
+    let status = net.ctl("alice", &["daemon", "status", "--json"]).data();
+    assert_eq!(status["running"], true);
+    assert_eq!(status["socket"].as_str(), Some(socket.to_str().unwrap()));
+    net.ctl("alice", &["info", "--json"]).data();
+    net.ctl("alice", &["daemon", "stop", "--json"]).data();
+    assert_eq!(
+        net.ctl("alice", &["daemon", "status", "--json"])
+            .error_code(),
+        "not_running"
+    );
+    assert!(!home.join("daemon.socket").exists());
+
+    let busy = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let busy = busy.local_addr().unwrap().to_string();
+    let failed = net.daemon_start("bob", &["--listen", &busy]);
+    assert_eq!(failed.error_code(), "already_exists");
+    assert!(!net.home("bob").join("daemon.pid").exists());
+}
+
+/// Issue 10, item 15: no ANSI colour codes in log files; the background
+/// daemon's and rendezvous's stderr is a file, not a terminal.
+#[test]
+fn log_files_have_no_colour_codes() {
+    let mut net = Net::new();
+    net.start("alice", &[]);
+    net.stop("alice");
+    let files = [
+        net.home("alice").join("daemon.out"),
+        net.home("alice").join("pilot.log"),
+        net.rv_home.join("rendezvous.out"),
+    ];
+    for f in &files {
+        let text = std::fs::read_to_string(f).unwrap_or_default();
+        assert!(!text.is_empty(), "{} is empty", f.display());
+        assert!(!text.contains('\u{1b}'), "{}: {text:?}", f.display());
+    }
+}
+
+/// Issue 10, the README: `rendezvous start` on 0.0.0.0 told agents to join
+/// with `--rendezvous 0.0.0.0:PORT`, which no other host can use; it now
+/// says HOST and what HOST is. A specific address is shown as it is.
+#[test]
+fn rendezvous_start_on_every_address_does_not_tell_agents_to_use_0_0_0_0() {
+    let net = Net::new();
+    let run_and_stop = |listen: &str, name: &str| {
+        let home = net.dir.path().join(name);
+        let run = common::rendezvous_start(listen, &home, &[]);
+        let _ = pilotctl(
+            &["rendezvous", "stop", "--home", home.to_str().unwrap()],
+            &[],
+        );
+        run
+    };
+    let run = run_and_stop("0.0.0.0:0", "rv-any");
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(
+        !run.stdout.contains("--rendezvous 0.0.0.0"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("--rendezvous HOST:"), "{}", run.stdout);
+    assert!(run.stdout.contains("public one"), "{}", run.stdout);
+    let run = run_and_stop("127.0.0.1:0", "rv-lo");
+    assert!(
+        run.stdout.contains("--rendezvous 127.0.0.1:"),
+        "{}",
+        run.stdout
+    );
 }

@@ -6,19 +6,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const PILOTCTL: &str = env!("CARGO_BIN_EXE_pilotctl");
+mod common;
+
+use common::PILOTCTL;
 
 fn demo() -> Command {
     let mut c = Command::new(PILOTCTL);
-    c.arg("demo");
-    for k in [
-        "PILOT_HOME",
-        "PILOT_SOCKET",
-        "PILOT_RENDEZVOUS",
-        "PILOT_RENDEZVOUS_KEY",
-    ] {
-        c.env_remove(k);
-    }
+    common::clean_env(&mut c).arg("demo");
     c
 }
 
@@ -97,10 +91,17 @@ fn demo_runs_every_step_and_cleans_up() {
     assert!(!dir.exists(), "{} left behind", dir.display());
 }
 
-/// Ctrl-C in the middle: the demo stops what it started, removes its
-/// directory and says it was interrupted.
-#[test]
-fn demo_interrupted_cleans_up() {
+/// A demo started in the background, stopped once both agents run: the
+/// child, the rest of its output, its directory and the pids of the
+/// rendezvous and both daemons.
+struct Midway {
+    child: std::process::Child,
+    lines: std::io::Lines<BufReader<std::process::ChildStdout>>,
+    dir: PathBuf,
+    pids: Vec<u32>,
+}
+
+fn demo_midway() -> Midway {
     let mut child = demo()
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -137,6 +138,51 @@ fn demo_interrupted_cleans_up() {
     .filter_map(|p| pid_in(&dir.join(p)))
     .collect();
     assert_eq!(pids.len(), 3, "pid files in {}", dir.display());
+    Midway {
+        child,
+        lines,
+        dir,
+        pids,
+    }
+}
+
+/// Issue 10, item 15: `kill -9` of the demo, which then cannot clean up:
+/// its rendezvous and daemons see the demo's pipe close and stop by
+/// themselves (they ran on, forever).
+#[test]
+fn demo_killed_leaves_nothing_running() {
+    let Midway {
+        mut child,
+        dir,
+        pids,
+        ..
+    } = demo_midway();
+    child.kill().expect("SIGKILL the demo");
+    child.wait().expect("demo reaped");
+    let alive: Vec<u32> = pids.iter().copied().filter(|p| !gone(*p)).collect();
+    for pid in &alive {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(*pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        alive.is_empty(),
+        "still running after kill -9 of the demo: {alive:?}"
+    );
+}
+
+/// Ctrl-C in the middle: the demo stops what it started, removes its
+/// directory and says it was interrupted.
+#[test]
+fn demo_interrupted_cleans_up() {
+    let Midway {
+        mut child,
+        lines,
+        dir,
+        pids,
+    } = demo_midway();
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGINT,

@@ -299,3 +299,51 @@ fn live_changes_are_seen_by_others_and_survive_a_restart() {
         "invalid_argument"
     );
 }
+
+/// Issue 10, item 11: with the rendezvous out of reach a hostname change
+/// is answered as saved and pending (at once when the agent is not
+/// registered; when it was, as soon as the daemon gives the rendezvous
+/// up), never as a stuck daemon after 15 s with the change saved anyway.
+#[test]
+fn a_change_while_the_rendezvous_is_down_is_saved_and_pending() {
+    let mut net = Net::new();
+    // dave's rendezvous never answers: a socket nobody reads.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let silent = silent.local_addr().unwrap().to_string();
+    let run = net.daemon_start_at(
+        "dave",
+        &silent,
+        &[
+            "--hostname",
+            "dave",
+            "--listen",
+            "127.0.0.1:0",
+            "--wait",
+            "1",
+        ],
+    );
+    assert_eq!(run.error_code(), "timeout");
+    let changed = net
+        .ctl("dave", &["set-hostname", "dave-2", "--json"])
+        .data();
+    assert_eq!(changed["pending"], true, "{changed}");
+    assert_eq!(changed["hostname"], "dave-2");
+    assert_eq!(saved(&net, "dave")["hostname"], "dave-2");
+    let text = net.ctl("dave", &["set-private"]);
+    assert_eq!(text.code, 0, "{}", text.stderr);
+    assert!(
+        text.stdout.contains("will be registered"),
+        "{}",
+        text.stdout
+    );
+
+    // alice registered before her rendezvous stopped.
+    net.start("alice", &[]);
+    let rv_home = net.rv_home.to_str().unwrap().to_string();
+    common::pilotctl(&["rendezvous", "stop", "--home", &rv_home, "--json"], &[]).data();
+    let changed = net
+        .ctl("alice", &["set-hostname", "alice-2", "--json"])
+        .data();
+    assert_eq!(changed["pending"], true, "{changed}");
+    assert_eq!(saved(&net, "alice")["hostname"], "alice-2");
+}

@@ -15,11 +15,9 @@ use serde_json::Value;
 /// pilotctl as agent `name`, not yet started.
 fn command(net: &Net, name: &str, args: &[&str]) -> Command {
     let mut cmd = Command::new(PILOTCTL);
-    cmd.args(args)
-        .env("PILOT_HOME", net.home(name))
-        .env_remove("PILOT_SOCKET")
-        .env_remove("PILOT_RENDEZVOUS")
-        .env_remove("PILOT_RENDEZVOUS_KEY");
+    common::clean_env(&mut cmd)
+        .args(args)
+        .env("PILOT_HOME", net.home(name));
     cmd
 }
 
@@ -421,8 +419,10 @@ fn messaging_between_agents() {
             &["send-message", "bob", "--data", "hello inbox", "--json"],
         )
         .data();
-    assert_eq!(m["status"], "ok");
-    assert_eq!(m["type"], "text");
+    // One "status" (the answer's), and `kind` as `inbox` says it.
+    assert_eq!(m["acknowledged"], true);
+    assert!(m.get("status").is_none(), "{m}");
+    assert_eq!(m["kind"], "text");
     assert_eq!(m["bytes"], 11);
     net.ctl(
         "alice",
@@ -633,4 +633,72 @@ fn messaging_between_agents() {
         .error_code(),
         "invalid_argument"
     );
+}
+
+/// Issue 10, item 15: Ctrl-C under `--json` ends `listen` and `recv`
+/// with the usual error object (`interrupted`, exit 130): it printed no
+/// object at all, so a program reading the lines could not tell a stop
+/// from a crash.
+#[test]
+fn ctrl_c_under_json_ends_a_stream_with_an_error_object() {
+    let mut net = Net::new();
+    net.start("alice", &[]);
+    for (args, ready) in [
+        (["listen", "6001", "--timeout", "0", "--json"], "Listening"),
+        (["recv", "6002", "--timeout", "0", "--json"], "Receiving"),
+    ] {
+        let mut bg = spawn(&net, "alice", &args);
+        bg.ready(ready);
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(bg.child.id() as i32),
+            nix::sys::signal::Signal::SIGINT,
+        )
+        .unwrap();
+        let run = bg.finish();
+        assert_eq!(run.code, 130, "{args:?}: {}{}", run.stdout, run.stderr);
+        let last: Value = serde_json::from_str(run.stdout.lines().last().unwrap_or_default())
+            .unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {:?}", run.stdout));
+        assert_eq!(last["status"], "error");
+        assert_eq!(last["code"], "interrupted");
+    }
+}
+
+/// The README's `tar c dir | pilotctl connect agent-alpha 1000` needs a
+/// receiver that writes a stream's raw bytes to stdout, as `nc -l` does
+/// (`recv` prints one escaped line per stream): `recv --raw`.
+#[test]
+fn recv_raw_writes_a_streams_bytes_unchanged_to_stdout() {
+    let mut net = Net::new();
+    let a = net.start("alice", &[]);
+    net.start("bob", &[]);
+    net.trust("bob", "alice");
+    let alice = a["address"].as_str().unwrap().to_string();
+    let mut recv = command(&net, "alice", &["recv", "1000", "--raw", "--json"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn recv");
+    let mut err = BufReader::new(recv.stderr.take().unwrap());
+    let mut line = String::new();
+    err.read_line(&mut line).unwrap();
+    assert!(line.contains("Receiving"), "{line}");
+    let mut out = recv.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        out.read_to_end(&mut bytes).unwrap();
+        bytes
+    });
+    let sent = noise(300_000, 7);
+    let (_, run) = connect_piped(&net, "bob", &["connect", &alice, "1000"], sent.clone());
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let status = recv.wait().unwrap();
+    let mut rest = String::new();
+    err.read_to_string(&mut rest).unwrap();
+    assert!(status.success(), "{rest}");
+    let got = reader.join().unwrap();
+    assert_eq!(got.len(), sent.len());
+    assert!(got == sent, "the bytes differ");
+    let summary: Value = serde_json::from_str(rest.trim()).expect("summary on stderr");
+    assert_eq!(summary["data"]["bytes"], 300_000);
 }

@@ -20,9 +20,11 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Mutex, Once};
 use std::time::{Duration, Instant};
 
+use common::PILOTCTL;
 use serde_json::Value;
 
-const PILOTCTL: &str = env!("CARGO_BIN_EXE_pilotctl");
+mod common;
+
 /// The most any one step may take: polling stops here.
 const STEP: Duration = Duration::from_secs(20);
 /// A single command that runs longer than this is killed (pilotctl's own
@@ -426,15 +428,7 @@ impl Lab {
             Some(ns) => in_ns(ns, PILOTCTL, args),
             None => cmd(PILOTCTL, args),
         };
-        c.arg("--json");
-        for k in [
-            "PILOT_HOME",
-            "PILOT_SOCKET",
-            "PILOT_RENDEZVOUS",
-            "PILOT_RENDEZVOUS_KEY",
-        ] {
-            c.env_remove(k);
-        }
+        common::clean_env(&mut c).arg("--json");
         if let Some(h) = home {
             c.env("PILOT_HOME", h);
         }

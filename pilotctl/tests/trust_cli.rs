@@ -112,10 +112,11 @@ fn handshake_pending_approve_trust_untrust_find() {
     );
 
     net.ctl("alice", &["untrust", "bob", "--json"]).data();
+    // bob is public: findable, so no longer trusted rather than missing.
     assert_eq!(
         net.ctl("alice", &["ping", "bob", "--count", "1", "--json"])
             .error_code(),
-        "not_found"
+        "not_trusted"
     );
     assert!(net.wait(10, || net
         .ctl("bob", &["trust", "--json"])
@@ -132,9 +133,11 @@ fn handshake_pending_approve_trust_untrust_find() {
 fn reject_reaches_the_requester() {
     let mut net = Net::new();
     let a = net.start("alice", &[]);
-    net.start("bob", &[]);
+    let b = net.start("bob", &[]);
     let alice_addr = a["address"].as_str().unwrap().to_string();
-    net.ctl("alice", &["handshake", "bob", "--json"]).data();
+    // bob is private: asked by address.
+    let bob_addr = b["address"].as_str().unwrap();
+    net.ctl("alice", &["handshake", bob_addr, "--json"]).data();
     assert!(net.wait(10, || net
         .ctl("bob", &["pending", "--json"])
         .data()
@@ -168,7 +171,8 @@ fn the_agent_itself_is_not_a_peer() {
     let mut net = Net::new();
     let a = net.start("alice", &[]);
     let me = a["address"].as_str().unwrap().to_string();
-    for peer in ["alice", me.as_str()] {
+    let my_id = net.ctl("alice", &["info", "--json"]).data()["node_id"].to_string();
+    for peer in ["alice", me.as_str(), my_id.as_str()] {
         for args in [
             &["handshake", peer][..],
             &["approve", peer],
@@ -198,4 +202,126 @@ fn the_agent_itself_is_not_a_peer() {
         net.ctl("alice", &["publish", peer, "t", "--data", "x", "--json"])
             .data();
     }
+}
+
+/// Issue 10, item 8: `handshake HOSTNAME` to a private agent fails exactly
+/// as for a name nobody holds; by address the request still reaches it.
+#[test]
+fn a_private_hostname_is_as_missing_as_an_unknown_one() {
+    let mut net = Net::new();
+    net.start("alice", &[]);
+    let c = net.start("carol", &[]);
+    let carol_addr = c["address"].as_str().unwrap().to_string();
+    let private = net.ctl("alice", &["handshake", "carol", "--json"]);
+    let missing = net.ctl("alice", &["handshake", "nobody", "--json"]);
+    assert_eq!(private.error_code(), "not_found");
+    assert_eq!(missing.error_code(), "not_found");
+    let (p, m) = (private.json(), missing.json());
+    assert_eq!(
+        p["message"].as_str().unwrap().replace("carol", "NAME"),
+        m["message"].as_str().unwrap().replace("nobody", "NAME")
+    );
+    assert_eq!(p["hint"], m["hint"]);
+    assert!(net
+        .ctl("carol", &["pending", "--json"])
+        .data()
+        .as_array()
+        .is_some_and(|a| a.is_empty()));
+    net.ctl("alice", &["handshake", &carol_addr, "--json"])
+        .data();
+    assert!(net.wait(10, || net
+        .ctl("carol", &["pending", "--json"])
+        .data()
+        .as_array()
+        .is_some_and(|a| a.len() == 1)));
+}
+
+/// Issue 10, item 9: a node ID, as `pending --json` and `trust --json`
+/// show it (`node_id`), names a peer wherever an address does.
+#[test]
+fn a_node_id_names_a_peer_as_its_address_does() {
+    let mut net = Net::new();
+    net.start("alice", &[]);
+    let b = net.start("bob", &[]);
+    let bob_addr = b["address"].as_str().unwrap().to_string();
+    net.ctl("alice", &["handshake", &bob_addr, "--json"]).data();
+    assert!(net.wait(10, || net
+        .ctl("bob", &["pending", "--json"])
+        .data()
+        .as_array()
+        .is_some_and(|a| a.len() == 1)));
+    let alice_id = net.ctl("bob", &["pending", "--json"]).data()[0]["node_id"]
+        .as_u64()
+        .expect("node_id")
+        .to_string();
+    // Before: "not a valid address".
+    net.ctl("bob", &["approve", &alice_id, "--json"]).data();
+    assert!(net.wait(10, || net
+        .ctl("alice", &["trust", "--json"])
+        .data()
+        .as_array()
+        .is_some_and(|a| a.len() == 1)));
+    let bob_id = net.ctl("alice", &["trust", "--json"]).data()[0]["node_id"]
+        .as_u64()
+        .expect("node_id")
+        .to_string();
+    let echoed = net.ctl(
+        "alice",
+        &["connect", &bob_id, "7", "--message", "by id", "--json"],
+    );
+    assert!(echoed.stdout.contains("by id"), "{}", echoed.stdout);
+    net.ctl("alice", &["untrust", &bob_id, "--json"]).data();
+    assert_eq!(
+        net.ctl("alice", &["untrust", &bob_id, "--json"])
+            .error_code(),
+        "not_found"
+    );
+    // A node ID nobody holds is as missing as such an address.
+    assert_eq!(
+        net.ctl("bob", &["approve", "4095", "--json"]).error_code(),
+        "not_found"
+    );
+    assert_eq!(
+        net.ctl("bob", &["approve", "99999999999", "--json"])
+            .error_code(),
+        "invalid_argument"
+    );
+}
+
+/// Issue 10, item 10: a findable peer that has not approved us answers
+/// `not_trusted` by hostname exactly as by address (it was `not_found`);
+/// a private one stays as missing as a name nobody holds.
+#[test]
+fn an_untrusted_peer_is_not_trusted_by_hostname_as_by_address() {
+    let mut net = Net::new();
+    net.start("alice", &[]);
+    let b = net.start("bob", &["--public"]);
+    net.start("carol", &[]);
+    let bob_addr = b["address"].as_str().unwrap().to_string();
+    let answers = |peer: &str| -> Vec<String> {
+        [
+            &["ping", peer, "--count", "1"][..],
+            &["send-message", peer, "--data", "x"],
+            &["subscribe", peer, "x", "--count", "1", "--timeout", "5"],
+            &["publish", peer, "t", "--data", "x"],
+            &["connect", peer, "7", "--message", "x"],
+            &["send", peer, "6000", "--data", "x", "--datagram"],
+        ]
+        .iter()
+        .map(|args| {
+            let mut args = args.to_vec();
+            args.push("--json");
+            net.ctl("alice", &args).error_code()
+        })
+        .collect()
+    };
+    let by_address = answers(&bob_addr);
+    assert!(
+        by_address.iter().all(|c| c == "not_trusted"),
+        "{by_address:?}"
+    );
+    assert_eq!(answers("bob"), by_address);
+    let missing = answers("nobody");
+    assert!(missing.iter().all(|c| c == "not_found"), "{missing:?}");
+    assert_eq!(answers("carol"), missing);
 }

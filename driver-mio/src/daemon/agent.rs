@@ -78,6 +78,9 @@ pub struct Agent {
     effects: Effects,
     /// Node request IDs (lookups, trust requests) to the client waiting.
     deferred: BTreeMap<u32, (ClientId, u32)>,
+    /// Lookups of a hostname this agent does not know, to the request
+    /// that named it: run again by address once it is found.
+    resolving: BTreeMap<u32, (ClientId, u32, Request)>,
     /// Streams being connected: stream to (client, request ID).
     connecting: BTreeMap<StreamId, (ClientId, u32)>,
     stream_owner: BTreeMap<StreamId, ClientId>,
@@ -222,6 +225,28 @@ pub fn command_error(e: &CommandError) -> Response {
     }
 }
 
+/// Maps a failed lookup to a stable code, message and hint.
+fn resolve_error(e: &ResolveError) -> Response {
+    match e {
+        ResolveError::NotFound => error(
+            codes::NOT_FOUND,
+            "no such node, or it is private",
+            "private nodes are visible only to peers that trust them",
+        ),
+        ResolveError::Timeout => error(
+            codes::TIMEOUT,
+            "the rendezvous did not answer",
+            "check `pilotctl info`",
+        ),
+        ResolveError::Refused(ErrorCode::NotRegistered) => error(
+            codes::NOT_REGISTERED,
+            "the rendezvous does not know this agent (yet)",
+            "registration retries by itself; check `pilotctl info`",
+        ),
+        e => error(codes::CONNECTION_FAILED, e.to_string(), ""),
+    }
+}
+
 impl Agent {
     /// Routing for `node`, started at `now`.
     pub fn new(node: Node, now: Timestamp) -> Self {
@@ -231,6 +256,7 @@ impl Agent {
             out: VecDeque::new(),
             effects: Effects::default(),
             deferred: BTreeMap::new(),
+            resolving: BTreeMap::new(),
             connecting: BTreeMap::new(),
             stream_owner: BTreeMap::new(),
             to_node: BTreeMap::new(),
@@ -276,14 +302,29 @@ impl Agent {
     }
 
     /// What the node registers: the answer to a hostname or visibility
-    /// change.
-    fn registration(&self) -> Value {
+    /// change, `pending` while the rendezvous has not taken it yet.
+    fn registration(&self, pending: bool) -> Value {
         let n = &self.node;
         json!({
             "address": n.address().map(|a| a.to_string()),
             "hostname": n.hostname().map(|h| h.to_string()),
             "public": n.is_public(),
+            "pending": pending,
         })
+    }
+
+    /// A hostname or visibility change the node started as `rid`. With a
+    /// registration in place it is answered when the rendezvous takes or
+    /// refuses it (or, silent, as pending after the node's request
+    /// timeout); without one the rendezvous is out of reach, so it is
+    /// answered at once: saved, and pending until the node registers.
+    fn registration_change(&mut self, client: ClientId, id: u32, rid: u32) -> Option<Response> {
+        if self.node.is_registered() {
+            self.deferred.insert(rid, (client, id));
+            return None;
+        }
+        self.effects.registration_changed = true;
+        Some(ok(self.registration(true)))
     }
 
     /// A client connected.
@@ -299,6 +340,7 @@ impl Agent {
             || self.datagram_ports.values().any(|c| *c == client)
             || self.stream_ports.values().any(|c| *c == client)
             || self.deferred.values().any(|(c, _)| *c == client)
+            || self.resolving.values().any(|(c, _, _)| *c == client)
             || self.connecting.values().any(|(c, _)| *c == client)
     }
 
@@ -316,6 +358,7 @@ impl Agent {
             self.node.unlisten(p);
         }
         self.deferred.retain(|_, (c, _)| *c != client);
+        self.resolving.retain(|_, (c, _, _)| *c != client);
         self.connecting.retain(|_, (c, _)| *c != client);
     }
 
@@ -359,54 +402,90 @@ impl Agent {
         }
     }
 
-    /// Resolves a peer named by address or by hostname: hostnames of
-    /// trusted peers and pending requesters are known locally, and our own
-    /// maps to our address (the node then refuses it as `IsSelf`).
-    fn peer_address(&self, peer: &str) -> Result<Address, Response> {
-        match PeerRef::parse(peer.trim()) {
-            Ok(PeerRef::Address(a)) => Ok(a),
-            Ok(PeerRef::Hostname(h)) => self
-                .node
-                .hostname()
-                .filter(|mine| **mine == h)
-                .and_then(|_| self.node.address())
-                .or_else(|| {
-                    self.node
-                        .trusted()
-                        .find(|t| t.hostname.as_ref() == Some(&h))
-                        .map(|t| t.address)
-                })
-                .or_else(|| {
-                    self.node
-                        .pending()
-                        .find(|p| p.hostname.as_ref() == Some(&h))
-                        .map(|p| p.request.from)
-                })
-                .ok_or_else(|| {
-                    error(
-                        codes::NOT_FOUND,
-                        format!("no trusted peer or pending request named `{h}`"),
-                        "use the peer's address, or see `pilotctl trust` and `pilotctl pending`",
-                    )
-                }),
-            Err(e) => Err(error(
+    /// Reads a peer as a user names one: by address, by hostname, or by
+    /// node ID (`node_id` in `pending`, `trust`, `peers`), which names a
+    /// node of this agent's network.
+    fn peer_ref(&self, peer: &str) -> Result<PeerRef, Response> {
+        let network = self.node.address().map_or(0, |a| a.network());
+        PeerRef::parse_in(peer.trim(), network).map_err(|e| {
+            error(
                 codes::INVALID_ARGUMENT,
                 e.to_string(),
-                "addresses look like 0:0000.0000.002A; hostnames are lower-case letters, digits and '-'",
-            )),
+                "addresses look like 0:0000.0000.002A, node IDs like 42; hostnames are lower-case letters, digits and '-'",
+            )
+        })
+    }
+
+    /// Resolves a peer named by address, node ID or hostname: hostnames
+    /// of trusted peers and pending requesters are known locally, and our
+    /// own maps to our address (the node then refuses it as `IsSelf`).
+    fn peer_address(&self, peer: &str) -> Result<Address, Response> {
+        match self.peer_ref(peer)? {
+            PeerRef::Address(a) => Ok(a),
+            PeerRef::Hostname(h) => self.known_hostname(&h).ok_or_else(|| {
+                error(
+                    codes::NOT_FOUND,
+                    format!("no trusted peer or pending request named `{h}`"),
+                    "use the peer's address, or see `pilotctl trust` and `pilotctl pending`",
+                )
+            }),
         }
     }
 
-    fn query(&self, peer: &str) -> Result<Query, Response> {
-        match PeerRef::parse(peer.trim()) {
-            Ok(PeerRef::Address(a)) => Ok(Query::Address(a)),
-            Ok(PeerRef::Hostname(h)) => Ok(Query::Hostname(h)),
-            Err(e) => Err(error(
-                codes::INVALID_ARGUMENT,
-                e.to_string(),
-                "addresses look like 0:0000.0000.002A; hostnames are lower-case letters, digits and '-'",
-            )),
+    /// The address behind a hostname this agent knows without asking:
+    /// its own, a trusted peer's, a pending requester's.
+    fn known_hostname(&self, h: &Hostname) -> Option<Address> {
+        self.node
+            .hostname()
+            .filter(|mine| *mine == h)
+            .and_then(|_| self.node.address())
+            .or_else(|| {
+                self.node
+                    .trusted()
+                    .find(|t| t.hostname.as_ref() == Some(h))
+                    .map(|t| t.address)
+            })
+            .or_else(|| {
+                self.node
+                    .pending()
+                    .find(|p| p.hostname.as_ref() == Some(h))
+                    .map(|p| p.request.from)
+            })
+    }
+
+    /// A stream or datagram to a hostname this agent does not know is
+    /// looked up at the rendezvous first, and the request runs again by
+    /// the address found: a findable peer that is not trusted then gets
+    /// `not_trusted`, as by address, and a private or missing one
+    /// `not_found`. Returns the request back if it needs no lookup.
+    fn resolve_first(
+        &mut self,
+        now: Timestamp,
+        client: ClientId,
+        id: u32,
+        req: Request,
+    ) -> Option<Request> {
+        let (Request::Connect { peer, .. } | Request::SendDatagram { peer, .. }) = &req else {
+            return Some(req);
+        };
+        let Ok(PeerRef::Hostname(h)) = self.peer_ref(peer) else {
+            return Some(req);
+        };
+        // Unregistered, there is nobody to ask: the name stays unknown
+        // (`not_found`) at once rather than after a lookup's timeout.
+        if self.known_hostname(&h).is_some() || !self.node.is_registered() {
+            return Some(req);
         }
+        let rid = self.node.resolve(now, Query::Hostname(h));
+        self.resolving.insert(rid, (client, id, req));
+        None
+    }
+
+    fn query(&self, peer: &str) -> Result<Query, Response> {
+        Ok(match self.peer_ref(peer)? {
+            PeerRef::Address(a) => Query::Address(a),
+            PeerRef::Hostname(h) => Query::Hostname(h),
+        })
     }
 
     /// Peers with their path, session and traffic (`pilotctl peers`).
@@ -542,6 +621,7 @@ impl Agent {
         id: u32,
         req: Request,
     ) -> Option<Response> {
+        let req = self.resolve_first(now, client, id, req)?;
         let r = match req {
             Request::Info => ok(self.info(now)),
             Request::Resolve { peer } => match self.query(&peer) {
@@ -564,13 +644,11 @@ impl Agent {
                     }
                 };
                 let rid = self.node.set_hostname(now, hostname);
-                self.deferred.insert(rid, (client, id));
-                return None;
+                return self.registration_change(client, id, rid);
             }
             Request::SetVisibility { public } => {
                 let rid = self.node.set_public(now, public);
-                self.deferred.insert(rid, (client, id));
-                return None;
+                return self.registration_change(client, id, rid);
             }
             Request::Handshake { reason, .. } | Request::Reject { reason, .. }
                 if reason.len() > pilot_proto::trust::MAX_REASON =>
@@ -905,7 +983,19 @@ impl Agent {
     fn on_node_event(&mut self, now: Timestamp, e: Event, room: &impl Fn(ClientId) -> usize) {
         match e {
             Event::Resolved { id, result } => {
-                if let Some((client, rid)) = self.deferred.remove(&id) {
+                if let Some((client, rid, mut req)) = self.resolving.remove(&id) {
+                    match result {
+                        Ok(p) => {
+                            if let Request::Connect { peer, .. }
+                            | Request::SendDatagram { peer, .. } = &mut req
+                            {
+                                *peer = p.address.to_string();
+                            }
+                            self.handle_request(now, client, rid, req);
+                        }
+                        Err(e) => self.respond(client, rid, resolve_error(&e)),
+                    }
+                } else if let Some((client, rid)) = self.deferred.remove(&id) {
                     let r = match result {
                         Ok(p) => ok(json!({
                             "address": p.address.to_string(),
@@ -917,17 +1007,7 @@ impl Agent {
                             "online": p.online,
                             "endpoints": p.endpoints.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
                         })),
-                        Err(ResolveError::NotFound) => error(
-                            codes::NOT_FOUND,
-                            "no such node, or it is private",
-                            "private nodes are visible only to peers that trust them",
-                        ),
-                        Err(ResolveError::Timeout) => error(
-                            codes::TIMEOUT,
-                            "the rendezvous did not answer",
-                            "check `pilotctl info`",
-                        ),
-                        Err(e) => error(codes::CONNECTION_FAILED, e.to_string(), ""),
+                        Err(e) => resolve_error(&e),
                     };
                     self.respond(client, rid, r);
                 }
@@ -936,7 +1016,7 @@ impl Agent {
                 self.effects.registration_changed = true;
                 if let Some((client, rid)) = self.deferred.remove(&id) {
                     let r = match result {
-                        Ok(()) => ok(self.registration()),
+                        Ok(()) => ok(self.registration(false)),
                         Err(RequestError::Refused(ErrorCode::HostnameTaken, message)) => error(
                             codes::ALREADY_EXISTS,
                             message,
@@ -947,11 +1027,9 @@ impl Agent {
                             format!("the rendezvous refused: {code}: {message}"),
                             "the agent keeps its previous registration",
                         ),
-                        Err(RequestError::Timeout) => error(
-                            codes::TIMEOUT,
-                            "the rendezvous did not answer; the agent keeps trying with the change",
-                            "check `pilotctl info`: is the daemon registered?",
-                        ),
+                        // Saved (the flag above) and still being tried:
+                        // not a failure.
+                        Err(RequestError::Timeout) => ok(self.registration(true)),
                         Err(e) => error(codes::INTERNAL, e.to_string(), ""),
                     };
                     self.respond(client, rid, r);

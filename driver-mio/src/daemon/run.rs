@@ -70,6 +70,30 @@ pub enum DaemonError {
     },
 }
 
+impl DaemonError {
+    /// A stable code for `--json` output, one of those pilotctl documents:
+    /// another daemon, or a UDP port or socket in use, is
+    /// `already_exists`; a missing socket directory or an unusable socket
+    /// path `invalid_argument`; a file (named in the message) or the OS
+    /// `internal`.
+    pub fn code(&self) -> &'static str {
+        use crate::ipc::api::codes;
+        match self {
+            DaemonError::AlreadyRunning { .. }
+            | DaemonError::Ipc(BindError::AlreadyRunning { .. }) => codes::ALREADY_EXISTS,
+            DaemonError::Io { source, .. } if source.kind() == io::ErrorKind::AddrInUse => {
+                codes::ALREADY_EXISTS
+            }
+            DaemonError::Ipc(
+                BindError::MissingDirectory { .. }
+                | BindError::NotASocket { .. }
+                | BindError::PathTooLong { .. },
+            ) => codes::INVALID_ARGUMENT,
+            _ => codes::INTERNAL,
+        }
+    }
+}
+
 fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> DaemonError {
     let what = what.into();
     move |source| DaemonError::Io { what, source }
@@ -83,6 +107,9 @@ const IPC_TOKENS: std::ops::Range<usize> = 16..16 + 257;
 /// Datagrams read per wakeup before timers and writes get their turn.
 const READ_BUDGET: usize = 256;
 
+/// How long a request to the rendezvous may go unanswered.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Runs the daemon until SIGTERM/SIGINT or a `Stop` request.
 pub fn run(opts: Options) -> Result<(), DaemonError> {
     let home = Home::open(&opts.home)?;
@@ -95,6 +122,9 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
         }
     }
     crate::fsutil::write_pid(&pid_path, std::process::id())?;
+    // From here on, however the run ends (a port in use, say), the pid
+    // file goes with it: a stale one later named a dead daemon.
+    let _pid_file = RemoveOnDrop(pid_path.clone());
     // Writes a crash cut short before their rename.
     let stale: usize = ["", "inbox", "received"]
         .iter()
@@ -112,6 +142,18 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
         IPC_TOKENS,
         IpcConfig::default(),
     )?;
+    // A socket outside the home (PILOT_SOCKET, --socket) is written down
+    // in it, so that `pilotctl daemon status` and the rest find the
+    // daemon by its home alone.
+    let socket_note = home.path(SOCKET_NOTE);
+    let _socket_note = if opts.socket != home.path("pilot.sock") {
+        let path = opts.socket.as_os_str().as_encoded_bytes();
+        crate::fsutil::atomic_write(&socket_note, path, 0o600)?;
+        Some(RemoveOnDrop(socket_note))
+    } else {
+        let _ = std::fs::remove_file(&socket_note);
+        None
+    };
     let mut signals = Signals::register(poll.registry(), SIGNALS)
         .map_err(io_err("installing signal handlers"))?;
     let clock = Clock::new();
@@ -126,6 +168,10 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
     config.trust = trust;
     config.wall_origin_micros = clock.wall_origin_micros();
     config.lan_endpoints = crate::netif::lan_endpoints(udp.local_addr(), opts.rendezvous);
+    // A request the rendezvous leaves unanswered (it is down) is answered
+    // well within the 15 s a client waits: a trust request as `timeout`,
+    // a hostname change as saved and pending; never as a stuck daemon.
+    config.request_timeout = REQUEST_TIMEOUT;
     let now = clock.now();
     let node = Node::new(config, &seed, now);
     let mut agent = Agent::new(node, now).with_services(&opts.services);
@@ -244,9 +290,22 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
     udp.flush();
     home.save_trust(&agent.node.trust_state())?;
     drop(ipc);
-    let _ = std::fs::remove_file(&pid_path);
     info!("daemon stopped");
     Ok(())
+}
+
+/// The file in the home naming a socket kept elsewhere, while the daemon
+/// runs.
+pub const SOCKET_NOTE: &str = "daemon.socket";
+
+/// Removes a file when dropped: files that live exactly as long as the
+/// daemon runs.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 /// Writes the hostname and visibility the node registers into the

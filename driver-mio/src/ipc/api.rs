@@ -16,7 +16,9 @@ pub enum Request {
     Resolve { peer: String },
     /// Register under another hostname (`None`: none) from now on;
     /// answered once the rendezvous accepted or refused it, and kept in
-    /// the settings for the next start.
+    /// the settings for the next start. While the rendezvous does not
+    /// answer, the answer is `"pending": true` (saved, and registered as
+    /// soon as it answers), at once when the agent is not registered.
     SetHostname { hostname: Option<String> },
     /// Be findable by anyone (`public`) or only by trusted peers; answered
     /// and kept like `SetHostname`.

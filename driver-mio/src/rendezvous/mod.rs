@@ -126,15 +126,17 @@ impl ServerError {
         }
     }
 
-    /// A stable code for `--json` output.
+    /// A stable code for `--json` output: one of the codes pilotctl
+    /// documents (a port in use or a second server: `already_exists`; a
+    /// file, named in the message, or the OS: `internal`).
     pub fn code(&self) -> &'static str {
+        use crate::ipc::api::codes;
         match self {
-            ServerError::File(FileError::Corrupt { .. }) => "corrupt_file",
-            ServerError::File(FileError::Insecure { .. }) => "insecure_file",
-            ServerError::File(FileError::Permission { .. }) => "permission_denied",
-            ServerError::File(_) => "file_error",
-            ServerError::Io { .. } => "io_error",
-            ServerError::AlreadyRunning { .. } => "already_running",
+            ServerError::AlreadyRunning { .. } => codes::ALREADY_EXISTS,
+            ServerError::Io { source, .. } if source.kind() == io::ErrorKind::AddrInUse => {
+                codes::ALREADY_EXISTS
+            }
+            ServerError::File(_) | ServerError::Io { .. } => codes::INTERNAL,
         }
     }
 

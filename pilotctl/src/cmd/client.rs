@@ -42,7 +42,7 @@ pub fn request(c: &mut Client, r: Request) -> Result<Value, Failure> {
 /// Connects using `PILOT_HOME` / `PILOT_SOCKET`.
 pub fn default_client() -> Result<Client, Failure> {
     let home = paths::home(None);
-    connect(&paths::socket(None, &home))
+    connect(&paths::running_socket(None, &home))
 }
 
 /// The pid in a pid file, if any.

@@ -332,13 +332,26 @@ fn start(a: StartArgs, json: bool) -> Result<Success, Failure> {
     };
     if a.foreground {
         init_logging_with(&home_dir, true, settings.log_level.as_deref(), log_format);
+        super::detach::stop_with_parent();
         return driver_mio::daemon::run::run(options)
             .map(|()| Success::new(json!({ "stopped": true }), "Daemon stopped"))
-            .map_err(|e| Failure::new("internal", e.to_string(), ""));
+            .map_err(|e| {
+                let hint = match e.code() {
+                    "already_exists" => "another daemon or process holds it: stop it, or choose another --listen / PILOT_HOME",
+                    _ => "see the message; the daemon's log is pilot.log in its home",
+                };
+                Failure::new(e.code(), e.to_string(), hint)
+            });
     }
     let log = home.path("daemon.out");
-    let mut args: Vec<std::ffi::OsString> =
-        vec!["daemon".into(), "start".into(), "--foreground".into()];
+    // --json: a failure to start ends the child's output with an error
+    // object, whose code is passed on.
+    let mut args: Vec<std::ffi::OsString> = vec![
+        "daemon".into(),
+        "start".into(),
+        "--foreground".into(),
+        "--json".into(),
+    ];
     args.extend(["--home".into(), options.home.clone().into_os_string()]);
     args.extend(["--socket".into(), options.socket.clone().into_os_string()]);
     // The child reads the rest from the settings just saved (and the
@@ -365,6 +378,16 @@ fn start(a: StartArgs, json: bool) -> Result<Success, Failure> {
                 .find(|l| !l.trim().is_empty())
                 .unwrap_or("")
                 .to_string();
+            if let Ok(v) = serde_json::from_str::<Value>(&last) {
+                if v["status"] == "error" {
+                    let text = |k: &str| v[k].as_str().unwrap_or_default().to_string();
+                    return Err(Failure::new(
+                        v["code"].as_str().unwrap_or("internal"),
+                        format!("the daemon exited ({status}): {}", text("message")),
+                        text("hint"),
+                    ));
+                }
+            }
             return Err(Failure::new(
                 "internal",
                 format!("the daemon exited ({status}): {last}"),
@@ -425,7 +448,7 @@ fn started(pid: u32, info: &Value, socket: &Path, home: &Path) -> Success {
 
 fn stop(h: HomeArgs) -> Result<Success, Failure> {
     let home = paths::home(h.home.clone());
-    let socket = paths::socket(h.socket.clone(), &home);
+    let socket = paths::running_socket(h.socket.clone(), &home);
     let pid = crate::cmd::client::read_pid(&home.join("daemon.pid"));
     let mut c = connect(&socket)?;
     request(&mut c, Request::Stop)?;
@@ -450,7 +473,7 @@ fn stop(h: HomeArgs) -> Result<Success, Failure> {
 
 fn status(h: HomeArgs, check: bool, json: bool) -> Result<Success, Failure> {
     let home = paths::home(h.home.clone());
-    let socket = paths::socket(h.socket.clone(), &home);
+    let socket = paths::running_socket(h.socket.clone(), &home);
     let result = connect(&socket).and_then(|mut c| request(&mut c, Request::Info));
     if check {
         return match result {
@@ -508,8 +531,14 @@ pub fn init_logging_with(home: &Path, stderr: bool, level: Option<&str>, format:
             .with_ansi(false)
     });
     let file_json = json.then(|| tracing_subscriber::fmt::layer().json().with_writer(file()));
-    let err_text =
-        (stderr && !json).then(|| tracing_subscriber::fmt::layer().with_writer(std::io::stderr));
+    // Colours only for a terminal: a background daemon's or
+    // rendezvous's stderr is a file (daemon.out, rendezvous.out).
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let err_text = (stderr && !json).then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_ansi(colour)
+            .with_writer(std::io::stderr)
+    });
     let err_json = (stderr && json).then(|| {
         tracing_subscriber::fmt::layer()
             .json()

@@ -70,6 +70,10 @@ struct Demo {
     steps: Vec<Value>,
     started: Instant,
     interrupted: Arc<AtomicBool>,
+    /// Without --keep: the pipe whose read end every child inherits, so
+    /// that the rendezvous and daemons stop by themselves if the demo is
+    /// killed before it can stop them (kill -9).
+    parent_pipe: Option<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)>,
 }
 
 /// The JSON answer of a child `pilotctl`, or its failure.
@@ -176,6 +180,10 @@ impl Demo {
         }
         if let Some(h) = home {
             cmd.env("PILOT_HOME", h);
+        }
+        if let Some((read, _)) = &self.parent_pipe {
+            use std::os::fd::AsRawFd;
+            cmd.env(super::detach::PARENT_PIPE, read.as_raw_fd().to_string());
         }
         cmd
     }
@@ -800,6 +808,11 @@ pub fn run(args: DemoArgs, json_mode: bool) -> Result<Success, Failure> {
         steps: Vec::new(),
         started: Instant::now(),
         interrupted,
+        parent_pipe: if args.keep {
+            None
+        } else {
+            super::detach::parent_pipe()
+        },
     };
     if !json_mode {
         out!(

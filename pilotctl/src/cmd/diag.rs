@@ -22,7 +22,7 @@ use crate::output::{Failure, Success};
 pub enum DiagCommand {
     /// Round trips to a trusted peer through its echo service.
     Ping {
-        /// The peer's address (or hostname).
+        /// The peer's address, node ID or hostname.
         peer: String,
         /// How many echoes.
         #[arg(long, default_value_t = 4)]
@@ -43,7 +43,7 @@ pub enum DiagCommand {
     },
     /// Stream throughput to a trusted peer through its echo service.
     Bench {
-        /// The peer's address (or hostname).
+        /// The peer's address, node ID or hostname.
         peer: String,
         /// Bytes to send (and receive back): 65536, 64K, 1M, 1G.
         #[arg(default_value = "1M")]
@@ -114,6 +114,7 @@ pub const DOCS: &[CommandDoc] = &[
             "not_registered",
             "connection_failed",
             "timeout",
+            "interrupted",
         ],
     },
 ];

@@ -22,7 +22,7 @@ pub enum IdentityCommand {
     Info,
     /// Look a node up by hostname or address.
     Find {
-        /// Hostname or address (0:0000.0000.002A).
+        /// Hostname, address (0:0000.0000.002A) or node ID (42).
         peer: String,
     },
     /// Prepare PILOT_HOME (identity key and settings) without starting a
@@ -127,7 +127,8 @@ pub const DOCS: &[CommandDoc] = &[
 ];
 
 /// What the registration commands answer: what the agent registers now.
-const REGISTRATION: &str = r#"{"address":"string|null","hostname":"string|null","public":"bool"}"#;
+const REGISTRATION: &str =
+    r#"{"address":"string|null","hostname":"string|null","public":"bool","pending":"bool"}"#;
 
 /// `pilotctl info`.
 pub fn info() -> Result<Success, Failure> {
@@ -279,7 +280,7 @@ pub fn config(set: &[String]) -> Result<Success, Failure> {
     // them itself before answering.
     let mut live = Vec::new();
     let mut later = Vec::new();
-    let mut daemon = connect(&paths::socket(None, &dir)).ok();
+    let mut daemon = connect(&paths::running_socket(None, &dir)).ok();
     for (k, _) in &pairs {
         let req = match *k {
             "hostname" => Some(Request::SetHostname {
@@ -324,7 +325,8 @@ pub fn config(set: &[String]) -> Result<Success, Failure> {
 }
 
 /// `set-hostname`, `clear-hostname`, `set-public`, `set-private`: a live
-/// change the daemon answers once the rendezvous accepted it.
+/// change the daemon answers once the rendezvous accepted it, or as saved
+/// and pending while the rendezvous does not answer.
 fn change(req: Request) -> Result<Success, Failure> {
     let mut c = default_client().map_err(|f| match f.code.as_str() {
         "not_running" => Failure::new(
@@ -337,14 +339,25 @@ fn change(req: Request) -> Result<Success, Failure> {
     let v = request(&mut c, req)?;
     let hostname = v.get("hostname").and_then(Value::as_str);
     let public = v.get("public").and_then(Value::as_bool).unwrap_or(false);
+    let pending = v.get("pending").and_then(Value::as_bool).unwrap_or(false);
     let text = format!(
-        "{} is now registered {}, {}\n(saved: a restart keeps it)",
+        "{} {} {}, {}\n{}",
         text(&v, "address"),
+        if pending {
+            "will be registered"
+        } else {
+            "is now registered"
+        },
         hostname.map_or("without a hostname".to_string(), |h| format!("as {h}")),
         if public {
             "public: anyone can find it"
         } else {
             "private: only trusted peers can find it"
+        },
+        if pending {
+            "(saved: the rendezvous does not answer now; the daemon registers it as soon as it does, and a restart keeps it)"
+        } else {
+            "(saved: a restart keeps it)"
         },
     );
     Ok(Success::new(v, text))

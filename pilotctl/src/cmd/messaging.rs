@@ -44,7 +44,7 @@ pub enum MessagingCommand {
     /// to stdout, both at once and binary-safe; the end of stdin
     /// half-closes, the peer closing ends the command.
     Connect {
-        /// The peer's address (or hostname).
+        /// The peer's address, node ID or hostname.
         peer: String,
         /// The peer's port.
         #[arg(default_value_t = ports::STDIO, value_parser = port_number())]
@@ -60,7 +60,7 @@ pub enum MessagingCommand {
     },
     /// Send one message over a stream (or a datagram) to a peer's port.
     Send {
-        /// The peer's address (or hostname).
+        /// The peer's address, node ID or hostname.
         peer: String,
         /// The peer's port.
         #[arg(value_parser = port_number())]
@@ -83,9 +83,14 @@ pub enum MessagingCommand {
         /// Stop after this many messages.
         #[arg(long, default_value_t = 1)]
         count: u32,
-        /// Seconds to wait in all (0: until Ctrl-C).
+        /// Seconds to wait in all (0: until Ctrl-C); with --raw, for each
+        /// stream to arrive (it is then read to its end).
         #[arg(long, default_value_t = 60)]
         timeout: u64,
+        /// Write each stream's bytes to stdout as they come, unchanged
+        /// and nothing else (like `nc -l`; --json: the summary on stderr).
+        #[arg(long)]
+        raw: bool,
     },
     /// Receive datagrams on a local port, one line each.
     Listen {
@@ -104,7 +109,7 @@ pub enum MessagingCommand {
     },
     /// Send a text, JSON or binary message to a peer's inbox (port 1001).
     SendMessage {
-        /// The peer's address (or hostname).
+        /// The peer's address, node ID or hostname.
         peer: String,
         /// The message: text, a JSON text, or base64 for binary.
         #[arg(long)]
@@ -119,7 +124,7 @@ pub enum MessagingCommand {
     },
     /// Send a file (at most 16 MiB) to a peer's received files (port 1001).
     SendFile {
-        /// The peer's address (or hostname).
+        /// The peer's address, node ID or hostname.
         peer: String,
         /// The file; the peer sees its base name.
         path: PathBuf,
@@ -141,7 +146,7 @@ pub enum MessagingCommand {
     },
     /// Print the events on a peer's event stream (port 1002) matching a topic.
     Subscribe {
-        /// The peer's address (or hostname).
+        /// The peer's address, node ID or hostname.
         peer: String,
         /// Topic or pattern: `tasks.new`, `tasks.*`, `*.done`, `*`.
         topic: String,
@@ -154,7 +159,7 @@ pub enum MessagingCommand {
     },
     /// Publish an event on a peer's (or this agent's own) event stream.
     Publish {
-        /// The peer's address (or hostname); this agent's own publishes
+        /// The peer's address, node ID or hostname; this agent's own publishes
         /// locally.
         peer: String,
         /// The topic (no wildcards).
@@ -190,7 +195,14 @@ impl MessagingCommand {
                 port,
                 count,
                 timeout,
+                raw: false,
             } => recv(port, count, timeout, json),
+            MessagingCommand::Recv {
+                port,
+                count,
+                timeout,
+                raw: true,
+            } => recv_raw(port, count, timeout, json),
             MessagingCommand::Listen {
                 port,
                 count,
@@ -242,12 +254,14 @@ const TO_PEER: &[&str] = &[
     "timeout",
 ];
 
-/// The errors of a command that waits on a local port.
+/// The errors of a command that waits on a local port (`interrupted`:
+/// Ctrl-C under --json).
 const ON_PORT: &[&str] = &[
     "not_running",
     "invalid_argument",
     "already_exists",
     "timeout",
+    "interrupted",
 ];
 
 /// What `context` says of these commands. `recv`, `listen` and
@@ -275,12 +289,12 @@ pub const DOCS: &[CommandDoc] = &[
     },
     CommandDoc {
         name: "send-message",
-        returns: r#"{"peer":"string","id":"number","type":"string","bytes":"number","status":"string"}"#,
+        returns: r#"{"peer":"string","id":"number","kind":"string","bytes":"number","acknowledged":"bool"}"#,
         errors: TO_PEER,
     },
     CommandDoc {
         name: "send-file",
-        returns: r#"{"peer":"string","id":"number","name":"string","bytes":"number","status":"string"}"#,
+        returns: r#"{"peer":"string","id":"number","name":"string","bytes":"number","acknowledged":"bool"}"#,
         errors: TO_PEER,
     },
     CommandDoc {
@@ -777,11 +791,14 @@ pub fn publish(
     result.map(|()| None)
 }
 
-/// Whether `peer` names this agent (its address or its hostname).
+/// Whether `peer` names this agent (its address, node ID or hostname).
 fn is_self(c: &mut Client, peer: &str) -> Result<bool, Failure> {
     let info = request(c, Request::Info)?;
     let me = |k: &str| info[k].as_str().map(str::to_string);
-    Ok(match PeerRef::parse(peer.trim()) {
+    let network = me("address")
+        .and_then(|a| a.parse::<pilot_proto::addr::Address>().ok())
+        .map_or(0, |a| a.network());
+    Ok(match PeerRef::parse_in(peer.trim(), network) {
         Ok(PeerRef::Address(a)) => me("address") == Some(a.to_string()),
         Ok(PeerRef::Hostname(h)) => me("hostname") == Some(h.to_string()),
         Err(_) => false,
@@ -1093,6 +1110,55 @@ pub fn recv(port: u16, count: u32, timeout: u64, json_mode: bool) -> Result<Succ
     )
 }
 
+/// `pilotctl recv <port> --raw`: each stream's bytes go to stdout as they
+/// arrive, binary-safe and nothing else, as `nc -l` does: the other end
+/// of `tar c dir | pilotctl connect PEER PORT`.
+pub fn recv_raw(port: u16, count: u32, timeout: u64, json_mode: bool) -> Result<Success, Failure> {
+    check_count(Some(count))?;
+    let mut c = default_client()?;
+    request(&mut c, Request::Listen { port })?;
+    eprintln!("Receiving streams on port {port} (waiting for {count}), raw to stdout");
+    let mut out = io::stdout().lock();
+    let (mut streams, mut bytes) = (0u32, 0u64);
+    let mut from = Vec::new();
+    while streams < count {
+        let deadline = deadline_in(timeout_secs(timeout));
+        let stream = loop {
+            match c.next_event(left(deadline)).map_err(failure)? {
+                None => return Err(nothing_arrived("stream", &format!("port {port}"), timeout)),
+                Some(Event::Incoming {
+                    stream, from: f, ..
+                }) => {
+                    from.push(f);
+                    break stream;
+                }
+                Some(_) => continue,
+            }
+        };
+        // Read to the end, however long it takes (Ctrl-C stops it).
+        let forever = deadline_in(timeout_secs(0));
+        loop {
+            match c.read_stream(stream, left(forever)) {
+                Ok(Some(chunk)) => {
+                    out.write_all(&chunk)
+                        .and_then(|()| out.flush())
+                        .map_err(crate::output::stdout_failure)?;
+                    bytes += chunk.len() as u64;
+                }
+                Ok(None) => break,
+                Err(e) => return Err(failure(e)),
+            }
+        }
+        let _ = c.close_stream(stream);
+        streams += 1;
+    }
+    if json_mode {
+        let summary = json!({ "port": port, "streams": streams, "bytes": bytes, "from": from });
+        eprintln!("{}", json!({ "status": "ok", "data": summary }));
+    }
+    Ok(Success::printed())
+}
+
 /// `pilotctl listen <port> [--count N] [--timeout S] [--force]`.
 pub fn listen(
     port: u16,
@@ -1154,7 +1220,9 @@ pub fn send_message_cmd(
     let id = send_message(&mut c, peer, &message, timeout)?;
     let n = message.data().len();
     Ok(Success::new(
-        json!({ "peer": peer, "id": id, "type": kind, "bytes": n, "status": "ok" }),
+        // `kind` as `inbox` names it; no second "status" inside the
+        // answer's own: the peer acknowledged it.
+        json!({ "peer": peer, "id": id, "kind": kind, "bytes": n, "acknowledged": true }),
         format!("Delivered to {peer}: {kind} message of {n} bytes (id {id}, acknowledged)"),
     ))
 }
@@ -1201,7 +1269,7 @@ pub fn send_file(peer: &str, path: &Path, timeout: Duration) -> Result<Success, 
     let message = Message::File { name, data: &data };
     let id = send_message_with_progress(&mut c, peer, &message, timeout, &mut progress)?;
     Ok(Success::new(
-        json!({ "peer": peer, "id": id, "name": name, "bytes": data.len(), "status": "ok" }),
+        json!({ "peer": peer, "id": id, "name": name, "bytes": data.len(), "acknowledged": true }),
         format!(
             "Delivered {name} ({} bytes) to {peer} (id {id}, acknowledged)",
             data.len()

@@ -92,6 +92,7 @@ fn foreground(a: RvArgs, json: bool) -> Result<Success, Failure> {
     let home = home(a.home.clone());
     fsutil::ensure_private_dir(&home).map_err(|e| Failure::new("internal", e.to_string(), ""))?;
     super::daemon::init_logging(&home, true);
+    super::detach::stop_with_parent();
     let mut server = Server::open(ServerConfig::new(addr, home.clone())).map_err(server_failure)?;
     let started = started(
         server.local_addr(),
@@ -114,10 +115,21 @@ fn foreground(a: RvArgs, json: bool) -> Result<Success, Failure> {
 }
 
 fn started(addr: SocketAddr, key: &str, pid: u32, home: &Path) -> Success {
+    // 0.0.0.0 (or ::) is where it listens, not an address another host
+    // can send to: agents need one of this host's own.
+    let (shown, join, whose) = if addr.ip().is_unspecified() {
+        (
+            format!("{addr} (every address of this host)"),
+            format!("HOST:{}", addr.port()),
+            " (HOST: this host's address they can reach; from the internet, its public one)",
+        )
+    } else {
+        (addr.to_string(), addr.to_string(), "")
+    };
     Success::new(
         json!({ "address": addr.to_string(), "public_key": key, "pid": pid, "home": home.display().to_string() }),
         format!(
-            "Rendezvous running (pid {pid})\n  Address:    {addr}\n  Public key: {key}\n  Home:       {}\n\nAgents join with:\n  pilotctl daemon start --rendezvous {addr} --rendezvous-key {key}",
+            "Rendezvous running (pid {pid})\n  Address:    {shown}\n  Public key: {key}\n  Home:       {}\n\nAgents join with{whose}:\n  pilotctl daemon start --rendezvous {join} --rendezvous-key {key}",
             home.display()
         ),
     )

@@ -14,7 +14,7 @@ use crate::output::{Failure, Success};
 pub enum TrustCommand {
     /// Ask a peer (hostname or address) for trust.
     Handshake {
-        /// Hostname or address.
+        /// Hostname, address or node ID.
         peer: String,
         /// Why, for whoever decides.
         reason: Option<String>,
@@ -23,12 +23,12 @@ pub enum TrustCommand {
     Pending,
     /// Approve a pending trust request.
     Approve {
-        /// The requester's address (or hostname).
+        /// The requester's address, node ID or hostname.
         node: String,
     },
     /// Reject a pending trust request.
     Reject {
-        /// The requester's address (or hostname).
+        /// The requester's address, node ID or hostname.
         node: String,
         /// Why.
         reason: Option<String>,
@@ -37,7 +37,7 @@ pub enum TrustCommand {
     Trust,
     /// Stop trusting a peer; its sessions close on both sides.
     Untrust {
-        /// The peer's address (or hostname).
+        /// The peer's address, node ID or hostname.
         node: String,
     },
 }

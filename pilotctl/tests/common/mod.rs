@@ -76,19 +76,7 @@ impl Net {
             .tempdir_in("/tmp")
             .expect("temp dir");
         let rv_home = dir.path().join("rv");
-        let run = pilotctl(
-            &[
-                "rendezvous",
-                "start",
-                "--listen",
-                "127.0.0.1:0",
-                "--home",
-                rv_home.to_str().unwrap(),
-                "--json",
-            ],
-            &[],
-        );
-        let data = run.data();
+        let data = rendezvous_start("127.0.0.1:0", &rv_home, &["--json"]).data();
         Net {
             rv_addr: data["address"].as_str().expect("address").to_string(),
             rv_key: data["public_key"].as_str().expect("key").to_string(),
@@ -112,27 +100,35 @@ impl Net {
 
     /// Starts agent `name` (hostname `name`) and waits for registration.
     pub fn start(&mut self, name: &str, extra: &[&str]) -> Value {
+        let mut args = vec!["--hostname", name, "--listen", "127.0.0.1:0"];
+        args.extend_from_slice(extra);
+        self.daemon_start(name, &args).data()
+    }
+
+    /// `daemon start --rendezvous … --rendezvous-key … EXTRA --json` as
+    /// agent `name`, answered as it is; whatever it starts is stopped
+    /// with the rest.
+    pub fn daemon_start(&mut self, name: &str, extra: &[&str]) -> Run {
+        let rv_addr = self.rv_addr.clone();
+        self.daemon_start_at(name, &rv_addr, extra)
+    }
+
+    /// [`Net::daemon_start`] with another rendezvous address (one that
+    /// does not answer, say).
+    pub fn daemon_start_at(&mut self, name: &str, rv_addr: &str, extra: &[&str]) -> Run {
+        let rv_key = self.rv_key.clone();
         let mut args = vec![
             "daemon",
             "start",
             "--rendezvous",
-            &self.rv_addr,
+            rv_addr,
             "--rendezvous-key",
-            &self.rv_key,
-            "--hostname",
-            name,
-            "--listen",
-            "127.0.0.1:0",
-            "--json",
+            &rv_key,
         ];
         args.extend_from_slice(extra);
-        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        let run = self.ctl(name, &refs);
-        if !self.agents.contains(&self.home(name)) {
-            self.agents.push(self.home(name));
-        }
-        run.data()
+        args.push("--json");
+        self.track(name);
+        self.ctl(name, &args)
     }
 
     /// Stops agent `name`'s daemon.
@@ -148,11 +144,24 @@ impl Net {
     /// Starts agent `name` again from its saved settings (`daemon start`
     /// without flags) and waits for registration.
     pub fn restart(&mut self, name: &str) -> Value {
-        let run = self.ctl(name, &["daemon", "start", "--json"]);
+        self.restart_with(name, &[])
+    }
+
+    /// [`Net::restart`] with flags that change the saved settings.
+    pub fn restart_with(&mut self, name: &str, flags: &[&str]) -> Value {
+        let mut args = vec!["daemon", "start"];
+        args.extend_from_slice(flags);
+        args.push("--json");
+        self.track(name);
+        self.ctl(name, &args).data()
+    }
+
+    /// Agent `name`'s daemon, if one runs, is stopped when the `Net` goes
+    /// (also when the test fails before it says so).
+    pub fn track(&mut self, name: &str) {
         if !self.agents.contains(&self.home(name)) {
             self.agents.push(self.home(name));
         }
-        run.data()
     }
 
     /// A client connected to agent `name`'s daemon.
@@ -177,9 +186,14 @@ impl Net {
         let mut ca = self.client(a);
         let mut cb = self.client(b);
         let t = Duration::from_secs(10);
+        // By address: a private agent's hostname names nobody to others.
+        let b_addr = cb.request(Request::Info, t).expect("info")["address"]
+            .as_str()
+            .expect("registered")
+            .to_string();
         ca.request(
             Request::Handshake {
-                peer: b.into(),
+                peer: b_addr,
                 reason: "test".into(),
             },
             t,
@@ -223,6 +237,20 @@ impl Drop for Net {
     }
 }
 
+/// `rendezvous start --listen LISTEN --home HOME EXTRA`, answered as it is.
+pub fn rendezvous_start(listen: &str, home: &Path, extra: &[&str]) -> Run {
+    let mut args = vec![
+        "rendezvous",
+        "start",
+        "--listen",
+        listen,
+        "--home",
+        home.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    pilotctl(&args, &[])
+}
+
 /// SIGKILLs whatever a pid file names (cleanup of last resort); returns
 /// the pid signalled.
 pub fn kill_pidfile(path: &Path) -> Option<u32> {
@@ -237,14 +265,25 @@ pub fn kill_pidfile(path: &Path) -> Option<u32> {
     Some(pid)
 }
 
+/// Keeps the agent settings of whoever runs the tests (PILOT_HOME,
+/// PILOT_SOCKET, PILOT_RENDEZVOUS, PILOT_RENDEZVOUS_KEY) away from a
+/// child pilotctl: each test says what its children use.
+pub fn clean_env(cmd: &mut Command) -> &mut Command {
+    for k in [
+        "PILOT_HOME",
+        "PILOT_SOCKET",
+        "PILOT_RENDEZVOUS",
+        "PILOT_RENDEZVOUS_KEY",
+    ] {
+        cmd.env_remove(k);
+    }
+    cmd
+}
+
 /// Runs pilotctl with `args` and extra environment.
 pub fn pilotctl(args: &[&str], env: &[(&str, &str)]) -> Run {
     let mut cmd = Command::new(PILOTCTL);
-    cmd.args(args)
-        .env_remove("PILOT_HOME")
-        .env_remove("PILOT_SOCKET");
-    cmd.env_remove("PILOT_RENDEZVOUS")
-        .env_remove("PILOT_RENDEZVOUS_KEY");
+    clean_env(&mut cmd).args(args);
     for (k, v) in env {
         cmd.env(k, v);
     }
