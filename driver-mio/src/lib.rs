@@ -13,6 +13,7 @@ pub mod ipc;
 pub mod rendezvous;
 pub mod seed;
 pub mod signals;
+pub mod tokens;
 pub mod udp;
 
 pub use pilot_proto as proto;
