@@ -157,6 +157,9 @@ struct StreamBuf {
     chunks: VecDeque<Vec<u8>>,
     /// `Finished` or `Closed` arrived: no data follows.
     ended: bool,
+    /// The peer reset the stream: its end is an error, not end of data
+    /// (as ECONNRESET is for a TCP socket).
+    reset: bool,
 }
 
 impl Client {
@@ -313,7 +316,9 @@ impl Client {
 
     /// The next bytes of a stream: `Ok(Some(bytes))` (never empty),
     /// `Ok(None)` at its end (after `Event::Finished` or `Event::Closed`
-    /// for it), `Err(Timeout)` if nothing came in time.
+    /// for it), `Err(Timeout)` if nothing came in time, `Err(Remote)` with
+    /// `connection_failed` after the bytes that came if the peer reset it
+    /// (say, nothing served the port on its side).
     pub fn read_stream(
         &mut self,
         stream: u32,
@@ -323,6 +328,11 @@ impl Client {
             let buf = c.streams.get_mut(&stream)?;
             match buf.chunks.pop_front() {
                 Some(chunk) => Some(Ok(Some(chunk))),
+                None if buf.reset => Some(Err(ClientError::Remote {
+                    code: codes::CONNECTION_FAILED.into(),
+                    message: "the peer reset the stream".into(),
+                    hint: "is something serving that port on the peer?".into(),
+                })),
                 None if buf.ended => Some(Ok(None)),
                 None => None,
             }
@@ -678,8 +688,14 @@ impl Client {
                         Event::Incoming { stream, .. } => {
                             self.streams.entry(*stream).or_default();
                         }
-                        Event::Finished { stream } | Event::Closed { stream, .. } => {
+                        Event::Finished { stream } => {
                             self.streams.entry(*stream).or_default().ended = true;
+                        }
+                        Event::Closed { stream, reason } => {
+                            let buf = self.streams.entry(*stream).or_default();
+                            buf.ended = true;
+                            buf.reset =
+                                *reason == pilot_proto::stream::CloseReason::Reset.to_string();
                         }
                         _ => {}
                     }
