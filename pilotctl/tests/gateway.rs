@@ -281,7 +281,7 @@ fn untrust_mid_transfer_ends_the_download_with_an_error_not_a_hang() {
     };
     let out = lab.net.dir.path().join("partial.bin");
     // Slowed down so that the untrust lands mid-transfer.
-    let mut child = Command::new("curl")
+    let child = Command::new("curl")
         .args(["-sS", "--max-time", "120", "--limit-rate", "2M", "-o"])
         .arg(&out)
         .arg(format!("{}/big.bin", lab.base))
