@@ -152,6 +152,15 @@ pub struct Client {
     scratch: Vec<u8>,
 }
 
+/// What reading or half-closing a stream the peer reset answers.
+fn reset_error() -> ClientError {
+    ClientError::Remote {
+        code: codes::CONNECTION_FAILED.into(),
+        message: "the peer reset the stream".into(),
+        hint: "is something serving that port on the peer?".into(),
+    }
+}
+
 #[derive(Debug, Default)]
 struct StreamBuf {
     chunks: VecDeque<Vec<u8>>,
@@ -328,11 +337,7 @@ impl Client {
             let buf = c.streams.get_mut(&stream)?;
             match buf.chunks.pop_front() {
                 Some(chunk) => Some(Ok(Some(chunk))),
-                None if buf.reset => Some(Err(ClientError::Remote {
-                    code: codes::CONNECTION_FAILED.into(),
-                    message: "the peer reset the stream".into(),
-                    hint: "is something serving that port on the peer?".into(),
-                })),
+                None if buf.reset => Some(Err(reset_error())),
                 None if buf.ended => Some(Ok(None)),
                 None => None,
             }
@@ -483,7 +488,17 @@ impl Client {
 
     /// Half-closes a stream: we send no more (the peer reads its end).
     pub fn shutdown_stream(&mut self, stream: u32) -> Result<(), ClientError> {
-        self.call(Request::Shutdown { stream }).map(drop)
+        let result = self.call(Request::Shutdown { stream }).map(drop);
+        // The peer reset it first (its `Closed` came before this answer):
+        // say so rather than that the stream is unknown.
+        match result {
+            Err(ClientError::Remote { .. })
+                if self.streams.get(&stream).is_some_and(|b| b.reset) =>
+            {
+                Err(reset_error())
+            }
+            other => other,
+        }
     }
 
     /// Closes a stream and forgets what is buffered for it.

@@ -10,7 +10,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use common::Net;
+use common::{in_netns, Net};
 use sha2::Digest as _;
 
 /// The rootless subnet the tests map agents into.
@@ -35,8 +35,12 @@ struct HttpServer {
 
 impl HttpServer {
     fn start(dir: &Path) -> HttpServer {
+        HttpServer::start_in(None, dir)
+    }
+
+    fn start_in(netns: Option<&str>, dir: &Path) -> HttpServer {
         let log = dir.with_file_name("http.log");
-        let mut child = Command::new("python3")
+        let mut child = in_netns(netns, "python3")
             .args(["-u", "-m", "http.server", "--bind", "127.0.0.1", "0"])
             .current_dir(dir)
             .stdout(Stdio::piped())
@@ -381,4 +385,149 @@ fn headless_chromium_renders_a_page_with_its_stylesheet_and_image() {
             "{path} served through the gateway: {log}"
         );
     }
+}
+
+/// A network namespace made by the test, deleted on drop (after the
+/// daemons in it, which `Net` stops first when declared after it).
+struct Netns(String);
+
+impl Netns {
+    /// A fresh namespace with its loopback up, or why there is none.
+    fn new() -> Result<Netns, String> {
+        if !nix::unistd::geteuid().is_root() {
+            return Err("needs root".into());
+        }
+        let name = format!("pgw{}", std::process::id());
+        let ip = |args: &[&str]| {
+            Command::new("ip")
+                .args(args)
+                .output()
+                .map_err(|e| format!("cannot run ip: {e}"))
+                .and_then(|o| {
+                    if o.status.success() {
+                        Ok(())
+                    } else {
+                        Err(String::from_utf8_lossy(&o.stderr).trim().to_string())
+                    }
+                })
+        };
+        ip(&["netns", "add", &name])?;
+        let ns = Netns(name);
+        ip(&["-n", &ns.0, "link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    /// The IPv4 addresses on the namespace's loopback.
+    fn lo_addrs(&self) -> String {
+        lo_addrs(Some(&self.0))
+    }
+}
+
+fn lo_addrs(netns: Option<&str>) -> String {
+    let mut c = Command::new("ip");
+    if let Some(ns) = netns {
+        c.args(["-n", ns]);
+    }
+    let out = c
+        .args(["-4", "addr", "show", "dev", "lo"])
+        .output()
+        .expect("ip");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// The default subnet, 10.4.0.0/16, with its loopback aliases: only in a
+/// namespace this test makes, never in the host's own.
+#[test]
+fn default_subnet_with_aliases_in_a_network_namespace() {
+    if !have("python3", "--version") || !have("curl", "--version") || !have("ip", "-V") {
+        eprintln!("skipped: needs python3, curl and ip");
+        return;
+    }
+    let ns = match Netns::new() {
+        Ok(ns) => ns,
+        Err(why) => {
+            eprintln!("skipped: no network namespace ({why})");
+            return;
+        }
+    };
+    let host_before = lo_addrs(None);
+    let mut net = Net::new_in(Some(&ns.0));
+    for name in ["alice", "carol", "bob"] {
+        net.start(name, &[]);
+    }
+    net.trust("bob", "alice");
+    net.trust("bob", "carol");
+    let www = net.dir.path().join("www");
+    std::fs::create_dir(&www).unwrap();
+    std::fs::write(www.join("index.html"), "hello from the namespace\n").unwrap();
+    let one = HttpServer::start_in(Some(&ns.0), &www);
+    let two = HttpServer::start_in(Some(&ns.0), &www);
+    let ports = format!("{},{}", one.port, two.port);
+    let v = net
+        .ctl(
+            "bob",
+            &[
+                "gateway", "start", "--ports", &ports, "alice", "carol", "--json",
+            ],
+        )
+        .data();
+    assert_eq!(v["subnet"], "10.4.0.0/16");
+    assert_eq!(v["mappings"][0]["local_ip"], "10.4.0.1");
+    assert_eq!(v["mappings"][1]["local_ip"], "10.4.0.2");
+    let addrs = ns.lo_addrs();
+    assert!(
+        addrs.contains("10.4.0.1/32") && addrs.contains("10.4.0.2/32"),
+        "{addrs}"
+    );
+    let fetch = |ip: &str, port: u16| {
+        let out = in_netns(Some(&ns.0), "curl")
+            .args(["-sS", "--max-time", "60"])
+            .arg(format!("http://{ip}:{port}/index.html"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{ip}:{port}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.stdout, b"hello from the namespace\n");
+    };
+    for ip in ["10.4.0.1", "10.4.0.2"] {
+        for port in [one.port, two.port] {
+            fetch(ip, port);
+        }
+    }
+    // Unmap and map while running.
+    net.ctl("bob", &["gateway", "unmap", "10.4.0.2", "--json"])
+        .data();
+    assert!(!ns.lo_addrs().contains("10.4.0.2/"), "{}", ns.lo_addrs());
+    net.ctl("bob", &["gateway", "map", "carol", "10.4.0.7", "--json"])
+        .data();
+    assert!(ns.lo_addrs().contains("10.4.0.7/32"));
+    fetch("10.4.0.7", two.port);
+    // Stop: no alias left, and the host's own loopback never changed.
+    let stop = net.ctl("bob", &["gateway", "stop", "--json"]).data();
+    assert_eq!(stop["removed"].as_array().unwrap().len(), 2);
+    assert!(!ns.lo_addrs().contains("10.4."), "{}", ns.lo_addrs());
+    assert_eq!(lo_addrs(None), host_before);
+
+    // A crash leaves its alias behind; the next start removes it.
+    net.ctl(
+        "bob",
+        &["gateway", "start", "--ports", &ports, "alice", "--json"],
+    )
+    .data();
+    assert!(ns.lo_addrs().contains("10.4.0.1/32"));
+    assert!(common::kill_pidfile(&net.home("bob").join("daemon.pid")).is_some());
+    assert!(net.wait(10, || net.ctl("bob", &["info", "--json"]).code != 0));
+    assert!(ns.lo_addrs().contains("10.4.0.1/32"), "the crash left it");
+    net.restart("bob");
+    assert!(!ns.lo_addrs().contains("10.4."), "{}", ns.lo_addrs());
+    drop(net);
 }

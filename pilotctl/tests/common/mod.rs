@@ -66,17 +66,28 @@ pub struct Net {
     pub rv_home: PathBuf,
     pub rv_pid: u64,
     agents: Vec<PathBuf>,
+    /// The network namespace every process runs in (`ip netns exec`), or
+    /// the host's own.
+    netns: Option<String>,
 }
 
 impl Net {
     /// Starts a rendezvous on 127.0.0.1 (any port).
     pub fn new() -> Net {
+        Net::new_in(None)
+    }
+
+    /// The same inside network namespace `netns` (which the test made):
+    /// the rendezvous and every daemon run there; their IPC sockets are
+    /// files, so they are driven from anywhere.
+    pub fn new_in(netns: Option<&str>) -> Net {
         let dir = tempfile::Builder::new()
             .prefix("pt")
             .tempdir_in("/tmp")
             .expect("temp dir");
         let rv_home = dir.path().join("rv");
-        let run = pilotctl(
+        let run = pilotctl_in(
+            netns,
             &[
                 "rendezvous",
                 "start",
@@ -96,6 +107,7 @@ impl Net {
             rv_home,
             dir,
             agents: Vec::new(),
+            netns: netns.map(str::to_string),
         }
     }
 
@@ -107,7 +119,11 @@ impl Net {
     /// pilotctl as agent `name` (PILOT_HOME set).
     pub fn ctl(&self, name: &str, args: &[&str]) -> Run {
         let home = self.home(name);
-        pilotctl(args, &[("PILOT_HOME", home.to_str().unwrap())])
+        pilotctl_in(
+            self.netns.as_deref(),
+            args,
+            &[("PILOT_HOME", home.to_str().unwrap())],
+        )
     }
 
     /// Starts agent `name` (hostname `name`) and waits for registration.
@@ -239,7 +255,24 @@ pub fn kill_pidfile(path: &Path) -> Option<u32> {
 
 /// Runs pilotctl with `args` and extra environment.
 pub fn pilotctl(args: &[&str], env: &[(&str, &str)]) -> Run {
-    let mut cmd = Command::new(PILOTCTL);
+    pilotctl_in(None, args, env)
+}
+
+/// `command` as run inside network namespace `netns`, if any.
+pub fn in_netns(netns: Option<&str>, program: &str) -> Command {
+    match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, program]);
+            c
+        }
+        None => Command::new(program),
+    }
+}
+
+/// Runs pilotctl inside network namespace `netns` (if any).
+pub fn pilotctl_in(netns: Option<&str>, args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut cmd = in_netns(netns, PILOTCTL);
     cmd.args(args)
         .env_remove("PILOT_HOME")
         .env_remove("PILOT_SOCKET");
