@@ -152,11 +152,23 @@ pub struct Client {
     scratch: Vec<u8>,
 }
 
+/// What reading or half-closing a stream the peer reset answers.
+fn reset_error() -> ClientError {
+    ClientError::Remote {
+        code: codes::CONNECTION_FAILED.into(),
+        message: "the peer reset the stream".into(),
+        hint: "is something serving that port on the peer?".into(),
+    }
+}
+
 #[derive(Debug, Default)]
 struct StreamBuf {
     chunks: VecDeque<Vec<u8>>,
     /// `Finished` or `Closed` arrived: no data follows.
     ended: bool,
+    /// The peer reset the stream: its end is an error, not end of data
+    /// (as ECONNRESET is for a TCP socket).
+    reset: bool,
 }
 
 impl Client {
@@ -313,7 +325,9 @@ impl Client {
 
     /// The next bytes of a stream: `Ok(Some(bytes))` (never empty),
     /// `Ok(None)` at its end (after `Event::Finished` or `Event::Closed`
-    /// for it), `Err(Timeout)` if nothing came in time.
+    /// for it), `Err(Timeout)` if nothing came in time, `Err(Remote)` with
+    /// `connection_failed` after the bytes that came if the peer reset it
+    /// (say, nothing served the port on its side).
     pub fn read_stream(
         &mut self,
         stream: u32,
@@ -323,6 +337,7 @@ impl Client {
             let buf = c.streams.get_mut(&stream)?;
             match buf.chunks.pop_front() {
                 Some(chunk) => Some(Ok(Some(chunk))),
+                None if buf.reset => Some(Err(reset_error())),
                 None if buf.ended => Some(Ok(None)),
                 None => None,
             }
@@ -473,7 +488,17 @@ impl Client {
 
     /// Half-closes a stream: we send no more (the peer reads its end).
     pub fn shutdown_stream(&mut self, stream: u32) -> Result<(), ClientError> {
-        self.call(Request::Shutdown { stream }).map(drop)
+        let result = self.call(Request::Shutdown { stream }).map(drop);
+        // The peer reset it first (its `Closed` came before this answer):
+        // say so rather than that the stream is unknown.
+        match result {
+            Err(ClientError::Remote { .. })
+                if self.streams.get(&stream).is_some_and(|b| b.reset) =>
+            {
+                Err(reset_error())
+            }
+            other => other,
+        }
     }
 
     /// Closes a stream and forgets what is buffered for it.
@@ -678,8 +703,14 @@ impl Client {
                         Event::Incoming { stream, .. } => {
                             self.streams.entry(*stream).or_default();
                         }
-                        Event::Finished { stream } | Event::Closed { stream, .. } => {
+                        Event::Finished { stream } => {
                             self.streams.entry(*stream).or_default().ended = true;
+                        }
+                        Event::Closed { stream, reason } => {
+                            let buf = self.streams.entry(*stream).or_default();
+                            buf.ended = true;
+                            buf.reset =
+                                *reason == pilot_proto::stream::CloseReason::Reset.to_string();
                         }
                         _ => {}
                     }

@@ -14,6 +14,7 @@ pub mod netif;
 pub mod rendezvous;
 pub mod seed;
 pub mod signals;
+pub mod tokens;
 pub mod udp;
 
 pub use pilot_proto as proto;

@@ -154,6 +154,11 @@ pub struct StreamConfig {
     pub user_timeout: Duration,
     /// The congestion controller of every new stream.
     pub congestion: Congestion,
+    /// Accept SYNs to every port, listened or not (each is announced as
+    /// [`StreamEvent::Incoming`]): for a driver that decides per stream,
+    /// after the handshake, whether something serves it (the daemon's
+    /// bridge to local TCP services), and resets those it cannot serve.
+    pub accept_any: bool,
 }
 
 impl Default for StreamConfig {
@@ -172,6 +177,7 @@ impl Default for StreamConfig {
             connect_timeout: Duration::from_secs(20),
             user_timeout: Duration::from_secs(180),
             congestion: Congestion::default(),
+            accept_any: false,
         }
     }
 }
@@ -1249,7 +1255,7 @@ impl Streams {
             }
             None => {}
         }
-        if !pure_syn || !self.listening.contains(&dst_port) {
+        if !pure_syn || !(self.config.accept_any || self.listening.contains(&dst_port)) {
             // Nothing will accept it: smoltcp answers with an RST (and
             // ignores an RST).
             self.queue(packet, pure_syn);

@@ -42,6 +42,12 @@ pub enum Command {
     Messaging(cmd::messaging::MessagingCommand),
     #[command(flatten)]
     Diag(cmd::diag::DiagCommand),
+    /// Reach TCP services of remote agents at local IP addresses (curl, browsers).
+    #[command(subcommand)]
+    Gateway(cmd::gateway::GatewayCommand),
+    /// The original's spelling of some commands (`extras gateway ...`).
+    #[command(subcommand)]
+    Extras(cmd::gateway::ExtrasCommand),
     /// Run Pilot end to end on this machine: a rendezvous, two agents, trust,
     /// ping, a message, a file, an event and a web page through the overlay.
     Demo(cmd::demo::DemoArgs),
@@ -123,6 +129,8 @@ fn main() {
         Command::Trust(c) => c.run(json),
         Command::Diag(c) => c.run(json),
         Command::Messaging(c) => c.run(json),
+        Command::Gateway(c) => c.run(json),
+        Command::Extras(c) => c.run(json),
         Command::Demo(a) => cmd::demo::run(a, json),
         Command::Context => cmd::context::context(&Cli::command()),
         Command::Completions { shell } => {

@@ -66,6 +66,7 @@ fn demo_runs_every_step_and_cleans_up() {
         "received",
         "events",
         "web page",
+        "gateway",
     ] {
         assert!(
             titles.iter().any(|t| t.contains(want)),
@@ -82,10 +83,15 @@ fn demo_runs_every_step_and_cleans_up() {
     assert!(result("inbox").contains("hello alice"));
     assert!(result("received").contains("identical"));
     assert!(result("events").contains("all systems go"));
-    let page = steps.last().unwrap()["result"].as_str().unwrap();
+    let page = result("web page on port 80");
     assert!(
         page.contains("200 OK") && page.contains("Hello from alice"),
         "{page}"
+    );
+    let gateway = steps.last().unwrap()["result"].as_str().unwrap();
+    assert!(
+        gateway.contains("127.77.0.1") && gateway.contains("Hello from alice"),
+        "{gateway}"
     );
     let dir = PathBuf::from(data["dir"].as_str().unwrap());
     assert!(!dir.exists(), "{} left behind", dir.display());

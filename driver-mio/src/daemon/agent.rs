@@ -14,6 +14,7 @@ use pilot_proto::Timestamp;
 use serde_json::{json, Value};
 use tracing::info;
 
+use super::bridge::BridgePolicy;
 use crate::ipc::api::{self, codes, Request, Response};
 
 pub use crate::ipc::server::ClientId;
@@ -98,6 +99,14 @@ pub struct Agent {
     clients: BTreeSet<ClientId>,
     /// The ports of the built-in services that run, with their names.
     services: BTreeMap<u16, &'static str>,
+    /// Streams owned by a bridged TCP connection rather than a client
+    /// (see `bridge.rs`): their events go to the bridge.
+    bridged: BTreeSet<StreamId>,
+    to_bridge: VecDeque<StreamEvent>,
+    /// Which incoming streams may be bridged to local TCP services.
+    bridge_policy: BridgePolicy,
+    /// Gateway requests, for the daemon's gateway to answer.
+    gateway_requests: VecDeque<(ClientId, u32, Request)>,
 }
 
 fn error(code: &str, message: impl Into<String>, hint: impl Into<String>) -> Response {
@@ -167,6 +176,19 @@ fn take_owned<K: Ord + Copy>(owners: &mut BTreeMap<K, ClientId>, client: ClientI
         owners.remove(k);
     }
     mine
+}
+
+/// The stream an event is about.
+fn stream_of(e: &StreamEvent) -> Option<StreamId> {
+    match *e {
+        StreamEvent::Incoming { id, .. }
+        | StreamEvent::Connected { id }
+        | StreamEvent::Readable { id }
+        | StreamEvent::Writable { id }
+        | StreamEvent::Finished { id }
+        | StreamEvent::Closed { id, .. } => Some(id),
+        _ => None,
+    }
 }
 
 fn b64(bytes: &[u8]) -> String {
@@ -267,7 +289,52 @@ impl Agent {
             stream_ports: BTreeMap::new(),
             clients: BTreeSet::new(),
             services: running_services(&pilot_proto::node::ServiceConfig::default()),
+            bridged: BTreeSet::new(),
+            to_bridge: VecDeque::new(),
+            bridge_policy: BridgePolicy::default(),
+            gateway_requests: VecDeque::new(),
         }
+    }
+
+    /// Sets which incoming streams may be bridged to local TCP services.
+    pub fn with_bridge_policy(mut self, policy: BridgePolicy) -> Self {
+        self.bridge_policy = policy;
+        self
+    }
+
+    /// Opens a stream whose owner is a bridged TCP connection: its
+    /// events come out of [`Agent::take_bridge_event`].
+    pub fn bridge_connect(
+        &mut self,
+        now: Timestamp,
+        dst: SocketAddress,
+    ) -> Result<StreamId, CommandError> {
+        let id = self.node.connect(now, dst)?;
+        self.bridged.insert(id);
+        Ok(id)
+    }
+
+    /// The next event of a bridged stream (incoming ones included).
+    pub fn take_bridge_event(&mut self) -> Option<StreamEvent> {
+        self.to_bridge.pop_front()
+    }
+
+    /// The next gateway request, for the daemon's gateway.
+    pub fn take_gateway_request(&mut self) -> Option<(ClientId, u32, Request)> {
+        self.gateway_requests.pop_front()
+    }
+
+    /// Answers request `id` of `client` (for requests answered elsewhere).
+    pub fn answer(&mut self, client: ClientId, id: u32, response: Response) {
+        self.respond(client, id, response);
+    }
+
+    /// Whether an incoming stream on `port` from `from` may be bridged.
+    fn may_bridge(&self, port: u16, from: Address) -> bool {
+        self.bridge_policy.ports.contains(port)
+            && self.node.trusted().any(|t| {
+                t.address == from && self.bridge_policy.peers.contains(from, t.hostname.as_ref())
+            })
     }
 
     /// Tells the routing which built-in services run (all, by default),
@@ -419,7 +486,7 @@ impl Agent {
     /// Resolves a peer named by address, node ID or hostname: hostnames
     /// of trusted peers and pending requesters are known locally, and our
     /// own maps to our address (the node then refuses it as `IsSelf`).
-    fn peer_address(&self, peer: &str) -> Result<Address, Response> {
+    pub fn peer_address(&self, peer: &str) -> Result<Address, Response> {
         match self.peer_ref(peer)? {
             PeerRef::Address(a) => Ok(a),
             PeerRef::Hostname(h) => self.known_hostname(&h).ok_or_else(|| {
@@ -560,7 +627,13 @@ impl Agent {
                         "bytes_received": s.bytes_in,
                         "age_secs": now.saturating_since(s.created).as_secs_f64(),
                         // Streams no client owns are the built-in services'.
-                        "owner": if self.stream_owner.contains_key(&s.id) { "client" } else { "service" },
+                        "owner": if self.stream_owner.contains_key(&s.id) {
+                            "client"
+                        } else if self.bridged.contains(&s.id) {
+                            "bridge"
+                        } else {
+                            "service"
+                        },
                     })
                 })
                 .collect(),
@@ -586,6 +659,10 @@ impl Agent {
             "datagrams_in": stats.datagrams_in,
             "datagrams_out": stats.datagrams_out,
             "dropped": stats.dropped(),
+            "bridge": {
+                "ports": self.bridge_policy.ports.to_string(),
+                "peers": self.bridge_policy.peers.to_string(),
+            },
         })
     }
 
@@ -840,6 +917,14 @@ impl Agent {
             Request::Stop => {
                 self.effects.stop = true;
                 ok(json!({ "stopping": true }))
+            }
+            gateway @ (Request::GatewayStart { .. }
+            | Request::GatewayMap { .. }
+            | Request::GatewayUnmap { .. }
+            | Request::GatewayList
+            | Request::GatewayStop) => {
+                self.gateway_requests.push_back((client, id, gateway));
+                return None;
             }
         };
         Some(r)
@@ -1138,6 +1223,13 @@ impl Agent {
         e: StreamEvent,
         room: &impl Fn(ClientId) -> usize,
     ) {
+        if let Some(id) = stream_of(&e).filter(|id| self.bridged.contains(id)) {
+            if matches!(e, StreamEvent::Closed { .. }) {
+                self.bridged.remove(&id);
+            }
+            self.to_bridge.push_back(e);
+            return;
+        }
         match e {
             StreamEvent::Incoming { id, port, from } => match self.stream_ports.get(&port) {
                 Some(&client) => {
@@ -1150,6 +1242,10 @@ impl Agent {
                             from: from.to_string(),
                         },
                     });
+                }
+                None if self.may_bridge(port, from.addr) => {
+                    self.bridged.insert(id);
+                    self.to_bridge.push_back(e);
                 }
                 None => self.node.stream_abort(now, id),
             },

@@ -51,6 +51,13 @@ pub struct Settings {
     /// The log format (`text` or `json`).
     #[serde(default)]
     pub log_format: Option<String>,
+    /// Which local TCP ports trusted peers may reach through the bridge
+    /// (`all`, `none`, `80,8000-8099`; unset: all).
+    #[serde(default)]
+    pub bridge_ports: Option<String>,
+    /// Which trusted peers may (`all`, or addresses and hostnames).
+    #[serde(default)]
+    pub bridge_peers: Option<String>,
 }
 
 fn hex(bytes: &[u8]) -> String {

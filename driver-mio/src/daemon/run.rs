@@ -13,11 +13,14 @@ use pilot_proto::node::{Node, NodeConfig, ServiceConfig};
 use tracing::{info, warn};
 
 use super::agent::{Agent, Out};
+use super::bridge::{Bridge, BridgePolicy};
+use super::gateway::Gateway;
 use super::home::Home;
 use crate::clock::Clock;
 use crate::fsutil::FileError;
 use crate::ipc::server::{BindError, ClientId, IpcConfig, IpcServer, SendError, ServerEvent};
 use crate::signals::Signals;
+use crate::tokens::Tokens;
 use crate::udp::UdpEndpoint;
 
 /// How the daemon runs.
@@ -43,6 +46,8 @@ pub struct Options {
     pub auto_approve: bool,
     /// Services offered.
     pub services: ServiceConfig,
+    /// Which incoming streams may reach local TCP services.
+    pub bridge: BridgePolicy,
 }
 
 /// Why the daemon could not run.
@@ -99,10 +104,8 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> DaemonError {
     move |source| DaemonError::Io { what, source }
 }
 
-const UDP: Token = Token(0);
-const SIGNALS: Token = Token(1);
-/// Tokens in this range belong to the IPC server (listener + clients).
-const IPC_TOKENS: std::ops::Range<usize> = 16..16 + 257;
+/// The IPC server's tokens: its listener and up to 256 clients.
+const IPC_TOKENS: usize = 257;
 
 /// Datagrams read per wakeup before timers and writes get their turn.
 const READ_BUDGET: usize = 256;
@@ -134,12 +137,15 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
         info!(files = stale, "removed temporary files left by a crash");
     }
     let mut poll = Poll::new().map_err(io_err("creating the event loop"))?;
-    let mut udp = UdpEndpoint::bind(opts.listen, poll.registry(), UDP)
+    let mut tokens = Tokens::new();
+    let udp_token = tokens.take();
+    let signals_token = tokens.take();
+    let mut udp = UdpEndpoint::bind(opts.listen, poll.registry(), udp_token)
         .map_err(io_err(format!("binding UDP {}", opts.listen)))?;
     let mut ipc = IpcServer::bind(
         &opts.socket,
         poll.registry(),
-        IPC_TOKENS,
+        tokens.range(IPC_TOKENS),
         IpcConfig::default(),
     )?;
     // A socket outside the home (PILOT_SOCKET, --socket) is written down
@@ -154,8 +160,18 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
         let _ = std::fs::remove_file(&socket_note);
         None
     };
-    let mut signals = Signals::register(poll.registry(), SIGNALS)
+    let mut signals = Signals::register(poll.registry(), signals_token)
         .map_err(io_err("installing signal handlers"))?;
+    let registry = || {
+        poll.registry()
+            .try_clone()
+            .map_err(io_err("cloning the event loop's registry"))
+    };
+    let mut tcp = Tcp {
+        bridge: Bridge::new(registry()?),
+        gateway: Gateway::new(registry()?, home.path("gateway-aliases")),
+        tokens,
+    };
     let clock = Clock::new();
     let seed = crate::seed::os_seed().map_err(io_err("reading OS randomness"))?;
     let high_water = IpcConfig::default().high_water;
@@ -165,6 +181,9 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
     config.public = opts.public;
     config.auto_approve = opts.auto_approve;
     config.services = opts.services.clone();
+    // The bridge serves streams to ports no overlay application listens
+    // on: the node accepts them, and the bridge resets what it cannot serve.
+    config.streams.accept_any = opts.bridge.ports != super::bridge::PortSet::None;
     config.trust = trust;
     config.wall_origin_micros = clock.wall_origin_micros();
     config.lan_endpoints = crate::netif::lan_endpoints(udp.local_addr(), opts.rendezvous);
@@ -174,7 +193,9 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
     config.request_timeout = REQUEST_TIMEOUT;
     let now = clock.now();
     let node = Node::new(config, &seed, now);
-    let mut agent = Agent::new(node, now).with_services(&opts.services);
+    let mut agent = Agent::new(node, now)
+        .with_services(&opts.services)
+        .with_bridge_policy(opts.bridge.clone());
     info!(
         listen = %udp.local_addr(),
         socket = %opts.socket.display(),
@@ -211,17 +232,19 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
                 continue;
             }
             match event.token() {
-                UDP => {
+                t if t == udp_token => {
                     if event.is_writable() {
                         udp.flush();
                     }
                     readable |= event.is_readable();
                 }
-                SIGNALS if signals.pending().iter().any(|s| s.is_stop()) => {
-                    info!("signal received, shutting down");
-                    stop = true;
+                t if t == signals_token => {
+                    if signals.pending().iter().any(|s| s.is_stop()) {
+                        info!("signal received, shutting down");
+                        stop = true;
+                    }
                 }
-                _ => {}
+                t => tcp.handle_event(&mut agent, clock.now(), t),
             }
         }
         if readable {
@@ -270,7 +293,7 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
             }
         }
         pump(
-            &mut agent, &mut udp, &mut ipc, &home, &clock, now, high_water,
+            &mut agent, &mut udp, &mut ipc, &mut tcp, &home, &clock, now, high_water,
         );
         let effects = agent.take_effects();
         if effects.trust_changed {
@@ -283,9 +306,10 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
     // Peers and the rendezvous are told; answers (to Stop, say) go out; no
     // stale files stay behind.
     let now = clock.now();
+    tcp.shutdown(&mut agent, now);
     agent.node.shutdown(now);
     pump(
-        &mut agent, &mut udp, &mut ipc, &home, &clock, now, high_water,
+        &mut agent, &mut udp, &mut ipc, &mut tcp, &home, &clock, now, high_water,
     );
     udp.flush();
     home.save_trust(&agent.node.trust_state())?;
@@ -329,17 +353,67 @@ fn room(ipc: &IpcServer, client: ClientId, high_water: usize) -> usize {
         .map_or(0, |q| high_water.saturating_sub(q))
 }
 
+/// The daemon's TCP side: the gateway's listeners, the bridged
+/// connections, and the token allocator they draw from.
+struct Tcp {
+    bridge: Bridge,
+    gateway: Gateway,
+    tokens: Tokens,
+}
+
+impl Tcp {
+    /// A readiness event for a gateway listener or a bridged connection.
+    fn handle_event(&mut self, agent: &mut Agent, now: pilot_proto::Timestamp, token: Token) {
+        if self.gateway.owns(token) {
+            self.gateway
+                .accept(agent, &mut self.bridge, &mut self.tokens, now, token);
+        } else {
+            self.bridge
+                .handle_event(&mut agent.node, &mut self.tokens, now, token);
+        }
+    }
+
+    /// Gateway requests answered, bridged streams' events handled, bytes
+    /// moved; true if anything happened.
+    fn pump(&mut self, agent: &mut Agent, now: pilot_proto::Timestamp) -> bool {
+        let mut moved = false;
+        while let Some((client, id, req)) = agent.take_gateway_request() {
+            let r = self.gateway.request(agent, &mut self.tokens, req);
+            agent.answer(client, id, r);
+            moved = true;
+        }
+        while let Some(e) = agent.take_bridge_event() {
+            self.bridge
+                .on_stream_event(&mut agent.node, &mut self.tokens, now, e);
+            moved = true;
+        }
+        moved | self.bridge.service(&mut agent.node, &mut self.tokens, now)
+    }
+
+    /// The daemon stops: connections reset, aliases removed.
+    fn shutdown(&mut self, agent: &mut Agent, now: pilot_proto::Timestamp) {
+        self.gateway.stop(&mut self.tokens);
+        self.bridge
+            .close_all(&mut agent.node, &mut self.tokens, now);
+    }
+}
+
 /// Moves the node's output to the socket and the agent's to clients.
+#[allow(clippy::too_many_arguments)]
 fn pump(
     agent: &mut Agent,
     udp: &mut UdpEndpoint,
     ipc: &mut IpcServer,
+    tcp: &mut Tcp,
     home: &Home,
     clock: &Clock,
     now: pilot_proto::Timestamp,
     high_water: usize,
 ) {
     loop {
+        agent.drain_node(now, |c| room(ipc, c, high_water));
+        let mut moved = tcp.pump(agent, now);
+        // The bridge's reads and writes may have produced node events.
         agent.drain_node(now, |c| room(ipc, c, high_water));
         // On disk before the ack (queued in the node's transmits) is sent.
         for m in agent.take_delivered() {
@@ -354,7 +428,6 @@ fn pump(
         if agent.take_registration_changed() {
             save_registration(home, &agent.node);
         }
-        let mut moved = false;
         // A full socket queue is backpressure: the core keeps the rest.
         while !udp.is_full() {
             let Some(t) = agent.node.poll_transmit() else {

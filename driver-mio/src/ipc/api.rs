@@ -72,6 +72,25 @@ pub enum Request {
     Publish { topic: String, data_b64: String },
     /// Stop the daemon.
     Stop,
+    /// Start the gateway (`subnet` default 10.4.0.0/16) serving `ports`,
+    /// mapping each of `peers` to the next free address of the subnet.
+    GatewayStart {
+        subnet: Option<String>,
+        ports: Vec<u16>,
+        #[serde(default)]
+        peers: Vec<String>,
+    },
+    /// Map one more agent (to `local_ip`, or the next free address).
+    GatewayMap {
+        peer: String,
+        local_ip: Option<String>,
+    },
+    /// Remove a mapping.
+    GatewayUnmap { local_ip: String },
+    /// The gateway's subnet, ports and mappings.
+    GatewayList,
+    /// Stop the gateway: every mapping and alias goes.
+    GatewayStop,
 }
 
 /// The answer to a request.

@@ -607,6 +607,41 @@ fn connection_to_a_closed_port_is_refused() {
 }
 
 #[test]
+fn accept_any_announces_streams_to_unlistened_ports() {
+    let any = StreamConfig {
+        accept_any: true,
+        ..small()
+    };
+    let mut net = Net::new(small(), any, Link::PERFECT);
+    let now = net.now;
+    let a = net.a.connect(now, SocketAddress::new(B, 8080)).unwrap();
+    let mut seen = (false, None);
+    net.run_until(30, |net| {
+        for (side, e) in net.take_events() {
+            match (side, e) {
+                (Side::A, StreamEvent::Connected { id }) if id == a => seen.0 = true,
+                (Side::B, StreamEvent::Incoming { id, port: 8080, .. }) => seen.1 = Some(id),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        seen.0 && seen.1.is_some()
+    });
+    // The driver found nothing to serve it: a reset, as the peer sees it.
+    let now = net.now;
+    net.b.abort(now, seen.1.unwrap());
+    net.run_until(30, |net| {
+        net.take_events().iter().any(|(side, e)| {
+            *side == Side::A
+                && *e
+                    == StreamEvent::Closed {
+                        id: a,
+                        reason: CloseReason::Reset,
+                    }
+        })
+    });
+}
+
+#[test]
 fn abort_peer_resets_every_stream_with_it() {
     let mut net = Net::new(small(), small(), Link::PERFECT);
     let (a1, b1) = net.open(1000);

@@ -249,6 +249,8 @@ fn resolve(a: &StartArgs, saved: &Settings) -> Result<(Options, Settings), Failu
         listen: Some(listen.to_string()),
         email: a.agent.email.clone().or_else(|| saved.email.clone()),
         identity: None,
+        bridge_ports: saved.bridge_ports.clone(),
+        bridge_peers: saved.bridge_peers.clone(),
     };
     let identity = a
         .identity
@@ -269,6 +271,7 @@ fn resolve(a: &StartArgs, saved: &Settings) -> Result<(Options, Settings), Failu
         public,
         auto_approve,
         services,
+        bridge: settings::bridge_policy(&settings)?,
     };
     Ok((options, settings))
 }

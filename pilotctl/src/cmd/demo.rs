@@ -2,7 +2,9 @@
 //! configured. A rendezvous and two agents (alice, bob) start on
 //! 127.0.0.1 under a temporary directory; they find each other, shake
 //! hands, approve, ping, exchange a message, a file and an event, and bob
-//! fetches a small web page that alice serves on port 80 of the overlay.
+//! fetches a small web page that alice serves on port 80 of the overlay,
+//! then again from her plain local web server through the gateway, with
+//! curl.
 //! Every step is the `pilotctl` command a user would type, run as a child
 //! process, and is printed with what it answered and how long it took
 //! (only alice's little web server runs inside the demo itself, on her
@@ -429,6 +431,7 @@ impl Demo {
         self.message_steps()?;
         self.event_step()?;
         self.http_step()?;
+        self.gateway_step()?;
         Ok(())
     }
 
@@ -578,6 +581,62 @@ impl Demo {
                 Ok(format!(
                     "alice served {} bytes to {served}; bob got \"{status}\" and the page:\n  {}",
                     answer.len(),
+                    PAGE.lines().nth(2).unwrap_or_default()
+                ))
+            },
+        )
+    }
+
+    /// Alice serves the page from a plain local TCP server (as any web
+    /// server would); bob maps her through the gateway in the rootless
+    /// mode (a 127.x subnet, a high port) and fetches it with curl. Alice's
+    /// daemon bridges the stream to her local port: no setup on her side.
+    fn gateway_step(&mut self) -> Result<(), Failure> {
+        let timeout = self.step_timeout;
+        let server = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| {
+            Failure::new(
+                "internal",
+                format!("cannot open a local web server: {e}"),
+                "",
+            )
+        })?;
+        let port = server
+            .local_addr()
+            .map_err(|e| Failure::new("internal", e.to_string(), ""))?
+            .port();
+        let ports = port.to_string();
+        let args = [
+            "gateway",
+            "start",
+            "--subnet",
+            GATEWAY_SUBNET,
+            "--ports",
+            &ports,
+            "alice",
+        ];
+        self.step(
+            "bob maps alice through the gateway (rootless) and fetches her local web server's page with curl",
+            Some("bob"),
+            &args,
+            |d| {
+                let served = std::thread::spawn(move || serve_local_page(&server, timeout));
+                let v = d.ctl(Some("bob"), &args)?;
+                let ip = v["mappings"][0]["local_ip"].as_str().unwrap_or_default();
+                let url = format!("http://{ip}:{port}/");
+                let (client, answer) = http_get(&url, ip, port, timeout)?;
+                served
+                    .join()
+                    .map_err(|_| Failure::new("internal", "the local web server panicked", ""))??;
+                if !answer.ends_with(PAGE) {
+                    return Err(Failure::new(
+                        "connection_failed",
+                        format!("{client} got something else than the page through the gateway: {answer:?}"),
+                        "",
+                    ));
+                }
+                Ok(format!(
+                    "alice's web server listens on 127.0.0.1:{port} only; bob's gateway maps alice to {ip}\n\
+                     bob$ {client} {url}\n  {}",
                     PAGE.lines().nth(2).unwrap_or_default()
                 ))
             },
@@ -761,6 +820,87 @@ fn serve_page(
         let _ = c.close_stream(stream);
         Ok(from)
     }))
+}
+
+/// The gateway's subnet in the demo: inside 127.0.0.0/8, so Linux needs
+/// no alias and no root.
+const GATEWAY_SUBNET: &str = "127.77.0.0/16";
+
+/// Alice's local web server: answers one request with the page.
+fn serve_local_page(server: &std::net::TcpListener, timeout: Duration) -> Result<(), Failure> {
+    use std::io::Read as _;
+    let fail = |e: std::io::Error| {
+        Failure::new("connection_failed", format!("alice's web server: {e}"), "")
+    };
+    server.set_nonblocking(true).map_err(fail)?;
+    let deadline = Instant::now() + timeout;
+    let mut conn = loop {
+        match server.accept() {
+            Ok((c, _)) => break c,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5))
+            }
+            Err(e) => return Err(fail(e)),
+        }
+    };
+    conn.set_nonblocking(false).map_err(fail)?;
+    conn.set_read_timeout(Some(timeout)).map_err(fail)?;
+    let mut request = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+        match conn.read(&mut buf).map_err(fail)? {
+            0 => break,
+            n => request.extend_from_slice(&buf[..n]),
+        }
+    }
+    let response = format!(
+        "HTTP/1.0 200 OK\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{PAGE}",
+        PAGE.len()
+    );
+    conn.write_all(response.as_bytes()).map_err(fail)
+}
+
+/// GETs `url` with curl when it is installed (the real HTTP client the
+/// demo is about), else with a minimal HTTP/1.0 request; answers the
+/// client's name and the body.
+fn http_get(
+    url: &str,
+    ip: &str,
+    port: u16,
+    timeout: Duration,
+) -> Result<(String, String), Failure> {
+    let fail = |e: String| Failure::new("connection_failed", e, "");
+    let secs = timeout.as_secs().max(1).to_string();
+    if let Ok(out) = Command::new("curl")
+        .args(["-sS", "--max-time", &secs, url])
+        .output()
+    {
+        if !out.status.success() {
+            return Err(fail(format!(
+                "curl {url}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        return Ok((
+            "curl".into(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        ));
+    }
+    use std::io::Read as _;
+    let mut c =
+        std::net::TcpStream::connect((ip, port)).map_err(|e| fail(format!("{url}: {e}")))?;
+    c.set_read_timeout(Some(timeout))
+        .map_err(|e| fail(e.to_string()))?;
+    c.write_all(format!("GET / HTTP/1.0\r\nHost: {ip}\r\n\r\n").as_bytes())
+        .map_err(|e| fail(e.to_string()))?;
+    let mut answer = String::new();
+    c.read_to_string(&mut answer)
+        .map_err(|e| fail(e.to_string()))?;
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok(("an HTTP/1.0 GET (curl is not installed)".into(), body))
 }
 
 /// A fresh private directory for the demo, under /tmp when it exists

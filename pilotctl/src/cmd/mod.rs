@@ -11,6 +11,7 @@ pub mod daemon;
 pub mod demo;
 pub mod detach;
 pub mod diag;
+pub mod gateway;
 pub mod identity;
 pub mod messaging;
 pub mod rendezvous;
@@ -41,6 +42,7 @@ pub fn all_docs() -> Vec<CommandDoc> {
         trust::DOCS,
         diag::DOCS,
         messaging::DOCS,
+        gateway::DOCS,
         demo::DOCS,
         context::DOCS,
     ]

@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 
 use driver_mio::daemon::agent::HOSTNAME_HINT;
+use driver_mio::daemon::bridge::{BridgePolicy, PeerSet, PortSet};
 use driver_mio::daemon::home::Settings;
 use pilot_proto::addr::Hostname;
 use pilot_proto::identity::{parse_public_key, PublicKey};
@@ -90,6 +91,34 @@ pub fn boolean(key: &str, text: &str) -> Result<bool, Failure> {
     }
 }
 
+/// The local TCP ports trusted peers may reach through the bridge.
+pub fn bridge_ports(text: &str) -> Result<PortSet, Failure> {
+    PortSet::parse(text).map_err(|e| {
+        invalid(
+            format!("bridge_ports: {e}"),
+            "use all, none, or ports and ranges like 80,8000-8099",
+        )
+    })
+}
+
+/// The trusted peers that may reach local TCP services.
+pub fn bridge_peers(text: &str) -> Result<PeerSet, Failure> {
+    PeerSet::parse(text).map_err(|e| {
+        invalid(
+            format!("bridge_peers: {e}"),
+            "use all, or addresses and hostnames like 0:0000.0000.002A,agent-alpha",
+        )
+    })
+}
+
+/// The bridge's policy from the saved settings (unset: everything).
+pub fn bridge_policy(s: &Settings) -> Result<BridgePolicy, Failure> {
+    Ok(BridgePolicy {
+        ports: bridge_ports(s.bridge_ports.as_deref().unwrap_or("all"))?,
+        peers: bridge_peers(s.bridge_peers.as_deref().unwrap_or("all"))?,
+    })
+}
+
 /// The keys `config --set` knows, in the order `config` shows them.
 pub const KEYS: &[&str] = &[
     "rendezvous",
@@ -99,6 +128,8 @@ pub const KEYS: &[&str] = &[
     "listen",
     "email",
     "identity",
+    "bridge_ports",
+    "bridge_peers",
 ];
 
 /// Sets `key` to `value` in `settings` after checking it. An empty value
@@ -123,6 +154,12 @@ pub fn set(settings: &mut Settings, key: &str, value: &str) -> Result<(), Failur
         "listen" => settings.listen = optional(&|v| listen(v).map(|a| a.to_string()))?,
         "email" => settings.email = optional(&email)?,
         "identity" => settings.identity = optional(&|v| Ok(v.to_string()))?,
+        "bridge_ports" => {
+            settings.bridge_ports = optional(&|v| bridge_ports(v).map(|p| p.to_string()))?
+        }
+        "bridge_peers" => {
+            settings.bridge_peers = optional(&|v| bridge_peers(v).map(|p| p.to_string()))?
+        }
         _ => {
             return Err(invalid(
                 format!("unknown setting `{key}`"),
@@ -172,6 +209,8 @@ mod tests {
             ("listen", "x"),
             ("email", "not an email"),
             ("colour", "blue"),
+            ("bridge_ports", "80-70"),
+            ("bridge_peers", "Not A Peer"),
         ] {
             let e = set(&mut s, k, v).unwrap_err();
             assert_eq!(e.code, "invalid_argument", "{k}={v}");

@@ -66,17 +66,27 @@ pub struct Net {
     pub rv_home: PathBuf,
     pub rv_pid: u64,
     agents: Vec<PathBuf>,
+    /// The network namespace every process runs in (`ip netns exec`), or
+    /// the host's own.
+    netns: Option<String>,
 }
 
 impl Net {
     /// Starts a rendezvous on 127.0.0.1 (any port).
     pub fn new() -> Net {
+        Net::new_in(None)
+    }
+
+    /// The same inside network namespace `netns` (which the test made):
+    /// the rendezvous and every daemon run there; their IPC sockets are
+    /// files, so they are driven from anywhere.
+    pub fn new_in(netns: Option<&str>) -> Net {
         let dir = tempfile::Builder::new()
             .prefix("pt")
             .tempdir_in("/tmp")
             .expect("temp dir");
         let rv_home = dir.path().join("rv");
-        let data = rendezvous_start("127.0.0.1:0", &rv_home, &["--json"]).data();
+        let data = rendezvous_start_in(netns, "127.0.0.1:0", &rv_home, &["--json"]).data();
         Net {
             rv_addr: data["address"].as_str().expect("address").to_string(),
             rv_key: data["public_key"].as_str().expect("key").to_string(),
@@ -84,6 +94,7 @@ impl Net {
             rv_home,
             dir,
             agents: Vec::new(),
+            netns: netns.map(str::to_string),
         }
     }
 
@@ -95,7 +106,11 @@ impl Net {
     /// pilotctl as agent `name` (PILOT_HOME set).
     pub fn ctl(&self, name: &str, args: &[&str]) -> Run {
         let home = self.home(name);
-        pilotctl(args, &[("PILOT_HOME", home.to_str().unwrap())])
+        pilotctl_in(
+            self.netns.as_deref(),
+            args,
+            &[("PILOT_HOME", home.to_str().unwrap())],
+        )
     }
 
     /// Starts agent `name` (hostname `name`) and waits for registration.
@@ -239,6 +254,12 @@ impl Drop for Net {
 
 /// `rendezvous start --listen LISTEN --home HOME EXTRA`, answered as it is.
 pub fn rendezvous_start(listen: &str, home: &Path, extra: &[&str]) -> Run {
+    rendezvous_start_in(None, listen, home, extra)
+}
+
+/// `rendezvous start` like [`rendezvous_start`], inside network namespace
+/// `netns` if any.
+pub fn rendezvous_start_in(netns: Option<&str>, listen: &str, home: &Path, extra: &[&str]) -> Run {
     let mut args = vec![
         "rendezvous",
         "start",
@@ -248,7 +269,7 @@ pub fn rendezvous_start(listen: &str, home: &Path, extra: &[&str]) -> Run {
         home.to_str().unwrap(),
     ];
     args.extend_from_slice(extra);
-    pilotctl(&args, &[])
+    pilotctl_in(netns, &args, &[])
 }
 
 /// SIGKILLs whatever a pid file names (cleanup of last resort); returns
@@ -282,7 +303,24 @@ pub fn clean_env(cmd: &mut Command) -> &mut Command {
 
 /// Runs pilotctl with `args` and extra environment.
 pub fn pilotctl(args: &[&str], env: &[(&str, &str)]) -> Run {
-    let mut cmd = Command::new(PILOTCTL);
+    pilotctl_in(None, args, env)
+}
+
+/// `command` as run inside network namespace `netns`, if any.
+pub fn in_netns(netns: Option<&str>, program: &str) -> Command {
+    match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, program]);
+            c
+        }
+        None => Command::new(program),
+    }
+}
+
+/// Runs pilotctl inside network namespace `netns` (if any).
+pub fn pilotctl_in(netns: Option<&str>, args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut cmd = in_netns(netns, PILOTCTL);
     clean_env(&mut cmd).args(args);
     for (k, v) in env {
         cmd.env(k, v);
