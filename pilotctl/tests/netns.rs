@@ -713,7 +713,7 @@ fn scenario(case: &str, a: Nat, b: Nat, expect: Expect) {
     eprintln!(
         "[{case}] register alice {} bob {}; trust {}; first echo after {} \
          (rtt {first_rtt:.2} ms); ping x5 rtt ms {} (median {:.2}); \
-         path {path} endpoint {endpoint} (alice on the wan: {})",
+         path {path} endpoint {endpoint} (alice on the wan: {}); ping paths {}",
         ms(reg_alice),
         ms(reg_bob),
         ms(trust),
@@ -721,8 +721,16 @@ fn scenario(case: &str, a: Nat, b: Nat, expect: Expect) {
         pings["samples_ms"],
         pings["rtt_ms"]["median"].as_f64().unwrap_or(f64::NAN),
         lab.wan_addr("alice"),
+        pings["paths"],
     );
 
+    // Every echo says which path it took; here the path cannot be
+    // anything but a working one.
+    let ping_paths = pings["paths"].as_array().cloned().unwrap_or_default();
+    assert!(
+        !ping_paths.is_empty() && ping_paths.iter().all(|p| p == "direct" || p == "relay"),
+        "ping paths: {pings}"
+    );
     if expect == Expect::Direct {
         assert_eq!(path, "direct", "bob's path to alice: {alice}");
         // Direct means to alice's public side: her own address without

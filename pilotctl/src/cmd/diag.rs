@@ -159,6 +159,7 @@ pub fn ping(
         ));
     }
     let mut rtts = Vec::new();
+    let mut paths: Vec<String> = Vec::new();
     for seq in 0..count {
         let payload = format!("ping {seq}");
         let start = Instant::now();
@@ -173,15 +174,20 @@ pub fn ping(
         )?;
         let deadline = deadline_in(timeout);
         let mut rtt = None;
+        let mut from_addr = String::new();
         while Instant::now() < deadline {
             let left = deadline.saturating_duration_since(Instant::now());
             match c.next_event(left).map_err(failure)? {
-                Some(Event::Datagram { data_b64, .. }) => {
+                Some(Event::Datagram { data_b64, from, .. }) => {
                     let data = base64::engine::general_purpose::STANDARD
                         .decode(data_b64)
                         .unwrap_or_default();
                     if data == payload.as_bytes() {
                         rtt = Some(start.elapsed());
+                        // "ADDRESS:PORT": the peer's address.
+                        from_addr = from
+                            .rsplit_once(':')
+                            .map_or(from.clone(), |(a, _)| a.into());
                         break;
                     }
                 }
@@ -191,13 +197,16 @@ pub fn ping(
         }
         match rtt {
             Some(d) => {
+                // Which path the echo took: the daemon's view right after.
+                let path = path_to(&mut c, &from_addr);
                 if !json_mode {
                     crate::output::say(format_args!(
-                        "echo from {peer}: seq={seq} time={:.2} ms",
+                        "echo from {peer}: seq={seq} time={:.2} ms path={path}",
                         d.as_secs_f64() * 1e3
                     ));
                 }
                 rtts.push(d);
+                paths.push(path);
             }
             None => {
                 if !json_mode {
@@ -233,12 +242,26 @@ pub fn ping(
         json!({
             "peer": peer, "sent": count, "received": rtts.len(),
             "rtt_ms": { "min": min, "median": median, "avg": avg, "max": max }, "samples_ms": ms,
+            "paths": paths,
         }),
         format!(
             "--- {peer} ---\n{count} sent, {} received, rtt min/median/avg/max = {min:.2}/{median:.2}/{avg:.2}/{max:.2} ms",
             rtts.len()
         ),
     ))
+}
+
+/// The path (`direct`, `relay`, `none`) the daemon uses to `address`.
+fn path_to(c: &mut driver_mio::client::Client, address: &str) -> String {
+    request(c, Request::Peers)
+        .ok()
+        .and_then(|v| {
+            v.as_array()?
+                .iter()
+                .find(|p| p["node"].as_str() == Some(address))
+                .and_then(|p| p["path"].as_str().map(str::to_string))
+        })
+        .unwrap_or_else(|| "none".into())
 }
 
 /// The middle of sorted samples (not empty); with an even count, the
