@@ -22,7 +22,7 @@ use crate::msg::{
 use crate::stats::{DropReason, Stats};
 use crate::time::Timestamp;
 use crate::trust::{TrustApproval, TrustRequest};
-use crate::tunnel::{Inbound, PeerKey, TunnelConfig, Tunnels};
+use crate::tunnel::{Inbound, PeerKey, Route, TunnelConfig, TunnelEvent, Tunnels};
 use crate::wire::{self, Packet};
 
 mod relay;
@@ -417,9 +417,41 @@ impl Rendezvous {
                 }
             }
         }
-        // The rendezvous never initiates, so tunnel events carry nothing
-        // it must act on.
-        while self.tunnels.poll_event().is_some() {}
+        self.follow_agents();
+    }
+
+    /// The rendezvous never initiates, so the only tunnel events it acts
+    /// on are its tunnel following an agent to a new address (an
+    /// authenticated, non-replayed packet of the agent's session came from
+    /// there: the agent roamed, or its NAT remapped it). The agent's
+    /// registered endpoint follows too, so relay packets from the new
+    /// address are accepted and relay packets to it go there, without
+    /// waiting for the agent's next registration.
+    fn follow_agents(&mut self) {
+        while let Some(event) = self.tunnels.poll_event() {
+            let TunnelEvent::PathChanged {
+                peer,
+                route: Some(Route::Direct { addr, .. }),
+            } = event
+            else {
+                continue;
+            };
+            let Some(key) = self.by_session_key.get(&peer).copied() else {
+                continue;
+            };
+            let Some(rec) = self.records.get_mut(&key) else {
+                continue;
+            };
+            if rec.expires.is_none() || rec.endpoint == Some(addr) {
+                continue;
+            }
+            if let Some(old) = rec.endpoint.replace(addr) {
+                if self.by_endpoint.get(&old) == Some(&key) {
+                    self.by_endpoint.remove(&old);
+                }
+            }
+            self.by_endpoint.insert(addr, key);
+        }
     }
 
     /// Forwards a relay packet between two agents that trust each other.
@@ -1149,7 +1181,7 @@ impl Rendezvous {
             }
             self.last_register.remove(&key);
         }
-        while self.tunnels.poll_event().is_some() {}
+        self.follow_agents();
     }
 
     /// The next datagram to send.
