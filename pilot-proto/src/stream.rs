@@ -172,7 +172,7 @@ impl Default for StreamConfig {
             tx_buffer: 1 << 20,
             max_streams: 1024,
             max_per_port: 256,
-            backlog: 16,
+            backlog: 128,
             idle_timeout: Duration::from_secs(300),
             connect_timeout: Duration::from_secs(20),
             user_timeout: Duration::from_secs(180),
@@ -1162,24 +1162,24 @@ impl Streams {
         self.conns.len() + self.orphans.len()
     }
 
-    /// True if one more stream fits, evicting the oldest TIME-WAIT orphan
-    /// if that is what it takes (as Linux does past `tcp_max_tw_buckets`).
+    /// True if one more stream fits, evicting the oldest orphans (TIME-WAIT
+    /// mostly) if that is what it takes, as Linux does past
+    /// `tcp_max_tw_buckets`. The count may stand above the limit: a stream
+    /// that ended with unread data is held while its socket lingers as an
+    /// orphan, so evict until there is room, not just one.
     fn room_for_one(&mut self) -> bool {
-        if self.socket_count() < self.config.max_streams {
-            return true;
-        }
-        let oldest = self
-            .orphans
-            .iter()
-            .min_by_key(|(h, o)| (o.since, **h))
-            .map(|(h, _)| *h);
-        match oldest {
-            Some(handle) if self.socket_count() == self.config.max_streams => {
-                self.remove_orphan(handle);
-                true
+        while self.socket_count() >= self.config.max_streams {
+            let oldest = self
+                .orphans
+                .iter()
+                .min_by_key(|(h, o)| (o.since, **h))
+                .map(|(h, _)| *h);
+            match oldest {
+                Some(handle) => self.remove_orphan(handle),
+                None => return false,
             }
-            _ => false,
         }
+        true
     }
 
     fn local_port_in_use(&self, port: u16) -> bool {

@@ -644,6 +644,7 @@ impl Agent {
     pub fn info(&self, now: Timestamp) -> Value {
         let n = &self.node;
         let stats = n.stats();
+        let ss = n.stream_stats();
         json!({
             "address": n.address().map(|a| a.to_string()),
             "node_id": n.address().map(|a| a.node()),
@@ -655,6 +656,8 @@ impl Agent {
             "peers": n.trusted().count(),
             "pending": n.pending().count(),
             "streams": n.stream_infos().len(),
+            "stream_syns_refused": ss.syn_refused,
+            "stream_syns_dropped": ss.syn_dropped,
             "uptime_secs": now.saturating_since(self.started).as_secs(),
             "datagrams_in": stats.datagrams_in,
             "datagrams_out": stats.datagrams_out,

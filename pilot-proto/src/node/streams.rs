@@ -210,6 +210,14 @@ impl Node {
         self.streams.as_ref().and_then(|s| s.streams.info(id))
     }
 
+    /// Counters of the stream layer (packets, SYNs refused or dropped).
+    pub fn stream_stats(&self) -> crate::stream::StreamStats {
+        self.streams
+            .as_ref()
+            .map(|s| s.streams.stats())
+            .unwrap_or_default()
+    }
+
     /// Every stream, services' included.
     pub fn stream_infos(&self) -> Vec<StreamInfo> {
         self.streams

@@ -1026,7 +1026,12 @@ fn fix_tcp_checksum(p: &mut [u8]) {
 
 #[test]
 fn hostile_packets_never_panic() {
-    let mut net = Net::new(small(), small(), Link::PERFECT);
+    // A small backlog, so that the hostile SYNs overflow it too.
+    let b = StreamConfig {
+        backlog: 16,
+        ..small()
+    };
+    let mut net = Net::new(small(), b, Link::PERFECT);
     let (a, b) = net.open(1000);
     let a_port = net.a.info(a).unwrap().local.port;
     let now = net.now;
@@ -1205,4 +1210,90 @@ fn writes_and_closes_before_the_handshake_completes() {
             },
         )],
     );
+}
+
+/// Many clients at once, each doing short request/response exchanges in
+/// turn where the server closes first (HTTP/1.0 through the gateway): no
+/// connection may be refused while the server has room, though ephemeral
+/// ports get reused while the server still holds TIME-WAIT for them.
+#[test]
+fn many_short_connections_server_closes_first() {
+    // Fewer sockets than TIME-WAITs pile up, so the oldest ones must make
+    // room for new connections.
+    let server = StreamConfig {
+        accept_any: true,
+        max_streams: 150,
+        ..small()
+    };
+    let link = Link {
+        latency: Duration::from_micros(100),
+        jitter: Duration::from_micros(300),
+        loss: 2,
+        ..Link::PERFECT
+    };
+    let mut net = Net::new(small(), server, link);
+    let clients = 100;
+    let each = 20;
+    let now = net.now;
+    let mut open: BTreeMap<StreamId, usize> = BTreeMap::new();
+    for c in 0..clients {
+        let id = net.a.connect(now, SocketAddress::new(B, 8080)).unwrap();
+        open.insert(id, c);
+    }
+    let mut done = alloc::vec![0usize; clients];
+    let mut refused = 0;
+    let mut finished = 0;
+    let mut closing = alloc::collections::BTreeSet::new();
+    net.run_until(600, |net| {
+        for e in net.take_events() {
+            let now = net.now;
+            match e {
+                (Side::B, StreamEvent::Incoming { id, .. }) => {
+                    net.b
+                        .write(now, id, b"HTTP/1.0 200 OK\r\n\r\nhello")
+                        .unwrap();
+                    net.b.shutdown(now, id);
+                }
+                (Side::B, StreamEvent::Readable { id } | StreamEvent::Finished { id }) => {
+                    // As the gateway's bridge does: no close, the stream
+                    // ends when both sides have shut down.
+                    let _ = net.read_all(Side::B, id);
+                }
+                (Side::A, StreamEvent::Readable { id } | StreamEvent::Finished { id })
+                    if !closing.contains(&id) =>
+                {
+                    let (_, eof) = net.read_all(Side::A, id);
+                    if eof {
+                        net.a.shutdown(now, id);
+                        closing.insert(id);
+                    }
+                }
+                (Side::A, StreamEvent::Closed { id, reason }) => {
+                    let c = open.remove(&id).expect("a client's stream");
+                    if reason == CloseReason::Refused {
+                        refused += 1;
+                    }
+                    done[c] += 1;
+                    if done[c] < each {
+                        let next = net.a.connect(now, SocketAddress::new(B, 8080)).unwrap();
+                        open.insert(next, c);
+                    } else {
+                        finished += 1;
+                    }
+                }
+                _ => {}
+            }
+        }
+        finished == clients
+    });
+    assert_eq!(
+        refused,
+        0,
+        "refused of {}: {:?}",
+        clients * each,
+        net.b.stats()
+    );
+    assert_eq!(net.b.stats().syn_refused, 0);
+    // Every TIME-WAIT beyond the limit made room for a newer connection.
+    assert!(net.b.socket_count() <= 150 + clients);
 }
