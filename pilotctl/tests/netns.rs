@@ -698,6 +698,12 @@ fn scenario(case: &str, a: Nat, b: Nat, expect: Expect) {
         )
         .unwrap_or_else(|e| panic!("connect to alice's echo: {e}"));
     assert_eq!(echo["reply"]["data"], "stream through", "stream echo");
+    // Stream throughput over whatever path the pair has (a figure, not a
+    // target: the relay's next to direct's).
+    let bench = lab
+        .ctl("bob", &["bench", "alice", "4M"])
+        .unwrap_or_else(|e| panic!("bench 4M: {e}"));
+    assert_eq!(bench["bytes"].as_u64(), Some(4 << 20), "bench: {bench}");
 
     let peers = lab
         .ctl("bob", &["peers"])
@@ -713,7 +719,8 @@ fn scenario(case: &str, a: Nat, b: Nat, expect: Expect) {
     eprintln!(
         "[{case}] register alice {} bob {}; trust {}; first echo after {} \
          (rtt {first_rtt:.2} ms); ping x5 rtt ms {} (median {:.2}); \
-         path {path} endpoint {endpoint} (alice on the wan: {}); ping paths {}",
+         path {path} endpoint {endpoint} (alice on the wan: {}); ping paths {}; \
+         bench 4M echo {:.1} MiB/s",
         ms(reg_alice),
         ms(reg_bob),
         ms(trust),
@@ -722,6 +729,7 @@ fn scenario(case: &str, a: Nat, b: Nat, expect: Expect) {
         pings["rtt_ms"]["median"].as_f64().unwrap_or(f64::NAN),
         lab.wan_addr("alice"),
         pings["paths"],
+        bench["rate_mib_s"].as_f64().unwrap_or(f64::NAN),
     );
 
     // Every echo says which path it took; here the path cannot be
