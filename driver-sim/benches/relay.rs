@@ -11,8 +11,11 @@
 //! the limiter charges every packet but never drops one (the bench asserts
 //! that nothing was limited).
 //!
-//! Baseline: seal + open of the same 1200 B through a session pair, which is
-//! what a relay that decrypted and re-encrypted would pay per packet.
+//! Baselines: seal + open of the same 1200 B through a session pair, which is
+//! what a relay that decrypted and re-encrypted would pay per packet; and a
+//! plain UDP forwarder on loopback (`recv_from` then `send_to` of the same
+//! datagram, timed on the forwarder alone), the system-call floor that the
+//! real rendezvous pays on top of its forwarding decision.
 //!
 //! This lives in driver-sim because building the registered, paired state
 //! needs the simulator; pilot-proto's benches cannot depend on it.
@@ -21,6 +24,7 @@
 //! short run).
 
 use std::hint::black_box;
+use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
 use driver_sim::pilot::{Host, Scenario};
@@ -82,6 +86,41 @@ fn seal_open(packets: usize, size: usize) -> Duration {
     start.elapsed()
 }
 
+/// A plain UDP forwarder on 127.0.0.1: a sender queues a batch of
+/// datagrams to the forwarder's socket, the forwarder receives each and
+/// sends it on to a receiver, the receiver drains them. Only the
+/// forwarder's loop is timed; batches stay well under the default socket
+/// buffers so nothing is dropped.
+fn udp_forward(packets: usize, size: usize) -> Duration {
+    const BATCH: usize = 32;
+    let bind = || UdpSocket::bind("127.0.0.1:0").expect("bind 127.0.0.1");
+    let (sender, forwarder, receiver) = (bind(), bind(), bind());
+    let fwd_at = forwarder.local_addr().expect("addr");
+    let recv_at = receiver.local_addr().expect("addr");
+    let payload = vec![0x5au8; size];
+    let mut buf = vec![0u8; 2048];
+    let mut timed = Duration::ZERO;
+    let mut left = packets;
+    while left > 0 {
+        let n = left.min(BATCH);
+        for _ in 0..n {
+            sender.send_to(&payload, fwd_at).expect("send");
+        }
+        let start = Instant::now();
+        for _ in 0..n {
+            let (len, _) = forwarder.recv_from(&mut buf).expect("forwarder recv");
+            forwarder.send_to(&buf[..len], recv_at).expect("forward");
+        }
+        timed += start.elapsed();
+        for _ in 0..n {
+            let (len, _) = receiver.recv_from(&mut buf).expect("receiver recv");
+            assert_eq!(len, size, "the forwarder changed the datagram");
+        }
+        left -= n;
+    }
+    timed
+}
+
 fn main() {
     let (rounds, packets) = if quick() { (2, 20_000) } else { (5, 400_000) };
     let unlimited = RelayLimits {
@@ -139,6 +178,10 @@ fn main() {
     for _ in 0..rounds {
         base = base.min(seal_open(packets, PACKET));
     }
+    let mut udp = Duration::MAX;
+    for _ in 0..rounds {
+        udp = udp.min(udp_forward(packets, datagram.len()));
+    }
     let pps = |d: Duration| packets as f64 / d.as_secs_f64();
     let gbit = |d: Duration, len: usize| pps(d) * len as f64 * 8.0 / 1e9;
     println!(
@@ -157,6 +200,17 @@ fn main() {
         pps(base),
         gbit(base, PACKET),
         base.as_secs_f64() * 1e6 / packets as f64
+    );
+    println!(
+        "   baseline: plain UDP forward on loopback (recv_from + send_to of {} B): {:>10.0} packets/s  {:>6.2} Gbit/s  {:>6.3} µs/packet",
+        datagram.len(),
+        pps(udp),
+        gbit(udp, datagram.len()),
+        udp.as_secs_f64() * 1e6 / packets as f64
+    );
+    println!(
+        "   the forwarding decision adds {:.0} % to the system calls a real rendezvous makes per packet",
+        100.0 * best.as_secs_f64() / udp.as_secs_f64()
     );
     println!(
         "   forwarding is {:.1}x the seal+open rate (limits raised to u32::MAX/s, nothing limited)",
