@@ -37,7 +37,7 @@ mod streams;
 mod trust;
 
 pub use streams::{Delivered, ServiceConfig};
-pub use trust::RequestError;
+pub use trust::{RequestError, MAX_PENDING};
 
 /// How a node behaves.
 #[derive(Clone, Debug)]
