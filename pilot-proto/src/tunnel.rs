@@ -8,7 +8,7 @@
 //! [`paths`]: direct candidates validated inside the session, and the
 //! rendezvous's relay as the floor.
 
-use alloc::collections::{BTreeMap, VecDeque};
+use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::vec::Vec;
 use core::net::SocketAddr;
 use core::time::Duration;
@@ -280,12 +280,15 @@ struct Peer {
     bytes_out: u64,
     /// While on probation, when it ends (None: kept).
     probation_until: Option<Timestamp>,
+    /// The earliest of its timers, as entered in `Tunnels::timers`.
+    deadline: Option<(Timestamp, Timer)>,
 }
 
 impl Peer {
     fn new(follow: bool) -> Self {
         Peer {
             probation_until: None,
+            deadline: None,
             paths: PathSet::new(follow),
             current: None,
             previous: None,
@@ -410,6 +413,12 @@ pub struct Tunnels {
     probation: VecDeque<(Timestamp, PeerKey)>,
     /// Peers on probation now.
     on_probation: usize,
+    /// Every peer's earliest deadline, so that neither `poll_timeout` nor
+    /// `handle_timeout` walks all peers. Kept by `reindex` after anything
+    /// that changes a peer.
+    timers: BTreeSet<(Timestamp, PeerKey)>,
+    /// Peers a datagram changed, to reindex once it is handled.
+    touched: Vec<PeerKey>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<TunnelEvent>,
     stats: Stats,
@@ -474,6 +483,8 @@ impl Tunnels {
             indices: BTreeMap::new(),
             probation: VecDeque::new(),
             on_probation: 0,
+            timers: BTreeSet::new(),
+            touched: Vec::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             stats: Stats::default(),
@@ -518,6 +529,7 @@ impl Tunnels {
             .or_insert_with(|| Peer::new(follow))
             .paths
             .configure(route);
+        self.reindex(&peer);
     }
 
     /// Ends `peer`'s probation: it stays until removed. Peers the owner
@@ -529,6 +541,25 @@ impl Tunnels {
             }
         }
         self.trim_probation();
+    }
+
+    /// Recomputes `key`'s earliest deadline and its entry in the timer
+    /// index. Everything that changes a peer ends with this.
+    fn reindex(&mut self, key: &PeerKey) {
+        let Some(p) = self.peers.get_mut(key) else {
+            return;
+        };
+        let next = PeerTimers::of(p, &self.config).earliest();
+        if p.deadline == next {
+            return;
+        }
+        if let Some((at, _)) = p.deadline {
+            self.timers.remove(&(at, *key));
+        }
+        if let Some((at, _)) = next {
+            self.timers.insert((at, *key));
+        }
+        p.deadline = next;
     }
 
     /// Drops entries at the front of the probation queue whose peer was
@@ -613,6 +644,7 @@ impl Tunnels {
         for c in candidates {
             p.paths.add(Route::direct(*c));
         }
+        self.reindex(&peer);
     }
 
     /// Lets `peer` be reached through the relay, which knows it by `tag`
@@ -631,6 +663,7 @@ impl Tunnels {
         p.paths.relay = Some(tag);
         // The owner knows what it just did: no event.
         p.paths.reselect();
+        self.reindex(&peer);
     }
 
     /// Starts probing `peer`'s candidates at `at` (or as soon as a session
@@ -639,6 +672,7 @@ impl Tunnels {
         if let Some(p) = self.peers.get_mut(peer) {
             p.paths.schedule_punch(at);
         }
+        self.reindex(peer);
     }
 
     /// True if a validated direct path carries `peer`'s data.
@@ -664,6 +698,7 @@ impl Tunnels {
         if let Some(p) = self.peers.get_mut(peer) {
             p.persistent_keepalive = interval;
         }
+        self.reindex(peer);
     }
 
     /// Forgets a peer and all its sessions.
@@ -671,6 +706,9 @@ impl Tunnels {
         let Some(p) = self.peers.remove(peer) else {
             return;
         };
+        if let Some((at, _)) = p.deadline {
+            self.timers.remove(&(at, *peer));
+        }
         if p.probation_until.is_some() {
             self.on_probation -= 1;
             self.trim_probation();
@@ -703,7 +741,8 @@ impl Tunnels {
         self.peers.get(peer).map(|p| p.stats(now))
     }
 
-    /// Mutable access to the current session (tests of counter limits).
+    /// Mutable access to the current session (tests of counter limits;
+    /// what it changes moves no timer).
     pub fn current_session_mut(&mut self, peer: &PeerKey) -> Option<&mut Session> {
         self.peers.get_mut(peer).and_then(|p| p.current.as_mut())
     }
@@ -758,6 +797,17 @@ impl Tunnels {
         peer: &PeerKey,
         plaintext: &[u8],
     ) -> Result<(), SendError> {
+        let result = self.send_inner(now, peer, plaintext);
+        self.reindex(peer);
+        result
+    }
+
+    fn send_inner(
+        &mut self,
+        now: Timestamp,
+        peer: &PeerKey,
+        plaintext: &[u8],
+    ) -> Result<(), SendError> {
         let Some(p) = self.peers.get_mut(peer) else {
             return Err(SendError::NoEndpoint);
         };
@@ -807,6 +857,7 @@ impl Tunnels {
         if self.peers.get(peer).is_some_and(|p| p.pending.is_none()) {
             self.initiate(now, peer);
         }
+        self.reindex(peer);
     }
 
     fn fresh_index(&mut self) -> u32 {
@@ -929,6 +980,20 @@ impl Tunnels {
         data: &[u8],
         accept: &mut dyn FnMut(&PeerKey, &[u8]) -> bool,
     ) -> Result<Option<Inbound>, DropReason> {
+        let result = self.handle_packet_inner(now, from, data, accept);
+        for key in core::mem::take(&mut self.touched) {
+            self.reindex(&key);
+        }
+        result
+    }
+
+    fn handle_packet_inner(
+        &mut self,
+        now: Timestamp,
+        from: Route,
+        data: &[u8],
+        accept: &mut dyn FnMut(&PeerKey, &[u8]) -> bool,
+    ) -> Result<Option<Inbound>, DropReason> {
         self.stats.datagrams_in += 1;
         let packet = wire::decode(data).map_err(|_| DropReason::Malformed)?;
         // Counters see whole datagrams, relay framing included.
@@ -1041,6 +1106,7 @@ impl Tunnels {
             self.probation.push_back((until, remote));
             self.on_probation += 1;
         }
+        self.touched.push(remote);
         let Some(p) = self.peers.get_mut(&remote) else {
             return Err(DropReason::UnknownSession);
         };
@@ -1094,6 +1160,7 @@ impl Tunnels {
             return Err(DropReason::UnknownSession);
         }
         self.check_macs(now, from, h)?;
+        self.touched.push(peer);
         let paths_config = self.config.paths;
         let Some(p) = self.peers.get_mut(&peer) else {
             return Err(DropReason::UnknownSession);
@@ -1152,6 +1219,7 @@ impl Tunnels {
         sealed: &[u8; 32],
     ) -> Result<(), DropReason> {
         let (peer, p) = peer_by_index(&self.indices, &mut self.peers, receiver)?;
+        self.touched.push(peer);
         let pending = p
             .pending
             .as_ref()
@@ -1185,6 +1253,7 @@ impl Tunnels {
     ) -> Result<Option<Inbound>, DropReason> {
         let paths_config = self.config.paths;
         let (peer, p) = peer_by_index(&self.indices, &mut self.peers, receiver)?;
+        self.touched.push(peer);
         let (session, is_next) = p.slot_mut(receiver).ok_or(DropReason::UnknownSession)?;
         let mut plaintext = Vec::with_capacity(ciphertext.len());
         session
@@ -1276,12 +1345,28 @@ impl Tunnels {
     /// [`Tunnels::has_output`].
     pub fn poll_timeout(&self) -> Option<(Timestamp, Timer)> {
         // The front entry is live (see `trim_probation`).
-        let mut next = self
+        let probation = self
             .probation
             .front()
             .map(|(at, _)| (*at, Timer::Probation));
-        for p in self.peers.values() {
-            next = earliest(next, PeerTimers::of(p, &self.config).earliest());
+        let peer = self
+            .timers
+            .first()
+            .and_then(|(_, key)| self.peers.get(key))
+            .and_then(|p| p.deadline);
+        let next = earliest(probation, peer);
+        #[cfg(debug_assertions)]
+        {
+            // The index must agree with what every peer's timers say.
+            let mut walked = probation;
+            for p in self.peers.values() {
+                walked = earliest(walked, PeerTimers::of(p, &self.config).earliest());
+            }
+            debug_assert_eq!(
+                next.map(|(at, _)| at),
+                walked.map(|(at, _)| at),
+                "timer index out of date"
+            );
         }
         next
     }
@@ -1302,9 +1387,15 @@ impl Tunnels {
             }
         }
         self.trim_probation();
-        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
-        for key in keys {
+        let due: Vec<PeerKey> = self
+            .timers
+            .iter()
+            .take_while(|(at, _)| *at <= now)
+            .map(|(_, key)| *key)
+            .collect();
+        for key in due {
             self.peer_timers(now, &key);
+            self.reindex(&key);
         }
     }
 
