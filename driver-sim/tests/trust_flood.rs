@@ -73,14 +73,30 @@ fn the_rendezvous_holds_at_most_64_requests_per_target() {
 }
 
 #[test]
-fn an_agent_keeps_at_most_64_pending_and_drops_the_oldest() {
+fn an_agent_keeps_at_most_64_pending_and_drops_the_oldest_unknown_first() {
     // A rendezvous that does not bound pending requests (an older or a
     // hostile one): the agent bounds its own list.
     let mut s = Scenario::with_rendezvous(SEED, |c| c.max_pending_per_target = 10_000);
     s.world.set_tracing(false);
     let alice = s.add_node("alice", "198.51.100.10:4000", |_| {});
-    registered(&mut s, &[alice]);
+    let bob = s.add_node("bob", "198.51.100.20:4000", |_| {});
+    registered(&mut s, &[alice, bob]);
     let alice_addr = s.node(alice).address().unwrap();
+    let bob_addr = s.node(bob).address().unwrap();
+    // bob asks, is turned down, and asks again: a key alice knows, and
+    // the oldest request she holds when the flood comes.
+    ask(&mut s, bob, alice_addr);
+    s.world.run_for(Duration::from_secs(2));
+    s.world
+        .with_host(alice, |h, now| {
+            h.node_mut().reject(now, bob_addr, "not now")
+        })
+        .unwrap();
+    s.world.run_for(Duration::from_secs(2));
+    assert_eq!(s.node(alice).pending().count(), 0);
+    ask(&mut s, bob, alice_addr);
+    s.world.run_for(Duration::from_secs(2));
+    assert_eq!(s.node(alice).pending().count(), 1);
     let throwaway = agents(&mut s, "t", 64, 100);
     let mut order = Vec::new();
     for t in &throwaway {
@@ -90,14 +106,17 @@ fn an_agent_keeps_at_most_64_pending_and_drops_the_oldest() {
         s.world.run_for(Duration::from_millis(50));
     }
     s.world.run_for(Duration::from_secs(5));
-    let pending: Vec<Address> = s.node(alice).pending().map(|p| p.request.from).collect();
-    assert_eq!(pending.len(), MAX_PENDING);
-    let mut kept = pending.clone();
+    let mut kept: Vec<Address> = s.node(alice).pending().map(|p| p.request.from).collect();
+    assert_eq!(kept.len(), MAX_PENDING);
     kept.sort();
-    let mut newest = order[order.len() - MAX_PENDING..].to_vec();
-    newest.sort();
-    assert_eq!(kept, newest, "the newest 64 requests are the ones kept");
-    assert_eq!(s.node(alice).stats().trust_requests_dropped, 36);
+    let mut expected = order[order.len() - (MAX_PENDING - 1)..].to_vec();
+    expected.push(bob_addr);
+    expected.sort();
+    assert_eq!(
+        kept, expected,
+        "bob's request and the newest 63 of the flood are kept"
+    );
+    assert_eq!(s.node(alice).stats().trust_requests_dropped, 37);
     assert_eq!(s.node(alice).trust_state().pending.len(), MAX_PENDING);
 }
 

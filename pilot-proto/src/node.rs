@@ -490,8 +490,9 @@ pub struct Node {
     trusted: BTreeMap<Address, Trusted>,
     pending_in: BTreeMap<Address, Pending>,
     /// When each pending request arrived, as a sequence number (oldest
-    /// lowest): which to drop when the list is full.
-    pending_order: BTreeMap<Address, u64>,
+    /// lowest), and whether its key was known to us then: which to drop
+    /// when the list is full.
+    pending_order: BTreeMap<Address, (u64, bool)>,
     pending_seq: u64,
     /// Our requests the targets have not answered.
     outgoing: Vec<TrustRequest>,

@@ -81,7 +81,7 @@ impl Node {
             self.trusted.insert(t.address, t);
         }
         for p in state.pending {
-            self.note_pending(p.request.from);
+            self.note_pending(p.request.from, false);
             self.pending_in.insert(p.request.from, p);
         }
         self.outgoing = state.outgoing.into_iter().map(|o| o.request).collect();
@@ -292,31 +292,25 @@ impl Node {
         );
     }
 
-    /// Records that a request from `from` arrived now.
-    fn note_pending(&mut self, from: Address) {
+    /// Records that a request from `from` arrived now; `known`: its key
+    /// was known to us before it.
+    fn note_pending(&mut self, from: Address, known: bool) {
         self.pending_seq += 1;
-        self.pending_order.insert(from, self.pending_seq);
-    }
-
-    /// Whether a pending request comes from a key we knew before it:
-    /// a peer we looked up or had a session with under that key.
-    fn knows_requester(&self, p: &Pending) -> bool {
-        self.peers
-            .get(&p.request.from)
-            .is_some_and(|k| k.key == p.request.from_key)
+        self.pending_order.insert(from, (self.pending_seq, known));
     }
 
     /// With the pending list full, drops the oldest request from a key we
     /// did not know, or else the oldest of all.
     fn make_pending_room(&mut self) {
         while self.pending_in.len() >= MAX_PENDING {
-            let age = |a: &Address| self.pending_order.get(a).copied().unwrap_or(0);
+            let order = |a: &Address| self.pending_order.get(a).copied().unwrap_or((0, false));
+            let age = |a: &Address| order(a).0;
             let oldest_unknown = self
                 .pending_in
-                .iter()
-                .filter(|(_, p)| !self.knows_requester(p))
-                .min_by_key(|(a, _)| age(a))
-                .map(|(a, _)| *a);
+                .keys()
+                .filter(|a| !order(a).1)
+                .min_by_key(|a| age(a))
+                .copied();
             let victim = oldest_unknown.or_else(|| self.pending_in.keys().copied().min_by_key(age));
             let Some(victim) = victim else {
                 return;
@@ -344,6 +338,14 @@ impl Node {
         if request.issued_at <= seen {
             return self.tunnels.stats_mut().drop(DropReason::Replay);
         }
+        // A key we knew before this request: it asked before (and was
+        // answered, or timed out), or we had a session with it. Throwaway
+        // identities are neither, and make room for it first.
+        let known_key = seen != 0
+            || self
+                .peers
+                .get(&request.from)
+                .is_some_and(|k| k.key == request.from_key);
         self.seen_requests
             .insert(request.from_key, request.issued_at);
         let from = request.from;
@@ -366,7 +368,7 @@ impl Node {
         if !self.pending_in.contains_key(&from) {
             self.make_pending_room();
         }
-        self.note_pending(from);
+        self.note_pending(from, known_key);
         self.pending_in.insert(
             from,
             Pending {
