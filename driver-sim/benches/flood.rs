@@ -21,7 +21,9 @@
 //! For the record, the commit before these defences (b04a348~1), in the
 //! driver-sim flood tests: 4560 peers at the rendezvous after 10 s at
 //! 500 handshakes/s and never fewer; registration 1.06 s and first
-//! datagram 2.38 s under flood.
+//! datagram 2.38 s under flood. Before the timer index (216ce85, quick
+//! run), one `poll_timeout` with 4982 peers cost 2.0 ms; with the index,
+//! about 0.1 us with 10 000.
 //!
 //! `cargo bench -p driver-sim --bench flood` (`PILOT_BENCH_QUICK=1` for a
 //! short run).
