@@ -118,6 +118,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod flood;
 mod link;
 mod nat;
 mod net;

@@ -11,6 +11,7 @@ use pilot_proto::rendezvous::{Rendezvous, RendezvousConfig, RendezvousEvent};
 use pilot_proto::{wire, Identity, PublicKey, SocketId, Timestamp, Transmit};
 use sha2::{Digest, Sha256};
 
+use crate::flood::Flooder;
 use crate::{HostId, Machine, Network, Stalled, World};
 
 /// Wall-clock time at the simulation's origin (2027-01-15), so certificate
@@ -26,6 +27,8 @@ pub enum Host {
     Rendezvous(Box<Rendezvous>),
     /// An agent.
     Node(Box<Node>),
+    /// An attacker flooding handshakes (see [`Flooder`]).
+    Flooder(Box<Flooder>),
 }
 
 /// What a host reports, for the trace and for scenarios.
@@ -52,6 +55,7 @@ impl Host {
         match self {
             Host::Node(n) => n,
             Host::Rendezvous(_) => panic!("this host is the rendezvous, not a node"),
+            Host::Flooder(_) => panic!("this host is a flooder, not a node"),
         }
     }
 
@@ -60,6 +64,7 @@ impl Host {
         match self {
             Host::Node(n) => n,
             Host::Rendezvous(_) => panic!("this host is the rendezvous, not a node"),
+            Host::Flooder(_) => panic!("this host is a flooder, not a node"),
         }
     }
 
@@ -68,6 +73,15 @@ impl Host {
         match self {
             Host::Rendezvous(r) => r,
             Host::Node(_) => panic!("this host is a node, not the rendezvous"),
+            Host::Flooder(_) => panic!("this host is a flooder, not the rendezvous"),
+        }
+    }
+
+    /// The flooder on this host. Panics on any other host.
+    pub fn flooder(&self) -> &Flooder {
+        match self {
+            Host::Flooder(f) => f,
+            _ => panic!("this host is not a flooder"),
         }
     }
 }
@@ -85,6 +99,7 @@ impl Machine for Host {
         match self {
             Host::Rendezvous(r) => r.handle_datagram(now, socket, from, payload),
             Host::Node(n) => n.handle_datagram(now, socket, from, payload),
+            Host::Flooder(f) => f.handle_datagram(now, socket, from, payload),
         }
     }
 
@@ -92,6 +107,7 @@ impl Machine for Host {
         match self {
             Host::Rendezvous(r) => r.handle_timeout(now),
             Host::Node(n) => n.handle_timeout(now),
+            Host::Flooder(f) => f.handle_timeout(now),
         }
     }
 
@@ -99,6 +115,7 @@ impl Machine for Host {
         match self {
             Host::Rendezvous(r) => r.poll_transmit(),
             Host::Node(n) => n.poll_transmit(),
+            Host::Flooder(f) => f.poll_transmit(),
         }
     }
 
@@ -106,6 +123,7 @@ impl Machine for Host {
         match self {
             Host::Rendezvous(r) => r.poll_event().map(HostEvent::Rendezvous),
             Host::Node(n) => n.poll_event().map(HostEvent::Node),
+            Host::Flooder(_) => None,
         }
     }
 
@@ -113,6 +131,7 @@ impl Machine for Host {
         let t = match self {
             Host::Rendezvous(r) => r.poll_timeout(),
             Host::Node(n) => n.poll_timeout(),
+            Host::Flooder(f) => return f.poll_timeout(),
         };
         t.map(|(at, timer)| (at, timer.as_str()))
     }
@@ -201,6 +220,42 @@ impl Scenario {
             config.lan_endpoints = vec![addr];
             configure(&mut config);
             Host::Node(Box::new(Node::new(config, &seed, start)))
+        })
+    }
+
+    /// Adds a host called `name` at `addr` that floods each of `targets`
+    /// (hosts: the rendezvous or agents) with `per_second` handshakes
+    /// from fresh identities, from now for `duration`.
+    pub fn add_flooder(
+        &mut self,
+        name: &str,
+        addr: &str,
+        targets: &[HostId],
+        per_second: u32,
+        duration: Duration,
+    ) -> HostId {
+        let targets: Vec<(SocketAddr, [u8; 32])> = targets
+            .iter()
+            .map(|id| {
+                let key = match self.world.host(*id) {
+                    Host::Rendezvous(r) => r.public_key(),
+                    Host::Node(n) => n.public_key(),
+                    Host::Flooder(_) => panic!("flooding a flooder"),
+                };
+                let x = key.x25519().expect("hosts have valid keys");
+                (self.world.addr(*id), x)
+            })
+            .collect();
+        let addr: SocketAddr = addr.parse().expect("scenario addresses parse");
+        let start = self.world.now();
+        self.world.add_host(name, addr, |seed| {
+            Host::Flooder(Box::new(Flooder::new(
+                seed,
+                targets,
+                per_second,
+                start,
+                start + duration,
+            )))
         })
     }
 

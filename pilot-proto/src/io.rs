@@ -80,6 +80,9 @@ pub enum Timer {
     Path,
     /// Start coordinated hole punching, or ask for it again.
     Punch,
+    /// A peer that only handshook with us, and that nothing keeps,
+    /// reaches the end of its probation.
+    Probation,
 }
 
 impl Timer {
@@ -99,6 +102,7 @@ impl Timer {
             Timer::Stream => "stream",
             Timer::Path => "path",
             Timer::Punch => "punch",
+            Timer::Probation => "probation",
         }
     }
 }

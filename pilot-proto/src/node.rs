@@ -37,7 +37,7 @@ mod streams;
 mod trust;
 
 pub use streams::{Delivered, ServiceConfig};
-pub use trust::RequestError;
+pub use trust::{RequestError, MAX_PENDING};
 
 /// How a node behaves.
 #[derive(Clone, Debug)]
@@ -489,6 +489,11 @@ pub struct Node {
     bound: BTreeSet<u16>,
     trusted: BTreeMap<Address, Trusted>,
     pending_in: BTreeMap<Address, Pending>,
+    /// When each pending request arrived, as a sequence number (oldest
+    /// lowest), and whether its key was known to us then: which to drop
+    /// when the list is full.
+    pending_order: BTreeMap<Address, (u64, bool)>,
+    pending_seq: u64,
     /// Our requests the targets have not answered.
     outgoing: Vec<TrustRequest>,
     last_issued_at: u64,
@@ -545,6 +550,8 @@ impl Node {
             bound: BTreeSet::new(),
             trusted: BTreeMap::new(),
             pending_in: BTreeMap::new(),
+            pending_order: BTreeMap::new(),
+            pending_seq: 0,
             outgoing: Vec::new(),
             last_issued_at: 0,
             seen_requests: BTreeMap::new(),
@@ -1139,6 +1146,8 @@ impl Node {
                         &peer,
                     );
                     let Some(cert) = cert else { continue };
+                    // A trusted peer that reached us first: ours to keep.
+                    self.tunnels.keep(&peer);
                     self.by_key.insert(peer, cert.address);
                     self.tunnels.set_relay(peer, cert.address.to_bytes());
                     self.peers.insert(
@@ -1161,6 +1170,15 @@ impl Node {
                     }
                 }
                 TunnelEvent::HandshakeFailed { .. } => {}
+                TunnelEvent::Forgotten { peer } => {
+                    // Only peers we never kept are forgotten, so this is
+                    // rare here; what we knew of it goes with it.
+                    if let Some(address) = self.by_key.remove(&peer) {
+                        if self.peers.get(&address).is_some_and(|k| k.x25519 == peer) {
+                            self.peers.remove(&address);
+                        }
+                    }
+                }
                 TunnelEvent::PathChanged { peer, route } => {
                     if let Some(&address) = self.by_key.get(&peer) {
                         self.path_changed(now, address, route);

@@ -50,6 +50,13 @@ pub struct RendezvousConfig {
     pub requests_per_second: u32,
     /// Requests an agent may make in a burst.
     pub request_burst: u32,
+    /// New trust requests each agent may make per minute (sustained).
+    pub trust_requests_per_minute: u32,
+    /// New trust requests an agent may make in a burst.
+    pub trust_request_burst: u32,
+    /// Trust requests waiting for one agent's decision, at most; more are
+    /// refused until it decides some.
+    pub max_pending_per_target: usize,
     /// Handshake and session settings.
     pub tunnel: TunnelConfig,
     /// What the relay forwards per agent and per pair.
@@ -69,6 +76,9 @@ impl RendezvousConfig {
             max_registrations: 1_000_000,
             requests_per_second: 20,
             request_burst: 40,
+            trust_requests_per_minute: 10,
+            trust_request_burst: 10,
+            max_pending_per_target: 64,
             tunnel: TunnelConfig {
                 responder_only: true,
                 ..TunnelConfig::default()
@@ -223,8 +233,9 @@ fn pair_key(a: PublicKey, b: PublicKey) -> (PublicKey, PublicKey) {
 }
 
 struct Bucket {
-    /// Tokens, in thousandths of a request.
-    milli_tokens: u64,
+    /// Tokens, in thousandths of a request (millionths of a trust
+    /// request).
+    tokens: u64,
     last: Timestamp,
 }
 
@@ -250,6 +261,8 @@ pub struct Rendezvous {
     last_register: BTreeMap<PublicKey, (Timestamp, u32)>,
     expiries: BTreeSet<(Timestamp, PublicKey)>,
     buckets: BTreeMap<PeerKey, Bucket>,
+    /// New trust requests each registered identity may still make.
+    trust_buckets: BTreeMap<PublicKey, Bucket>,
     /// Requests waiting for the target's decision: (target, requester).
     pending_trust: BTreeMap<(PublicKey, PublicKey), TrustRequest>,
     /// The newest request `issued_at` accepted per requester.
@@ -288,6 +301,7 @@ impl Rendezvous {
             last_register: BTreeMap::new(),
             expiries: BTreeSet::new(),
             buckets: BTreeMap::new(),
+            trust_buckets: BTreeMap::new(),
             pending_trust: BTreeMap::new(),
             last_request: BTreeMap::new(),
             pairs: BTreeMap::new(),
@@ -420,8 +434,8 @@ impl Rendezvous {
         self.follow_agents();
     }
 
-    /// The rendezvous never initiates, so the only tunnel events it acts
-    /// on are its tunnel following an agent to a new address (an
+    /// The rendezvous never initiates, so the tunnel events it acts on are
+    /// a peer forgotten after its probation, and its tunnel following an agent to a new address (an
     /// authenticated, non-replayed packet of the agent's session came from
     /// there: the agent roamed, or its NAT remapped it). The agent's
     /// registered endpoint follows too, so relay packets from the new
@@ -429,6 +443,12 @@ impl Rendezvous {
     /// waiting for the agent's next registration.
     fn follow_agents(&mut self) {
         while let Some(event) = self.tunnels.poll_event() {
+            if let TunnelEvent::Forgotten { peer } = event {
+                // A handshake that never registered: its request bucket
+                // goes with its session.
+                self.buckets.remove(&peer);
+                continue;
+            }
             let TunnelEvent::PathChanged {
                 peer,
                 route: Some(Route::Direct { addr, .. }),
@@ -576,16 +596,38 @@ impl Rendezvous {
         let rate = u64::from(self.config.requests_per_second);
         let cap = u64::from(self.config.request_burst) * 1000;
         let b = self.buckets.entry(*peer).or_insert(Bucket {
-            milli_tokens: cap,
+            tokens: cap,
             last: now,
         });
         let elapsed_ms = now.saturating_since(b.last).as_millis() as u64;
-        b.milli_tokens = (b.milli_tokens + elapsed_ms * rate).min(cap);
+        b.tokens = (b.tokens + elapsed_ms * rate).min(cap);
         b.last = now;
-        if b.milli_tokens < 1000 {
+        if b.tokens < 1000 {
             return false;
         }
-        b.milli_tokens -= 1000;
+        b.tokens -= 1000;
+        true
+    }
+
+    /// Takes one new trust request from `requester`'s allowance.
+    fn take_trust_token(&mut self, now: Timestamp, requester: PublicKey) -> bool {
+        // Millionths of a request; the rate is per minute.
+        let cap = u64::from(self.config.trust_request_burst.max(1)) * 1_000_000;
+        let per_minute = u64::from(self.config.trust_requests_per_minute);
+        let b = self.trust_buckets.entry(requester).or_insert(Bucket {
+            tokens: cap,
+            last: now,
+        });
+        let elapsed = now.saturating_since(b.last).as_micros() as u64;
+        b.tokens = b
+            .tokens
+            .saturating_add(elapsed.saturating_mul(per_minute) / 60)
+            .min(cap);
+        b.last = now;
+        if b.tokens < 1_000_000 {
+            return false;
+        }
+        b.tokens -= 1_000_000;
         true
     }
 
@@ -696,6 +738,9 @@ impl Rendezvous {
             self.dirty.insert(Dirty::Record(r.key));
         }
         self.by_session_key.insert(peer, r.key);
+        // Registered: the session is worth keeping (until the
+        // registration expires or the agent says bye).
+        self.tunnels.keep(&peer);
         self.last_register.insert(r.key, order);
         let not_after = self.wall_secs(now) + self.config.cert_lifetime.as_secs();
         let cert = Certificate::issue(&self.config.identity, address, r.key, not_after);
@@ -1023,6 +1068,26 @@ impl Rendezvous {
             let msg = "replayed trust request".into();
             return self.error(now, &peer, req, ErrorCode::BadRequest, msg);
         }
+        // Each target holds a bounded number of undecided requests, and
+        // each requester makes new ones slowly: throwaway identities can
+        // neither fill an agent's pending list nor this registry.
+        let lo = (target, PublicKey([0; 32]));
+        let hi = (target, PublicKey([0xff; 32]));
+        let waiting = self
+            .pending_trust
+            .range(lo..=hi)
+            .take(self.config.max_pending_per_target)
+            .count();
+        if waiting >= self.config.max_pending_per_target {
+            self.tunnels.stats_mut().trust_requests_dropped += 1;
+            let msg = "too many trust requests wait for this node; try later".into();
+            return self.error(now, &peer, req, ErrorCode::RateLimited, msg);
+        }
+        if !self.take_trust_token(now, requester) {
+            self.tunnels.stats_mut().trust_requests_limited += 1;
+            let msg = "too many trust requests; slow down".into();
+            return self.error(now, &peer, req, ErrorCode::RateLimited, msg);
+        }
         self.last_request.insert(requester, request.issued_at);
         self.dirty.insert(Dirty::LastRequest(requester));
         self.pending_trust
@@ -1179,6 +1244,7 @@ impl Rendezvous {
                 self.by_session_key.remove(&x);
                 self.buckets.remove(&x);
             }
+            self.trust_buckets.remove(&key);
             self.last_register.remove(&key);
         }
         self.follow_agents();

@@ -61,6 +61,19 @@ pub struct Stats {
     pub handshakes_completed: u64,
     /// Cookie replies sent instead of doing handshake work.
     pub cookie_replies: u64,
+    /// Handshakes with a good cookie dropped under load because their
+    /// source was over its handshake rate (also counted as rate-limited).
+    pub handshakes_source_limited: u64,
+    /// Peers forgotten at the end of their probation (they handshook
+    /// with us and nothing kept them), or evicted to make room for newer
+    /// ones on probation.
+    pub peers_forgotten: u64,
+    /// Trust requests refused because their requester sent too many
+    /// (rendezvous).
+    pub trust_requests_limited: u64,
+    /// Trust requests refused because their target has too many pending
+    /// (rendezvous), or pending requests dropped to make room (agent).
+    pub trust_requests_dropped: u64,
     /// Overlay datagrams delivered to the application.
     pub delivered: u64,
     /// Outgoing datagrams dropped because a queue was full or timed out.

@@ -8,12 +8,12 @@
 //! [`paths`]: direct candidates validated inside the session, and the
 //! rendezvous's relay as the floor.
 
-use alloc::collections::{BTreeMap, VecDeque};
+use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::vec::Vec;
 use core::net::SocketAddr;
 use core::time::Duration;
 
-use crate::cookie::{self, CookieChecker, MacVerdict, COOKIE_SECRET_LIFETIME};
+use crate::cookie::{self, CookieChecker, MacVerdict, SourceLimits, COOKIE_SECRET_LIFETIME};
 use crate::io::{earliest, SocketId, Timer, Transmit};
 use crate::noise::{self, Initiator, Responder, Split};
 use crate::rng::Stream;
@@ -56,6 +56,13 @@ pub struct TunnelConfig {
     pub keepalive_timeout: Duration,
     /// Handshakes per second above which we demand cookies.
     pub load_threshold: u32,
+    /// What each source may send under load.
+    pub source_limits: SourceLimits,
+    /// How long a peer created by its own handshake is remembered unless
+    /// the owner keeps it ([`Tunnels::keep`]).
+    pub probation: Duration,
+    /// Most peers on probation at once; the oldest is forgotten first.
+    pub max_probation: usize,
     /// Plaintexts queued per peer while a handshake is under way.
     pub max_queued: usize,
     /// Most peers remembered; new responders are refused beyond it.
@@ -80,6 +87,9 @@ impl Default for TunnelConfig {
             rekey_attempt_time: Duration::from_secs(90),
             keepalive_timeout: Duration::from_secs(10),
             load_threshold: 200,
+            source_limits: SourceLimits::default(),
+            probation: Duration::from_secs(10),
+            max_probation: 4096,
             max_queued: 128,
             max_peers: 1 << 20,
             responder_only: false,
@@ -116,6 +126,13 @@ pub enum TunnelEvent {
         peer: PeerKey,
         /// The route now in use (None: no route at all).
         route: Option<Route>,
+    },
+    /// A peer that only handshook with us was forgotten, with all its
+    /// sessions: nothing kept it through its probation, or newer peers
+    /// on probation needed the room. The owner drops what it holds for it.
+    Forgotten {
+        /// The peer.
+        peer: PeerKey,
     },
 }
 
@@ -221,6 +238,8 @@ struct Pending {
     /// Initiations sent in this attempt, retransmissions included.
     sent: u32,
     mac1: [u8; 16],
+    /// A cookie reply already made this attempt retry at once.
+    cookie_retried: bool,
 }
 
 struct Peer {
@@ -259,11 +278,17 @@ struct Peer {
     bytes_in: u64,
     packets_out: u64,
     bytes_out: u64,
+    /// While on probation, when it ends (None: kept).
+    probation_until: Option<Timestamp>,
+    /// The earliest of its timers, as entered in `Tunnels::timers`.
+    deadline: Option<(Timestamp, Timer)>,
 }
 
 impl Peer {
     fn new(follow: bool) -> Self {
         Peer {
+            probation_until: None,
+            deadline: None,
             paths: PathSet::new(follow),
             current: None,
             previous: None,
@@ -383,6 +408,17 @@ pub struct Tunnels {
     last_sent_timestamp: u64,
     peers: BTreeMap<PeerKey, Peer>,
     indices: BTreeMap<u32, PeerKey>,
+    /// Peers on probation, by when it ends (oldest first). An entry whose
+    /// peer was kept or removed since is skipped when reached.
+    probation: VecDeque<(Timestamp, PeerKey)>,
+    /// Peers on probation now.
+    on_probation: usize,
+    /// Every peer's earliest deadline, so that neither `poll_timeout` nor
+    /// `handle_timeout` walks all peers. Kept by `reindex` after anything
+    /// that changes a peer.
+    timers: BTreeSet<(Timestamp, PeerKey)>,
+    /// Peers a datagram changed, to reindex once it is handled.
+    touched: Vec<PeerKey>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<TunnelEvent>,
     stats: Stats,
@@ -433,7 +469,11 @@ impl Tunnels {
             config,
             secret,
             public,
-            checker: CookieChecker::new(&public, config.load_threshold),
+            checker: CookieChecker::with_limits(
+                &public,
+                config.load_threshold,
+                config.source_limits,
+            ),
             wire_rng: Stream::derive(seed, "tunnel wire"),
             secret_rng: Stream::derive(seed, "tunnel secret"),
             local_payload: Vec::new(),
@@ -441,6 +481,10 @@ impl Tunnels {
             last_sent_timestamp: 0,
             peers: BTreeMap::new(),
             indices: BTreeMap::new(),
+            probation: VecDeque::new(),
+            on_probation: 0,
+            timers: BTreeSet::new(),
+            touched: Vec::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             stats: Stats::default(),
@@ -478,12 +522,98 @@ impl Tunnels {
 
     /// Like [`Tunnels::set_endpoint`], for any route.
     pub fn set_route(&mut self, peer: PeerKey, route: Route) {
+        self.keep(&peer);
         let follow = self.config.responder_only;
         self.peers
             .entry(peer)
             .or_insert_with(|| Peer::new(follow))
             .paths
             .configure(route);
+        self.reindex(&peer);
+    }
+
+    /// Ends `peer`'s probation: it stays until removed. Peers the owner
+    /// names itself (endpoints, candidates, relay) are kept already.
+    pub fn keep(&mut self, peer: &PeerKey) {
+        if let Some(p) = self.peers.get_mut(peer) {
+            if p.probation_until.take().is_some() {
+                self.on_probation -= 1;
+            }
+        }
+        self.trim_probation();
+    }
+
+    /// Recomputes `key`'s earliest deadline and its entry in the timer
+    /// index. Everything that changes a peer ends with this.
+    fn reindex(&mut self, key: &PeerKey) {
+        let Some(p) = self.peers.get_mut(key) else {
+            return;
+        };
+        let next = PeerTimers::of(p, &self.config).earliest();
+        if p.deadline == next {
+            return;
+        }
+        if let Some((at, _)) = p.deadline {
+            self.timers.remove(&(at, *key));
+        }
+        if let Some((at, _)) = next {
+            self.timers.insert((at, *key));
+        }
+        p.deadline = next;
+    }
+
+    /// Drops entries at the front of the probation queue whose peer was
+    /// kept or removed since, so that the front names the next probation
+    /// that really ends (what `poll_timeout` reports).
+    fn trim_probation(&mut self) {
+        while let Some((at, key)) = self.probation.front() {
+            let live = self
+                .peers
+                .get(key)
+                .is_some_and(|p| p.probation_until == Some(*at));
+            if live {
+                break;
+            }
+            self.probation.pop_front();
+        }
+    }
+
+    /// True while `peer` is known and on probation.
+    pub fn on_probation(&self, peer: &PeerKey) -> bool {
+        self.peers
+            .get(peer)
+            .is_some_and(|p| p.probation_until.is_some())
+    }
+
+    /// Forgets `peer` if it is still on probation (and says so).
+    fn forget(&mut self, peer: &PeerKey) {
+        if self.on_probation(peer) {
+            self.remove_peer(peer);
+            self.stats.peers_forgotten += 1;
+            self.events
+                .push_back(TunnelEvent::Forgotten { peer: *peer });
+        }
+    }
+
+    /// Makes room for one more peer on probation: forgets the oldest ones
+    /// while the probation table is full.
+    fn make_probation_room(&mut self) {
+        while self.on_probation >= self.config.max_probation.max(1) {
+            let Some((_, key)) = self.probation.pop_front() else {
+                break;
+            };
+            self.forget(&key);
+        }
+        // Entries of peers kept or removed since linger until reached;
+        // keep them from piling up.
+        if self.probation.len() > 2 * self.config.max_probation.max(1) {
+            let peers = &self.peers;
+            self.probation.retain(|(at, key)| {
+                peers
+                    .get(key)
+                    .is_some_and(|p| p.probation_until == Some(*at))
+            });
+        }
     }
 
     /// The validated direct endpoint we send to, if any.
@@ -508,11 +638,13 @@ impl Tunnels {
     /// Adds direct candidates for `peer` (creating it if needed). They
     /// carry data only once validated.
     pub fn add_candidates(&mut self, peer: PeerKey, candidates: &[SocketAddr]) {
+        self.keep(&peer);
         let follow = self.config.responder_only;
         let p = self.peers.entry(peer).or_insert_with(|| Peer::new(follow));
         for c in candidates {
             p.paths.add(Route::direct(*c));
         }
+        self.reindex(&peer);
     }
 
     /// Lets `peer` be reached through the relay, which knows it by `tag`
@@ -522,6 +654,7 @@ impl Tunnels {
         if self.config.relay.is_none() {
             return;
         }
+        self.keep(&peer);
         let follow = self.config.responder_only;
         let p = self.peers.entry(peer).or_insert_with(|| Peer::new(follow));
         if p.paths.relay == Some(tag) {
@@ -530,6 +663,7 @@ impl Tunnels {
         p.paths.relay = Some(tag);
         // The owner knows what it just did: no event.
         p.paths.reselect();
+        self.reindex(&peer);
     }
 
     /// Starts probing `peer`'s candidates at `at` (or as soon as a session
@@ -538,6 +672,7 @@ impl Tunnels {
         if let Some(p) = self.peers.get_mut(peer) {
             p.paths.schedule_punch(at);
         }
+        self.reindex(peer);
     }
 
     /// True if a validated direct path carries `peer`'s data.
@@ -563,6 +698,7 @@ impl Tunnels {
         if let Some(p) = self.peers.get_mut(peer) {
             p.persistent_keepalive = interval;
         }
+        self.reindex(peer);
     }
 
     /// Forgets a peer and all its sessions.
@@ -570,6 +706,13 @@ impl Tunnels {
         let Some(p) = self.peers.remove(peer) else {
             return;
         };
+        if let Some((at, _)) = p.deadline {
+            self.timers.remove(&(at, *peer));
+        }
+        if p.probation_until.is_some() {
+            self.on_probation -= 1;
+            self.trim_probation();
+        }
         remove_session_index(&mut self.indices, &p.current);
         remove_session_index(&mut self.indices, &p.previous);
         remove_session_index(&mut self.indices, &p.next);
@@ -598,7 +741,8 @@ impl Tunnels {
         self.peers.get(peer).map(|p| p.stats(now))
     }
 
-    /// Mutable access to the current session (tests of counter limits).
+    /// Mutable access to the current session (tests of counter limits;
+    /// what it changes moves no timer).
     pub fn current_session_mut(&mut self, peer: &PeerKey) -> Option<&mut Session> {
         self.peers.get_mut(peer).and_then(|p| p.current.as_mut())
     }
@@ -653,6 +797,17 @@ impl Tunnels {
         peer: &PeerKey,
         plaintext: &[u8],
     ) -> Result<(), SendError> {
+        let result = self.send_inner(now, peer, plaintext);
+        self.reindex(peer);
+        result
+    }
+
+    fn send_inner(
+        &mut self,
+        now: Timestamp,
+        peer: &PeerKey,
+        plaintext: &[u8],
+    ) -> Result<(), SendError> {
         let Some(p) = self.peers.get_mut(peer) else {
             return Err(SendError::NoEndpoint);
         };
@@ -702,6 +857,7 @@ impl Tunnels {
         if self.peers.get(peer).is_some_and(|p| p.pending.is_none()) {
             self.initiate(now, peer);
         }
+        self.reindex(peer);
     }
 
     fn fresh_index(&mut self) -> u32 {
@@ -751,12 +907,12 @@ impl Tunnels {
         pkt.extend_from_slice(&[0; 2 * MAC_LEN]);
         let cookie = p.fresh_cookie(now);
         let mac1 = cookie::seal_macs(&mut pkt, &cookie::mac1_key(peer), cookie.as_ref());
-        let (started, sent) = match &p.pending {
+        let (started, sent, cookie_retried) = match &p.pending {
             Some(old) => {
                 self.indices.remove(&old.local_index);
-                (old.started, old.sent)
+                (old.started, old.sent, old.cookie_retried)
             }
-            None => (now, 0),
+            None => (now, 0, false),
         };
         // First contact should not wait 5 s for one lost packet: retry
         // after 1, 2 and 4 s, then every `rekey_timeout`.
@@ -770,6 +926,7 @@ impl Tunnels {
             retry_at: now + backoff + jitter,
             sent: sent + 1,
             mac1,
+            cookie_retried,
         });
         p.last_sent = now;
         for route in &routes {
@@ -823,6 +980,20 @@ impl Tunnels {
         data: &[u8],
         accept: &mut dyn FnMut(&PeerKey, &[u8]) -> bool,
     ) -> Result<Option<Inbound>, DropReason> {
+        let result = self.handle_packet_inner(now, from, data, accept);
+        for key in core::mem::take(&mut self.touched) {
+            self.reindex(&key);
+        }
+        result
+    }
+
+    fn handle_packet_inner(
+        &mut self,
+        now: Timestamp,
+        from: Route,
+        data: &[u8],
+        accept: &mut dyn FnMut(&PeerKey, &[u8]) -> bool,
+    ) -> Result<Option<Inbound>, DropReason> {
         self.stats.datagrams_in += 1;
         let packet = wire::decode(data).map_err(|_| DropReason::Malformed)?;
         // Counters see whole datagrams, relay framing included.
@@ -852,9 +1023,17 @@ impl Tunnels {
         h: &wire::Handshake<'_>,
     ) -> Result<(), DropReason> {
         let source = from.cookie_source();
-        match self.checker.verify(now, &mut self.secret_rng, &source, h) {
+        let limit = from.limit_source();
+        match self
+            .checker
+            .verify(now, &mut self.secret_rng, &source, limit, h)
+        {
             MacVerdict::Accept => Ok(()),
             MacVerdict::BadMac1 => Err(DropReason::BadMac),
+            MacVerdict::SourceLimited => {
+                self.stats.handshakes_source_limited += 1;
+                Err(DropReason::RateLimited)
+            }
             MacVerdict::NeedCookie => {
                 let reply =
                     self.checker
@@ -897,8 +1076,15 @@ impl Tunnels {
         if !accept(&remote, &payload[8..]) {
             return Err(DropReason::NotAllowed);
         }
-        if !self.peers.contains_key(&remote) && self.peers.len() >= self.config.max_peers {
-            return Err(DropReason::RateLimited);
+        let known = self.peers.contains_key(&remote);
+        if !known {
+            // Nothing is kept for a peer that only handshook: it stays on
+            // probation until its owner keeps it, and the oldest on
+            // probation make room for it.
+            self.make_probation_room();
+            if self.peers.len() >= self.config.max_peers {
+                return Err(DropReason::RateLimited);
+            }
         }
         let index = self.fresh_index();
         let ephemeral = self.secret_rng.bytes32();
@@ -912,10 +1098,18 @@ impl Tunnels {
         let session = Session::new(&split, false, index, h.sender, now, self.config.limits);
         let follow = self.config.responder_only;
         let has_relay = self.config.relay.is_some();
-        let p = self
-            .peers
-            .entry(remote)
-            .or_insert_with(|| Peer::new(follow));
+        if !known {
+            let until = now + self.config.probation;
+            let mut peer = Peer::new(follow);
+            peer.probation_until = Some(until);
+            self.peers.insert(remote, peer);
+            self.probation.push_back((until, remote));
+            self.on_probation += 1;
+        }
+        self.touched.push(remote);
+        let Some(p) = self.peers.get_mut(&remote) else {
+            return Err(DropReason::UnknownSession);
+        };
         let cookie = p.fresh_cookie(now);
         cookie::seal_macs(&mut pkt, &cookie::mac1_key(&remote), cookie.as_ref());
         p.last_init_timestamp = timestamp;
@@ -966,6 +1160,7 @@ impl Tunnels {
             return Err(DropReason::UnknownSession);
         }
         self.check_macs(now, from, h)?;
+        self.touched.push(peer);
         let paths_config = self.config.paths;
         let Some(p) = self.peers.get_mut(&peer) else {
             return Err(DropReason::UnknownSession);
@@ -1024,6 +1219,7 @@ impl Tunnels {
         sealed: &[u8; 32],
     ) -> Result<(), DropReason> {
         let (peer, p) = peer_by_index(&self.indices, &mut self.peers, receiver)?;
+        self.touched.push(peer);
         let pending = p
             .pending
             .as_ref()
@@ -1031,9 +1227,18 @@ impl Tunnels {
             .ok_or(DropReason::UnknownSession)?;
         let c = cookie::open_cookie_reply(&peer, &pending.mac1, nonce, sealed)
             .ok_or(DropReason::AuthFailed)?;
-        // The retransmission timer resends with mac2 set; answering at
-        // once would let a forger make us flood.
+        let retry = !pending.cookie_retried;
         p.cookie = Some((c, now));
+        // Retry with mac2 at once rather than after the backoff (1, 2,
+        // 4 s): a responder under load is when waiting hurts most. Once
+        // per attempt, so forged cookie replies cannot make us flood;
+        // later ones wait for the retransmission timer.
+        if retry {
+            if let Some(pd) = p.pending.as_mut() {
+                pd.cookie_retried = true;
+            }
+            self.initiate(now, &peer);
+        }
         Ok(())
     }
 
@@ -1048,6 +1253,7 @@ impl Tunnels {
     ) -> Result<Option<Inbound>, DropReason> {
         let paths_config = self.config.paths;
         let (peer, p) = peer_by_index(&self.indices, &mut self.peers, receiver)?;
+        self.touched.push(peer);
         let (session, is_next) = p.slot_mut(receiver).ok_or(DropReason::UnknownSession)?;
         let mut plaintext = Vec::with_capacity(ciphertext.len());
         session
@@ -1138,18 +1344,58 @@ impl Tunnels {
     /// Queued output (transmits or events) is not part of it: see
     /// [`Tunnels::has_output`].
     pub fn poll_timeout(&self) -> Option<(Timestamp, Timer)> {
-        let mut next = None;
-        for p in self.peers.values() {
-            next = earliest(next, PeerTimers::of(p, &self.config).earliest());
+        // The front entry is live (see `trim_probation`).
+        let probation = self
+            .probation
+            .front()
+            .map(|(at, _)| (*at, Timer::Probation));
+        let peer = self
+            .timers
+            .first()
+            .and_then(|(_, key)| self.peers.get(key))
+            .and_then(|p| p.deadline);
+        let next = earliest(probation, peer);
+        #[cfg(debug_assertions)]
+        {
+            // The index must agree with what every peer's timers say.
+            let mut walked = probation;
+            for p in self.peers.values() {
+                walked = earliest(walked, PeerTimers::of(p, &self.config).earliest());
+            }
+            debug_assert_eq!(
+                next.map(|(at, _)| at),
+                walked.map(|(at, _)| at),
+                "timer index out of date"
+            );
         }
         next
     }
 
     /// Runs every timer that is due. Safe to call at any time.
     pub fn handle_timeout(&mut self, now: Timestamp) {
-        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
-        for key in keys {
+        while let Some(&(at, key)) = self.probation.front() {
+            if at > now {
+                break;
+            }
+            self.probation.pop_front();
+            if self
+                .peers
+                .get(&key)
+                .is_some_and(|p| p.probation_until == Some(at))
+            {
+                self.forget(&key);
+            }
+        }
+        self.trim_probation();
+        let due: Vec<PeerKey> = self
+            .timers
+            .iter()
+            .take_while(|(at, _)| *at <= now)
+            .map(|(_, key)| *key)
+            .collect();
+        for key in due {
             self.peer_timers(now, &key);
+            self.reindex(&key);
         }
     }
 
@@ -1234,6 +1480,11 @@ impl Tunnels {
     /// must not be able to make these grow.
     pub fn state_size(&self) -> (usize, usize) {
         (self.peers.len(), self.indices.len())
+    }
+
+    /// Peers on probation now (at most `max_probation`).
+    pub fn probation_size(&self) -> usize {
+        self.on_probation
     }
 
     /// True while transmits or events wait to be polled.

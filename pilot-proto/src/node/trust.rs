@@ -15,6 +15,10 @@ use crate::trust::{Pending, TrustApproval, TrustRequest, TrustState, Trusted};
 
 use super::CommandError;
 
+/// Trust requests waiting for our decision, at most. Throwaway identities
+/// must not grow our pending list (and `trust.state`) without bound.
+pub const MAX_PENDING: usize = 64;
+
 /// Why a request to the rendezvous failed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -77,6 +81,7 @@ impl Node {
             self.trusted.insert(t.address, t);
         }
         for p in state.pending {
+            self.note_pending(p.request.from, false);
             self.pending_in.insert(p.request.from, p);
         }
         self.outgoing = state.outgoing.into_iter().map(|o| o.request).collect();
@@ -187,6 +192,7 @@ impl Node {
             return Err(CommandError::NotRegistered);
         };
         self.not_me(peer)?;
+        self.pending_order.remove(&peer);
         let Some(pending) = self.pending_in.remove(&peer) else {
             if self.trusted.contains_key(&peer) {
                 return Err(CommandError::AlreadyTrusted);
@@ -212,6 +218,7 @@ impl Node {
     ) -> Result<u32, CommandError> {
         self.now = now;
         self.not_me(peer)?;
+        self.pending_order.remove(&peer);
         let Some(pending) = self.pending_in.remove(&peer) else {
             return Err(CommandError::NotFound);
         };
@@ -285,6 +292,35 @@ impl Node {
         );
     }
 
+    /// Records that a request from `from` arrived now; `known`: its key
+    /// was known to us before it.
+    fn note_pending(&mut self, from: Address, known: bool) {
+        self.pending_seq += 1;
+        self.pending_order.insert(from, (self.pending_seq, known));
+    }
+
+    /// With the pending list full, drops the oldest request from a key we
+    /// did not know, or else the oldest of all.
+    fn make_pending_room(&mut self) {
+        while self.pending_in.len() >= MAX_PENDING {
+            let order = |a: &Address| self.pending_order.get(a).copied().unwrap_or((0, false));
+            let age = |a: &Address| order(a).0;
+            let oldest_unknown = self
+                .pending_in
+                .keys()
+                .filter(|a| !order(a).1)
+                .min_by_key(|a| age(a))
+                .copied();
+            let victim = oldest_unknown.or_else(|| self.pending_in.keys().copied().min_by_key(age));
+            let Some(victim) = victim else {
+                return;
+            };
+            self.pending_in.remove(&victim);
+            self.pending_order.remove(&victim);
+            self.tunnels.stats_mut().trust_requests_dropped += 1;
+        }
+    }
+
     pub(super) fn on_trust_requested(
         &mut self,
         now: Timestamp,
@@ -302,6 +338,14 @@ impl Node {
         if request.issued_at <= seen {
             return self.tunnels.stats_mut().drop(DropReason::Replay);
         }
+        // A key we knew before this request: it asked before (and was
+        // answered, or timed out), or we had a session with it. Throwaway
+        // identities are neither, and make room for it first.
+        let known_key = seen != 0
+            || self
+                .peers
+                .get(&request.from)
+                .is_some_and(|k| k.key == request.from_key);
         self.seen_requests
             .insert(request.from_key, request.issued_at);
         let from = request.from;
@@ -321,6 +365,10 @@ impl Node {
         if known {
             self.trusted.remove(&from);
         }
+        if !self.pending_in.contains_key(&from) {
+            self.make_pending_room();
+        }
+        self.note_pending(from, known_key);
         self.pending_in.insert(
             from,
             Pending {

@@ -61,6 +61,17 @@ impl Route {
         }
     }
 
+    /// The bucket this route's handshakes count against under load: the
+    /// sender's host for a direct route, the relayed agent for a relayed
+    /// one (never the rendezvous's address, which every relayed agent
+    /// shares).
+    pub fn limit_source(&self) -> crate::cookie::LimitSource {
+        match self {
+            Route::Direct { addr, .. } => crate::cookie::LimitSource::of(*addr),
+            Route::Relay(tag) => crate::cookie::LimitSource::Relayed(*tag),
+        }
+    }
+
     /// What a cookie binds to: the address for a direct route, the relayed
     /// agent for a relayed one (so cookies and handshake limits never lump
     /// every relayed agent together under the rendezvous's address).

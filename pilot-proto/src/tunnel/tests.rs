@@ -293,6 +293,8 @@ fn keepalive_answers_silence() {
     let bk = *b.public_key();
     a.send(now, &bk, b"one").unwrap();
     shuttle(now, &mut a, &mut b);
+    // b's owner keeps a (else a would be forgotten after its probation).
+    b.keep(a.public_key());
     // b received data and sent nothing since: it owes a keepalive.
     let (at, timer) = b.poll_timeout().unwrap();
     assert_eq!(timer, Timer::Keepalive);
@@ -469,4 +471,131 @@ fn peer_stats_count_an_exchange_exactly() {
     assert_eq!(a.poll_transmit().unwrap().payload.len(), 32);
     let sa = a.peer_stats(&bk, t3).unwrap();
     assert_eq!((sa.packets_out, sa.bytes_out), (3, 144 + 37 + 32));
+}
+
+fn initiator(seed: u8, b: &Tunnels) -> Tunnels {
+    let mut a = tunnels(seed, TunnelConfig::default());
+    a.set_endpoint(*b.public_key(), ep(B));
+    a
+}
+
+#[test]
+fn peers_nothing_keeps_are_forgotten_after_probation() {
+    let mut b = tunnels(2, TunnelConfig::default());
+    let bk = *b.public_key();
+    let now = Timestamp::from_secs(1);
+    let mut a = initiator(1, &b);
+    let mut c = initiator(3, &b);
+    for x in [&mut a, &mut c] {
+        x.send(now, &bk, b"hello").unwrap();
+        let (_, got) = shuttle(now, x, &mut b);
+        assert_eq!(got, vec![b"hello".to_vec()]);
+    }
+    assert_eq!(b.probation_size(), 2);
+    // The owner keeps c (say, it registered); a is only a handshake.
+    b.keep(c.public_key());
+    while b.poll_event().is_some() {}
+    let end = now + TunnelConfig::default().probation;
+    assert_eq!(b.poll_timeout(), Some((end, Timer::Probation)));
+    b.handle_timeout(end - Duration::from_micros(1));
+    assert_eq!(b.state_size().0, 2);
+    b.handle_timeout(end);
+    assert_eq!(
+        b.poll_event(),
+        Some(TunnelEvent::Forgotten {
+            peer: *a.public_key()
+        })
+    );
+    assert_eq!(b.poll_event(), None);
+    // Nothing of a is left: one peer, its one session index.
+    assert_eq!(b.state_size(), (1, 1));
+    assert!(b.has_session(c.public_key(), end));
+    assert_eq!(b.stats().peers_forgotten, 1);
+    // a comes back with a new handshake and is served again.
+    let later = end + Duration::from_secs(1);
+    a.remove_peer(&bk);
+    a.set_endpoint(bk, ep(B));
+    a.send(later, &bk, b"again").unwrap();
+    let (_, got) = shuttle(later, &mut a, &mut b);
+    assert_eq!(got, vec![b"again".to_vec()]);
+}
+
+#[test]
+fn probation_is_bounded_and_the_oldest_go_first() {
+    let config = TunnelConfig {
+        max_probation: 3,
+        ..TunnelConfig::default()
+    };
+    let mut b = tunnels(2, config);
+    let bk = *b.public_key();
+    let mut keys = Vec::new();
+    for i in 0..5u8 {
+        let now = Timestamp::from_secs(1) + Duration::from_millis(u64::from(i));
+        let mut a = initiator(10 + i, &b);
+        a.send(now, &bk, b"x").unwrap();
+        shuttle(now, &mut a, &mut b);
+        keys.push(*a.public_key());
+        assert!(b.probation_size() <= 3);
+        assert!(b.state_size().0 <= 3);
+    }
+    let forgotten: Vec<_> = std::iter::from_fn(|| b.poll_event())
+        .filter_map(|e| match e {
+            TunnelEvent::Forgotten { peer } => Some(peer),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(forgotten, keys[..2].to_vec());
+    for k in &keys[2..] {
+        assert!(b.on_probation(k));
+    }
+}
+
+#[test]
+fn a_cookie_reply_makes_the_initiator_retry_at_once() {
+    let config = TunnelConfig {
+        load_threshold: 0,
+        ..TunnelConfig::default()
+    };
+    let mut a = tunnels(1, TunnelConfig::default());
+    let mut b = tunnels(2, config);
+    let bk = *b.public_key();
+    a.set_endpoint(bk, ep(B));
+    let now = Timestamp::from_secs(1);
+    a.send(now, &bk, b"hi").unwrap();
+    let init = a.poll_transmit().unwrap();
+    assert_eq!(
+        b.handle_datagram(now, SocketId::PRIMARY, ep(A), &init.payload, &mut yes),
+        Err(DropReason::RateLimited)
+    );
+    let cookie = b.poll_transmit().unwrap();
+    a.handle_datagram(now, SocketId::PRIMARY, ep(B), &cookie.payload, &mut yes)
+        .unwrap();
+    // No waiting for the retransmission timer: the retry with mac2 is
+    // already out, and it gets through.
+    let (_, got_b) = shuttle(now, &mut a, &mut b);
+    assert_eq!(got_b, vec![b"hi".to_vec()]);
+    assert_eq!(a.stats().handshakes_sent, 2);
+
+    // Only once per attempt: a second cookie reply (forged ones too)
+    // waits for the timer.
+    let mut c = tunnels(3, TunnelConfig::default());
+    c.set_endpoint(bk, ep(B));
+    let t = now + Duration::from_secs(1);
+    c.send(t, &bk, b"x").unwrap();
+    let init = c.poll_transmit().unwrap();
+    let _ = b.handle_datagram(t, SocketId::PRIMARY, ep(A), &init.payload, &mut yes);
+    let reply = b.poll_transmit().unwrap();
+    c.handle_datagram(t, SocketId::PRIMARY, ep(B), &reply.payload, &mut yes)
+        .unwrap();
+    let retry = c.poll_transmit().unwrap();
+    assert_eq!(c.stats().handshakes_sent, 2);
+    // The retry seen from elsewhere (its cookie is not for that address)
+    // gets a cookie reply bound to it; it moves nothing at once.
+    let elsewhere = ep("192.0.2.9:9000");
+    let _ = b.handle_datagram(t, SocketId::PRIMARY, elsewhere, &retry.payload, &mut yes);
+    let reply = b.poll_transmit().unwrap();
+    c.handle_datagram(t, SocketId::PRIMARY, ep(B), &reply.payload, &mut yes)
+        .unwrap();
+    assert!(c.poll_transmit().is_none());
+    assert_eq!(c.stats().handshakes_sent, 2);
 }
