@@ -172,7 +172,9 @@ pub struct PeerStats {
     /// Path probes sent to this peer.
     pub probes_sent: u64,
     /// Of the last spray of probes (port prediction, birthday probing)
-    /// that found a path: which probe found it, counted from 1.
+    /// that ended with a direct path: which probe found it, counted from
+    /// 1, or how many it had sent when the path was found another way
+    /// (the peer's probe through a mapping one of ours opened).
     pub spray_hit: Option<u32>,
     /// Where the session stands.
     pub state: SessionState,

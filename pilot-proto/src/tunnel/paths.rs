@@ -307,7 +307,8 @@ pub(crate) struct PathSet {
     pub(crate) punch_at: Option<Timestamp>,
     spray: Option<SprayState>,
     spray_probes: u64,
-    /// The probe (counted from 1) of the last spray that found a path.
+    /// The probe (counted from 1) of the last spray that found a path,
+    /// or the probes it had sent when a path was found another way.
     pub(crate) spray_hit: Option<u32>,
 }
 
@@ -503,6 +504,11 @@ impl PathSet {
             return;
         };
         if direct || now >= s.spray.deadline || s.sent >= s.spray.budget {
+            if direct {
+                // A path was found another way (the peer's probe through
+                // a mapping one of ours opened): this spray took this many.
+                self.spray_hit = Some(s.sent);
+            }
             self.spray = None;
             return;
         }
