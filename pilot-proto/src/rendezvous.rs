@@ -399,15 +399,15 @@ impl Rendezvous {
         data: &[u8],
     ) {
         self.now = now;
-        if data.first() == Some(&wire::TYPE_RELAY) {
-            return self.on_relay(now, socket, from, data);
-        }
         if data.first() == Some(&wire::TYPE_REFLECT) {
             return self.on_reflect(now, socket, from, data);
         }
         if socket != SocketId::PRIMARY {
             // The reflect port answers reflects and nothing else.
             return self.tunnels.stats_mut().drop(DropReason::Unexpected);
+        }
+        if data.first() == Some(&wire::TYPE_RELAY) {
+            return self.on_relay(now, socket, from, data);
         }
         // Anyone may open a session with the rendezvous: registering is
         // how an agent gets known at all.

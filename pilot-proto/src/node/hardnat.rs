@@ -39,6 +39,9 @@ use super::Node;
 
 /// Extra sockets the hard side of birthday probing opens.
 pub const BIRTHDAY_SOCKETS: u32 = 256;
+/// Birthday attempts (as the hard side) under way at once, at most: each
+/// holds [`BIRTHDAY_SOCKETS`] sockets.
+pub const MAX_BIRTHDAYS: usize = 4;
 /// Rounds the hard side sends from every extra socket, one per second.
 pub const BIRTHDAY_ROUNDS: u32 = 3;
 /// Random ports the easy side probes at most ...
@@ -94,9 +97,20 @@ struct ReflectProbe {
 }
 
 impl HardNat {
-    /// A socket id not in use.
+    /// A socket id not in use (ids wrap after 65 535; the few still open
+    /// are skipped).
     fn fresh_socket(&mut self) -> SocketId {
-        self.next_socket = self.next_socket.wrapping_add(1).max(1);
+        // Bounded: attempts are capped, so most ids are always free.
+        for _ in 0..u16::MAX {
+            self.next_socket = self.next_socket.wrapping_add(1).max(1);
+            let id = SocketId(self.next_socket);
+            let busy = self.kept.contains(&id)
+                || self.probe.as_ref().is_some_and(|p| p.socket == id)
+                || self.birthday.values().any(|(_, s)| s.contains(&id));
+            if !busy {
+                return id;
+            }
+        }
         SocketId(self.next_socket)
     }
 }
@@ -274,6 +288,11 @@ impl Node {
         let spray = match (mine, theirs.kind) {
             (Random, EndpointIndependent) => {
                 self.close_birthday(peer);
+                if self.hardnat.birthday.len() >= MAX_BIRTHDAYS {
+                    // Enough sockets open already: this peer stays on
+                    // the relay until a later attempt.
+                    return;
+                }
                 let sockets: Vec<SocketId> = (0..BIRTHDAY_SOCKETS)
                     .map(|_| {
                         let id = self.hardnat.fresh_socket();

@@ -861,6 +861,61 @@ mod tests {
     }
 
     #[test]
+    fn a_spray_keeps_its_budget_and_an_answer_validates_its_route() {
+        let cfg = PathConfig::default();
+        let mut p = PathSet::new(false);
+        p.relay = Some([1; 6]);
+        let t0 = Timestamp::from_secs(1);
+        let targets: Vec<SocketAddr> = (1..=4u16)
+            .map(|i| SocketAddr::from(([198, 51, 100, 2], 20000 + i)))
+            .collect();
+        p.start_spray(
+            Spray {
+                plan: SprayPlan::Targets(targets.clone()),
+                start: t0,
+                burst: 4,
+                interval: Duration::from_millis(100),
+                budget: 10,
+                deadline: t0 + Duration::from_secs(3),
+            },
+            77,
+        );
+        let mut out = Vec::new();
+        let mut t = t0;
+        for _ in 0..5 {
+            p.on_timer(t, &cfg, || 1, &mut out);
+            t = t + Duration::from_millis(100);
+        }
+        assert_eq!(out.len(), 10, "the budget caps the probes");
+        assert!(out
+            .iter()
+            .all(|a| matches!(a, PathAction::Challenge(_, 77))));
+        assert!(!p.spraying(), "a spent budget ends the spray");
+
+        // An answer with the spray's token on a probed route validates it;
+        // one on a route never probed does nothing.
+        p.start_spray(
+            Spray {
+                plan: SprayPlan::Targets(targets.clone()),
+                start: t,
+                burst: 4,
+                interval: Duration::from_millis(100),
+                budget: 40,
+                deadline: t + Duration::from_secs(3),
+            },
+            78,
+        );
+        p.on_timer(t, &cfg, || 1, &mut out);
+        let stranger = Route::direct("192.0.2.9:1".parse().unwrap());
+        assert!(!p.answered(t, stranger, 78));
+        let hit = Route::direct(targets[2]);
+        assert!(p.answered(t + Duration::from_millis(40), hit, 78));
+        assert_eq!(p.active(), Some(hit));
+        assert_eq!(p.spray_hit, Some(3));
+        assert!(!p.spraying());
+    }
+
+    #[test]
     fn candidates_are_bounded() {
         let mut p = PathSet::new(false);
         for i in 0..100u16 {
