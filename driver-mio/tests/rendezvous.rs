@@ -502,3 +502,47 @@ fn trust_pairs_survive_a_restart() {
     )));
     server.stop();
 }
+
+#[test]
+fn the_reflect_port_answers_reflects_with_the_address_they_came_from() {
+    let home = tempfile::tempdir().unwrap();
+    // A port free a moment ago, for the second socket.
+    let reflect_port = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let port = reflect_port.to_string();
+    let server = Server::spawn(home.path(), "127.0.0.1:0", &["--reflect-port", &port]);
+    let (rv_addr, _) = server.started();
+    let reflect_addr = SocketAddr::new(rv_addr.ip(), reflect_port);
+    let me = UdpSocket::bind("127.0.0.1:0").unwrap();
+    me.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mine = me.local_addr().unwrap();
+    for (i, to) in [rv_addr, reflect_addr].into_iter().enumerate() {
+        let token = [i as u8 + 1; 8];
+        // Retried: the first datagram may beat the socket's registration.
+        let answer = (0..25)
+            .find_map(|_| {
+                me.send_to(&pilot_proto::wire::reflect(token), to).unwrap();
+                let mut buf = [0u8; 64];
+                let (n, from) = me.recv_from(&mut buf).ok()?;
+                Some((from, buf[..n].to_vec()))
+            })
+            .unwrap_or_else(|| panic!("no answer from {to}"));
+        assert_eq!(answer.0, to, "answered from the socket asked");
+        assert_eq!(
+            pilot_proto::wire::decode(&answer.1),
+            Ok(pilot_proto::wire::Packet::Reflected {
+                token,
+                observed: mine
+            })
+        );
+    }
+    // The reflect port answers nothing else.
+    me.send_to(&[4, 0, 0, 0, 1, 2, 3, 4], reflect_addr).unwrap();
+    let mut buf = [0u8; 64];
+    assert!(me.recv_from(&mut buf).is_err());
+    server.stop();
+}
