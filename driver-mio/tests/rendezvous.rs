@@ -146,6 +146,8 @@ impl Drop for Server {
 struct Agent {
     node: Node,
     socket: UdpSocket,
+    /// The extra sockets the node asked for (non-blocking).
+    extra: std::collections::BTreeMap<pilot_proto::SocketId, UdpSocket>,
     clock: Clock,
     events: Vec<Event>,
 }
@@ -180,6 +182,7 @@ impl Agent {
         Agent {
             node,
             socket,
+            extra: Default::default(),
             clock,
             events: Vec::new(),
         }
@@ -206,6 +209,14 @@ impl Agent {
             );
             self.drain();
         }
+        let ids: Vec<_> = self.extra.keys().copied().collect();
+        for id in ids {
+            while let Some(Ok((n, from))) = self.extra.get(&id).map(|s| s.recv_from(&mut buf)) {
+                self.node
+                    .handle_datagram(self.clock.now(), id, from, &buf[..n]);
+                self.drain();
+            }
+        }
         let now = self.clock.now();
         if self.node.poll_timeout().is_some_and(|(at, _)| at <= now) {
             self.node.handle_timeout(now);
@@ -214,9 +225,23 @@ impl Agent {
     }
 
     fn drain(&mut self) {
+        while let Some(op) = self.node.poll_socket_op() {
+            match op {
+                pilot_proto::SocketOp::Open { id, .. } => {
+                    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+                    s.set_nonblocking(true).unwrap();
+                    self.extra.insert(id, s);
+                }
+                pilot_proto::SocketOp::Close(id) => {
+                    self.extra.remove(&id);
+                }
+                _ => {}
+            }
+        }
         while let Some(t) = self.node.poll_transmit() {
             // The server may be down between runs: the send may fail.
-            let _ = self.socket.send_to(&t.payload, t.destination);
+            let socket = self.extra.get(&t.socket).unwrap_or(&self.socket);
+            let _ = socket.send_to(&t.payload, t.destination);
         }
         while let Some(e) = self.node.poll_event() {
             self.events.push(e);
@@ -544,5 +569,42 @@ fn the_reflect_port_answers_reflects_with_the_address_they_came_from() {
     me.send_to(&[4, 0, 0, 0, 1, 2, 3, 4], reflect_addr).unwrap();
     let mut buf = [0u8; 64];
     assert!(me.recv_from(&mut buf).is_err());
+    server.stop();
+}
+
+#[test]
+fn an_agent_classifies_its_nat_through_the_reflect_port() {
+    let home = tempfile::tempdir().unwrap();
+    let reflect_port = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let port = reflect_port.to_string();
+    let server = Server::spawn(home.path(), "127.0.0.1:0", &["--reflect-port", &port]);
+    let (rv_addr, rv_key) = server.started();
+    let mut alice = Agent::with(41, "alice", rv_addr, rv_key, |c| {
+        c.reflect_addr = Some(SocketAddr::new(rv_addr.ip(), reflect_port));
+    });
+    run_until(
+        &mut [&mut alice],
+        Duration::from_secs(20),
+        "classification",
+        |a| {
+            a[0].events
+                .iter()
+                .any(|e| matches!(e, Event::NatClassified { .. }))
+        },
+    );
+    // Loopback has no NAT: one port whatever the destination.
+    let kind = alice.events.iter().find_map(|e| match e {
+        Event::NatClassified { kind } => Some(*kind),
+        _ => None,
+    });
+    assert_eq!(kind, Some(pilot_proto::nat::NatKind::EndpointIndependent));
+    assert!(
+        alice.extra.is_empty(),
+        "the classification socket is closed"
+    );
     server.stop();
 }
