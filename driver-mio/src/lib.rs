@@ -8,6 +8,7 @@
 pub mod client;
 pub mod clock;
 pub mod daemon;
+pub mod extra;
 pub mod fsutil;
 pub mod ipc;
 pub mod netif;

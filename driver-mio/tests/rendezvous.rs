@@ -146,6 +146,8 @@ impl Drop for Server {
 struct Agent {
     node: Node,
     socket: UdpSocket,
+    /// The extra sockets the node asked for (non-blocking).
+    extra: std::collections::BTreeMap<pilot_proto::SocketId, UdpSocket>,
     clock: Clock,
     events: Vec<Event>,
 }
@@ -180,6 +182,7 @@ impl Agent {
         Agent {
             node,
             socket,
+            extra: Default::default(),
             clock,
             events: Vec::new(),
         }
@@ -206,6 +209,14 @@ impl Agent {
             );
             self.drain();
         }
+        let ids: Vec<_> = self.extra.keys().copied().collect();
+        for id in ids {
+            while let Some(Ok((n, from))) = self.extra.get(&id).map(|s| s.recv_from(&mut buf)) {
+                self.node
+                    .handle_datagram(self.clock.now(), id, from, &buf[..n]);
+                self.drain();
+            }
+        }
         let now = self.clock.now();
         if self.node.poll_timeout().is_some_and(|(at, _)| at <= now) {
             self.node.handle_timeout(now);
@@ -214,9 +225,23 @@ impl Agent {
     }
 
     fn drain(&mut self) {
+        while let Some(op) = self.node.poll_socket_op() {
+            match op {
+                pilot_proto::SocketOp::Open { id, .. } => {
+                    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+                    s.set_nonblocking(true).unwrap();
+                    self.extra.insert(id, s);
+                }
+                pilot_proto::SocketOp::Close(id) => {
+                    self.extra.remove(&id);
+                }
+                _ => {}
+            }
+        }
         while let Some(t) = self.node.poll_transmit() {
             // The server may be down between runs: the send may fail.
-            let _ = self.socket.send_to(&t.payload, t.destination);
+            let socket = self.extra.get(&t.socket).unwrap_or(&self.socket);
+            let _ = socket.send_to(&t.payload, t.destination);
         }
         while let Some(e) = self.node.poll_event() {
             self.events.push(e);
@@ -500,5 +525,86 @@ fn trust_pairs_survive_a_restart() {
         e,
         Event::Resolved { id: i, result: Err(_) } if *i == id
     )));
+    server.stop();
+}
+
+#[test]
+fn the_reflect_port_answers_reflects_with_the_address_they_came_from() {
+    let home = tempfile::tempdir().unwrap();
+    // A port free a moment ago, for the second socket.
+    let reflect_port = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let port = reflect_port.to_string();
+    let server = Server::spawn(home.path(), "127.0.0.1:0", &["--reflect-port", &port]);
+    let (rv_addr, _) = server.started();
+    let reflect_addr = SocketAddr::new(rv_addr.ip(), reflect_port);
+    let me = UdpSocket::bind("127.0.0.1:0").unwrap();
+    me.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mine = me.local_addr().unwrap();
+    for (i, to) in [rv_addr, reflect_addr].into_iter().enumerate() {
+        let token = [i as u8 + 1; 8];
+        // Retried: the first datagram may beat the socket's registration.
+        let answer = (0..25)
+            .find_map(|_| {
+                me.send_to(&pilot_proto::wire::reflect(token), to).unwrap();
+                let mut buf = [0u8; 64];
+                let (n, from) = me.recv_from(&mut buf).ok()?;
+                Some((from, buf[..n].to_vec()))
+            })
+            .unwrap_or_else(|| panic!("no answer from {to}"));
+        assert_eq!(answer.0, to, "answered from the socket asked");
+        assert_eq!(
+            pilot_proto::wire::decode(&answer.1),
+            Ok(pilot_proto::wire::Packet::Reflected {
+                token,
+                observed: mine
+            })
+        );
+    }
+    // The reflect port answers nothing else.
+    me.send_to(&[4, 0, 0, 0, 1, 2, 3, 4], reflect_addr).unwrap();
+    let mut buf = [0u8; 64];
+    assert!(me.recv_from(&mut buf).is_err());
+    server.stop();
+}
+
+#[test]
+fn an_agent_classifies_its_nat_through_the_reflect_port() {
+    let home = tempfile::tempdir().unwrap();
+    let reflect_port = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let port = reflect_port.to_string();
+    let server = Server::spawn(home.path(), "127.0.0.1:0", &["--reflect-port", &port]);
+    let (rv_addr, rv_key) = server.started();
+    let mut alice = Agent::with(41, "alice", rv_addr, rv_key, |c| {
+        c.reflect_addr = Some(SocketAddr::new(rv_addr.ip(), reflect_port));
+    });
+    run_until(
+        &mut [&mut alice],
+        Duration::from_secs(20),
+        "classification",
+        |a| {
+            a[0].events
+                .iter()
+                .any(|e| matches!(e, Event::NatClassified { .. }))
+        },
+    );
+    // Loopback has no NAT: one port whatever the destination.
+    let kind = alice.events.iter().find_map(|e| match e {
+        Event::NatClassified { kind } => Some(*kind),
+        _ => None,
+    });
+    assert_eq!(kind, Some(pilot_proto::nat::NatKind::EndpointIndependent));
+    assert!(
+        alice.extra.is_empty(),
+        "the classification socket is closed"
+    );
     server.stop();
 }

@@ -134,7 +134,7 @@ use core::net::SocketAddr;
 pub use link::LinkConfig;
 pub use nat::{Behaviour, NatConfig, NatId, NatMapping, Network, PortAllocation, Unsolicited};
 pub use net::Captured;
-pub use pilot_proto::{SocketId, Timestamp, Transmit};
+pub use pilot_proto::{SocketId, SocketOp, Timestamp, Transmit};
 pub use rng::host_seed;
 pub use trace::{Drops, Stats};
 pub use world::{HostId, Stalled, World};
@@ -170,6 +170,13 @@ pub trait Machine {
 
     /// The next event for the application, if any.
     fn poll_event(&mut self) -> Option<Self::Event>;
+
+    /// The next socket the machine wants opened or closed, if any. The
+    /// world drains these before the transmits of the same turn. A
+    /// machine with one socket keeps the default.
+    fn poll_socket_op(&mut self) -> Option<SocketOp> {
+        None
+    }
 
     /// Next deadline and a short reason (timer kind) for the trace.
     fn poll_timeout(&mut self) -> Option<(Timestamp, &'static str)>;

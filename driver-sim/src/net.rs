@@ -18,7 +18,7 @@ use core::mem;
 use core::net::{IpAddr, SocketAddr};
 use std::collections::{BTreeMap, BTreeSet};
 
-use pilot_proto::{Timestamp, Transmit};
+use pilot_proto::{SocketId, SocketOp, Timestamp, Transmit};
 
 use crate::link::{wire_len, Flight, Link, LinkConfig, Mishap};
 use crate::nat::{Behaviour, NatBox, NatConfig, NatId, Network};
@@ -67,11 +67,11 @@ pub(crate) struct HostNet {
     pub(crate) name: String,
     /// The realm the host is attached to.
     pub(crate) network: Network,
-    /// The host's one local socket, and so the source of everything it
-    /// sends. This is the only place that assumes one socket per host:
-    /// when a host owns several, this becomes a set and `Net::by_addr`
-    /// maps each to (host, socket).
+    /// The host's primary socket ([`SocketId::PRIMARY`]).
     pub(crate) addr: SocketAddr,
+    /// The other sockets its machine asked for, by id: their ports, on
+    /// the primary socket's IP address.
+    pub(crate) sockets: BTreeMap<SocketId, u16>,
     pub(crate) link: Link,
     /// The pending timer, if the machine asked for one.
     wake: Option<Wake>,
@@ -98,7 +98,9 @@ pub(crate) struct Net {
     pub(crate) trace: Trace,
     pub(crate) stats: Stats,
     queue: Queue,
-    by_addr: BTreeMap<(Network, SocketAddr), HostId>,
+    by_addr: BTreeMap<(Network, SocketAddr), (HostId, SocketId)>,
+    /// Where the search for a free ephemeral port starts next.
+    next_ephemeral: u16,
     by_name: BTreeMap<String, HostId>,
     pub(crate) nats: Vec<NatBox>,
     nats_by_name: BTreeMap<String, NatId>,
@@ -131,6 +133,7 @@ impl Net {
             stats: Stats::default(),
             queue: Queue::default(),
             by_addr: BTreeMap::new(),
+            next_ephemeral: EPHEMERAL.0,
             by_name: BTreeMap::new(),
             nats: Vec::new(),
             nats_by_name: BTreeMap::new(),
@@ -164,15 +167,86 @@ impl Net {
             name: name.to_owned(),
             network,
             addr,
+            sockets: BTreeMap::new(),
             link: Link::new(LinkConfig::default(), rng),
             wake: None,
             generation: 0,
             wakes_at: Timestamp::ZERO,
             wakes_here: 0,
         });
-        self.by_addr.insert((network, addr), id);
+        self.by_addr
+            .insert((network, addr), (id, SocketId::PRIMARY));
         self.by_name.insert(name.to_owned(), id);
         id
+    }
+
+    /// Carries out a machine's request to open or close a socket. Opening
+    /// at a port already taken, or when every ephemeral port is, leaves
+    /// the socket closed (its datagrams then go nowhere); opening an id
+    /// already open moves it.
+    pub(crate) fn socket_op(&mut self, id: HostId, op: SocketOp) {
+        let (network, ip) = {
+            let h = self.host(id);
+            (h.network, h.addr.ip())
+        };
+        match op {
+            SocketOp::Open { id: sid, port } => {
+                if sid == SocketId::PRIMARY {
+                    return;
+                }
+                self.close_socket(id, sid);
+                let free = |net: &Net, p: u16| {
+                    let a = SocketAddr::new(ip, p);
+                    !net.by_addr.contains_key(&(network, a)) && net.entrance(network, a).is_none()
+                };
+                let port = match port {
+                    Some(p) => free(self, p).then_some(p),
+                    None => {
+                        let span = EPHEMERAL.1 - EPHEMERAL.0 + 1;
+                        let start = self.next_ephemeral;
+                        (0..span)
+                            .map(|i| EPHEMERAL.0 + (start - EPHEMERAL.0 + i) % span)
+                            .find(|&p| free(self, p))
+                    }
+                };
+                let Some(port) = port else {
+                    return;
+                };
+                if port >= EPHEMERAL.0 {
+                    self.next_ephemeral = if port >= EPHEMERAL.1 {
+                        EPHEMERAL.0
+                    } else {
+                        port + 1
+                    };
+                }
+                self.hosts[id.index()].sockets.insert(sid, port);
+                self.by_addr
+                    .insert((network, SocketAddr::new(ip, port)), (id, sid));
+                self.stats.sockets_opened += 1;
+            }
+            SocketOp::Close(sid) => self.close_socket(id, sid),
+            // A newer core's operation this simulator does not know.
+            _ => {}
+        }
+    }
+
+    fn close_socket(&mut self, id: HostId, sid: SocketId) {
+        let h = &mut self.hosts[id.index()];
+        if let Some(port) = h.sockets.remove(&sid) {
+            let key = (h.network, SocketAddr::new(h.addr.ip(), port));
+            self.by_addr.remove(&key);
+        }
+    }
+
+    /// The address host `id`'s socket `sid` is bound to, if it is open.
+    pub(crate) fn socket_addr(&self, id: HostId, sid: SocketId) -> Option<SocketAddr> {
+        let h = self.host(id);
+        if sid == SocketId::PRIMARY {
+            return Some(h.addr);
+        }
+        h.sockets
+            .get(&sid)
+            .map(|&port| SocketAddr::new(h.addr.ip(), port))
     }
 
     /// Registers a NAT box whose public side is `public_ip` in `outer`.
@@ -218,11 +292,33 @@ impl Net {
             (host.network, host.addr)
         };
         self.by_addr.remove(&old);
+        let extras: Vec<(SocketId, u16)> = self
+            .host(id)
+            .sockets
+            .iter()
+            .map(|(s, p)| (*s, *p))
+            .collect();
+        for (_, port) in &extras {
+            self.by_addr
+                .remove(&(old.0, SocketAddr::new(old.1.ip(), *port)));
+        }
         self.check_free(network, addr);
-        self.by_addr.insert((network, addr), id);
+        self.by_addr
+            .insert((network, addr), (id, SocketId::PRIMARY));
+        // The other sockets keep their ports on the new address, where free.
+        let mut kept = BTreeMap::new();
+        for (sid, port) in extras {
+            let a = SocketAddr::new(addr.ip(), port);
+            if let std::collections::btree_map::Entry::Vacant(e) = self.by_addr.entry((network, a))
+            {
+                e.insert((id, sid));
+                kept.insert(sid, port);
+            }
+        }
         let host = &mut self.hosts[id.index()];
         host.network = network;
         host.addr = addr;
+        host.sockets = kept;
         let line = format!(
             "move {} {addr}{}",
             self.host(id).name,
@@ -242,7 +338,7 @@ impl Net {
     /// Panics unless `addr` in `network` is free for a host.
     fn check_free(&self, network: Network, addr: SocketAddr) {
         self.check_network(network);
-        if let Some(&other) = self.by_addr.get(&(network, addr)) {
+        if let Some(&(other, _)) = self.by_addr.get(&(network, addr)) {
             panic!(
                 "driver-sim: {addr} already belongs to `{}`",
                 self.host(other).name
@@ -370,8 +466,21 @@ impl Net {
     /// A datagram a machine wants sent.
     pub(crate) fn send(&mut self, host: HostId, transmit: Transmit) {
         self.stats.sent += 1;
-        let HostNet { network, addr, .. } = *self.host(host);
-        let from = addr;
+        let network = self.host(host).network;
+        let Some(from) = self.socket_addr(host, transmit.socket) else {
+            // A socket the driver never opened (or already closed).
+            let desc = self.describe_for_trace(&transmit.payload);
+            let len = transmit.payload.len();
+            let src = self.host(host).addr;
+            return self.dropped_between(
+                DropReason::NoRoute,
+                network,
+                src,
+                transmit.destination,
+                len,
+                &desc,
+            );
+        };
         if let Some(capture) = &mut self.capture {
             capture.push(Captured {
                 at: self.now,
@@ -383,8 +492,9 @@ impl Net {
         let desc = self.describe_for_trace(&transmit.payload);
         if self.trace.enabled() {
             let line = format!(
-                "{} -> {} {desc} ({}B)",
+                "{}{} -> {} {desc} ({}B)",
                 self.host(host).name,
+                SocketTag(transmit.socket),
                 self.peer(network, transmit.destination),
                 transmit.payload.len()
             );
@@ -419,7 +529,10 @@ impl Net {
             self.trace.line(self.now, line);
         }
         let packet = Packet {
-            via: self.by_addr.get(&(Network::Internet, from)).copied(),
+            via: self
+                .by_addr
+                .get(&(Network::Internet, from))
+                .map(|(h, _)| *h),
             network: Network::Internet,
             from,
             to,
@@ -485,6 +598,7 @@ impl Net {
             };
             let delivery = Delivery {
                 to,
+                socket: arrival.socket,
                 addressed: (arrival.network, arrival.addr),
                 from,
                 payload,
@@ -511,9 +625,10 @@ impl Net {
         // most once (both, when it hairpins); the bound only guards
         // against a bug here turning into a hang.
         for _ in 0..2 * self.nats.len() + 2 {
-            if let Some(&host) = self.by_addr.get(&(network, to)) {
+            if let Some(&(host, socket)) = self.by_addr.get(&(network, to)) {
                 return Ok(Arrival {
                     host,
+                    socket,
                     from,
                     network,
                     addr: to,
@@ -604,7 +719,7 @@ impl Net {
     /// drops it if its host has moved away from the address it was routed
     /// to. Returns whether the machine should see it.
     pub(crate) fn arrive(&mut self, delivery: &Delivery) -> bool {
-        if self.by_addr.get(&delivery.addressed) != Some(&delivery.to) {
+        if self.by_addr.get(&delivery.addressed) != Some(&(delivery.to, delivery.socket)) {
             let (network, to) = delivery.addressed;
             let desc = self.describe_for_trace(&delivery.payload);
             let len = delivery.payload.len();
@@ -623,8 +738,9 @@ impl Net {
             (true, true) => " [injected dup]",
         };
         let line = format!(
-            "{} <- {} {desc} ({}B){tags}",
+            "{}{} <- {} {desc} ({}B){tags}",
             self.host(delivery.to).name,
+            SocketTag(delivery.socket),
             self.peer(delivery.addressed.0, delivery.from),
             delivery.payload.len()
         );
@@ -845,7 +961,7 @@ impl Net {
     fn peer(&self, network: Network, addr: SocketAddr) -> Peer<'_> {
         let mut realm = network;
         loop {
-            if let Some(&id) = self.by_addr.get(&(realm, addr)) {
+            if let Some(&(id, _)) = self.by_addr.get(&(realm, addr)) {
                 return Peer::Host(&self.host(id).name);
             }
             match realm {
@@ -859,6 +975,8 @@ impl Net {
 /// Where a datagram ends up after [`Net::traverse`].
 struct Arrival {
     host: HostId,
+    /// Which of its sockets.
+    socket: SocketId,
     /// The source address the receiver sees, after any translation.
     from: SocketAddr,
     /// The realm and address it was delivered to.
@@ -877,6 +995,21 @@ impl fmt::Display for Peer<'_> {
             Peer::Host(name) => f.write_str(name),
             Peer::Addr(addr) => write!(f, "{addr}"),
         }
+    }
+}
+
+/// The ports extra sockets get when the machine names none.
+const EPHEMERAL: (u16, u16) = (40000, 60999);
+
+/// Nothing for the primary socket, `:s<N>` for another, in trace lines.
+struct SocketTag(SocketId);
+
+impl fmt::Display for SocketTag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0 == SocketId::PRIMARY {
+            return Ok(());
+        }
+        write!(f, ":{}", self.0)
     }
 }
 

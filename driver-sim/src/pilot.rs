@@ -21,6 +21,10 @@ pub const WALL_ORIGIN_MICROS: u64 = 1_800_000_000_000_000;
 /// Where the scenario's rendezvous listens.
 pub const RENDEZVOUS_ADDR: &str = "192.0.2.1:9000";
 
+/// The rendezvous's second (reflect) port in scenarios that turn it on
+/// ([`Scenario::with_reflect`]).
+pub const REFLECT_PORT: u16 = 9001;
+
 /// A simulated host: an agent or the rendezvous.
 pub enum Host {
     /// The registry and beacon.
@@ -119,6 +123,15 @@ impl Machine for Host {
         }
     }
 
+    fn poll_socket_op(&mut self) -> Option<pilot_proto::SocketOp> {
+        match self {
+            Host::Rendezvous(r) => r.poll_socket_op(),
+            Host::Node(n) => n.poll_socket_op(),
+            // A flooder sends from its one socket.
+            Host::Flooder(_) => None,
+        }
+    }
+
     fn poll_event(&mut self) -> Option<HostEvent> {
         match self {
             Host::Rendezvous(r) => r.poll_event().map(HostEvent::Rendezvous),
@@ -158,6 +171,9 @@ pub struct Scenario {
     pub rendezvous: HostId,
     /// The rendezvous's public key, which agents pin.
     pub rendezvous_key: PublicKey,
+    /// The rendezvous's reflect address, given to every agent added, when
+    /// the scenario has one.
+    pub reflect_addr: Option<SocketAddr>,
 }
 
 impl Scenario {
@@ -185,7 +201,19 @@ impl Scenario {
             world,
             rendezvous,
             rendezvous_key: key.expect("add_host runs its constructor"),
+            reflect_addr: None,
         }
+    }
+
+    /// Like [`Scenario::new`], with the rendezvous answering Reflect
+    /// requests on a second port ([`REFLECT_PORT`]) and every agent told
+    /// about it, so agents classify their NATs and punch through
+    /// symmetric ones.
+    pub fn with_reflect(seed: u64) -> Self {
+        let mut s = Self::with_rendezvous(seed, |c| c.reflect_port = Some(REFLECT_PORT));
+        let rv = s.world.addr(s.rendezvous);
+        s.reflect_addr = Some(SocketAddr::new(rv.ip(), REFLECT_PORT));
+        s
     }
 
     /// Adds an agent called `name` (also its hostname, public) at `addr`;
@@ -210,6 +238,7 @@ impl Scenario {
     ) -> HostId {
         let rv_key = self.rendezvous_key;
         let rv_addr = self.world.addr(self.rendezvous);
+        let reflect_addr = self.reflect_addr;
         let addr: SocketAddr = addr.parse().expect("scenario addresses parse");
         let start = self.world.now();
         self.world.add_host_in(network.into(), name, addr, |seed| {
@@ -218,6 +247,7 @@ impl Scenario {
             config.public = true;
             config.wall_origin_micros = WALL_ORIGIN_MICROS;
             config.lan_endpoints = vec![addr];
+            config.reflect_addr = reflect_addr;
             configure(&mut config);
             Host::Node(Box::new(Node::new(config, &seed, start)))
         })

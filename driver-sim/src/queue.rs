@@ -24,6 +24,8 @@ pub(crate) enum Action {
 /// A datagram arriving at a host.
 pub(crate) struct Delivery {
     pub(crate) to: HostId,
+    /// Which of its sockets.
+    pub(crate) socket: pilot_proto::SocketId,
     /// The realm and address it was routed to; if `to` is no longer there
     /// when it arrives, it is lost.
     pub(crate) addressed: (crate::nat::Network, SocketAddr),

@@ -29,6 +29,8 @@ pub struct Stats {
     pub steps: u64,
     /// Mappings NAT boxes created (each traced once as `nat <name> map`).
     pub nat_mappings: u64,
+    /// Extra sockets machines opened ([`SocketOp::Open`](crate::SocketOp)).
+    pub sockets_opened: u64,
 }
 
 /// Dropped copies, one counter per reason.

@@ -236,6 +236,16 @@ impl<M: Machine> World<M> {
         self.net.move_host(id, network.into(), addr);
     }
 
+    /// The sockets host `id` has open besides its primary one, with their
+    /// addresses, by id.
+    pub fn sockets(&self, id: HostId) -> Vec<(SocketId, SocketAddr)> {
+        let h = self.net.host(id);
+        h.sockets
+            .iter()
+            .map(|(s, p)| (*s, SocketAddr::new(h.addr.ip(), *p)))
+            .collect()
+    }
+
     /// The realm host `id` is attached to.
     pub fn network(&self, id: HostId) -> Network {
         self.net.host(id).network
@@ -453,7 +463,7 @@ impl<M: Machine> World<M> {
                     return;
                 }
                 let machine = &mut self.machines[delivery.to.index()];
-                machine.handle_datagram(now, SocketId::PRIMARY, delivery.from, &delivery.payload);
+                machine.handle_datagram(now, delivery.socket, delivery.from, &delivery.payload);
                 self.drain(delivery.to);
             }
             Action::Wake { host, .. } => {
@@ -468,6 +478,10 @@ impl<M: Machine> World<M> {
     fn drain(&mut self, id: HostId) {
         let now = self.net.now;
         let machine = &mut self.machines[id.index()];
+        // Sockets first: this turn's datagrams may already use them.
+        while let Some(op) = machine.poll_socket_op() {
+            self.net.socket_op(id, op);
+        }
         while let Some(transmit) = machine.poll_transmit() {
             self.net.send(id, transmit);
         }
@@ -481,6 +495,9 @@ impl<M: Machine> World<M> {
         }
         if machine.poll_event().is_some() {
             self.broken_drain(id, "poll_event returned an event");
+        }
+        if machine.poll_socket_op().is_some() {
+            self.broken_drain(id, "poll_socket_op returned an operation");
         }
         self.net.schedule_wake(id, deadline);
     }

@@ -6,8 +6,8 @@ use core::net::SocketAddr;
 /// One of the driver's local UDP sockets, named by a small number the
 /// driver maps to a real socket. Every datagram the core sends says which
 /// socket sends it, and every datagram it receives says which socket got
-/// it: today one socket ([`SocketId::PRIMARY`]); birthday probing will ask
-/// the driver for more.
+/// it: [`SocketId::PRIMARY`], and any the core asked for with
+/// [`SocketOp::Open`] (a reflect port, birthday probing).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SocketId(pub u16);
 
@@ -20,6 +20,39 @@ impl SocketId {
 impl core::fmt::Display for SocketId {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         write!(f, "s{}", self.0)
+    }
+}
+
+/// A change to the driver's set of local UDP sockets that the core asks
+/// for. The core never opens sockets itself: it names the socket, the
+/// driver binds it (or fails to, after which datagrams sent from it are
+/// dropped) and from then on passes its datagrams in with that id.
+///
+/// Drivers take these before the transmits of the same turn, since those
+/// may already use a socket opened here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SocketOp {
+    /// Bind a new socket named `id` on the primary socket's IP address, at
+    /// `port`, or at any free port the system picks when `None`.
+    Open {
+        /// The name the core will use for it.
+        id: SocketId,
+        /// The local port wanted, if any.
+        port: Option<u16>,
+    },
+    /// Close the socket named `id`; datagrams for it are no longer
+    /// delivered.
+    Close(SocketId),
+}
+
+impl core::fmt::Display for SocketOp {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            SocketOp::Open { id, port: Some(p) } => write!(f, "open {id} port {p}"),
+            SocketOp::Open { id, port: None } => write!(f, "open {id}"),
+            SocketOp::Close(id) => write!(f, "close {id}"),
+        }
     }
 }
 
@@ -83,6 +116,8 @@ pub enum Timer {
     /// A peer that only handshook with us, and that nothing keeps,
     /// reaches the end of its probation.
     Probation,
+    /// Resend a Reflect request, or give up on NAT classification.
+    Reflect,
 }
 
 impl Timer {
@@ -103,6 +138,7 @@ impl Timer {
             Timer::Path => "path",
             Timer::Punch => "punch",
             Timer::Probation => "probation",
+            Timer::Reflect => "reflect",
         }
     }
 }

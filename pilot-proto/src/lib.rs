@@ -17,6 +17,7 @@ pub mod cookie;
 pub mod identity;
 pub mod io;
 pub mod msg;
+pub mod nat;
 pub mod node;
 pub mod noise;
 pub mod overlay;
@@ -34,5 +35,5 @@ pub mod wire;
 
 pub use addr::{Address, Hostname, SocketAddress};
 pub use identity::{Identity, PublicKey};
-pub use io::{SocketId, Transmit};
+pub use io::{SocketId, SocketOp, Transmit};
 pub use time::Timestamp;

@@ -27,6 +27,8 @@ pub const KIND_TRUST_REJECT: u8 = 0x05;
 pub const KIND_TRUST_REVOKE: u8 = 0x06;
 /// Agent to rendezvous: coordinate hole punching with a trusted peer.
 pub const KIND_PUNCH: u8 = 0x07;
+/// Agent → rendezvous: what the agent learned about its NAT.
+pub const KIND_NAT_INFO: u8 = 0x08;
 /// Agent to agent: an overlay IPv6 packet.
 pub const KIND_DATA: u8 = 0x10;
 /// Agent to agent: we no longer trust you; the session ends.
@@ -410,6 +412,18 @@ pub enum Message<'a> {
         /// The peer's candidates: its public endpoint as the rendezvous
         /// sees it, then its LAN endpoints.
         endpoints: Vec<SocketAddr>,
+        /// What the peer reported about its NAT (unknown when it did not,
+        /// or when an older rendezvous left the field out).
+        nat: crate::nat::NatInfo,
+    },
+    /// What the agent learned about its NAT, kept with its registration
+    /// and passed to peers in [`Message::PunchGo`]; acknowledged with
+    /// [`Message::Ack`].
+    NatInfo {
+        /// Request ID.
+        req: u32,
+        /// The classification.
+        info: crate::nat::NatInfo,
     },
     /// Agent to agent: trust revoked, the session ends.
     Revoke,
@@ -586,6 +600,20 @@ impl<'a> Message<'a> {
                 peer: Address::from_bytes(r.array("peer")?),
                 delay_ms: r.u16("delay")?,
                 endpoints: read_endpoints(&mut r, MAX_ENDPOINTS)?,
+                nat: if r.remaining() == 0 {
+                    crate::nat::NatInfo::default()
+                } else {
+                    // Present only when known (one encoding per message).
+                    let nat = crate::nat::NatInfo::decode(&r.array("nat")?)?;
+                    if nat == crate::nat::NatInfo::default() {
+                        return Err(DecodeError::BadValue("nat"));
+                    }
+                    nat
+                },
+            },
+            KIND_NAT_INFO => Message::NatInfo {
+                req: r.u32("req")?,
+                info: crate::nat::NatInfo::decode(&r.array("nat")?)?,
             },
             KIND_REVOKE => Message::Revoke,
             KIND_BYE => Message::Bye,
@@ -707,11 +735,21 @@ impl<'a> Message<'a> {
                 peer,
                 delay_ms,
                 endpoints,
+                nat,
             } => {
                 out.push(KIND_PUNCH_GO);
                 out.extend_from_slice(&peer.to_bytes());
                 out.extend_from_slice(&delay_ms.to_be_bytes());
                 put_endpoints(out, endpoints, MAX_ENDPOINTS);
+                // Left out when unknown, so older agents read it unchanged.
+                if *nat != crate::nat::NatInfo::default() {
+                    nat.encode(out);
+                }
+            }
+            Message::NatInfo { req, info } => {
+                out.push(KIND_NAT_INFO);
+                out.extend_from_slice(&req.to_be_bytes());
+                info.encode(out);
             }
             Message::Revoke => out.push(KIND_REVOKE),
             Message::Bye => out.push(KIND_BYE),

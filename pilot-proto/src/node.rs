@@ -31,11 +31,15 @@ use crate::tunnel::{
 };
 use crate::wire::{self, Packet};
 
+mod hardnat;
 mod punch;
 mod registration;
 mod streams;
 mod trust;
 
+pub use hardnat::{
+    BIRTHDAY_PROBES, BIRTHDAY_ROUNDS, BIRTHDAY_SOCKETS, HARD_ATTEMPT, PREDICT_WINDOW,
+};
 pub use streams::{Delivered, ServiceConfig};
 pub use trust::{RequestError, MAX_PENDING};
 
@@ -84,6 +88,9 @@ pub struct NodeConfig {
     /// Our own endpoints on the local network, registered so that peers
     /// behind the same NAT can try them (at most four are sent).
     pub lan_endpoints: Vec<SocketAddr>,
+    /// The rendezvous's second (reflect) port, if it has one: with it the
+    /// node classifies its NAT and can cross symmetric NATs.
+    pub reflect_addr: Option<SocketAddr>,
 }
 
 impl NodeConfig {
@@ -111,6 +118,7 @@ impl NodeConfig {
             services: ServiceConfig::default(),
             tunnel: TunnelConfig::default(),
             lan_endpoints: Vec::new(),
+            reflect_addr: None,
         }
     }
 }
@@ -351,6 +359,12 @@ pub enum Event {
         /// The route now in use.
         route: Option<Route>,
     },
+    /// We classified our NAT's mapping behaviour (after registering, or
+    /// after our public endpoint changed).
+    NatClassified {
+        /// What we found.
+        kind: crate::nat::NatKind,
+    },
     /// Datagrams to a peer were dropped.
     Unreachable {
         /// The peer.
@@ -392,6 +406,12 @@ impl fmt::Display for Event {
                 route: Some(r),
             } => write!(f, "path to {peer}: {r}"),
             Event::PathChanged { peer, route: None } => write!(f, "path to {peer}: none"),
+            Event::NatClassified { kind } => match kind {
+                crate::nat::NatKind::Sequential { stride } => {
+                    write!(f, "nat {} (stride {stride})", kind.as_str())
+                }
+                _ => write!(f, "nat {}", kind.as_str()),
+            },
             Event::Datagram { from, port, data } => {
                 write!(f, "datagram {from} -> :{port} ({}B)", data.len())
             }
@@ -508,6 +528,8 @@ pub struct Node {
     stream_seed: [u8; 32],
     /// Hole punching per peer: when we may ask again.
     punches: BTreeMap<Address, punch::PunchState>,
+    /// Our NAT's classification, and hard-NAT punching.
+    hardnat: hardnat::HardNat,
     events: VecDeque<Event>,
     now: Timestamp,
 }
@@ -561,6 +583,7 @@ impl Node {
             streams: None,
             stream_seed: Stream::derive(seed, "streams").bytes32(),
             punches: BTreeMap::new(),
+            hardnat: hardnat::HardNat::default(),
             events: VecDeque::new(),
             now,
         };
@@ -820,6 +843,15 @@ impl Node {
                 None => false,
             }
         };
+        if data.first() == Some(&wire::TYPE_REFLECTED) {
+            match wire::decode(data) {
+                Ok(Packet::Reflected { token, observed }) => {
+                    self.on_reflected(now, socket, from, token, observed)
+                }
+                _ => self.tunnels.stats_mut().drop(DropReason::Malformed),
+            }
+            return;
+        }
         // Relayed packets come from the rendezvous, wrapped; nobody else
         // relays for us.
         let result = if data.first() == Some(&wire::TYPE_RELAY) {
@@ -887,6 +919,7 @@ impl Node {
                         address: r.address,
                         public_endpoint: r.observed,
                     });
+                    self.start_reflect(now);
                 }
                 self.registration_accepted();
                 // Lookups and requests made before registration go now.
@@ -894,7 +927,11 @@ impl Node {
                 self.rv_request_timers(now);
             }
             Message::Resolved(r) => self.on_resolved(now, r),
-            Message::Ack { req } => self.on_rv_ack(req),
+            Message::Ack { req } => {
+                if !self.nat_report_acked(req) {
+                    self.on_rv_ack(req)
+                }
+            }
             Message::TrustRequested {
                 id,
                 request,
@@ -932,7 +969,8 @@ impl Node {
                 peer,
                 delay_ms,
                 endpoints,
-            } => self.on_punch_go(now, peer, delay_ms, &endpoints),
+                nat,
+            } => self.on_punch_go(now, peer, delay_ms, &endpoints, nat),
             _ => self.tunnels.stats_mut().drop(DropReason::Unexpected),
         }
     }
@@ -1390,6 +1428,9 @@ impl Node {
         self.registration_change_timers(now);
         self.queue_timers(now);
         self.stream_timers(now);
+        self.reflect_timer(now);
+        self.birthday_timers(now);
+        self.punch_timers(now);
         self.drain_tunnel_events(now);
     }
 
@@ -1397,7 +1438,10 @@ impl Node {
 
     /// The next datagram to send.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.tunnels.poll_transmit()
+        self.hardnat
+            .out
+            .pop_front()
+            .or_else(|| self.tunnels.poll_transmit())
     }
 
     /// The next event.
@@ -1407,10 +1451,17 @@ impl Node {
 
     /// When to call `handle_timeout` next, and why.
     pub fn poll_timeout(&self) -> Option<(Timestamp, Timer)> {
-        if self.tunnels.has_output() || !self.events.is_empty() {
+        if self.tunnels.has_output()
+            || !self.events.is_empty()
+            || !self.hardnat.out.is_empty()
+            || !self.hardnat.socket_ops.is_empty()
+        {
             return Some((self.now, Timer::Output));
         }
         let mut next = self.tunnels.poll_timeout();
+        next = earliest(next, self.reflect_deadline());
+        next = earliest(next, self.birthday_deadline());
+        next = earliest(next, self.punch_deadline());
         next = earliest(
             next,
             Some(match self.reg {

@@ -15,7 +15,7 @@ use core::time::Duration;
 
 use crate::addr::{Address, Hostname};
 use crate::identity::{Identity, PublicKey};
-use crate::io::{earliest, SocketId, Timer, Transmit};
+use crate::io::{earliest, SocketId, SocketOp, Timer, Transmit};
 use crate::msg::{
     Certificate, ErrorCode, Message, Query, Register, Registered, Resolved, MAX_ENDPOINTS,
 };
@@ -61,6 +61,13 @@ pub struct RendezvousConfig {
     pub tunnel: TunnelConfig,
     /// What the relay forwards per agent and per pair.
     pub relay: RelayLimits,
+    /// A second UDP port (on the primary socket's address) that answers
+    /// Reflect requests, so agents can tell whether their NAT maps per
+    /// destination. Off (`None`) by default; the driver opens it when
+    /// the rendezvous asks ([`Rendezvous::poll_socket_op`]).
+    pub reflect_port: Option<u16>,
+    /// Reflect requests answered per second, all sources together.
+    pub reflects_per_second: u32,
 }
 
 impl RendezvousConfig {
@@ -84,9 +91,14 @@ impl RendezvousConfig {
                 ..TunnelConfig::default()
             },
             relay: RelayLimits::default(),
+            reflect_port: None,
+            reflects_per_second: 4000,
         }
     }
 }
+
+/// The socket the rendezvous asks for when it has a reflect port.
+pub const REFLECT_SOCKET: SocketId = SocketId(1);
 
 /// What the registry knows of one identity.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -274,6 +286,12 @@ pub struct Rendezvous {
     events: VecDeque<RendezvousEvent>,
     /// State changed since the driver last took the changes.
     dirty: BTreeSet<Dirty>,
+    /// What each online agent reported about its NAT.
+    nat_info: BTreeMap<PublicKey, crate::nat::NatInfo>,
+    /// Sockets to ask the driver for.
+    socket_ops: VecDeque<SocketOp>,
+    /// Reflect answers in the current second: (second, count).
+    reflects: (u64, u32),
     now: Timestamp,
 }
 
@@ -287,7 +305,7 @@ impl Rendezvous {
             config.wall_origin_micros,
         );
         let relay = relay::Relay::new(config.relay);
-        Rendezvous {
+        let mut rv = Rendezvous {
             config,
             tunnels,
             records: BTreeMap::new(),
@@ -310,8 +328,18 @@ impl Rendezvous {
             next_node: Address::FIRST_ALLOCATABLE,
             events: VecDeque::new(),
             dirty: BTreeSet::new(),
+            nat_info: BTreeMap::new(),
+            socket_ops: VecDeque::new(),
+            reflects: (0, 0),
             now,
+        };
+        if let Some(port) = rv.config.reflect_port {
+            rv.socket_ops.push_back(SocketOp::Open {
+                id: REFLECT_SOCKET,
+                port: Some(port),
+            });
         }
+        rv
     }
 
     /// The public key agents pin.
@@ -385,6 +413,13 @@ impl Rendezvous {
         data: &[u8],
     ) {
         self.now = now;
+        if data.first() == Some(&wire::TYPE_REFLECT) {
+            return self.on_reflect(now, socket, from, data);
+        }
+        if socket != SocketId::PRIMARY {
+            // The reflect port answers reflects and nothing else.
+            return self.tunnels.stats_mut().drop(DropReason::Unexpected);
+        }
         if data.first() == Some(&wire::TYPE_RELAY) {
             return self.on_relay(now, socket, from, data);
         }
@@ -425,6 +460,14 @@ impl Rendezvous {
                     }
                     Ok(Message::Ack { req }) => self.on_ack(inbound.peer, req),
                     Ok(Message::Punch { peer }) => self.on_punch(now, inbound.peer, peer),
+                    Ok(Message::NatInfo { req, info }) => {
+                        if let Some(key) = self.by_session_key.get(&inbound.peer).copied() {
+                            self.nat_info.insert(key, info);
+                            self.reply(now, &inbound.peer, &Message::Ack { req });
+                        } else {
+                            self.tunnels.stats_mut().drop(DropReason::Unexpected);
+                        }
+                    }
                     Ok(Message::Bye) => self.on_bye(now, inbound.peer),
                     Ok(_) => self.tunnels.stats_mut().drop(DropReason::Unexpected),
                     Err(_) => self.tunnels.stats_mut().drop(DropReason::Malformed),
@@ -555,18 +598,61 @@ impl Rendezvous {
                 .min(Duration::from_secs(2))
                 .as_millis() as u16
         };
+        let nat = |k: &PublicKey| self.nat_info.get(k).copied().unwrap_or_default();
         let to_a = Message::PunchGo {
             peer: addr_b,
             delay_ms: delay(da, db),
             endpoints: self.candidates(eb, &b),
+            nat: nat(&b),
         };
         let to_b = Message::PunchGo {
             peer: addr_a,
             delay_ms: delay(db, da),
             endpoints: self.candidates(ea, &a),
+            nat: nat(&a),
         };
-        self.reply(now, &xa, &to_a);
-        self.reply(now, &xb, &to_b);
+        // Twice when a side is behind a symmetric NAT: a lost PunchGo
+        // leaves its side out of the attempt until the next one, seconds
+        // later, and the other side spraying probes alone, which cannot
+        // work (plain candidate probing recovers by itself: the side that
+        // got its PunchGo is heard, and answered). Agents ignore the
+        // second copy.
+        let hard = |n: crate::nat::NatInfo| {
+            matches!(
+                n.kind,
+                crate::nat::NatKind::Sequential { .. } | crate::nat::NatKind::Random
+            )
+        };
+        let copies = if hard(nat(&a)) || hard(nat(&b)) { 2 } else { 1 };
+        for _ in 0..copies {
+            self.reply(now, &xa, &to_a);
+            self.reply(now, &xb, &to_b);
+        }
+    }
+
+    /// Answers a Reflect request on the socket it came in on with the
+    /// address it came from. Stateless, answerless beyond the global rate,
+    /// and never larger than the request.
+    fn on_reflect(&mut self, now: Timestamp, socket: SocketId, from: SocketAddr, data: &[u8]) {
+        let Ok(Packet::Reflect { token }) = wire::decode(data) else {
+            return self.tunnels.stats_mut().drop(DropReason::Malformed);
+        };
+        let second = now.as_micros() / 1_000_000;
+        if self.reflects.0 != second {
+            self.reflects = (second, 0);
+        }
+        if self.reflects.1 >= self.config.reflects_per_second {
+            return self.tunnels.stats_mut().drop(DropReason::RateLimited);
+        }
+        self.reflects.1 += 1;
+        self.relayed
+            .push_back(Transmit::new(socket, from, wire::reflected(token, from)));
+    }
+
+    /// The next change to our sockets the driver should make: the reflect
+    /// port, once, if configured.
+    pub fn poll_socket_op(&mut self) -> Option<SocketOp> {
+        self.socket_ops.pop_front()
     }
 
     /// An agent's direct candidates: the endpoint it registered from,
@@ -589,6 +675,7 @@ impl Rendezvous {
             }
         }
         self.lan.remove(key);
+        self.nat_info.remove(key);
         self.relay.forget(key);
     }
 
@@ -1264,7 +1351,11 @@ impl Rendezvous {
 
     /// When to call `handle_timeout` next, and why.
     pub fn poll_timeout(&self) -> Option<(Timestamp, Timer)> {
-        if self.tunnels.has_output() || !self.events.is_empty() || !self.relayed.is_empty() {
+        if self.tunnels.has_output()
+            || !self.events.is_empty()
+            || !self.relayed.is_empty()
+            || !self.socket_ops.is_empty()
+        {
             return Some((self.now, Timer::Output));
         }
         let expiry = self.expiries.first().map(|(t, _)| (*t, Timer::Expiry));

@@ -26,7 +26,7 @@ pub mod paths;
 mod timers;
 
 use paths::{PathAction, PathSet};
-pub use paths::{PathConfig, PathInfo, PathState, RelayTag, Route};
+pub use paths::{PathConfig, PathInfo, PathState, RelayTag, Route, Spray, SprayPlan};
 use timers::PeerTimers;
 
 /// Plaintext kind of a path challenge (inside a session): kind, then an
@@ -188,6 +188,11 @@ pub struct PeerStats {
     pub path_rtt: Option<Duration>,
     /// Path probes sent to this peer.
     pub probes_sent: u64,
+    /// Of the last spray of probes (port prediction, birthday probing)
+    /// that ended with a direct path: which probe found it, counted from
+    /// 1, or how many it had sent when the path was found another way
+    /// (the peer's probe through a mapping one of ours opened).
+    pub spray_hit: Option<u32>,
     /// Where the session stands.
     pub state: SessionState,
     /// Round-trip time measured by the latest completed handshake: from
@@ -349,6 +354,7 @@ impl Peer {
             endpoint: self.paths.active().and_then(|r| r.addr()),
             path_rtt: self.paths.active_rtt(),
             probes_sent: self.paths.probes_sent(),
+            spray_hit: self.paths.spray_hit,
             state,
             rtt: self.rtt,
             last_handshake: self.established_at,
@@ -673,6 +679,32 @@ impl Tunnels {
             p.paths.schedule_punch(at);
         }
         self.reindex(peer);
+    }
+
+    /// Starts a spray of path challenges to `peer` (see [`Spray`]).
+    pub fn start_spray(&mut self, peer: &PeerKey, spray: Spray) {
+        let token = self.wire_rng.next_u64();
+        if let Some(p) = self.peers.get_mut(peer) {
+            p.paths.start_spray(spray, token);
+        }
+    }
+
+    /// True while a spray to `peer` is under way.
+    pub fn is_spraying(&self, peer: &PeerKey) -> bool {
+        self.peers.get(peer).is_some_and(|p| p.paths.spraying())
+    }
+
+    /// Our sockets that some peer's validated direct path uses.
+    pub fn sockets_in_use(&self) -> BTreeSet<SocketId> {
+        self.peers
+            .values()
+            .flat_map(|p| p.paths.candidates.iter())
+            .filter(|c| c.state == PathState::Validated)
+            .filter_map(|c| match c.route {
+                Route::Direct { socket, .. } => Some(socket),
+                Route::Relay(_) => None,
+            })
+            .collect()
     }
 
     /// True if a validated direct path carries `peer`'s data.
@@ -1011,8 +1043,10 @@ impl Tunnels {
                 counter,
                 ciphertext,
             } => self.on_transport(now, from, receiver, counter, ciphertext, len),
-            // Relay packets are unwrapped by the owner, never by us.
-            Packet::Relay { .. } => Err(DropReason::Unexpected),
+            // Relay and reflect packets are the owner's, never ours.
+            Packet::Relay { .. } | Packet::Reflect { .. } | Packet::Reflected { .. } => {
+                Err(DropReason::Unexpected)
+            }
         }
     }
 

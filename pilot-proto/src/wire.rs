@@ -7,7 +7,13 @@
 //! 3 cookie reply    type u8 | 0 0 0 | receiver u32le | nonce[24] | sealed cookie[32]
 //! 4 transport       type u8 | 0 0 0 | receiver u32le | counter u64le | ciphertext+tag
 //! 5 relay           type u8 | 0 0 0 | pilot address[6] | packet of type 1-4
+//! 6 reflect         type u8 | 0 0 0 | token[8] | zeros[20]                  (32 bytes)
+//! 7 reflected       type u8 | 0 0 0 | token[8] | family u8 | ip[16] | port u16be | 0 (32 bytes)
 //! ```
+//!
+//! Reflect asks the rendezvous, on whichever of its sockets it arrives,
+//! which address it came from; the answer is no longer than the request,
+//! so it amplifies nothing.
 //!
 //! A relay packet from an agent to the rendezvous names the agent it is
 //! for; the rendezvous forwards it with the address replaced by the
@@ -26,6 +32,12 @@ pub const TYPE_COOKIE: u8 = 3;
 pub const TYPE_TRANSPORT: u8 = 4;
 /// A packet for (or from) another agent, through the rendezvous's relay.
 pub const TYPE_RELAY: u8 = 5;
+/// "Which address do you see me at?", to any rendezvous socket.
+pub const TYPE_REFLECT: u8 = 6;
+/// The answer to [`TYPE_REFLECT`].
+pub const TYPE_REFLECTED: u8 = 7;
+/// Length of reflect and reflected packets.
+pub const REFLECT_LEN: usize = 32;
 /// Bytes before a relayed packet.
 pub const RELAY_HEADER_LEN: usize = 10;
 
@@ -71,6 +83,18 @@ pub enum Packet<'a> {
         counter: u64,
         /// Ciphertext with tag.
         ciphertext: &'a [u8],
+    },
+    /// A request to reflect the sender's address.
+    Reflect {
+        /// Echoed in the answer.
+        token: [u8; 8],
+    },
+    /// The address a reflect request came from.
+    Reflected {
+        /// The request's token.
+        token: [u8; 8],
+        /// The address the rendezvous saw.
+        observed: core::net::SocketAddr,
     },
     /// A packet relayed through the rendezvous.
     Relay {
@@ -197,8 +221,63 @@ pub fn decode(buf: &[u8]) -> Result<Packet<'_>, DecodeError> {
             address.copy_from_slice(&buf[4..RELAY_HEADER_LEN]);
             Ok(Packet::Relay { address, inner })
         }
+        TYPE_REFLECT | TYPE_REFLECTED => {
+            if buf.len() != REFLECT_LEN {
+                return Err(DecodeError::BadValue("reflect length"));
+            }
+            let mut token = [0u8; 8];
+            token.copy_from_slice(&buf[4..12]);
+            if buf[0] == TYPE_REFLECT {
+                if buf[12..].iter().any(|&b| b != 0) {
+                    return Err(DecodeError::BadValue("reflect padding"));
+                }
+                return Ok(Packet::Reflect { token });
+            }
+            if buf[31] != 0 || (buf[12] == 4 && buf[17..29].iter().any(|&b| b != 0)) {
+                return Err(DecodeError::BadValue("reflected padding"));
+            }
+            let mut ip = [0u8; 16];
+            ip.copy_from_slice(&buf[13..29]);
+            let port = u16::from_be_bytes([buf[29], buf[30]]);
+            let ip = match buf[12] {
+                4 => core::net::IpAddr::from([ip[0], ip[1], ip[2], ip[3]]),
+                6 => core::net::IpAddr::from(ip),
+                _ => return Err(DecodeError::BadValue("reflected family")),
+            };
+            Ok(Packet::Reflected {
+                token,
+                observed: core::net::SocketAddr::new(ip, port),
+            })
+        }
         other => Err(DecodeError::UnknownKind(other)),
     }
+}
+
+/// A reflect request carrying `token`.
+pub fn reflect(token: [u8; 8]) -> alloc::vec::Vec<u8> {
+    let mut out = alloc::vec![0u8; REFLECT_LEN];
+    out[0] = TYPE_REFLECT;
+    out[4..12].copy_from_slice(&token);
+    out
+}
+
+/// The answer to a reflect request with `token` that came from `observed`.
+pub fn reflected(token: [u8; 8], observed: core::net::SocketAddr) -> alloc::vec::Vec<u8> {
+    let mut out = alloc::vec![0u8; REFLECT_LEN];
+    out[0] = TYPE_REFLECTED;
+    out[4..12].copy_from_slice(&token);
+    match observed.ip() {
+        core::net::IpAddr::V4(v4) => {
+            out[12] = 4;
+            out[13..17].copy_from_slice(&v4.octets());
+        }
+        core::net::IpAddr::V6(v6) => {
+            out[12] = 6;
+            out[13..29].copy_from_slice(&v6.octets());
+        }
+    }
+    out[29..31].copy_from_slice(&observed.port().to_be_bytes());
+    out
 }
 
 /// Wraps `inner` for the relay, naming `address`.
@@ -239,6 +318,8 @@ pub fn describe(buf: &[u8]) -> alloc::string::String {
             let a = crate::addr::Address::from_bytes(address);
             format!("relay[{a}] {}", describe(inner))
         }
+        Ok(Packet::Reflect { .. }) => "reflect".into(),
+        Ok(Packet::Reflected { observed, .. }) => format!("reflected {observed}"),
         Err(e) => format!("garbage ({e})"),
     }
 }
@@ -256,6 +337,25 @@ mod tests {
             Err(DecodeError::BadValue("reserved"))
         );
         assert_eq!(decode(&[9, 0, 0, 0]), Err(DecodeError::UnknownKind(9)));
+        for observed in ["203.0.113.7:40001", "[2001:db8::1]:9"] {
+            let observed = observed.parse().unwrap();
+            let r = reflected([3; 8], observed);
+            assert_eq!(r.len(), REFLECT_LEN);
+            assert_eq!(
+                decode(&r),
+                Ok(Packet::Reflected {
+                    token: [3; 8],
+                    observed
+                })
+            );
+        }
+        assert_eq!(
+            decode(&reflect([5; 8])),
+            Ok(Packet::Reflect { token: [5; 8] })
+        );
+        let mut bad = reflect([5; 8]);
+        bad[20] = 1;
+        assert!(decode(&bad).is_err());
         let mut t = Vec::new();
         put_header(&mut t, TYPE_TRANSPORT, 7);
         t.extend_from_slice(&5u64.to_le_bytes());

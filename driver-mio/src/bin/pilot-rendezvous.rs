@@ -52,6 +52,10 @@ struct Args {
     /// How long a registration lasts without refresh, in seconds.
     #[arg(long)]
     ttl_secs: Option<u64>,
+    /// A second UDP port, on the listen address, that answers Reflect
+    /// requests so agents can classify their NATs (off by default).
+    #[arg(long)]
+    reflect_port: Option<u16>,
 }
 
 fn main() -> ExitCode {
@@ -88,6 +92,7 @@ fn run(args: &Args) -> Result<(), ServerError> {
     config.network = args.network;
     config.refresh_interval = args.refresh_secs.map(Duration::from_secs);
     config.registration_ttl = args.ttl_secs.map(Duration::from_secs);
+    config.reflect_port = args.reflect_port;
     let mut server = Server::open(config)?;
     let address = server.local_addr();
     let key = server.public_key();

@@ -48,6 +48,10 @@ pub struct Options {
     pub services: ServiceConfig,
     /// Which incoming streams may reach local TCP services.
     pub bridge: BridgePolicy,
+    /// The rendezvous's reflect port, if it has one: the daemon then
+    /// classifies its NAT and may open extra sockets to punch through
+    /// symmetric NATs.
+    pub reflect: Option<SocketAddr>,
 }
 
 /// Why the daemon could not run.
@@ -171,6 +175,7 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
         bridge: Bridge::new(registry()?),
         gateway: Gateway::new(registry()?, home.path("gateway-aliases")),
         tokens,
+        extra: crate::extra::ExtraSockets::new(udp.local_addr().ip(), registry()?),
     };
     let clock = Clock::new();
     let seed = crate::seed::os_seed().map_err(io_err("reading OS randomness"))?;
@@ -191,6 +196,7 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
     // well within the 15 s a client waits: a trust request as `timeout`,
     // a hostname change as saved and pending; never as a stuck daemon.
     config.request_timeout = REQUEST_TIMEOUT;
+    config.reflect_addr = opts.reflect;
     let now = clock.now();
     let node = Node::new(config, &seed, now);
     let mut agent = Agent::new(node, now)
@@ -204,6 +210,8 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
     );
 
     let mut events = Events::with_capacity(256);
+    let mut extra_readable = Vec::new();
+    let mut extra_more = Vec::new();
     let mut stop = false;
     while !stop {
         let core_deadline = agent.node.poll_timeout().map(|(t, _)| t);
@@ -212,7 +220,7 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        let timeout = if ipc.has_backlog() || udp.may_have_more() {
+        let timeout = if ipc.has_backlog() || udp.may_have_more() || !extra_more.is_empty() {
             Some(Duration::ZERO)
         } else {
             clock.timeout_until(deadline)
@@ -244,7 +252,24 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
                         stop = true;
                     }
                 }
-                t => tcp.handle_event(&mut agent, clock.now(), t),
+                t => match tcp.extra.owner(t) {
+                    Some(id) => extra_readable.push(id),
+                    None => tcp.handle_event(&mut agent, clock.now(), t),
+                },
+            }
+        }
+        // Sockets that stopped at the read budget are read again (mio is
+        // edge-triggered); the loop then polls without waiting.
+        extra_readable.append(&mut extra_more);
+        extra_readable.sort_unstable();
+        extra_readable.dedup();
+        for id in extra_readable.drain(..) {
+            let now = clock.now();
+            let node = &mut agent.node;
+            if tcp.extra.recv(id, READ_BUDGET, |from, bytes| {
+                node.handle_datagram(now, id, from, bytes)
+            }) {
+                extra_more.push(id);
             }
         }
         if readable {
@@ -359,6 +384,8 @@ struct Tcp {
     bridge: Bridge,
     gateway: Gateway,
     tokens: Tokens,
+    /// The extra UDP sockets the node asked for.
+    extra: crate::extra::ExtraSockets,
 }
 
 impl Tcp {
@@ -428,12 +455,22 @@ fn pump(
         if agent.take_registration_changed() {
             save_registration(home, &agent.node);
         }
+        // Sockets first: this turn's datagrams may already use them.
+        while let Some(op) = agent.node.poll_socket_op() {
+            if let Err(e) = tcp.extra.apply(op, &mut tcp.tokens) {
+                warn!(error = %e, %op, "extra UDP socket");
+            }
+        }
         // A full socket queue is backpressure: the core keeps the rest.
         while !udp.is_full() {
             let Some(t) = agent.node.poll_transmit() else {
                 break;
             };
-            udp.send(t);
+            if t.socket != pilot_proto::SocketId::PRIMARY {
+                tcp.extra.send(&t);
+            } else {
+                udp.send(t);
+            }
             moved = true;
         }
         while let Some(out) = agent.poll_out() {

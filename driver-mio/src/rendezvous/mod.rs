@@ -55,6 +55,7 @@ pub const DEFAULT_LISTEN: &str = "0.0.0.0:9000";
 const UDP: Token = Token(0);
 const SIGNALS: Token = Token(1);
 const WAKER: Token = Token(2);
+const REFLECT: Token = Token(3);
 
 /// How a server starts.
 #[derive(Clone, Debug)]
@@ -76,6 +77,9 @@ pub struct ServerConfig {
     /// The most datagrams read per loop turn before timers and writes get
     /// their turn.
     pub max_datagrams_per_turn: usize,
+    /// A second UDP port on the listen address answering Reflect
+    /// requests (NAT classification); off when `None`.
+    pub reflect_port: Option<u16>,
 }
 
 impl ServerConfig {
@@ -89,6 +93,7 @@ impl ServerConfig {
             registration_ttl: None,
             catch_signals: true,
             max_datagrams_per_turn: 256,
+            reflect_port: None,
         }
     }
 }
@@ -201,6 +206,12 @@ pub struct Server {
     pid_file: PathBuf,
     key: PublicKey,
     batch: usize,
+    /// The socket the core asked for to answer reflects on, and its
+    /// answers waiting to go out from it.
+    reflect: Option<(pilot_proto::SocketId, mio::net::UdpSocket)>,
+    reflected: VecDeque<Transmit>,
+    /// The last read of the reflect socket stopped at the batch limit.
+    reflect_more: bool,
 }
 
 impl std::fmt::Debug for Server {
@@ -243,6 +254,7 @@ impl Server {
         if let Some(d) = config.registration_ttl {
             rv_config.registration_ttl = d;
         }
+        rv_config.reflect_port = config.reflect_port;
         let seed = os_seed().map_err(|e| ServerError::io("cannot seed the rendezvous", e))?;
         let mut rv = Rendezvous::new(rv_config, &seed, clock.now());
         let (records, pairs) = (snapshot.records.len(), snapshot.pairs.len());
@@ -267,6 +279,19 @@ impl Server {
         };
         let waker = Waker::new(poll.registry(), WAKER)
             .map_err(|e| ServerError::io("cannot create the loop's waker", e))?;
+        // The core asks for its reflect socket (if configured) at once.
+        let mut reflect = None;
+        while let Some(op) = rv.poll_socket_op() {
+            if let pilot_proto::SocketOp::Open { id, port } = op {
+                let addr = SocketAddr::new(config.listen.ip(), port.unwrap_or(0));
+                let mut socket = mio::net::UdpSocket::bind(addr)
+                    .map_err(|e| ServerError::io(format!("cannot listen on {addr}"), e))?;
+                poll.registry()
+                    .register(&mut socket, REFLECT, mio::Interest::READABLE)
+                    .map_err(|e| ServerError::io("cannot watch the reflect socket", e))?;
+                reflect = Some((id, socket));
+            }
+        }
         fsutil::write_pid(&pid_file, std::process::id())?;
         Ok(Server {
             rv,
@@ -286,7 +311,15 @@ impl Server {
             pid_file,
             key,
             batch: config.max_datagrams_per_turn.max(1),
+            reflect,
+            reflected: VecDeque::new(),
+            reflect_more: false,
         })
+    }
+
+    /// The address of the reflect socket, if there is one.
+    pub fn reflect_addr(&self) -> Option<SocketAddr> {
+        self.reflect.as_ref().and_then(|(_, s)| s.local_addr().ok())
     }
 
     /// The address the socket is bound to (port 0 resolved).
@@ -355,7 +388,7 @@ impl Server {
     /// batch, run timers, write changes, release datagrams.
     fn turn(&mut self) -> Result<(), ServerError> {
         let can_read = self.held.is_empty() && !self.udp.is_full();
-        let timeout = if can_read && self.udp.may_have_more() {
+        let timeout = if self.reflect_more || (can_read && self.udp.may_have_more()) {
             Some(Duration::ZERO)
         } else {
             self.clock
@@ -367,6 +400,7 @@ impl Server {
             Err(e) => return Err(ServerError::io("the event loop failed", e)),
         }
         let (mut readable, mut writable, mut signalled) = (false, false, false);
+        let mut reflect_readable = false;
         for event in self.events.iter() {
             match event.token() {
                 UDP => {
@@ -374,8 +408,12 @@ impl Server {
                     writable |= event.is_writable();
                 }
                 SIGNALS => signalled = true,
+                REFLECT => reflect_readable = true,
                 _ => {}
             }
+        }
+        if reflect_readable || self.reflect_more {
+            self.read_reflects();
         }
         if signalled {
             self.on_signals();
@@ -442,6 +480,49 @@ impl Server {
             "registry written"
         );
         Ok(())
+    }
+
+    /// Reads what the reflect socket got (a bounded batch; mio is
+    /// edge-triggered, so after a full batch the next turn polls with a
+    /// zero timeout and reads again) and sends the answers from it. Answers are dropped
+    /// when the socket's buffer is full: a reflect is retried by its agent.
+    fn read_reflects(&mut self) {
+        let Some((id, socket)) = &self.reflect else {
+            return;
+        };
+        let id = *id;
+        let now = self.clock.now();
+        let mut buf = [0u8; 2048];
+        self.reflect_more = true;
+        for _ in 0..self.batch {
+            match socket.recv_from(&mut buf) {
+                Ok((n, from)) => {
+                    self.rv.handle_datagram(now, id, from, &buf[..n]);
+                    while let Some(t) = self.rv.poll_transmit() {
+                        if t.socket == id {
+                            self.reflected.push_back(t);
+                        } else if t.payload.first() == Some(&pilot_proto::wire::TYPE_RELAY) {
+                            self.relayed.push_back(t);
+                        } else {
+                            self.held.push_back(t);
+                        }
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.reflect_more = false;
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    tracing::debug!(error = %e, "reflect socket receive failed");
+                    break;
+                }
+            }
+        }
+        drain(&mut self.rv, &mut self.held, &mut self.relayed);
+        while let Some(t) = self.reflected.pop_front() {
+            let _ = socket.send_to(&t.payload, t.destination);
+        }
     }
 
     /// Hands relayed packets to the socket at once. The read loop stops

@@ -23,6 +23,11 @@ use super::Node;
 
 /// Waits between punching attempts to one peer, in seconds.
 const BACKOFF_SECS: [u64; 5] = [5, 10, 20, 40, 60];
+/// A Punch the rendezvous has not answered with PunchGo is sent again
+/// after this long, at most this many times (a lost Punch otherwise costs
+/// a whole backoff step).
+const PUNCH_RESEND: Duration = Duration::from_secs(1);
+const PUNCH_RESENDS: u32 = 3;
 
 /// Punching state for one peer.
 #[derive(Clone, Debug, Default)]
@@ -33,6 +38,11 @@ pub(super) struct PunchState {
     next_at: Timestamp,
     /// The candidates the rendezvous last gave us.
     candidates: Vec<SocketAddr>,
+    /// A Punch waits for its PunchGo: when to send it again, and how many
+    /// times it was resent.
+    resend: Option<(Timestamp, u32)>,
+    /// When the last PunchGo for this peer arrived.
+    last_go: Option<Timestamp>,
 }
 
 impl Node {
@@ -55,6 +65,7 @@ impl Node {
         let wait = BACKOFF_SECS[(state.attempts as usize).min(BACKOFF_SECS.len() - 1)];
         state.attempts += 1;
         state.next_at = now + Duration::from_secs(wait);
+        state.resend = Some((now + PUNCH_RESEND, 0));
         let rv = self.rv;
         let _ = self
             .tunnels
@@ -68,6 +79,7 @@ impl Node {
         peer: Address,
         delay_ms: u16,
         endpoints: &[SocketAddr],
+        nat: crate::nat::NatInfo,
     ) {
         let Some(x) = self
             .peers
@@ -77,6 +89,13 @@ impl Node {
         else {
             return self.tunnels.stats_mut().drop(DropReason::Unexpected);
         };
+        // The rendezvous sends each PunchGo twice; one attempt per copy
+        // pair (a new attempt needs a new Punch, seconds later).
+        let state = self.punches.entry(peer).or_default();
+        if state.last_go.is_some_and(|t| now < t + PUNCH_RESEND) {
+            return;
+        }
+        state.last_go = Some(now);
         // Our own endpoints are no candidates (a peer behind the same NAT
         // reports our shared public address only when it is its own).
         let mine: Vec<SocketAddr> = self
@@ -90,10 +109,14 @@ impl Node {
             .filter(|e| !mine.contains(e))
             .collect();
         self.tunnels.add_candidates(x, &fresh);
-        self.tunnels
-            .schedule_punch(&x, now + Duration::from_millis(u64::from(delay_ms)));
+        let start = now + Duration::from_millis(u64::from(delay_ms));
+        self.tunnels.schedule_punch(&x, start);
+        if let Some(&public) = endpoints.first() {
+            self.hard_punch(start, peer, x, nat, public);
+        }
         let state = self.punches.entry(peer).or_default();
         state.candidates = fresh;
+        state.resend = None;
         // The peer asked, or we did: either way nobody asks again before
         // this attempt had its chance.
         state.next_at = state
@@ -109,6 +132,39 @@ impl Node {
             Some(Route::Direct { .. }) => state.attempts = 0,
             _ => state.next_at = now,
         }
+    }
+
+    /// Resends Punch requests still unanswered.
+    pub(super) fn punch_timers(&mut self, now: Timestamp) {
+        let rv = self.rv;
+        let mut resend = Vec::new();
+        for (peer, state) in &mut self.punches {
+            let Some((at, n)) = state.resend else {
+                continue;
+            };
+            if now < at {
+                continue;
+            }
+            state.resend = (n + 1 < PUNCH_RESENDS).then(|| (now + PUNCH_RESEND, n + 1));
+            resend.push(*peer);
+        }
+        if !self.rendezvous_connected() {
+            return;
+        }
+        for peer in resend {
+            let _ = self
+                .tunnels
+                .send(now, &rv, &Message::Punch { peer }.to_vec());
+        }
+    }
+
+    /// When an unanswered Punch is sent again.
+    pub(super) fn punch_deadline(&self) -> Option<(Timestamp, crate::io::Timer)> {
+        self.punches
+            .values()
+            .filter_map(|s| s.resend.map(|r| r.0))
+            .min()
+            .map(|t| (t, crate::io::Timer::Punch))
     }
 
     /// Our public endpoint changed: every peer's punching may go again.

@@ -13,8 +13,9 @@
 //! packet. A validated direct path is preferred over it; when the direct
 //! path stops answering, data falls back to the relay.
 
+use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::vec::Vec;
-use core::net::SocketAddr;
+use core::net::{IpAddr, SocketAddr};
 use core::time::Duration;
 
 use crate::io::SocketId;
@@ -26,6 +27,10 @@ pub type RelayTag = [u8; 6];
 /// Most direct candidates remembered per peer: an attacker who makes us
 /// hear a peer from many addresses must not make the set grow.
 pub const MAX_CANDIDATES: usize = 16;
+
+/// A silent active path is challenged again this often until it answers
+/// or is declared failed: one lost answer must not fail a working path.
+const RECHECK: Duration = Duration::from_millis(500);
 
 /// Challenges remembered per candidate.
 const OUTSTANDING: usize = 16;
@@ -202,10 +207,6 @@ impl Candidate {
         self.challenges[0] = Some((token, now));
     }
 
-    fn challenged(&self) -> bool {
-        self.challenges[0].is_some()
-    }
-
     /// When the challenge `token` went out, if it is one of ours.
     fn take_challenge(&mut self, token: u64) -> Option<Timestamp> {
         let sent = self
@@ -241,6 +242,61 @@ pub struct PathInfo {
     pub probes_sent: u64,
 }
 
+/// Where a spray's probes go (see [`Spray`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SprayPlan {
+    /// Distinct random ports of `ip` (1024-65535), from our primary
+    /// socket: the easy side of birthday probing.
+    RandomPorts {
+        /// The hard side's public address.
+        ip: IpAddr,
+    },
+    /// These destinations in this order, round after round, from our
+    /// primary socket: port prediction. The first round's order matters
+    /// (a sequential NAT allocates in the order destinations are new).
+    Targets(Vec<SocketAddr>),
+    /// From each of these sockets to `addr`, round after round: the hard
+    /// side of birthday probing (each socket opens one mapping).
+    FromSockets {
+        /// Our extra sockets.
+        sockets: Vec<SocketId>,
+        /// The easy side's public endpoint.
+        addr: SocketAddr,
+    },
+}
+
+/// Path challenges aimed at many routes at once, all with one token: an
+/// answer on any route validates that route. Bounded by a probe budget and
+/// a deadline; it also ends as soon as a direct path is in use.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Spray {
+    /// Where the probes go.
+    pub plan: SprayPlan,
+    /// The first probes go out then.
+    pub start: Timestamp,
+    /// Probes sent together ...
+    pub burst: u32,
+    /// ... every this long.
+    pub interval: Duration,
+    /// Probes at most.
+    pub budget: u32,
+    /// No probe after this.
+    pub deadline: Timestamp,
+}
+
+#[derive(Clone, Debug)]
+struct SprayState {
+    spray: Spray,
+    token: u64,
+    sent: u32,
+    next_at: Timestamp,
+    cursor: usize,
+    /// When each route was last probed (for the first RTT sample), and
+    /// how many probes had gone out by then.
+    sent_at: BTreeMap<Route, (Timestamp, u32)>,
+    tried: BTreeSet<u16>,
+}
+
 /// What a [`PathSet`] asks its owner to send.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum PathAction {
@@ -260,6 +316,11 @@ pub(crate) struct PathSet {
     pub(crate) follow: bool,
     /// Punching starts at this time (once a session can carry probes).
     pub(crate) punch_at: Option<Timestamp>,
+    spray: Option<SprayState>,
+    spray_probes: u64,
+    /// The probe (counted from 1) of the last spray that found a path,
+    /// or the probes it had sent when a path was found another way.
+    pub(crate) spray_hit: Option<u32>,
 }
 
 impl PathSet {
@@ -334,12 +395,19 @@ impl PathSet {
             return true;
         }
         if self.candidates.len() >= MAX_CANDIDATES {
-            // Make room by forgetting a failed or untried candidate, never
-            // a validated one.
+            // Make room by forgetting a failed or untried candidate, else
+            // the one probed longest (a peer birthday-probing from many
+            // sockets is heard from more addresses than we keep, and the
+            // one it keeps is among the last), never a validated one.
             let Some(i) = self
                 .candidates
                 .iter()
                 .position(|c| matches!(c.state, PathState::Failed | PathState::Unknown))
+                .or_else(|| {
+                    self.candidates
+                        .iter()
+                        .position(|c| c.state == PathState::Probing)
+                })
             else {
                 return false;
             };
@@ -416,13 +484,110 @@ impl PathSet {
         false
     }
 
+    /// Starts `spray` with `token` (replacing one under way).
+    pub(crate) fn start_spray(&mut self, spray: Spray, token: u64) {
+        self.spray = Some(SprayState {
+            next_at: spray.start,
+            spray,
+            token,
+            sent: 0,
+            cursor: 0,
+            sent_at: BTreeMap::new(),
+            tried: BTreeSet::new(),
+        });
+    }
+
+    /// True while a spray is under way.
+    pub(crate) fn spraying(&self) -> bool {
+        self.spray.is_some()
+    }
+
+    /// The spray's probes due at `now`, if any; ends it when its budget or
+    /// time is spent or a direct path is in use.
+    fn spray_timer(
+        &mut self,
+        now: Timestamp,
+        rng: &mut impl FnMut() -> u64,
+        out: &mut Vec<PathAction>,
+    ) {
+        let direct = self.is_direct();
+        let Some(s) = &mut self.spray else {
+            return;
+        };
+        if direct || now >= s.spray.deadline || s.sent >= s.spray.budget {
+            if direct {
+                // A path was found another way (the peer's probe through
+                // a mapping one of ours opened): this spray took this many.
+                self.spray_hit = Some(s.sent);
+            }
+            self.spray = None;
+            return;
+        }
+        if now < s.next_at {
+            return;
+        }
+        for _ in 0..s.spray.burst.max(1) {
+            if s.sent >= s.spray.budget {
+                break;
+            }
+            let route = match &s.spray.plan {
+                SprayPlan::RandomPorts { ip } => {
+                    // Distinct ports while there are many left to draw.
+                    let mut port = 0;
+                    for _ in 0..8 {
+                        port = 1024 + (rng() % 64512) as u16;
+                        if s.tried.insert(port) {
+                            break;
+                        }
+                    }
+                    Route::direct(SocketAddr::new(*ip, port))
+                }
+                SprayPlan::Targets(t) if !t.is_empty() => {
+                    let r = Route::direct(t[s.cursor % t.len()]);
+                    s.cursor += 1;
+                    r
+                }
+                SprayPlan::FromSockets { sockets, addr } if !sockets.is_empty() => {
+                    let r = Route::Direct {
+                        socket: sockets[s.cursor % sockets.len()],
+                        addr: *addr,
+                    };
+                    s.cursor += 1;
+                    r
+                }
+                _ => break,
+            };
+            s.sent += 1;
+            s.sent_at.insert(route, (now, s.sent));
+            self.spray_probes += 1;
+            out.push(PathAction::Challenge(route, s.token));
+        }
+        s.next_at = now + s.spray.interval;
+    }
+
     /// Our challenge `token` came back on `route`. Returns true if the
     /// active path changed.
     pub(crate) fn answered(&mut self, now: Timestamp, route: Route, token: u64) -> bool {
-        let Some(c) = self.find(&route) else {
-            return false;
+        let found = self.find(&route).and_then(|c| c.take_challenge(token));
+        let sent_at = match found {
+            Some(t) => t,
+            None => {
+                // An answer to a spray: the route it came on is a path.
+                let Some(s) = self.spray.as_ref().filter(|s| s.token == token) else {
+                    return false;
+                };
+                let Some(&(t, n)) = s.sent_at.get(&route) else {
+                    return false;
+                };
+                if !self.add(route) {
+                    return false;
+                }
+                self.spray = None;
+                self.spray_hit = Some(n);
+                t
+            }
         };
-        let Some(sent_at) = c.take_challenge(token) else {
+        let Some(c) = self.find(&route) else {
             return false;
         };
         c.sample_rtt(now.saturating_since(sent_at));
@@ -504,16 +669,20 @@ impl PathSet {
         }
         let mut next: Option<Timestamp> = self.punch_at;
         let mut fold = |t: Timestamp| next = Some(next.map_or(t, |n: Timestamp| n.min(t)));
+        if let Some(s) = &self.spray {
+            fold(s.next_at.min(s.spray.deadline));
+        }
         for c in &self.candidates {
             if let Some(t) = c.next_probe {
                 fold(t);
             }
             if Some(c.route) == self.active && c.state == PathState::Validated && !self.follow {
                 if let Some(u) = c.unanswered_since {
-                    fold(if !c.challenged() {
-                        u + config.check_after
-                    } else {
-                        u + config.dead_after
+                    fold(match c.challenges[0] {
+                        None => u + config.check_after,
+                        Some((_, t)) => {
+                            (u + config.dead_after).min((t + RECHECK).max(u + config.check_after))
+                        }
                     });
                 }
                 if active_peer {
@@ -536,6 +705,7 @@ impl PathSet {
         if self.punch_at.is_some_and(|t| now >= t) {
             self.start_probing(now, config);
         }
+        self.spray_timer(now, &mut token, out);
         let mut changed = false;
         let active = self.active;
         let follow = self.follow;
@@ -561,12 +731,13 @@ impl PathSet {
             let Some(u) = c.unanswered_since else {
                 continue;
             };
+            let recheck = c.challenges[0].is_none_or(|(_, t)| now >= t + RECHECK);
             if now >= u + config.dead_after {
                 c.state = PathState::Failed;
                 c.unanswered_since = None;
                 c.challenges = [None; OUTSTANDING];
                 changed = true;
-            } else if now >= u + config.check_after && !c.challenged() {
+            } else if now >= u + config.check_after && recheck {
                 let t = token();
                 c.challenge(t, now);
                 c.probes_sent += 1;
@@ -592,7 +763,9 @@ impl PathSet {
 
     /// True while probes are scheduled or going out.
     pub(crate) fn probing(&self) -> bool {
-        self.punch_at.is_some() || self.candidates.iter().any(|c| c.next_probe.is_some())
+        self.punch_at.is_some()
+            || self.spray.is_some()
+            || self.candidates.iter().any(|c| c.next_probe.is_some())
     }
 
     pub(crate) fn info(&self) -> Vec<PathInfo> {
@@ -619,7 +792,7 @@ impl PathSet {
 
     /// Probes sent to this peer, all candidates together.
     pub(crate) fn probes_sent(&self) -> u64 {
-        self.candidates.iter().map(|c| c.probes_sent).sum()
+        self.candidates.iter().map(|c| c.probes_sent).sum::<u64>() + self.spray_probes
     }
 }
 
@@ -696,6 +869,61 @@ mod tests {
         assert_eq!(out.len(), 3);
         assert_eq!(p.candidates[0].state, PathState::Failed);
         assert!(!p.probing());
+    }
+
+    #[test]
+    fn a_spray_keeps_its_budget_and_an_answer_validates_its_route() {
+        let cfg = PathConfig::default();
+        let mut p = PathSet::new(false);
+        p.relay = Some([1; 6]);
+        let t0 = Timestamp::from_secs(1);
+        let targets: Vec<SocketAddr> = (1..=4u16)
+            .map(|i| SocketAddr::from(([198, 51, 100, 2], 20000 + i)))
+            .collect();
+        p.start_spray(
+            Spray {
+                plan: SprayPlan::Targets(targets.clone()),
+                start: t0,
+                burst: 4,
+                interval: Duration::from_millis(100),
+                budget: 10,
+                deadline: t0 + Duration::from_secs(3),
+            },
+            77,
+        );
+        let mut out = Vec::new();
+        let mut t = t0;
+        for _ in 0..5 {
+            p.on_timer(t, &cfg, || 1, &mut out);
+            t = t + Duration::from_millis(100);
+        }
+        assert_eq!(out.len(), 10, "the budget caps the probes");
+        assert!(out
+            .iter()
+            .all(|a| matches!(a, PathAction::Challenge(_, 77))));
+        assert!(!p.spraying(), "a spent budget ends the spray");
+
+        // An answer with the spray's token on a probed route validates it;
+        // one on a route never probed does nothing.
+        p.start_spray(
+            Spray {
+                plan: SprayPlan::Targets(targets.clone()),
+                start: t,
+                burst: 4,
+                interval: Duration::from_millis(100),
+                budget: 40,
+                deadline: t + Duration::from_secs(3),
+            },
+            78,
+        );
+        p.on_timer(t, &cfg, || 1, &mut out);
+        let stranger = Route::direct("192.0.2.9:1".parse().unwrap());
+        assert!(!p.answered(t, stranger, 78));
+        let hit = Route::direct(targets[2]);
+        assert!(p.answered(t + Duration::from_millis(40), hit, 78));
+        assert_eq!(p.active(), Some(hit));
+        assert_eq!(p.spray_hit, Some(3));
+        assert!(!p.spraying());
     }
 
     #[test]

@@ -272,6 +272,9 @@ fn resolve(a: &StartArgs, saved: &Settings) -> Result<(Options, Settings), Failu
         auto_approve,
         services,
         bridge: settings::bridge_policy(&settings)?,
+        // Not exposed by pilotctl yet: NAT classification needs a
+        // rendezvous started with --reflect-port.
+        reflect: None,
     };
     Ok((options, settings))
 }
