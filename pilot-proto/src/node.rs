@@ -615,9 +615,20 @@ impl Node {
     /// packets and pushed messages find us at once. Address, trust and
     /// sessions are kept; what the rendezvous queued for us while we were
     /// away arrives once we are registered again.
+    ///
+    /// A new handshake comes first: a lost carrier often means the
+    /// rendezvous restarted and forgot our session, and a Register sent
+    /// on a forgotten session would only be dropped. The registration
+    /// goes out as soon as the new session is up.
     pub fn rendezvous_reconnected(&mut self, now: Timestamp) {
         self.now = now;
-        self.register_now(now);
+        self.reg = RegState::Trying {
+            attempt: 0,
+            retry_at: now + self.config.register_timeout,
+            req: None,
+        };
+        let rv = self.rv;
+        self.tunnels.connect(now, &rv);
     }
 
     fn register_now(&mut self, now: Timestamp) {
