@@ -336,3 +336,147 @@ fn the_tls_listener_refuses_abuse_and_keeps_serving() {
     assert!(compat["address"].is_string(), "{compat}");
     drop(idle);
 }
+
+/// A tinyproxy on 127.0.0.1, stopped when dropped.
+struct Tinyproxy {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Drop for Tinyproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts Debian's tinyproxy (installed by .ci/run), with basic
+/// credentials if given; None (and a message) if it is not installed.
+fn tinyproxy(dir: &std::path::Path, name: &str, auth: Option<(&str, &str)>) -> Option<Tinyproxy> {
+    let found = std::process::Command::new("tinyproxy")
+        .arg("-v")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        eprintln!("proxy test skipped: tinyproxy is missing (apt-get install tinyproxy)");
+        return None;
+    }
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut conf = format!(
+        "Port {port}\nListen 127.0.0.1\nTimeout 60\nMaxClients 20\nAllow 127.0.0.1\nLogLevel Info\n"
+    );
+    if let Some((user, pass)) = auth {
+        conf.push_str(&format!("BasicAuth {user} {pass}\n"));
+    }
+    let path = dir.join(format!("{name}.conf"));
+    std::fs::write(&path, conf).unwrap();
+    let child = std::process::Command::new("tinyproxy")
+        .arg("-d")
+        .arg("-c")
+        .arg(&path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start tinyproxy");
+    let proxy = Tinyproxy { child, port };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "tinyproxy did not listen"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Some(proxy)
+}
+
+/// `daemon start` as compat agent `name` with `HTTPS_PROXY=proxy`.
+fn start_via_proxy(net: &mut Net, name: &str, proxy: &str, wait: &str) -> common::Run {
+    let home = net.home(name);
+    let (rv, key) = (net.rv_addr.clone(), net.rv_key.clone());
+    let mut args = vec![
+        "daemon".to_string(),
+        "start".into(),
+        "--rendezvous".into(),
+        rv,
+        "--rendezvous-key".into(),
+        key,
+        "--hostname".into(),
+        name.into(),
+        "--wait".into(),
+        wait.into(),
+        "--json".into(),
+    ];
+    args.extend(compat_flags(net));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    net.track(name);
+    common::pilotctl(
+        &args,
+        &[
+            ("PILOT_HOME", home.to_str().unwrap()),
+            ("HTTPS_PROXY", proxy),
+        ],
+    )
+}
+
+#[test]
+fn compat_through_an_http_connect_proxy_with_and_without_credentials() {
+    let mut net = net();
+    let dir = net.dir.path().to_path_buf();
+    let Some(open) = tinyproxy(&dir, "open", None) else {
+        return;
+    };
+    let Some(locked) = tinyproxy(&dir, "locked", Some(("zed", "s3cretpw"))) else {
+        return;
+    };
+
+    // Without credentials.
+    let open_url = format!("http://127.0.0.1:{}", open.port);
+    start_via_proxy(&mut net, "carol", &open_url, "15").data();
+    let info = ok(&net, "carol", &["info"]);
+    assert_eq!(info["transport"]["proxy"], open_url.as_str(), "{info}");
+
+    // With credentials: online, and the password is nowhere to be seen.
+    let locked_url = format!("http://127.0.0.1:{}", locked.port);
+    let with_auth = format!("http://zed:s3cretpw@127.0.0.1:{}", locked.port);
+    let started = start_via_proxy(&mut net, "dave", &with_auth, "15").data();
+    let info = ok(&net, "dave", &["info"]);
+    assert_eq!(info["transport"]["proxy"], locked_url.as_str(), "{info}");
+    assert!(!info.to_string().contains("s3cretpw"), "{info}");
+    let home = net.home("dave");
+    for entry in std::fs::read_dir(&home).unwrap().flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_file()) {
+            let text = String::from_utf8_lossy(&std::fs::read(entry.path()).unwrap()).into_owned();
+            assert!(
+                !text.contains("s3cretpw"),
+                "{} holds the password",
+                entry.path().display()
+            );
+        }
+    }
+    let pid = started["pid"].as_u64().expect("pid");
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    assert!(!String::from_utf8_lossy(&cmdline).contains("s3cretpw"));
+
+    // Both behind proxies, trusted, and talking.
+    net.trust("dave", "carol");
+    exchange(&net, "dave", "carol");
+
+    // A wrong password: a clear error naming the proxy, not the password.
+    let wrong = format!("http://zed:n0tit@127.0.0.1:{}", locked.port);
+    let failed = start_via_proxy(&mut net, "erin", &wrong, "4");
+    assert_eq!(failed.error_code(), "timeout", "{}", failed.stdout);
+    let message = failed.json()["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(message.contains(&locked_url), "{message}");
+    assert!(message.contains("refused the credentials"), "{message}");
+    assert!(!message.contains("n0tit"), "{message}");
+    let info = ok(&net, "erin", &["info"]);
+    assert!(!info.to_string().contains("n0tit"), "{info}");
+}

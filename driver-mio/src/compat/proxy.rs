@@ -180,10 +180,11 @@ impl Proxy {
         let reason = resp.reason.unwrap_or("").to_string();
         match code {
             200..=299 => Ok(stream),
-            407 if self.auth.is_some() => Err(format!(
+            // 407 is the standard answer; some proxies (tinyproxy) say 401.
+            401 | 407 if self.auth.is_some() => Err(format!(
                 "the proxy {self} refused the credentials in the proxy URL ({code} {reason})"
             )),
-            407 => Err(format!(
+            401 | 407 => Err(format!(
                 "the proxy {self} requires credentials ({code} {reason}): put them in HTTPS_PROXY as http://USER:PASSWORD@HOST:PORT"
             )),
             _ => Err(format!(

@@ -437,6 +437,7 @@ fn start(a: StartArgs, json: bool) -> Result<Success, Failure> {
     // look often, so `start` returns when the daemon is ready rather than
     // at the next tick of a coarse poll; a dot every 100 ms shows life.
     let mut polls = 0u32;
+    let mut carrier_error: Option<String> = None;
     loop {
         if let Ok(Some(status)) = child.try_wait() {
             if !json {
@@ -467,6 +468,9 @@ fn start(a: StartArgs, json: bool) -> Result<Success, Failure> {
         }
         if let Ok(mut c) = connect(&options.socket) {
             if let Ok(info) = request(&mut c, Request::Info) {
+                carrier_error = info["transport"]["carrier_error"]
+                    .as_str()
+                    .map(str::to_string);
                 if info.get("address").is_some_and(|a| !a.is_null()) {
                     if !json {
                         eprintln!();
@@ -479,9 +483,15 @@ fn start(a: StartArgs, json: bool) -> Result<Success, Failure> {
             if !json {
                 eprintln!();
             }
+            // The carrier's last error names the step that failed (the
+            // proxy, TLS, the upgrade), never a credential.
+            let why = carrier_error.map(|e| format!(": {e}")).unwrap_or_default();
             return Err(Failure::new(
                 "timeout",
-                format!("the daemon (pid {pid}) did not register within {} s", a.wait),
+                format!(
+                    "the daemon (pid {pid}) did not register within {} s{why}",
+                    a.wait
+                ),
                 "is the rendezvous reachable and its key right? the daemon keeps trying; see `pilotctl daemon status`",
             ));
         }
