@@ -134,6 +134,35 @@ fn only_tcp_443(ns: &str) {
     assert!(child.wait().unwrap().success(), "nft in {ns}");
 }
 
+/// Lets out of `ns` only TCP to the proxy at `proxy` port 3128.
+fn only_the_proxy(ns: &str, proxy: &str) {
+    let rules = format!(
+        "table inet pcfw {{\n\
+        chain out {{\n\
+          type filter hook output priority 0; policy drop;\n\
+          oif lo accept\n\
+          ct state established,related accept\n\
+          ip daddr {proxy} tcp dport 3128 accept\n\
+          meta l4proto udp counter name udp_out drop\n\
+        }}\n\
+        counter udp_out {{ }}\n\
+      }}\n"
+    );
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", ns, "nft", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("nft");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(rules.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success(), "nft in {ns}");
+}
+
 fn udp_out_packets(ns: &str) -> u64 {
     let out = must(
         "ip",
@@ -156,6 +185,17 @@ fn ctl(net: &Net, name: &str, args: &[&str]) -> Value {
 
 /// `daemon start` for agent `name` inside `ns`.
 fn start_in(net: &mut Net, ns: &str, name: &str, extra: &[&str]) -> Value {
+    start_in_env(net, ns, name, extra, &[]).data()
+}
+
+/// [`start_in`] with extra environment, answered as it is.
+fn start_in_env(
+    net: &mut Net,
+    ns: &str,
+    name: &str,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> common::Run {
     let home = net.home(name);
     let (rv, key) = (net.rv_addr.clone(), net.rv_key.clone());
     let mut args = vec![
@@ -167,13 +207,16 @@ fn start_in(net: &mut Net, ns: &str, name: &str, extra: &[&str]) -> Value {
         &key,
         "--hostname",
         name,
-        "--wait",
-        "20",
         "--json",
     ];
+    if !extra.contains(&"--wait") {
+        args.extend(["--wait", "20"]);
+    }
     args.extend_from_slice(extra);
     net.track(name);
-    pilotctl_in(Some(ns), &args, &[("PILOT_HOME", home.to_str().unwrap())]).data()
+    let mut all = vec![("PILOT_HOME", home.to_str().unwrap())];
+    all.extend_from_slice(env);
+    pilotctl_in(Some(ns), &args, &all)
 }
 
 #[test]
@@ -308,6 +351,136 @@ fn compat_and_auto_where_only_tcp_443_leaves() {
     let info = ctl(&net, "fred", &["info"]);
     assert_eq!(info["transport"]["active"], "udp", "{info}");
     assert_eq!(info["transport"]["carrier_connected"], false, "{info}");
+    drop(net);
+    drop(spaces);
+}
+
+/// Kills the child when dropped.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn compat_where_only_an_http_proxy_is_reachable() {
+    if let Some(why) = skip_reason() {
+        eprintln!("netns proxy test skipped: {why} (needs root, iproute2 and nftables)");
+        return;
+    }
+    if !sh("tinyproxy", &["-v"]).0 {
+        eprintln!("netns proxy test skipped: tinyproxy is missing (apt-get install tinyproxy)");
+        return;
+    }
+    let run = format!(
+        "{}{}",
+        std::process::id() % 10_000,
+        NEXT.fetch_add(1, Ordering::SeqCst)
+    );
+    let (rv_ns, boxed) = (format!("pcrv{run}"), format!("pcpx{run}"));
+    let mut spaces = Namespaces(Vec::new());
+    spaces.add(&rv_ns);
+    spaces.add(&boxed);
+    link(&rv_ns, &boxed, &format!("p{run}"), 3);
+    must(
+        "ip",
+        &[
+            "-n",
+            &boxed,
+            "route",
+            "add",
+            "10.77.0.0/16",
+            "via",
+            "10.77.3.1",
+        ],
+    );
+    must(
+        "ip",
+        &["-n", &rv_ns, "addr", "add", "10.77.0.1/32", "dev", "lo"],
+    );
+    only_the_proxy(&boxed, "10.77.3.1");
+
+    let mut net = Net::with_rendezvous(
+        Some(&rv_ns),
+        "10.77.0.1:4000",
+        &["--tls-listen", "10.77.0.1:443"],
+    );
+    let conf = net.dir.path().join("tinyproxy.conf");
+    std::fs::write(
+        &conf,
+        "Port 3128\nListen 10.77.3.1\nTimeout 60\nMaxClients 20\nAllow 10.77.3.0/24\n\
+         BasicAuth pilot pr0xypass\nLogLevel Info\n",
+    )
+    .unwrap();
+    let _proxy = Reaped(
+        Command::new("ip")
+            .args(["netns", "exec", &rv_ns, "tinyproxy", "-d", "-c"])
+            .arg(&conf)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("tinyproxy"),
+    );
+    let listening = net.wait(10, || {
+        sh(
+            "ip",
+            &["netns", "exec", &rv_ns, "ss", "-Htln", "sport", "= :3128"],
+        )
+        .1
+        .contains("3128")
+    });
+    assert!(listening, "tinyproxy did not listen");
+    let (_, fingerprint) = net.rv_tls.clone().expect("carrier");
+    net.start("alice", &[]);
+    let url = format!("wss://10.77.0.1:443{}", driver_mio::compat::WS_PATH);
+    let flags = [
+        "--transport",
+        "compat",
+        "--compat-url",
+        &url,
+        "--tls-pin",
+        &fingerprint,
+    ];
+    let started = start_in_env(
+        &mut net,
+        &boxed,
+        "gina",
+        &flags,
+        &[("HTTPS_PROXY", "http://pilot:pr0xypass@10.77.3.1:3128")],
+    );
+    started.data();
+    net.trust("gina", "alice");
+    let echo = ctl(
+        &net,
+        "gina",
+        &["connect", "alice", "7", "--message", "via the proxy"],
+    );
+    assert_eq!(echo["reply"]["data"], "via the proxy", "{echo}");
+    let info = ctl(&net, "gina", &["info"]);
+    assert_eq!(
+        info["transport"]["proxy"], "http://10.77.3.1:3128",
+        "{info}"
+    );
+    assert!(!info.to_string().contains("pr0xypass"));
+    assert_eq!(udp_out_packets(&boxed), 0, "UDP tried to leave");
+
+    // A wrong password: a clear error naming the proxy, not the password.
+    let failed = start_in_env(
+        &mut net,
+        &boxed,
+        "hank",
+        &[&flags[..], &["--wait", "4"]].concat(),
+        &[("HTTPS_PROXY", "http://pilot:wr0ng@10.77.3.1:3128")],
+    );
+    let v = failed.json();
+    assert_eq!(v["status"], "error", "{v}");
+    let message = v["message"].as_str().unwrap_or_default();
+    assert!(message.contains("http://10.77.3.1:3128"), "{message}");
+    assert!(message.contains("refused the credentials"), "{message}");
+    assert!(!message.contains("wr0ng"), "{message}");
     drop(net);
     drop(spaces);
 }
