@@ -628,7 +628,9 @@ impl Node {
             req: None,
         };
         let rv = self.rv;
-        self.tunnels.connect(now, &rv);
+        // Also when a handshake is under way: its initiation most likely
+        // went nowhere while the carrier was down.
+        self.tunnels.reconnect(now, &rv);
     }
 
     fn register_now(&mut self, now: Timestamp) {

@@ -713,6 +713,14 @@ impl Tunnels {
         result
     }
 
+    /// Starts a handshake with `peer` now, replacing one under way (its
+    /// initiation may have been lost: the way to the peer just came back).
+    pub fn reconnect(&mut self, now: Timestamp, peer: &PeerKey) {
+        if self.peers.contains_key(peer) {
+            self.initiate(now, peer);
+        }
+    }
+
     /// Starts a handshake with `peer` now unless one is under way.
     pub fn connect(&mut self, now: Timestamp, peer: &PeerKey) {
         if self.peers.get(peer).is_some_and(|p| p.pending.is_none()) {

@@ -480,3 +480,69 @@ fn compat_through_an_http_connect_proxy_with_and_without_credentials() {
     let info = ok(&net, "erin", &["info"]);
     assert!(!info.to_string().contains("n0tit"), "{info}");
 }
+
+fn rss_kib(pid: u64) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Figures, each with its baseline from the same run (printed, not
+/// asserted: machines differ): stream throughput and ping RTT over the
+/// carrier (through the relay) against UDP direct on loopback; daemon
+/// start to registration over the carrier against UDP; the rendezvous's
+/// memory per idle carrier connection.
+#[test]
+fn figures_compat_against_udp() {
+    let mut net = net();
+    let t = std::time::Instant::now();
+    net.start("alice", &[]);
+    let udp_start = t.elapsed();
+    net.start("bob", &[]);
+    let t = std::time::Instant::now();
+    start_compat(&mut net, "carol");
+    let compat_start = t.elapsed();
+    net.trust("bob", "alice");
+    net.trust("carol", "alice");
+    let mut line = Vec::new();
+    for (from, what) in [("bob", "udp direct"), ("carol", "compat relay")] {
+        // Warm up the path first (bob's may start on the relay).
+        let _ = ok(&net, from, &["ping", "alice", "--count", "3"]);
+        let bench = ok(&net, from, &["bench", "alice", "8M"]);
+        assert_eq!(bench["bytes"].as_u64(), Some(8 << 20), "{bench}");
+        let ping = ok(&net, from, &["ping", "alice", "--count", "10"]);
+        let peers = ok(&net, from, &["peers"]);
+        line.push(format!(
+            "{what} (path {}): {:.1} MiB/s, ping median {:.3} ms",
+            peer(&peers, "alice")["path"],
+            bench["rate_mib_s"].as_f64().unwrap_or(f64::NAN),
+            ping["rtt_ms"]["median"].as_f64().unwrap_or(f64::NAN)
+        ));
+    }
+    // Idle carrier connections (upgraded, then silent).
+    let (addr, _) = net.rv_tls.clone().unwrap();
+    let before = rss_kib(net.rv_pid);
+    let idle: Vec<_> = (0..200)
+        .map(|_| {
+            let tls = tls_connect(&addr);
+            tungstenite::client::client(format!("wss://{addr}{WS_PATH}"), tls)
+                .expect("upgrade")
+                .0
+        })
+        .collect();
+    let after = rss_kib(net.rv_pid);
+    eprintln!(
+        "[compat figures] {}; start to registered: udp {} ms, compat {} ms (both include \
+         pilotctl spawning the daemon); rendezvous memory per idle carrier connection: \
+         {:.1} KiB ({} KiB for {})",
+        line.join("; "),
+        udp_start.as_millis(),
+        compat_start.as_millis(),
+        after.saturating_sub(before) as f64 / idle.len() as f64,
+        after.saturating_sub(before),
+        idle.len()
+    );
+}

@@ -330,6 +330,7 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
     }
     // Set when a datagram from the rendezvous arrives over UDP.
     let mut udp_heard_rv = false;
+    let mut last_carrier_stats = None;
     agent.transport = transport_info(&opts, &links, auto);
 
     let mut events = Events::with_capacity(256);
@@ -474,6 +475,20 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
         pump(
             &mut agent, &mut links, &mut ipc, &mut tcp, &home, &clock, now, high_water,
         );
+        // The carrier's counters in `pilotctl info` (dropped datagrams
+        // are how a slow carrier shows).
+        if let Some(c) = links.carrier.as_ref() {
+            let st = c.stats();
+            if Some(st) != last_carrier_stats {
+                last_carrier_stats = Some(st);
+                if let Some(t) = agent.transport.as_object_mut() {
+                    t.insert("carrier_datagrams_in".into(), st.datagrams_in.into());
+                    t.insert("carrier_datagrams_out".into(), st.datagrams_out.into());
+                    t.insert("carrier_dropped".into(), st.dropped_out.into());
+                    t.insert("carrier_connects".into(), st.connects.into());
+                }
+            }
+        }
         let effects = agent.take_effects();
         if effects.trust_changed {
             if let Err(e) = home.save_trust(&agent.node.trust_state()) {
