@@ -75,12 +75,25 @@ impl<S: Read + Write> Read for TlsIo<S> {
 
 impl<S: Read + Write> Write for TlsIo<S> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.conn.writer().write(buf)?;
-        ignore_would_block(self.write_out())?;
-        if n == 0 && !buf.is_empty() {
-            return Err(io::ErrorKind::WouldBlock.into());
+        loop {
+            let n = self.conn.writer().write(buf)?;
+            match self.write_out() {
+                Ok(()) => {}
+                // The socket is full: it will say when it has room again.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if n == 0 && !buf.is_empty() {
+                        return Err(e);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+            if n > 0 || buf.is_empty() {
+                return Ok(n);
+            }
+            // rustls's buffer was full and the socket took all of it: there
+            // is room now. Answering WouldBlock here would wait for a
+            // writable edge that never comes (the socket never filled).
         }
-        Ok(n)
     }
 
     fn flush(&mut self) -> io::Result<()> {
