@@ -7,6 +7,7 @@
 
 pub mod client;
 pub mod clock;
+pub mod compat;
 pub mod daemon;
 pub mod extra;
 pub mod fsutil;

@@ -15,6 +15,17 @@ impl SocketId {
     /// The socket every node and rendezvous has: the one bound to its
     /// configured listen address.
     pub const PRIMARY: SocketId = SocketId(0);
+    /// The compat carrier: one TLS + WebSocket connection over TCP that
+    /// carries, one message each, the datagrams a UDP socket would. On an
+    /// agent it leads to the rendezvous only; on the rendezvous the
+    /// address names which agent's connection (its TCP peer address).
+    /// Endpoints seen on it are never UDP candidates.
+    pub const CARRIER: SocketId = SocketId(u16::MAX);
+
+    /// True for the compat carrier.
+    pub fn is_carrier(self) -> bool {
+        self == SocketId::CARRIER
+    }
 }
 
 impl core::fmt::Display for SocketId {

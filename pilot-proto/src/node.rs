@@ -91,6 +91,10 @@ pub struct NodeConfig {
     /// The rendezvous's second (reflect) port, if it has one: with it the
     /// node classifies its NAT and can cross symmetric NATs.
     pub reflect_addr: Option<SocketAddr>,
+    /// Reach the rendezvous over the compat carrier
+    /// ([`SocketId::CARRIER`]) and every peer through its relay: no UDP
+    /// candidates advertised, no punching, no direct paths.
+    pub relay_only: bool,
 }
 
 impl NodeConfig {
@@ -119,7 +123,17 @@ impl NodeConfig {
             tunnel: TunnelConfig::default(),
             lan_endpoints: Vec::new(),
             reflect_addr: None,
+            relay_only: false,
         }
+    }
+}
+
+/// The socket the rendezvous is reached through.
+fn rendezvous_socket(relay_only: bool) -> SocketId {
+    if relay_only {
+        SocketId::CARRIER
+    } else {
+        SocketId::PRIMARY
     }
 }
 
@@ -539,7 +553,9 @@ impl Node {
     /// Registration begins at once.
     pub fn new(config: NodeConfig, seed: &[u8; 32], now: Timestamp) -> Self {
         let mut tunnel = config.tunnel;
-        tunnel.relay = Some((SocketId::PRIMARY, config.rendezvous_addr));
+        let socket = rendezvous_socket(config.relay_only);
+        tunnel.relay = Some((socket, config.rendezvous_addr));
+        tunnel.relay_only = config.relay_only;
         let mut tunnels = Tunnels::new(
             tunnel,
             config.identity.x25519_secret(),
@@ -549,7 +565,13 @@ impl Node {
         // A rendezvous key that is not a valid point can never complete a
         // handshake; registration then retries and the driver reports it.
         let rv = config.rendezvous_key.x25519().unwrap_or([0; 32]);
-        tunnels.set_endpoint(rv, config.rendezvous_addr);
+        tunnels.set_route(
+            rv,
+            Route::Direct {
+                socket,
+                addr: config.rendezvous_addr,
+            },
+        );
         let saved = config.trust.clone();
         let mut node = Node {
             config,
@@ -589,6 +611,75 @@ impl Node {
         };
         node.restore_trust(saved);
         node
+    }
+
+    /// True while the node reaches the rendezvous over the compat carrier
+    /// and its peers through the relay only ([`NodeConfig::relay_only`]).
+    pub fn is_relay_only(&self) -> bool {
+        self.config.relay_only
+    }
+
+    /// Moves the node between UDP and the compat carrier (the driver's
+    /// `auto` transport found one of them unusable). Packets to the
+    /// rendezvous and relayed packets go through the new socket at once,
+    /// on the same sessions, and the node registers again now, so the
+    /// rendezvous learns its new endpoint (and that it has, or has no
+    /// longer, UDP candidates) without waiting for a refresh.
+    pub fn set_relay_only(&mut self, now: Timestamp, relay_only: bool) {
+        self.now = now;
+        if self.config.relay_only == relay_only {
+            return;
+        }
+        self.config.relay_only = relay_only;
+        let socket = rendezvous_socket(relay_only);
+        let addr = self.config.rendezvous_addr;
+        self.tunnels.set_relay_via(Some((socket, addr)), relay_only);
+        self.tunnels
+            .set_route(self.rv, Route::Direct { socket, addr });
+        self.register_now(now);
+    }
+
+    /// The driver's carrier connection to the rendezvous was lost and is
+    /// back (a new TCP connection, so a new address at the rendezvous):
+    /// register again now rather than at the next refresh, so that relayed
+    /// packets and pushed messages find us at once. Address, trust and
+    /// sessions are kept; what the rendezvous queued for us while we were
+    /// away arrives once we are registered again.
+    ///
+    /// A new handshake comes first: a lost carrier often means the
+    /// rendezvous restarted and forgot our session, and a Register sent
+    /// on a forgotten session would only be dropped. The registration
+    /// goes out as soon as the new session is up.
+    pub fn rendezvous_reconnected(&mut self, now: Timestamp) {
+        self.now = now;
+        self.reg = RegState::Trying {
+            attempt: 0,
+            retry_at: now + self.config.register_timeout,
+            req: None,
+        };
+        let rv = self.rv;
+        // Also when a handshake is under way: its initiation most likely
+        // went nowhere while the carrier was down.
+        self.tunnels.reconnect(now, &rv);
+    }
+
+    fn register_now(&mut self, now: Timestamp) {
+        self.reg = RegState::Trying {
+            attempt: 0,
+            retry_at: now,
+            req: None,
+        };
+        self.registration_step(now);
+    }
+
+    /// The LAN endpoints registered: none on the carrier, where peers must
+    /// not try UDP to us.
+    fn advertised_lan(&self) -> &[SocketAddr] {
+        if self.config.relay_only {
+            &[]
+        } else {
+            &self.config.lan_endpoints
+        }
     }
 
     /// Our address, once registered.
@@ -1260,7 +1351,7 @@ impl Node {
             req,
             self.config.public,
             self.config.hostname.clone(),
-            &self.config.lan_endpoints,
+            self.advertised_lan(),
         );
         let attempt = match self.reg {
             RegState::Trying { attempt, .. } => attempt,

@@ -258,9 +258,15 @@ pub struct Rendezvous {
     records: BTreeMap<PublicKey, Record>,
     by_node: BTreeMap<u32, PublicKey>,
     by_hostname: BTreeMap<Hostname, PublicKey>,
-    /// The UDP address each online agent registered from: how the relay
-    /// knows who sends a relay packet.
-    by_endpoint: BTreeMap<SocketAddr, PublicKey>,
+    /// The socket and address each online agent registered from: how the
+    /// relay knows who sends a relay packet. The socket is part of the key
+    /// because a carrier connection's TCP address may equal some other
+    /// agent's UDP address.
+    by_endpoint: BTreeMap<(SocketId, SocketAddr), PublicKey>,
+    /// The socket each online agent's endpoint is on (absent: the primary
+    /// UDP socket). An agent on [`SocketId::CARRIER`] has no UDP
+    /// candidates: peers reach it through the relay only.
+    sockets: BTreeMap<PublicKey, SocketId>,
     /// Each online agent's LAN endpoints, from its registration.
     lan: BTreeMap<PublicKey, Vec<SocketAddr>>,
     relay: relay::Relay,
@@ -312,6 +318,7 @@ impl Rendezvous {
             by_node: BTreeMap::new(),
             by_hostname: BTreeMap::new(),
             by_endpoint: BTreeMap::new(),
+            sockets: BTreeMap::new(),
             lan: BTreeMap::new(),
             relay,
             relayed: VecDeque::new(),
@@ -414,9 +421,13 @@ impl Rendezvous {
     ) {
         self.now = now;
         if data.first() == Some(&wire::TYPE_REFLECT) {
+            if socket.is_carrier() {
+                // A TCP connection's address says nothing about UDP.
+                return self.tunnels.stats_mut().drop(DropReason::Unexpected);
+            }
             return self.on_reflect(now, socket, from, data);
         }
-        if socket != SocketId::PRIMARY {
+        if socket != SocketId::PRIMARY && !socket.is_carrier() {
             // The reflect port answers reflects and nothing else.
             return self.tunnels.stats_mut().drop(DropReason::Unexpected);
         }
@@ -494,7 +505,7 @@ impl Rendezvous {
             }
             let TunnelEvent::PathChanged {
                 peer,
-                route: Some(Route::Direct { addr, .. }),
+                route: Some(Route::Direct { socket, addr }),
             } = event
             else {
                 continue;
@@ -502,18 +513,20 @@ impl Rendezvous {
             let Some(key) = self.by_session_key.get(&peer).copied() else {
                 continue;
             };
+            let old_socket = self.socket_of(&key);
             let Some(rec) = self.records.get_mut(&key) else {
                 continue;
             };
-            if rec.expires.is_none() || rec.endpoint == Some(addr) {
+            if rec.expires.is_none() || (rec.endpoint == Some(addr) && old_socket == socket) {
                 continue;
             }
             if let Some(old) = rec.endpoint.replace(addr) {
-                if self.by_endpoint.get(&old) == Some(&key) {
-                    self.by_endpoint.remove(&old);
+                if self.by_endpoint.get(&(old_socket, old)) == Some(&key) {
+                    self.by_endpoint.remove(&(old_socket, old));
                 }
             }
-            self.by_endpoint.insert(addr, key);
+            self.by_endpoint.insert((socket, addr), key);
+            self.set_socket(key, socket);
         }
     }
 
@@ -524,7 +537,7 @@ impl Rendezvous {
             self.relay.stats.malformed += 1;
             return;
         };
-        let Some(sender) = self.by_endpoint.get(&from).copied() else {
+        let Some(sender) = self.by_endpoint.get(&(socket, from)).copied() else {
             self.relay.stats.unknown_sender += 1;
             return;
         };
@@ -538,9 +551,9 @@ impl Rendezvous {
             return;
         };
         let target = self.key_of(Address::from_bytes(address));
-        let Some((target, to)) = target.and_then(|k| {
+        let Some((target, (to_socket, to))) = target.and_then(|k| {
             let ep = self.records.get(&k)?.endpoint?;
-            Some((k, ep))
+            Some((k, (self.socket_of(&k), ep)))
         }) else {
             self.relay.stats.offline += 1;
             return;
@@ -556,7 +569,7 @@ impl Rendezvous {
         }
         self.relay.stats.forwarded_packets += 1;
         self.relay.stats.forwarded_bytes += out.len() as u64;
-        self.relayed.push_back(Transmit::new(socket, to, out));
+        self.relayed.push_back(Transmit::new(to_socket, to, out));
     }
 
     /// An agent asks to punch through to `target`: tell both sides each
@@ -575,9 +588,14 @@ impl Rendezvous {
         let (Some(ra), Some(rb)) = (self.records.get(&a), self.records.get(&b)) else {
             return;
         };
-        let (Some(ea), Some(eb)) = (ra.endpoint, rb.endpoint) else {
+        if ra.endpoint.is_none() || rb.endpoint.is_none() {
             return self.tunnels.stats_mut().drop(DropReason::Unexpected);
-        };
+        }
+        // An agent on the carrier has no UDP path to punch: both keep
+        // the relay.
+        if self.socket_of(&a).is_carrier() || self.socket_of(&b).is_carrier() {
+            return self.tunnels.stats_mut().drop(DropReason::NotAllowed);
+        }
         let (addr_a, addr_b) = (ra.address, rb.address);
         let (Ok(xa), Ok(xb)) = (a.x25519(), b.x25519()) else {
             return;
@@ -602,13 +620,13 @@ impl Rendezvous {
         let to_a = Message::PunchGo {
             peer: addr_b,
             delay_ms: delay(da, db),
-            endpoints: self.candidates(eb, &b),
+            endpoints: self.candidates(&b),
             nat: nat(&b),
         };
         let to_b = Message::PunchGo {
             peer: addr_a,
             delay_ms: delay(db, da),
-            endpoints: self.candidates(ea, &a),
+            endpoints: self.candidates(&a),
             nat: nat(&a),
         };
         // Twice when a side is behind a symmetric NAT: a lost PunchGo
@@ -655,10 +673,10 @@ impl Rendezvous {
         self.socket_ops.pop_front()
     }
 
-    /// An agent's direct candidates: the endpoint it registered from,
-    /// then its LAN endpoints, without repeats.
-    fn candidates(&self, endpoint: SocketAddr, key: &PublicKey) -> Vec<SocketAddr> {
-        let mut v = alloc::vec![endpoint];
+    /// An agent's direct candidates: the UDP endpoint it registered from
+    /// (none on the carrier), then its LAN endpoints, without repeats.
+    fn candidates(&self, key: &PublicKey) -> Vec<SocketAddr> {
+        let mut v: Vec<SocketAddr> = self.udp_endpoint(key).into_iter().collect();
         for l in self.lan.get(key).into_iter().flatten() {
             if !v.contains(l) && v.len() < MAX_ENDPOINTS {
                 v.push(*l);
@@ -667,13 +685,37 @@ impl Rendezvous {
         v
     }
 
+    /// The socket an agent's endpoint is on.
+    fn socket_of(&self, key: &PublicKey) -> SocketId {
+        self.sockets.get(key).copied().unwrap_or(SocketId::PRIMARY)
+    }
+
+    fn set_socket(&mut self, key: PublicKey, socket: SocketId) {
+        if socket == SocketId::PRIMARY {
+            self.sockets.remove(&key);
+        } else {
+            self.sockets.insert(key, socket);
+        }
+    }
+
+    /// An online agent's endpoint if a peer can send UDP to it (not one
+    /// on the carrier).
+    fn udp_endpoint(&self, key: &PublicKey) -> Option<SocketAddr> {
+        if self.socket_of(key).is_carrier() {
+            return None;
+        }
+        self.records.get(key)?.endpoint
+    }
+
     /// An agent is offline: it is no longer known by its endpoint.
     fn went_offline(&mut self, key: &PublicKey, endpoint: Option<SocketAddr>) {
+        let socket = self.socket_of(key);
         if let Some(ep) = endpoint {
-            if self.by_endpoint.get(&ep) == Some(key) {
-                self.by_endpoint.remove(&ep);
+            if self.by_endpoint.get(&(socket, ep)) == Some(key) {
+                self.by_endpoint.remove(&(socket, ep));
             }
         }
+        self.sockets.remove(key);
         self.lan.remove(key);
         self.nat_info.remove(key);
         self.relay.forget(key);
@@ -738,7 +780,7 @@ impl Rendezvous {
         let peer = inbound.peer;
         // The rendezvous relays for nobody, so everything reaches it
         // directly.
-        let Some(from) = inbound.from.addr() else {
+        let Route::Direct { socket, addr: from } = inbound.from else {
             return;
         };
         if r.key.x25519().ok() != Some(peer) {
@@ -796,7 +838,12 @@ impl Rendezvous {
             return;
         };
         let persist = new || rec.hostname != r.hostname || rec.public != r.public;
-        let changed = persist || rec.endpoint != Some(from);
+        let old_socket = self
+            .sockets
+            .get(&r.key)
+            .copied()
+            .unwrap_or(SocketId::PRIMARY);
+        let changed = persist || rec.endpoint != Some(from) || old_socket != socket;
         if let Some(old) = rec.hostname.take() {
             self.by_hostname.remove(&old);
         }
@@ -806,11 +853,17 @@ impl Rendezvous {
         rec.hostname = r.hostname.clone();
         rec.public = r.public;
         if let Some(old) = rec.endpoint.replace(from) {
-            if old != from && self.by_endpoint.get(&old) == Some(&r.key) {
+            let old = (old_socket, old);
+            if old != (socket, from) && self.by_endpoint.get(&old) == Some(&r.key) {
                 self.by_endpoint.remove(&old);
             }
         }
-        self.by_endpoint.insert(from, r.key);
+        self.by_endpoint.insert((socket, from), r.key);
+        if socket == SocketId::PRIMARY {
+            self.sockets.remove(&r.key);
+        } else {
+            self.sockets.insert(r.key, socket);
+        }
         if r.lan.is_empty() {
             self.lan.remove(&r.key);
         } else {
@@ -893,10 +946,11 @@ impl Rendezvous {
             public: rec.public,
             online: rec.expires.is_some(),
             hostname: rec.hostname.clone(),
-            endpoints: rec
-                .endpoint
-                .map(|ep| self.candidates(ep, &rec.key))
-                .unwrap_or_default(),
+            endpoints: if rec.endpoint.is_some() {
+                self.candidates(&rec.key)
+            } else {
+                Vec::new()
+            },
         });
         self.reply(now, &peer, &answer);
     }
@@ -1232,7 +1286,7 @@ impl Rendezvous {
             },
         );
         let hostname = self.hostname_of(&approver);
-        let endpoint = self.records.get(&approver).and_then(|r| r.endpoint);
+        let endpoint = self.udp_endpoint(&approver);
         self.push(now, requester, |id| Message::TrustApproved {
             id,
             approval,

@@ -75,6 +75,10 @@ pub struct TunnelConfig {
     /// The rendezvous that relays for us: our socket and its address.
     /// Relayed packets go there wrapped (see [`wire::relay`]).
     pub relay: Option<(SocketId, SocketAddr)>,
+    /// Take no direct candidates: peers are reached through the relay
+    /// only (an agent on the compat carrier, which has no UDP socket to
+    /// send probes from). Routes set explicitly (the rendezvous's) stay.
+    pub relay_only: bool,
     /// Path probing and liveness.
     pub paths: PathConfig,
 }
@@ -94,6 +98,7 @@ impl Default for TunnelConfig {
             max_peers: 1 << 20,
             responder_only: false,
             relay: None,
+            relay_only: false,
             paths: PathConfig::default(),
         }
     }
@@ -519,6 +524,14 @@ impl Tunnels {
         self.local_payload = payload;
     }
 
+    /// Changes where relayed packets go (our socket and the rendezvous's
+    /// address) and whether direct candidates are taken at all: the
+    /// driver moved between UDP and the compat carrier.
+    pub fn set_relay_via(&mut self, relay: Option<(SocketId, SocketAddr)>, relay_only: bool) {
+        self.config.relay = relay;
+        self.config.relay_only = relay_only;
+    }
+
     /// Adds a peer reached at `endpoint` without validation (the
     /// rendezvous an agent is configured with), or makes `endpoint` its
     /// path.
@@ -645,6 +658,9 @@ impl Tunnels {
     /// carry data only once validated.
     pub fn add_candidates(&mut self, peer: PeerKey, candidates: &[SocketAddr]) {
         self.keep(&peer);
+        if self.config.relay_only {
+            return;
+        }
         let follow = self.config.responder_only;
         let p = self.peers.entry(peer).or_insert_with(|| Peer::new(follow));
         for c in candidates {
@@ -882,6 +898,14 @@ impl Tunnels {
             self.initiate(now, peer);
         }
         result
+    }
+
+    /// Starts a handshake with `peer` now, replacing one under way (its
+    /// initiation may have been lost: the way to the peer just came back).
+    pub fn reconnect(&mut self, now: Timestamp, peer: &PeerKey) {
+        if self.peers.contains_key(peer) {
+            self.initiate(now, peer);
+        }
     }
 
     /// Starts a handshake with `peer` now unless one is under way.

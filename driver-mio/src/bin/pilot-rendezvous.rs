@@ -3,6 +3,7 @@
 //! ```text
 //! pilot-rendezvous [--listen ADDR] [--home DIR] [--network N] [--json]
 //!                  [--log-level FILTER] [--refresh-secs S] [--ttl-secs S]
+//!                  [--tls-listen ADDR [--tls-cert FILE --tls-key FILE]]
 //! ```
 //!
 //! Prints where it listens and the public key agents must pin, then serves
@@ -56,6 +57,17 @@ struct Args {
     /// requests so agents can classify their NATs (off by default).
     #[arg(long)]
     reflect_port: Option<u16>,
+    /// Also listen for the compat carrier (TLS + WebSocket) on this TCP
+    /// address, e.g. 0.0.0.0:443.
+    #[arg(long)]
+    tls_listen: Option<SocketAddr>,
+    /// The carrier's certificate chain (PEM; reloaded on SIGHUP). Without
+    /// it, a self-signed pair kept in the home; its fingerprint is printed.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The carrier's private key (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -93,9 +105,13 @@ fn run(args: &Args) -> Result<(), ServerError> {
     config.refresh_interval = args.refresh_secs.map(Duration::from_secs);
     config.registration_ttl = args.ttl_secs.map(Duration::from_secs);
     config.reflect_port = args.reflect_port;
+    config.tls_listen = args.tls_listen;
+    config.tls_cert = args.tls_cert.clone().zip(args.tls_key.clone());
     let mut server = Server::open(config)?;
     let address = server.local_addr();
     let key = server.public_key();
+    let carrier = server.carrier_addr().map(|a| a.to_string());
+    let fingerprint = server.carrier_fingerprint().map(str::to_string);
     let line = if args.json {
         serde_json::json!({
             "status": "ok",
@@ -104,14 +120,23 @@ fn run(args: &Args) -> Result<(), ServerError> {
                 "public_key": key.to_string(),
                 "pid": std::process::id(),
                 "home": home.display().to_string(),
+                "tls_address": carrier,
+                "tls_fingerprint": fingerprint,
             }
         })
         .to_string()
     } else {
-        format!(
+        let mut text = format!(
             "Rendezvous listening on {address}\n  Public key: {key}\n  Home: {}",
             home.display()
-        )
+        );
+        if let (Some(c), Some(f)) = (&carrier, &fingerprint) {
+            text.push_str(&format!(
+                "\n  Compat carrier: TCP {c}, path {}\n  TLS certificate SHA-256 (for --tls-pin): {f}",
+                driver_mio::compat::WS_PATH
+            ));
+        }
+        text
     };
     let mut out = std::io::stdout().lock();
     // Whoever started us waits for this line: flush it even into a pipe.

@@ -107,6 +107,9 @@ pub struct Agent {
     bridge_policy: BridgePolicy,
     /// Gateway requests, for the daemon's gateway to answer.
     gateway_requests: VecDeque<(ClientId, u32, Request)>,
+    /// How the daemon reaches the rendezvous (`pilotctl info`), kept up
+    /// to date by the event loop. Never holds proxy credentials.
+    pub transport: Value,
 }
 
 fn error(code: &str, message: impl Into<String>, hint: impl Into<String>) -> Response {
@@ -293,6 +296,7 @@ impl Agent {
             to_bridge: VecDeque::new(),
             bridge_policy: BridgePolicy::default(),
             gateway_requests: VecDeque::new(),
+            transport: json!({"mode": "udp", "active": "udp"}),
         }
     }
 
@@ -592,6 +596,14 @@ impl Agent {
                         "hostname": p.hostname.as_ref().map(|h| h.to_string()),
                         "trusted": p.trusted,
                         "path": path,
+                        // What the path rides on: a direct path is UDP; the
+                        // relay is reached over UDP or the compat carrier.
+                        "transport": match path {
+                            "direct" => Some("udp"),
+                            "relay" if self.node.is_relay_only() => Some("compat"),
+                            "relay" => Some("udp"),
+                            _ => None,
+                        },
                         "endpoint": s.endpoint.map(|e| e.to_string()),
                         "state": s.state.to_string(),
                         // The path's smoothed RTT when direct, else the
@@ -653,6 +665,7 @@ impl Agent {
             "fingerprint": n.public_key().fingerprint().to_string(),
             "registered": n.is_registered(),
             "public_endpoint": n.public_endpoint().map(|e| e.to_string()),
+            "transport": self.transport.clone(),
             "peers": n.trusted().count(),
             "pending": n.pending().count(),
             "streams": n.stream_infos().len(),

@@ -58,6 +58,18 @@ pub struct Settings {
     /// Which trusted peers may (`all`, or addresses and hostnames).
     #[serde(default)]
     pub bridge_peers: Option<String>,
+    /// `udp`, `compat` or `auto` (unset: udp).
+    #[serde(default)]
+    pub transport: Option<String>,
+    /// The compat carrier's `wss://` URL (unset: the rendezvous host, 443).
+    #[serde(default)]
+    pub compat_url: Option<String>,
+    /// A CA file the carrier's certificate must chain to.
+    #[serde(default)]
+    pub tls_ca: Option<String>,
+    /// The carrier certificate's SHA-256 (not a secret).
+    #[serde(default)]
+    pub tls_pin: Option<String>,
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -4,9 +4,10 @@
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use mio::{Events, Poll, Token};
+use mio::{Events, Poll, Registry, Token, Waker};
 use pilot_proto::addr::Hostname;
 use pilot_proto::identity::PublicKey;
 use pilot_proto::node::{Node, NodeConfig, ServiceConfig};
@@ -17,6 +18,10 @@ use super::bridge::{Bridge, BridgePolicy};
 use super::gateway::Gateway;
 use super::home::Home;
 use crate::clock::Clock;
+use crate::compat::client::{CarrierClient, ClientEvent, ClientOptions};
+use crate::compat::proxy::Proxy;
+use crate::compat::tls::Trust;
+use crate::compat::{CarrierUrl, Transport};
 use crate::fsutil::FileError;
 use crate::ipc::server::{BindError, ClientId, IpcConfig, IpcServer, SendError, ServerEvent};
 use crate::signals::Signals;
@@ -52,6 +57,12 @@ pub struct Options {
     /// classifies its NAT and may open extra sockets to punch through
     /// symmetric NATs.
     pub reflect: Option<SocketAddr>,
+    /// UDP, the compat carrier, or UDP falling back to it.
+    pub transport: Transport,
+    /// Where the carrier connects (compat and auto).
+    pub compat_url: CarrierUrl,
+    /// How the carrier's certificate is trusted.
+    pub tls_trust: Trust,
 }
 
 /// Why the daemon could not run.
@@ -69,6 +80,10 @@ pub enum DaemonError {
         /// Its pid.
         pid: u32,
     },
+    /// The compat carrier's settings are unusable (a proxy URL, a CA
+    /// file); the message says which, never with credentials.
+    #[error("{0}")]
+    Compat(String),
     /// A socket could not be set up.
     #[error("{what}: {source}")]
     Io {
@@ -98,6 +113,7 @@ impl DaemonError {
                 | BindError::NotASocket { .. }
                 | BindError::PathTooLong { .. },
             ) => codes::INVALID_ARGUMENT,
+            DaemonError::Compat(_) => codes::INVALID_ARGUMENT,
             _ => codes::INTERNAL,
         }
     }
@@ -116,6 +132,65 @@ const READ_BUDGET: usize = 256;
 
 /// How long a request to the rendezvous may go unanswered.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// `auto`: how long UDP has to reach the rendezvous before the carrier
+/// takes over.
+const AUTO_FALLBACK: Duration = Duration::from_secs(4);
+/// `auto` on the carrier: how often UDP is tried again.
+const AUTO_RETRY_UDP: Duration = Duration::from_secs(300);
+
+/// The daemon's ways out: the UDP socket (absent in compat mode, so that
+/// nothing but the one TCP connection leaves) and the carrier (absent in
+/// udp mode).
+struct Links {
+    udp: Option<UdpEndpoint>,
+    carrier: Option<CarrierClient>,
+    registry: Registry,
+    /// Datagrams for a link that is not there (a UDP probe while on the
+    /// carrier, say).
+    no_link: u64,
+}
+
+impl Links {
+    /// True while the node's output must wait (UDP's queue is full; the
+    /// carrier drops instead of waiting).
+    fn is_full(&self) -> bool {
+        self.udp.as_ref().is_some_and(|u| u.is_full())
+    }
+
+    fn send(&mut self, t: pilot_proto::Transmit) -> Option<ClientEvent> {
+        if t.socket.is_carrier() {
+            match self.carrier.as_mut() {
+                Some(c) => c.send(&self.registry, &t.payload).err(),
+                None => {
+                    self.no_link += 1;
+                    None
+                }
+            }
+        } else {
+            match self.udp.as_mut() {
+                Some(u) => {
+                    u.send(t);
+                }
+                None => self.no_link += 1,
+            }
+            None
+        }
+    }
+}
+
+/// Where `auto` stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Auto {
+    /// Not in auto mode.
+    Off,
+    /// On UDP; if nothing came from the rendezvous by then, fall back.
+    TryingUdp { until: Instant },
+    /// UDP works.
+    Udp,
+    /// On the carrier; try UDP again at `retry_at`.
+    Carrier { retry_at: Instant },
+}
 
 /// Runs the daemon until SIGTERM/SIGINT or a `Stop` request.
 pub fn run(opts: Options) -> Result<(), DaemonError> {
@@ -144,8 +219,43 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
     let mut tokens = Tokens::new();
     let udp_token = tokens.take();
     let signals_token = tokens.take();
-    let mut udp = UdpEndpoint::bind(opts.listen, poll.registry(), udp_token)
-        .map_err(io_err(format!("binding UDP {}", opts.listen)))?;
+    let waker_token = tokens.take();
+    let carrier_token = tokens.take();
+    // In compat mode no UDP socket exists at all: nothing can leave but
+    // the carrier's one TCP connection.
+    let udp = if opts.transport == Transport::Compat {
+        None
+    } else {
+        Some(
+            UdpEndpoint::bind(opts.listen, poll.registry(), udp_token)
+                .map_err(io_err(format!("binding UDP {}", opts.listen)))?,
+        )
+    };
+    let waker = Arc::new(
+        Waker::new(poll.registry(), waker_token).map_err(io_err("creating the loop's waker"))?,
+    );
+    let carrier = if opts.transport == Transport::Udp {
+        None
+    } else {
+        // Read once, here: credentials stay in this process's memory.
+        let proxy = Proxy::from_env(&opts.compat_url.host).map_err(DaemonError::Compat)?;
+        let copts = ClientOptions {
+            url: opts.compat_url.clone(),
+            trust: opts.tls_trust.clone(),
+            proxy,
+            step_timeout: Duration::from_secs(10),
+        };
+        Some(CarrierClient::new(copts, carrier_token, waker.clone()).map_err(DaemonError::Compat)?)
+    };
+    let mut links = Links {
+        udp,
+        carrier,
+        registry: poll
+            .registry()
+            .try_clone()
+            .map_err(io_err("cloning the event loop's registry"))?,
+        no_link: 0,
+    };
     let mut ipc = IpcServer::bind(
         &opts.socket,
         poll.registry(),
@@ -175,7 +285,17 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
         bridge: Bridge::new(registry()?),
         gateway: Gateway::new(registry()?, home.path("gateway-aliases")),
         tokens,
-        extra: crate::extra::ExtraSockets::new(udp.local_addr().ip(), registry()?),
+        // Extra sockets bind where the primary one does (compat has none
+        // and never asks for any).
+        extra: crate::extra::ExtraSockets::new(
+            links
+                .udp
+                .as_ref()
+                .map_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), |u| {
+                    u.local_addr().ip()
+                }),
+            registry()?,
+        ),
     };
     let clock = Clock::new();
     let seed = crate::seed::os_seed().map_err(io_err("reading OS randomness"))?;
@@ -191,23 +311,44 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
     config.streams.accept_any = opts.bridge.ports != super::bridge::PortSet::None;
     config.trust = trust;
     config.wall_origin_micros = clock.wall_origin_micros();
-    config.lan_endpoints = crate::netif::lan_endpoints(udp.local_addr(), opts.rendezvous);
+    if let Some(udp) = &links.udp {
+        config.lan_endpoints = crate::netif::lan_endpoints(udp.local_addr(), opts.rendezvous);
+    }
+    config.relay_only = opts.transport == Transport::Compat;
     // A request the rendezvous leaves unanswered (it is down) is answered
     // well within the 15 s a client waits: a trust request as `timeout`,
     // a hostname change as saved and pending; never as a stuck daemon.
     config.request_timeout = REQUEST_TIMEOUT;
-    config.reflect_addr = opts.reflect;
+    // A compat agent has no UDP to classify.
+    config.reflect_addr = opts.reflect.filter(|_| opts.transport != Transport::Compat);
     let now = clock.now();
     let node = Node::new(config, &seed, now);
     let mut agent = Agent::new(node, now)
         .with_services(&opts.services)
         .with_bridge_policy(opts.bridge.clone());
     info!(
-        listen = %udp.local_addr(),
+        listen = %links.udp.as_ref().map_or("none (compat)".into(), |u| u.local_addr().to_string()),
         socket = %opts.socket.display(),
         key = %agent.node.public_key(),
+        transport = %opts.transport,
         "daemon started"
     );
+    let mut auto = match opts.transport {
+        Transport::Auto => Auto::TryingUdp {
+            until: Instant::now() + AUTO_FALLBACK,
+        },
+        _ => Auto::Off,
+    };
+    if opts.transport == Transport::Compat {
+        if let Some(c) = links.carrier.as_mut() {
+            info!(url = %c.url(), proxy = ?c.proxy(), "connecting the compat carrier");
+            c.start();
+        }
+    }
+    // Set when a datagram from the rendezvous arrives over UDP.
+    let mut udp_heard_rv = false;
+    let mut last_carrier_stats = None;
+    agent.transport = transport_info(&opts, &links, auto);
 
     let mut events = Events::with_capacity(256);
     let mut extra_readable = Vec::new();
@@ -220,10 +361,25 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        let timeout = if ipc.has_backlog() || udp.may_have_more() || !extra_more.is_empty() {
+        let udp_more = links.udp.as_ref().is_some_and(|u| u.may_have_more());
+        let timeout = if ipc.has_backlog() || udp_more || !extra_more.is_empty() {
             Some(Duration::ZERO)
         } else {
-            clock.timeout_until(deadline)
+            let carrier_at = links.carrier.as_ref().and_then(|c| c.deadline());
+            let auto_at = match auto {
+                Auto::TryingUdp { until } => Some(until),
+                Auto::Carrier { retry_at } => Some(retry_at),
+                _ => None,
+            };
+            let wall = [carrier_at, auto_at]
+                .into_iter()
+                .flatten()
+                .min()
+                .map(|at| at.saturating_duration_since(Instant::now()));
+            match (clock.timeout_until(deadline), wall) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
         };
         if let Err(e) = poll.poll(&mut events, timeout) {
             if e.kind() == io::ErrorKind::Interrupted {
@@ -234,7 +390,8 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
                 source: e,
             });
         }
-        let mut readable = udp.may_have_more();
+        let mut readable = udp_more;
+        let mut carrier_ready = false;
         for event in events.iter() {
             if ipc.handle_event(event) {
                 continue;
@@ -242,10 +399,13 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
             match event.token() {
                 t if t == udp_token => {
                     if event.is_writable() {
-                        udp.flush();
+                        if let Some(udp) = links.udp.as_mut() {
+                            udp.flush();
+                        }
                     }
                     readable |= event.is_readable();
                 }
+                t if t == carrier_token || t == waker_token => carrier_ready = true,
                 t if t == signals_token => {
                     if signals.pending().iter().any(|s| s.is_stop()) {
                         info!("signal received, shutting down");
@@ -275,11 +435,42 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
         if readable {
             let now = clock.now();
             let node = &mut agent.node;
-            if let Err(e) = udp.recv_batch(READ_BUDGET, |from, bytes| {
-                node.handle_datagram(now, pilot_proto::SocketId::PRIMARY, from, bytes)
-            }) {
-                warn!(error = %e, "reading UDP");
+            let rv = opts.rendezvous;
+            let heard = &mut udp_heard_rv;
+            if let Some(udp) = links.udp.as_mut() {
+                if let Err(e) = udp.recv_batch(READ_BUDGET, |from, bytes| {
+                    *heard |= from == rv;
+                    node.handle_datagram(now, pilot_proto::SocketId::PRIMARY, from, bytes)
+                }) {
+                    warn!(error = %e, "reading UDP");
+                }
             }
+        }
+        let mut carrier_events = Vec::new();
+        if let Some(c) = links.carrier.as_mut() {
+            let now = clock.now();
+            let node = &mut agent.node;
+            let rv = opts.rendezvous;
+            if carrier_ready {
+                carrier_events.extend(c.handle_event(&links.registry, &mut |bytes| {
+                    node.handle_datagram(now, pilot_proto::SocketId::CARRIER, rv, bytes)
+                }));
+            }
+            carrier_events.extend(c.tick(&links.registry, Instant::now()));
+        }
+        for e in carrier_events {
+            on_carrier_event(&mut agent, &links, clock.now(), e);
+        }
+        let before = auto;
+        auto = step_auto(
+            auto,
+            &mut agent.node,
+            &mut links,
+            &mut udp_heard_rv,
+            clock.now(),
+        );
+        if auto != before {
+            agent.transport = transport_info(&opts, &links, auto);
         }
         let now = clock.now();
         if agent.node.poll_timeout().is_some_and(|(t, _)| t <= now) {
@@ -318,8 +509,22 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
             }
         }
         pump(
-            &mut agent, &mut udp, &mut ipc, &mut tcp, &home, &clock, now, high_water,
+            &mut agent, &mut links, &mut ipc, &mut tcp, &home, &clock, now, high_water,
         );
+        // The carrier's counters in `pilotctl info` (dropped datagrams
+        // are how a slow carrier shows).
+        if let Some(c) = links.carrier.as_ref() {
+            let st = c.stats();
+            if Some(st) != last_carrier_stats {
+                last_carrier_stats = Some(st);
+                if let Some(t) = agent.transport.as_object_mut() {
+                    t.insert("carrier_datagrams_in".into(), st.datagrams_in.into());
+                    t.insert("carrier_datagrams_out".into(), st.datagrams_out.into());
+                    t.insert("carrier_dropped".into(), st.dropped_out.into());
+                    t.insert("carrier_connects".into(), st.connects.into());
+                }
+            }
+        }
         let effects = agent.take_effects();
         if effects.trust_changed {
             if let Err(e) = home.save_trust(&agent.node.trust_state()) {
@@ -334,9 +539,14 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
     tcp.shutdown(&mut agent, now);
     agent.node.shutdown(now);
     pump(
-        &mut agent, &mut udp, &mut ipc, &mut tcp, &home, &clock, now, high_water,
+        &mut agent, &mut links, &mut ipc, &mut tcp, &home, &clock, now, high_water,
     );
-    udp.flush();
+    if let Some(udp) = links.udp.as_mut() {
+        udp.flush();
+    }
+    if let Some(c) = links.carrier.as_mut() {
+        c.stop(&links.registry);
+    }
     home.save_trust(&agent.node.trust_state())?;
     drop(ipc);
     info!("daemon stopped");
@@ -429,7 +639,7 @@ impl Tcp {
 #[allow(clippy::too_many_arguments)]
 fn pump(
     agent: &mut Agent,
-    udp: &mut UdpEndpoint,
+    links: &mut Links,
     ipc: &mut IpcServer,
     tcp: &mut Tcp,
     home: &Home,
@@ -462,14 +672,14 @@ fn pump(
             }
         }
         // A full socket queue is backpressure: the core keeps the rest.
-        while !udp.is_full() {
+        while !links.is_full() {
             let Some(t) = agent.node.poll_transmit() else {
                 break;
             };
-            if t.socket != pilot_proto::SocketId::PRIMARY {
+            if t.socket != pilot_proto::SocketId::PRIMARY && !t.socket.is_carrier() {
                 tcp.extra.send(&t);
-            } else {
-                udp.send(t);
+            } else if let Some(e) = links.send(t) {
+                on_carrier_event(agent, links, now, e);
             }
             moved = true;
         }
@@ -504,4 +714,95 @@ fn pump(
             return;
         }
     }
+}
+
+/// The carrier opened or went down.
+fn on_carrier_event(agent: &mut Agent, links: &Links, now: pilot_proto::Timestamp, e: ClientEvent) {
+    match e {
+        ClientEvent::Connected { setup } => {
+            info!(
+                setup_ms = setup.as_millis() as u64,
+                "compat carrier connected"
+            );
+            if agent.node.is_relay_only() {
+                agent.node.rendezvous_reconnected(now);
+            }
+        }
+        ClientEvent::Down(why) => warn!(error = %why, "compat carrier down; retrying"),
+    }
+    if let Some(t) = agent.transport.as_object_mut() {
+        if let Some(c) = links.carrier.as_ref() {
+            t.insert("carrier_connected".into(), c.is_open().into());
+            t.insert("carrier_error".into(), c.last_error().into());
+            t.insert("carrier_connects".into(), c.stats().connects.into());
+        }
+    }
+}
+
+/// Moves `auto` between UDP and the carrier.
+fn step_auto(
+    auto: Auto,
+    node: &mut Node,
+    links: &mut Links,
+    udp_heard_rv: &mut bool,
+    now: pilot_proto::Timestamp,
+) -> Auto {
+    let wall = Instant::now();
+    match auto {
+        Auto::Off | Auto::Udp => auto,
+        Auto::TryingUdp { .. } if *udp_heard_rv => {
+            if node.is_relay_only() {
+                info!("UDP reaches the rendezvous again; leaving the compat carrier");
+                node.set_relay_only(now, false);
+            } else {
+                info!("UDP reaches the rendezvous");
+            }
+            if let Some(c) = links.carrier.as_mut() {
+                c.stop(&links.registry);
+            }
+            Auto::Udp
+        }
+        Auto::TryingUdp { until } if wall >= until => {
+            info!("the rendezvous does not answer over UDP; using the compat carrier");
+            if let Some(c) = links.carrier.as_mut() {
+                c.start();
+            }
+            node.set_relay_only(now, true);
+            Auto::Carrier {
+                retry_at: wall + AUTO_RETRY_UDP,
+            }
+        }
+        Auto::TryingUdp { .. } => auto,
+        Auto::Carrier { retry_at } if wall >= retry_at => {
+            // A short trial: the node talks UDP again; if the rendezvous
+            // answers within the fallback time, UDP stays. The carrier
+            // stays connected meanwhile and keeps delivering.
+            *udp_heard_rv = false;
+            node.set_relay_only(now, false);
+            Auto::TryingUdp {
+                until: wall + AUTO_FALLBACK,
+            }
+        }
+        Auto::Carrier { .. } => auto,
+    }
+}
+
+/// The `transport` object of `pilotctl info`: never credentials.
+fn transport_info(opts: &Options, links: &Links, auto: Auto) -> serde_json::Value {
+    let active = match (opts.transport, auto) {
+        (Transport::Udp, _) | (_, Auto::Udp) => "udp",
+        (Transport::Compat, _) | (_, Auto::Carrier { .. }) => "compat",
+        (_, _) => "udp (trying)",
+    };
+    let mut v = serde_json::json!({
+        "mode": opts.transport.as_str(),
+        "active": active,
+    });
+    if let (Some(c), Some(t)) = (links.carrier.as_ref(), v.as_object_mut()) {
+        t.insert("carrier_url".into(), c.url().to_string().into());
+        t.insert("proxy".into(), c.proxy().map(|p| p.to_string()).into());
+        t.insert("carrier_connected".into(), c.is_open().into());
+        t.insert("carrier_error".into(), c.last_error().into());
+    }
+    v
 }

@@ -37,6 +37,8 @@ use pilot_proto::rendezvous::{Change, Rendezvous, RendezvousConfig, RendezvousEv
 use pilot_proto::{PublicKey, Transmit};
 
 use crate::clock::Clock;
+use crate::compat::server::{CarrierLimits, CarrierServer, CarrierStats};
+use crate::compat::tls::CertSource;
 use crate::fsutil::{self, FileError};
 use crate::seed::os_seed;
 use crate::signals::{Signal, Signals};
@@ -56,6 +58,9 @@ const UDP: Token = Token(0);
 const SIGNALS: Token = Token(1);
 const WAKER: Token = Token(2);
 const REFLECT: Token = Token(3);
+const CARRIER_LISTENER: Token = Token(4);
+/// Carrier connections take tokens from here up.
+const CARRIER_FIRST: usize = 16;
 
 /// How a server starts.
 #[derive(Clone, Debug)]
@@ -80,6 +85,14 @@ pub struct ServerConfig {
     /// A second UDP port on the listen address answering Reflect
     /// requests (NAT classification); off when `None`.
     pub reflect_port: Option<u16>,
+    /// Also listen for the compat carrier (TLS + WebSocket) on this TCP
+    /// address.
+    pub tls_listen: Option<SocketAddr>,
+    /// The carrier's certificate chain and key (PEM files, reloaded on
+    /// SIGHUP); without them, a self-signed pair kept in the home.
+    pub tls_cert: Option<(PathBuf, PathBuf)>,
+    /// The carrier listener's limits.
+    pub carrier_limits: CarrierLimits,
 }
 
 impl ServerConfig {
@@ -94,6 +107,9 @@ impl ServerConfig {
             catch_signals: true,
             max_datagrams_per_turn: 256,
             reflect_port: None,
+            tls_listen: None,
+            tls_cert: None,
+            carrier_limits: CarrierLimits::default(),
         }
     }
 }
@@ -113,6 +129,9 @@ pub enum ServerError {
         /// The OS's error.
         source: io::Error,
     },
+    /// The carrier's certificate or key could not be loaded.
+    #[error("{0}")]
+    Tls(String),
     /// Another server runs with the same home directory.
     #[error("another pilot-rendezvous (pid {pid}) is running with home {}", home.display())]
     AlreadyRunning {
@@ -141,6 +160,7 @@ impl ServerError {
             ServerError::Io { source, .. } if source.kind() == io::ErrorKind::AddrInUse => {
                 codes::ALREADY_EXISTS
             }
+            ServerError::Tls(_) => codes::INVALID_ARGUMENT,
             ServerError::File(_) | ServerError::Io { .. } => codes::INTERNAL,
         }
     }
@@ -212,6 +232,10 @@ pub struct Server {
     reflected: VecDeque<Transmit>,
     /// The last read of the reflect socket stopped at the batch limit.
     reflect_more: bool,
+    /// The compat carrier's listener, and where its certificate comes
+    /// from (for SIGHUP).
+    carrier: Option<(CarrierServer, CertSource)>,
+    carrier_fingerprint: Option<String>,
 }
 
 impl std::fmt::Debug for Server {
@@ -292,6 +316,36 @@ impl Server {
                 reflect = Some((id, socket));
             }
         }
+        let (carrier, carrier_fingerprint) = match config.tls_listen {
+            None => (None, None),
+            Some(addr) => {
+                let source = match &config.tls_cert {
+                    Some((cert, key)) => CertSource::Files {
+                        cert: cert.clone(),
+                        key: key.clone(),
+                    },
+                    None => CertSource::SelfSigned(home.clone()),
+                };
+                let tls = source.load().map_err(ServerError::Tls)?;
+                let server = CarrierServer::bind(
+                    addr,
+                    tls.config.clone(),
+                    config.carrier_limits.clone(),
+                    poll.registry(),
+                    CARRIER_LISTENER,
+                    CARRIER_FIRST,
+                )
+                .map_err(|e| ServerError::io(format!("cannot listen on TCP {addr}"), e))?;
+                tracing::info!(
+                    address = %server.local_addr(),
+                    fingerprint = %tls.fingerprint,
+                    certificate = %tls.source,
+                    path = crate::compat::WS_PATH,
+                    "carrier listening"
+                );
+                (Some((server, source)), Some(tls.fingerprint))
+            }
+        };
         fsutil::write_pid(&pid_file, std::process::id())?;
         Ok(Server {
             rv,
@@ -314,6 +368,8 @@ impl Server {
             reflect,
             reflected: VecDeque::new(),
             reflect_more: false,
+            carrier,
+            carrier_fingerprint,
         })
     }
 
@@ -325,6 +381,23 @@ impl Server {
     /// The address the socket is bound to (port 0 resolved).
     pub fn local_addr(&self) -> SocketAddr {
         self.udp.local_addr()
+    }
+
+    /// The carrier's TCP address, if it listens.
+    pub fn carrier_addr(&self) -> Option<SocketAddr> {
+        self.carrier.as_ref().map(|(c, _)| c.local_addr())
+    }
+
+    /// The SHA-256 of the carrier's certificate, for `--tls-pin`.
+    pub fn carrier_fingerprint(&self) -> Option<&str> {
+        self.carrier_fingerprint.as_deref()
+    }
+
+    /// The carrier's counters and (handshaking, open) connections.
+    pub fn carrier_stats(&self) -> Option<(CarrierStats, (usize, usize))> {
+        self.carrier
+            .as_ref()
+            .map(|(c, _)| (c.stats(), c.connections()))
     }
 
     /// The public key agents pin.
@@ -391,8 +464,18 @@ impl Server {
         let timeout = if self.reflect_more || (can_read && self.udp.may_have_more()) {
             Some(Duration::ZERO)
         } else {
-            self.clock
-                .timeout_until(self.rv.poll_timeout().map(|(at, _)| at))
+            let core = self
+                .clock
+                .timeout_until(self.rv.poll_timeout().map(|(at, _)| at));
+            let sweep = self
+                .carrier
+                .as_ref()
+                .and_then(|(c, _)| c.deadline())
+                .map(|at| at.saturating_duration_since(Instant::now()));
+            match (core, sweep) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
         };
         match self.poll.poll(&mut self.events, timeout) {
             Ok(()) => {}
@@ -401,6 +484,7 @@ impl Server {
         }
         let (mut readable, mut writable, mut signalled) = (false, false, false);
         let mut reflect_readable = false;
+        let now = self.clock.now();
         for event in self.events.iter() {
             match event.token() {
                 UDP => {
@@ -409,8 +493,23 @@ impl Server {
                 }
                 SIGNALS => signalled = true,
                 REFLECT => reflect_readable = true,
-                _ => {}
+                WAKER => {}
+                t => {
+                    // The carrier's datagrams go to the core like UDP
+                    // ones, named by the connection's peer address.
+                    let Some((carrier, _)) = self.carrier.as_mut() else {
+                        continue;
+                    };
+                    let (rv, held, relayed) = (&mut self.rv, &mut self.held, &mut self.relayed);
+                    carrier.handle_event(self.poll.registry(), t, &mut |from, bytes| {
+                        rv.handle_datagram(now, pilot_proto::SocketId::CARRIER, from, bytes);
+                        drain(rv, held, relayed);
+                    });
+                }
             }
+        }
+        if let Some((carrier, _)) = self.carrier.as_mut() {
+            carrier.sweep(self.poll.registry(), Instant::now());
         }
         if reflect_readable || self.reflect_more {
             self.read_reflects();
@@ -455,9 +554,21 @@ impl Server {
                 tracing::info!(?signal, "stopping");
                 self.stop.store(true, Ordering::SeqCst);
             } else if signal == Signal::Hangup {
-                // Logs rotate daily by themselves and nothing else is
-                // reloadable yet.
-                tracing::info!("SIGHUP ignored: nothing to reload");
+                // Logs rotate daily by themselves; the carrier's
+                // certificate is reloaded (renewed certificates).
+                match self.carrier.as_mut() {
+                    Some((carrier, source)) => match source.load() {
+                        Ok(tls) => {
+                            carrier.set_tls(tls.config);
+                            tracing::info!(fingerprint = %tls.fingerprint, "carrier certificate reloaded");
+                            self.carrier_fingerprint = Some(tls.fingerprint);
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "carrier certificate not reloaded; keeping the old one")
+                        }
+                    },
+                    None => tracing::info!("SIGHUP: nothing to reload"),
+                }
             }
         }
     }
@@ -529,6 +640,18 @@ impl Server {
     /// while the socket's queue is full, so these are bounded by a batch.
     fn send_relayed(&mut self) {
         while let Some(t) = self.relayed.pop_front() {
+            self.send(t);
+        }
+    }
+
+    /// One datagram out: over UDP, or over the carrier connection its
+    /// destination names (dropped and counted if that is gone or full).
+    fn send(&mut self, t: Transmit) {
+        if t.socket.is_carrier() {
+            if let Some((carrier, _)) = self.carrier.as_mut() {
+                carrier.send(self.poll.registry(), t.destination, &t.payload);
+            }
+        } else {
             self.udp.send(t);
         }
     }
@@ -540,7 +663,7 @@ impl Server {
                 break;
             };
             self.releasable -= 1;
-            self.udp.send(t);
+            self.send(t);
         }
     }
 

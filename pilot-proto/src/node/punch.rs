@@ -49,7 +49,10 @@ impl Node {
     /// Asks the rendezvous to coordinate punching with `peer` if it has
     /// no direct path, none is being probed, and backoff allows.
     pub(super) fn maybe_punch(&mut self, now: Timestamp, peer: Address) {
-        if !self.trusted.contains_key(&peer) || !self.rendezvous_connected() {
+        if self.config.relay_only
+            || !self.trusted.contains_key(&peer)
+            || !self.rendezvous_connected()
+        {
             return;
         }
         let Some(x) = self.peers.get(&peer).map(|k| k.x25519) else {
@@ -81,6 +84,10 @@ impl Node {
         endpoints: &[SocketAddr],
         nat: crate::nat::NatInfo,
     ) {
+        if self.config.relay_only {
+            // Nothing to probe with: no UDP socket.
+            return self.tunnels.stats_mut().drop(DropReason::NotAllowed);
+        }
         let Some(x) = self
             .peers
             .get(&peer)

@@ -4,6 +4,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand};
+use driver_mio::compat::tls::Trust;
+use driver_mio::compat::{CarrierUrl, Transport};
 use driver_mio::daemon::home::{Home, Settings};
 use driver_mio::daemon::run::Options;
 use driver_mio::ipc::api::Request;
@@ -20,7 +22,7 @@ use crate::paths;
 #[derive(Subcommand, Debug)]
 pub enum DaemonCommand {
     /// Start the daemon (in the background unless --foreground).
-    Start(StartArgs),
+    Start(Box<StartArgs>),
     /// Stop the running daemon.
     Stop(HomeArgs),
     /// Is the daemon running? (--check: only the exit code)
@@ -103,6 +105,24 @@ pub struct StartArgs {
     /// Seconds to wait for registration when starting in the background.
     #[arg(long, default_value_t = 15)]
     pub wait: u64,
+    /// How to reach the rendezvous: udp, compat (everything over one
+    /// TLS + WebSocket connection, also through HTTPS_PROXY) or auto (UDP,
+    /// falling back to compat). Default: $PILOT_TRANSPORT, else the saved
+    /// one, else udp. Saved for later starts.
+    #[arg(long)]
+    pub transport: Option<String>,
+    /// The compat carrier's URL, wss://HOST:PORT/PATH (default: the
+    /// rendezvous host on port 443). Saved.
+    #[arg(long)]
+    pub compat_url: Option<String>,
+    /// Trust the carrier's certificate if it chains to a CA in this PEM
+    /// file (default: the system's roots). Saved.
+    #[arg(long, conflicts_with = "tls_pin")]
+    pub tls_ca: Option<PathBuf>,
+    /// Trust exactly the carrier certificate with this SHA-256 (printed by
+    /// the rendezvous). Saved.
+    #[arg(long)]
+    pub tls_pin: Option<String>,
 }
 
 /// The agent's own settings as flags: what `daemon start` uses and
@@ -156,7 +176,7 @@ pub enum LogFormat {
 /// Runs a daemon command.
 pub fn run(c: DaemonCommand, json: bool) -> Result<Success, Failure> {
     match c {
-        DaemonCommand::Start(a) => start(a, json),
+        DaemonCommand::Start(a) => start(*a, json),
         DaemonCommand::Stop(h) => stop(h),
         DaemonCommand::Status { home, check } => status(home, check, json),
     }
@@ -251,6 +271,7 @@ fn resolve(a: &StartArgs, saved: &Settings) -> Result<(Options, Settings), Failu
         identity: None,
         bridge_ports: saved.bridge_ports.clone(),
         bridge_peers: saved.bridge_peers.clone(),
+        ..Settings::default()
     };
     let identity = a
         .identity
@@ -260,7 +281,53 @@ fn resolve(a: &StartArgs, saved: &Settings) -> Result<(Options, Settings), Failu
         identity: identity.as_ref().map(|p| p.display().to_string()),
         ..settings
     };
+    let transport_text = a
+        .transport
+        .clone()
+        .or_else(|| env("PILOT_TRANSPORT"))
+        .or_else(|| saved.transport.clone())
+        .unwrap_or_else(|| "udp".into());
+    let transport: Transport = transport_text
+        .parse()
+        .map_err(|e: String| invalid(&e, "use --transport udp, compat or auto"))?;
+    let compat_text = a.compat_url.clone().or_else(|| saved.compat_url.clone());
+    let compat_url = match &compat_text {
+        Some(u) => u
+            .parse::<CarrierUrl>()
+            .map_err(|e| invalid(&e, "use --compat-url wss://HOST:PORT/PATH"))?,
+        None => {
+            let host = rendezvous
+                .rsplit_once(':')
+                .map_or(rendezvous.as_str(), |(h, _)| h);
+            CarrierUrl::for_host(host)
+        }
+    };
+    // A new pin or CA replaces the other kind.
+    let (tls_ca, tls_pin) = match (&a.tls_ca, &a.tls_pin) {
+        (Some(ca), _) => (Some(ca.display().to_string()), None),
+        (None, Some(pin)) => (None, Some(pin.clone())),
+        (None, None) => (saved.tls_ca.clone(), saved.tls_pin.clone()),
+    };
+    let tls_trust = match (&tls_ca, &tls_pin) {
+        (Some(ca), _) => Trust::CaFile(PathBuf::from(ca)),
+        (None, Some(pin)) => Trust::Pin(
+            driver_mio::compat::tls::parse_pin(pin)
+                .map_err(|e| invalid(&e, "pass the fingerprint the rendezvous printed"))?,
+        ),
+        (None, None) => Trust::System,
+    };
+    let settings = Settings {
+        transport: Some(transport.as_str().into())
+            .filter(|_| a.transport.is_some() || saved.transport.is_some()),
+        compat_url: compat_text.clone(),
+        tls_ca,
+        tls_pin,
+        ..settings
+    };
     let options = Options {
+        transport,
+        compat_url,
+        tls_trust,
         identity,
         home,
         socket,
@@ -373,6 +440,7 @@ fn start(a: StartArgs, json: bool) -> Result<Success, Failure> {
     // look often, so `start` returns when the daemon is ready rather than
     // at the next tick of a coarse poll; a dot every 100 ms shows life.
     let mut polls = 0u32;
+    let mut carrier_error: Option<String> = None;
     loop {
         if let Ok(Some(status)) = child.try_wait() {
             if !json {
@@ -403,6 +471,9 @@ fn start(a: StartArgs, json: bool) -> Result<Success, Failure> {
         }
         if let Ok(mut c) = connect(&options.socket) {
             if let Ok(info) = request(&mut c, Request::Info) {
+                carrier_error = info["transport"]["carrier_error"]
+                    .as_str()
+                    .map(str::to_string);
                 if info.get("address").is_some_and(|a| !a.is_null()) {
                     if !json {
                         eprintln!();
@@ -415,9 +486,15 @@ fn start(a: StartArgs, json: bool) -> Result<Success, Failure> {
             if !json {
                 eprintln!();
             }
+            // The carrier's last error names the step that failed (the
+            // proxy, TLS, the upgrade), never a credential.
+            let why = carrier_error.map(|e| format!(": {e}")).unwrap_or_default();
             return Err(Failure::new(
                 "timeout",
-                format!("the daemon (pid {pid}) did not register within {} s", a.wait),
+                format!(
+                    "the daemon (pid {pid}) did not register within {} s{why}",
+                    a.wait
+                ),
                 "is the rendezvous reachable and its key right? the daemon keeps trying; see `pilotctl daemon status`",
             ));
         }

@@ -58,6 +58,39 @@ pub struct RvArgs {
     /// Seconds to wait for it to come up (start only).
     #[arg(long, default_value_t = 10)]
     pub wait: u64,
+    /// Also listen for the compat carrier (TLS + WebSocket) on this TCP
+    /// address, e.g. 0.0.0.0:443.
+    #[arg(long)]
+    pub tls_listen: Option<String>,
+    /// The carrier's certificate chain (PEM; reloaded on SIGHUP). Without
+    /// it, a self-signed pair kept in the home; its fingerprint is printed.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The carrier's private key (PEM).
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+}
+
+fn tls_listen(a: &RvArgs) -> Result<Option<SocketAddr>, Failure> {
+    a.tls_listen
+        .as_deref()
+        .map(|t| {
+            t.parse().map_err(|_| {
+                Failure::new(
+                    "invalid_argument",
+                    format!("`{t}` is not a TCP listen address"),
+                    "use IP:PORT, e.g. 0.0.0.0:443",
+                )
+            })
+        })
+        .transpose()
+}
+
+fn server_config(a: &RvArgs, addr: SocketAddr, home: &Path) -> Result<ServerConfig, Failure> {
+    let mut config = ServerConfig::new(addr, home.to_path_buf());
+    config.tls_listen = tls_listen(a)?;
+    config.tls_cert = a.tls_cert.clone().zip(a.tls_key.clone());
+    Ok(config)
 }
 
 fn home(flag: Option<PathBuf>) -> PathBuf {
@@ -93,12 +126,17 @@ fn foreground(a: RvArgs, json: bool) -> Result<Success, Failure> {
     fsutil::ensure_private_dir(&home).map_err(|e| Failure::new("internal", e.to_string(), ""))?;
     super::daemon::init_logging(&home, true);
     super::detach::stop_with_parent();
-    let mut server = Server::open(ServerConfig::new(addr, home.clone())).map_err(server_failure)?;
+    let config = server_config(&a, addr, &home)?;
+    let mut server = Server::open(config).map_err(server_failure)?;
+    let carrier = server
+        .carrier_addr()
+        .zip(server.carrier_fingerprint().map(str::to_string));
     let started = started(
         server.local_addr(),
         &server.public_key().to_string(),
         std::process::id(),
         &home,
+        carrier.as_ref().map(|(a, f)| (*a, f.as_str())),
     );
     // The startup line goes out at once (a parent may be waiting for it);
     // the result of the whole run is printed when it stops.
@@ -114,7 +152,13 @@ fn foreground(a: RvArgs, json: bool) -> Result<Success, Failure> {
     ))
 }
 
-fn started(addr: SocketAddr, key: &str, pid: u32, home: &Path) -> Success {
+fn started(
+    addr: SocketAddr,
+    key: &str,
+    pid: u32,
+    home: &Path,
+    carrier: Option<(SocketAddr, &str)>,
+) -> Success {
     // 0.0.0.0 (or ::) is where it listens, not an address another host
     // can send to: agents need one of this host's own.
     let (shown, join, whose) = if addr.ip().is_unspecified() {
@@ -126,17 +170,31 @@ fn started(addr: SocketAddr, key: &str, pid: u32, home: &Path) -> Success {
     } else {
         (addr.to_string(), addr.to_string(), "")
     };
-    Success::new(
-        json!({ "address": addr.to_string(), "public_key": key, "pid": pid, "home": home.display().to_string() }),
-        format!(
-            "Rendezvous running (pid {pid})\n  Address:    {shown}\n  Public key: {key}\n  Home:       {}\n\nAgents join with{whose}:\n  pilotctl daemon start --rendezvous {join} --rendezvous-key {key}",
-            home.display()
-        ),
-    )
+    let mut data = json!({ "address": addr.to_string(), "public_key": key, "pid": pid, "home": home.display().to_string() });
+    let mut text = format!(
+        "Rendezvous running (pid {pid})\n  Address:    {shown}\n  Public key: {key}\n  Home:       {}\n\nAgents join with{whose}:\n  pilotctl daemon start --rendezvous {join} --rendezvous-key {key}",
+        home.display()
+    );
+    if let Some((tls, fingerprint)) = carrier {
+        data["tls_address"] = tls.to_string().into();
+        data["tls_fingerprint"] = fingerprint.into();
+        let host = if addr.ip().is_unspecified() {
+            "HOST".to_string()
+        } else {
+            addr.ip().to_string()
+        };
+        text.push_str(&format!(
+            "\n\nCompat carrier (TLS + WebSocket) on TCP {tls}, certificate SHA-256 {fingerprint}\nAgents without UDP join with:\n  pilotctl daemon start --rendezvous {join} --rendezvous-key {key} --transport compat --compat-url wss://{host}:{}{} --tls-pin {fingerprint}",
+            tls.port(),
+            driver_mio::compat::WS_PATH,
+        ));
+    }
+    Success::new(data, text)
 }
 
 fn start(a: RvArgs) -> Result<Success, Failure> {
     listen(&a)?;
+    tls_listen(&a)?;
     let home = home(a.home.clone());
     fsutil::ensure_private_dir(&home).map_err(|e| Failure::new("internal", e.to_string(), ""))?;
     if let Ok(Some(pid)) = fsutil::running_pid(&home.join(PID_FILE)) {
@@ -150,7 +208,7 @@ fn start(a: RvArgs) -> Result<Success, Failure> {
         ));
     }
     let out_path = home.join("rendezvous.out");
-    let args: Vec<std::ffi::OsString> = vec![
+    let mut args: Vec<std::ffi::OsString> = vec![
         "rendezvous".into(),
         "run".into(),
         "--json".into(),
@@ -159,6 +217,13 @@ fn start(a: RvArgs) -> Result<Success, Failure> {
         "--home".into(),
         home.clone().into_os_string(),
     ];
+    if let Some(t) = &a.tls_listen {
+        args.extend(["--tls-listen".into(), t.into()]);
+    }
+    if let (Some(c), Some(k)) = (&a.tls_cert, &a.tls_key) {
+        args.extend(["--tls-cert".into(), c.clone().into_os_string()]);
+        args.extend(["--tls-key".into(), k.clone().into_os_string()]);
+    }
     let mut child = super::detach::spawn(&args, &out_path, "rendezvous")?;
     let deadline = Instant::now() + Duration::from_secs(a.wait);
     loop {
@@ -174,11 +239,16 @@ fn start(a: RvArgs) -> Result<Success, Failure> {
                         .map_err(|_| {
                             Failure::new("internal", format!("unexpected startup line: {line}"), "")
                         })?;
+                    let carrier = d["tls_address"]
+                        .as_str()
+                        .and_then(|t| t.parse().ok())
+                        .zip(d["tls_fingerprint"].as_str());
                     return Ok(started(
                         addr,
                         d["public_key"].as_str().unwrap_or_default(),
                         child.id(),
                         &home,
+                        carrier,
                     ));
                 }
                 if v["status"] == "error" {

@@ -65,6 +65,9 @@ pub struct Net {
     pub rv_key: String,
     pub rv_home: PathBuf,
     pub rv_pid: u64,
+    /// The compat carrier's TCP address and certificate fingerprint, when
+    /// the rendezvous was started with `--tls-listen`.
+    pub rv_tls: Option<(String, String)>,
     agents: Vec<PathBuf>,
     /// The network namespace every process runs in (`ip netns exec`), or
     /// the host's own.
@@ -81,13 +84,30 @@ impl Net {
     /// the rendezvous and every daemon run there; their IPC sockets are
     /// files, so they are driven from anywhere.
     pub fn new_in(netns: Option<&str>) -> Net {
+        Net::with_rendezvous(netns, "127.0.0.1:0", &[])
+    }
+
+    /// A rendezvous on `listen` with extra flags (`--tls-listen`, say).
+    pub fn with_rendezvous(netns: Option<&str>, listen: &str, extra: &[&str]) -> Net {
         let dir = tempfile::Builder::new()
             .prefix("pt")
             .tempdir_in("/tmp")
             .expect("temp dir");
         let rv_home = dir.path().join("rv");
-        let data = rendezvous_start_in(netns, "127.0.0.1:0", &rv_home, &["--json"]).data();
+        let mut args = vec!["--json"];
+        args.extend_from_slice(extra);
+        let data = rendezvous_start_in(netns, listen, &rv_home, &args).data();
+        let rv_tls = data["tls_address"].as_str().map(|a| {
+            (
+                a.to_string(),
+                data["tls_fingerprint"]
+                    .as_str()
+                    .expect("fingerprint")
+                    .to_string(),
+            )
+        });
         Net {
+            rv_tls,
             rv_addr: data["address"].as_str().expect("address").to_string(),
             rv_key: data["public_key"].as_str().expect("key").to_string(),
             rv_pid: data["pid"].as_u64().unwrap_or(0),
@@ -295,6 +315,13 @@ pub fn clean_env(cmd: &mut Command) -> &mut Command {
         "PILOT_SOCKET",
         "PILOT_RENDEZVOUS",
         "PILOT_RENDEZVOUS_KEY",
+        "PILOT_TRANSPORT",
+        "HTTPS_PROXY",
+        "https_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+        "NO_PROXY",
+        "no_proxy",
     ] {
         cmd.env_remove(k);
     }

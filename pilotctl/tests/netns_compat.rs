@@ -1,0 +1,486 @@
+//! Compat mode where only TCP to port 443 may leave: network namespaces
+//! this test creates (unique names per run), joined by a veth pair. The
+//! rendezvous and a UDP agent live in one; compat and auto agents live in
+//! others, one of them behind nftables that let out only TCP/443. Root
+//! only (with iproute2 and nftables); otherwise skipped with a message.
+//! Everything is torn down also when the test fails.
+
+mod common;
+
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use common::{pilotctl_in, Net};
+use serde_json::Value;
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+fn sh(program: &str, args: &[&str]) -> (bool, String, String) {
+    match Command::new(program).args(args).output() {
+        Ok(o) => (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        ),
+        Err(e) => (false, String::new(), e.to_string()),
+    }
+}
+
+fn must(program: &str, args: &[&str]) -> String {
+    let (ok, out, err) = sh(program, args);
+    assert!(ok, "{program} {}: {err}", args.join(" "));
+    out
+}
+
+/// Namespaces deleted (with everything in them) when dropped.
+struct Namespaces(Vec<String>);
+
+impl Namespaces {
+    fn add(&mut self, ns: &str) {
+        must("ip", &["netns", "add", ns]);
+        self.0.push(ns.to_string());
+        must("ip", &["-n", ns, "link", "set", "lo", "up"]);
+    }
+}
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        for ns in &self.0 {
+            let (_, pids, _) = sh("ip", &["netns", "pids", ns]);
+            for p in pids.split_whitespace() {
+                let _ = sh("kill", &["-9", p]);
+            }
+            let _ = sh("ip", &["netns", "del", ns]);
+        }
+    }
+}
+
+fn skip_reason() -> Option<&'static str> {
+    if !nix::unistd::geteuid().is_root() {
+        return Some("needs root");
+    }
+    if !sh("ip", &["-V"]).0 {
+        return Some("`ip` (iproute2) is missing");
+    }
+    if !sh("nft", &["--version"]).0 {
+        return Some("`nft` (nftables) is missing");
+    }
+    None
+}
+
+/// Links `ns` to the rendezvous's namespace with a veth pair:
+/// 10.77.N.1 on the rendezvous's side, 10.77.N.2 in `ns`.
+fn link(rv_ns: &str, ns: &str, tag: &str, n: u8) {
+    let (a, b) = (format!("pc{tag}a"), format!("pc{tag}b"));
+    must(
+        "ip",
+        &[
+            "link", "add", &a, "netns", rv_ns, "type", "veth", "peer", "name", &b, "netns", ns,
+        ],
+    );
+    must(
+        "ip",
+        &[
+            "-n",
+            rv_ns,
+            "addr",
+            "add",
+            &format!("10.77.{n}.1/24"),
+            "dev",
+            &a,
+        ],
+    );
+    must(
+        "ip",
+        &[
+            "-n",
+            ns,
+            "addr",
+            "add",
+            &format!("10.77.{n}.2/24"),
+            "dev",
+            &b,
+        ],
+    );
+    must("ip", &["-n", rv_ns, "link", "set", &a, "up"]);
+    must("ip", &["-n", ns, "link", "set", &b, "up"]);
+}
+
+/// Lets out of `ns` only TCP to port 443 (and answers to it); counts the
+/// UDP packets that tried to leave.
+fn only_tcp_443(ns: &str) {
+    let rules = "table inet pcfw {\n\
+        chain out {\n\
+          type filter hook output priority 0; policy drop;\n\
+          oif lo accept\n\
+          ct state established,related accept\n\
+          tcp dport 443 accept\n\
+          meta l4proto udp counter name udp_out drop\n\
+        }\n\
+        counter udp_out { }\n\
+      }\n";
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", ns, "nft", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("nft");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(rules.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success(), "nft in {ns}");
+}
+
+/// Lets out of `ns` only TCP to the proxy at `proxy` port 3128.
+fn only_the_proxy(ns: &str, proxy: &str) {
+    let rules = format!(
+        "table inet pcfw {{\n\
+        chain out {{\n\
+          type filter hook output priority 0; policy drop;\n\
+          oif lo accept\n\
+          ct state established,related accept\n\
+          ip daddr {proxy} tcp dport 3128 accept\n\
+          meta l4proto udp counter name udp_out drop\n\
+        }}\n\
+        counter udp_out {{ }}\n\
+      }}\n"
+    );
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", ns, "nft", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("nft");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(rules.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success(), "nft in {ns}");
+}
+
+fn udp_out_packets(ns: &str) -> u64 {
+    let out = must(
+        "ip",
+        &[
+            "netns", "exec", ns, "nft", "list", "counter", "inet", "pcfw", "udp_out",
+        ],
+    );
+    out.split("packets ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(u64::MAX)
+}
+
+fn ctl(net: &Net, name: &str, args: &[&str]) -> Value {
+    let mut a = args.to_vec();
+    a.push("--json");
+    net.ctl(name, &a).data()
+}
+
+/// `daemon start` for agent `name` inside `ns`.
+fn start_in(net: &mut Net, ns: &str, name: &str, extra: &[&str]) -> Value {
+    start_in_env(net, ns, name, extra, &[]).data()
+}
+
+/// [`start_in`] with extra environment, answered as it is.
+fn start_in_env(
+    net: &mut Net,
+    ns: &str,
+    name: &str,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> common::Run {
+    let home = net.home(name);
+    let (rv, key) = (net.rv_addr.clone(), net.rv_key.clone());
+    let mut args = vec![
+        "daemon",
+        "start",
+        "--rendezvous",
+        &rv,
+        "--rendezvous-key",
+        &key,
+        "--hostname",
+        name,
+        "--json",
+    ];
+    if !extra.contains(&"--wait") {
+        args.extend(["--wait", "20"]);
+    }
+    args.extend_from_slice(extra);
+    net.track(name);
+    let mut all = vec![("PILOT_HOME", home.to_str().unwrap())];
+    all.extend_from_slice(env);
+    pilotctl_in(Some(ns), &args, &all)
+}
+
+#[test]
+fn compat_and_auto_where_only_tcp_443_leaves() {
+    if let Some(why) = skip_reason() {
+        eprintln!("netns compat test skipped: {why} (needs root, iproute2 and nftables)");
+        return;
+    }
+    let run = format!(
+        "{}{}",
+        std::process::id() % 10_000,
+        NEXT.fetch_add(1, Ordering::SeqCst)
+    );
+    let (rv_ns, locked, open) = (
+        format!("pcrv{run}"),
+        format!("pclk{run}"),
+        format!("pcop{run}"),
+    );
+    let mut spaces = Namespaces(Vec::new());
+    spaces.add(&rv_ns);
+    spaces.add(&locked);
+    spaces.add(&open);
+    link(&rv_ns, &locked, &format!("l{run}"), 1);
+    link(&rv_ns, &open, &format!("o{run}"), 2);
+    // Agents reach the rendezvous at 10.77.1.1 / 10.77.2.1: both are its.
+    for (ns, n) in [(&locked, 1), (&open, 2)] {
+        must(
+            "ip",
+            &[
+                "-n",
+                ns,
+                "route",
+                "add",
+                "10.77.0.0/16",
+                "via",
+                &format!("10.77.{n}.1"),
+            ],
+        );
+    }
+    must(
+        "ip",
+        &["-n", &rv_ns, "addr", "add", "10.77.0.1/32", "dev", "lo"],
+    );
+    only_tcp_443(&locked);
+
+    let mut net = Net::with_rendezvous(
+        Some(&rv_ns),
+        "10.77.0.1:4000",
+        &["--tls-listen", "10.77.0.1:443"],
+    );
+    let (tls, fingerprint) = net.rv_tls.clone().expect("carrier");
+    assert_eq!(tls, "10.77.0.1:443");
+    // A UDP agent beside the rendezvous.
+    net.start("alice", &[]);
+
+    let url = format!("wss://10.77.0.1:443{}", driver_mio::compat::WS_PATH);
+    let compat = [
+        "--transport",
+        "compat",
+        "--compat-url",
+        &url,
+        "--tls-pin",
+        &fingerprint,
+    ];
+    // Compat behind the firewall: registers, trusts, talks to the UDP
+    // agent and to another compat agent.
+    start_in(&mut net, &locked, "carol", &compat);
+    start_in(&mut net, &locked, "dave", &compat);
+    net.trust("carol", "alice");
+    net.trust("dave", "carol");
+    for (from, to) in [("carol", "alice"), ("dave", "carol")] {
+        let text = format!("{from} to {to} through TCP/443 only");
+        let echo = ctl(&net, from, &["connect", to, "7", "--message", &text]);
+        assert_eq!(echo["reply"]["data"], text.as_str(), "{echo}");
+        let bench = ctl(&net, from, &["bench", to, "1M"]);
+        assert_eq!(bench["bytes"].as_u64(), Some(1 << 20), "{bench}");
+    }
+
+    // Each compat daemon holds exactly one TCP connection, to port 443,
+    // and no UDP socket; no UDP tried to leave the namespace.
+    for name in ["carol", "dave"] {
+        let pid = std::fs::read_to_string(net.home(name).join("daemon.pid")).unwrap();
+        let pid = pid.trim();
+        let tcp = must(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &locked,
+                "ss",
+                "-Htnp",
+                "state",
+                "established",
+            ],
+        );
+        let mine: Vec<&str> = tcp
+            .lines()
+            .filter(|l| l.contains(&format!("pid={pid},")))
+            .collect();
+        assert_eq!(mine.len(), 1, "{name}: {tcp}");
+        assert!(mine[0].contains("10.77.0.1:443"), "{name}: {}", mine[0]);
+        let udp = must("ip", &["netns", "exec", &locked, "ss", "-Hunap"]);
+        assert!(
+            !udp.lines().any(|l| l.contains(&format!("pid={pid},"))),
+            "{name} has a UDP socket: {udp}"
+        );
+    }
+    assert_eq!(udp_out_packets(&locked), 0, "UDP tried to leave");
+
+    // auto behind the firewall picks compat by itself.
+    let auto = [
+        "--transport",
+        "auto",
+        "--compat-url",
+        &url,
+        "--tls-pin",
+        &fingerprint,
+    ];
+    start_in(&mut net, &locked, "erin", &auto);
+    let info = ctl(&net, "erin", &["info"]);
+    assert_eq!(info["transport"]["active"], "compat", "{info}");
+    net.trust("erin", "alice");
+    let echo = ctl(
+        &net,
+        "erin",
+        &["connect", "alice", "7", "--message", "auto"],
+    );
+    assert_eq!(echo["reply"]["data"], "auto", "{echo}");
+
+    // auto where UDP may leave stays on UDP.
+    start_in(&mut net, &open, "fred", &auto);
+    let info = ctl(&net, "fred", &["info"]);
+    assert_eq!(info["transport"]["active"], "udp", "{info}");
+    assert_eq!(info["transport"]["carrier_connected"], false, "{info}");
+    drop(net);
+    drop(spaces);
+}
+
+/// Kills the child when dropped.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn compat_where_only_an_http_proxy_is_reachable() {
+    if let Some(why) = skip_reason() {
+        eprintln!("netns proxy test skipped: {why} (needs root, iproute2 and nftables)");
+        return;
+    }
+    if !sh("tinyproxy", &["-v"]).0 {
+        eprintln!("netns proxy test skipped: tinyproxy is missing (apt-get install tinyproxy)");
+        return;
+    }
+    let run = format!(
+        "{}{}",
+        std::process::id() % 10_000,
+        NEXT.fetch_add(1, Ordering::SeqCst)
+    );
+    let (rv_ns, boxed) = (format!("pcrv{run}"), format!("pcpx{run}"));
+    let mut spaces = Namespaces(Vec::new());
+    spaces.add(&rv_ns);
+    spaces.add(&boxed);
+    link(&rv_ns, &boxed, &format!("p{run}"), 3);
+    must(
+        "ip",
+        &[
+            "-n",
+            &boxed,
+            "route",
+            "add",
+            "10.77.0.0/16",
+            "via",
+            "10.77.3.1",
+        ],
+    );
+    must(
+        "ip",
+        &["-n", &rv_ns, "addr", "add", "10.77.0.1/32", "dev", "lo"],
+    );
+    only_the_proxy(&boxed, "10.77.3.1");
+
+    let mut net = Net::with_rendezvous(
+        Some(&rv_ns),
+        "10.77.0.1:4000",
+        &["--tls-listen", "10.77.0.1:443"],
+    );
+    let conf = net.dir.path().join("tinyproxy.conf");
+    std::fs::write(
+        &conf,
+        "Port 3128\nListen 10.77.3.1\nTimeout 60\nMaxClients 20\nAllow 10.77.3.0/24\n\
+         BasicAuth pilot pr0xypass\nLogLevel Info\n",
+    )
+    .unwrap();
+    let _proxy = Reaped(
+        Command::new("ip")
+            .args(["netns", "exec", &rv_ns, "tinyproxy", "-d", "-c"])
+            .arg(&conf)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("tinyproxy"),
+    );
+    let listening = net.wait(10, || {
+        sh(
+            "ip",
+            &["netns", "exec", &rv_ns, "ss", "-Htln", "sport", "= :3128"],
+        )
+        .1
+        .contains("3128")
+    });
+    assert!(listening, "tinyproxy did not listen");
+    let (_, fingerprint) = net.rv_tls.clone().expect("carrier");
+    net.start("alice", &[]);
+    let url = format!("wss://10.77.0.1:443{}", driver_mio::compat::WS_PATH);
+    let flags = [
+        "--transport",
+        "compat",
+        "--compat-url",
+        &url,
+        "--tls-pin",
+        &fingerprint,
+    ];
+    let started = start_in_env(
+        &mut net,
+        &boxed,
+        "gina",
+        &flags,
+        &[("HTTPS_PROXY", "http://pilot:pr0xypass@10.77.3.1:3128")],
+    );
+    started.data();
+    net.trust("gina", "alice");
+    let echo = ctl(
+        &net,
+        "gina",
+        &["connect", "alice", "7", "--message", "via the proxy"],
+    );
+    assert_eq!(echo["reply"]["data"], "via the proxy", "{echo}");
+    let info = ctl(&net, "gina", &["info"]);
+    assert_eq!(
+        info["transport"]["proxy"], "http://10.77.3.1:3128",
+        "{info}"
+    );
+    assert!(!info.to_string().contains("pr0xypass"));
+    assert_eq!(udp_out_packets(&boxed), 0, "UDP tried to leave");
+
+    // A wrong password: a clear error naming the proxy, not the password.
+    let failed = start_in_env(
+        &mut net,
+        &boxed,
+        "hank",
+        &[&flags[..], &["--wait", "4"]].concat(),
+        &[("HTTPS_PROXY", "http://pilot:wr0ng@10.77.3.1:3128")],
+    );
+    let v = failed.json();
+    assert_eq!(v["status"], "error", "{v}");
+    let message = v["message"].as_str().unwrap_or_default();
+    assert!(message.contains("http://10.77.3.1:3128"), "{message}");
+    assert!(message.contains("refused the credentials"), "{message}");
+    assert!(!message.contains("wr0ng"), "{message}");
+    drop(net);
+    drop(spaces);
+}
