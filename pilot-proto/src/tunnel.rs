@@ -530,6 +530,11 @@ impl Tunnels {
     pub fn set_relay_via(&mut self, relay: Option<(SocketId, SocketAddr)>, relay_only: bool) {
         self.config.relay = relay;
         self.config.relay_only = relay_only;
+        // Deadlines are computed from the config too.
+        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+        for k in &keys {
+            self.reindex(k);
+        }
     }
 
     /// Adds a peer reached at `endpoint` without validation (the
@@ -906,6 +911,7 @@ impl Tunnels {
         if self.peers.contains_key(peer) {
             self.initiate(now, peer);
         }
+        self.reindex(peer);
     }
 
     /// Starts a handshake with `peer` now unless one is under way.
