@@ -38,7 +38,7 @@ mod streams;
 mod trust;
 
 pub use hardnat::{
-    BIRTHDAY_PROBES, BIRTHDAY_ROUNDS, BIRTHDAY_SOCKETS, HARD_ATTEMPT, PREDICT_WINDOW,
+    NatReport, BIRTHDAY_PROBES, BIRTHDAY_ROUNDS, BIRTHDAY_SOCKETS, HARD_ATTEMPT, PREDICT_WINDOW,
 };
 pub use streams::{Delivered, ServiceConfig};
 pub use trust::{RequestError, MAX_PENDING};
@@ -601,6 +601,11 @@ impl Node {
         self.config.hostname.as_ref()
     }
 
+    /// The rendezvous's address (its main port).
+    pub fn rendezvous_addr(&self) -> SocketAddr {
+        self.config.rendezvous_addr
+    }
+
     /// Our public endpoint as the rendezvous last saw it.
     pub fn public_endpoint(&self) -> Option<SocketAddr> {
         self.public_endpoint
@@ -971,6 +976,7 @@ impl Node {
                 endpoints,
                 nat,
             } => self.on_punch_go(now, peer, delay_ms, &endpoints, nat),
+            Message::ReflectPort { port } => self.on_reflect_port(now, port),
             _ => self.tunnels.stats_mut().drop(DropReason::Unexpected),
         }
     }

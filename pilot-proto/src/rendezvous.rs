@@ -840,6 +840,12 @@ impl Rendezvous {
             cert,
         });
         self.reply(now, &peer, &answer);
+        // With every Registered (so a lost copy costs one refresh at most):
+        // where to send reflects, so agents classify their NAT without
+        // being told. Older agents drop the unknown kind.
+        if let Some(port) = self.config.reflect_port.filter(|p| *p != 0) {
+            self.reply(now, &peer, &Message::ReflectPort { port });
+        }
         // Whatever waited for this agent goes out now, on this session.
         self.flush_mailbox(now, r.key, true);
         if changed {
