@@ -70,6 +70,45 @@ fn nodes_classify_their_nats() {
     }
 }
 
+/// Agents told nothing about the reflect port learn it from the
+/// rendezvous (`ReflectPort` after `Registered`) and classify anyway.
+#[test]
+fn agents_learn_the_reflect_port_from_the_rendezvous() {
+    let cases = [
+        (NatConfig::port_restricted(), NatKind::EndpointIndependent),
+        (
+            NatConfig::symmetric_sequential(),
+            NatKind::Sequential { stride: 1 },
+        ),
+        (NatConfig::symmetric_random(), NatKind::Random),
+    ];
+    for (i, (config, want)) in cases.into_iter().enumerate() {
+        let mut s = Scenario::with_reflect(700 + i as u64);
+        let announced = s.reflect_addr.take();
+        let a = behind(&mut s, config, 1, "alice");
+        s.run_until_registered(&[a], MAX).unwrap();
+        s.world
+            .run_until(|w| classified_w(w, a).is_some(), MAX)
+            .unwrap();
+        assert_eq!(classified(&s, a), Some(want), "case {i}");
+        assert_eq!(s.node(a).reflect_addr(), announced, "case {i}");
+        let report = s.node(a).nat_report().expect("a finished classification");
+        assert_eq!(report.info.kind, want, "case {i}");
+        assert!(
+            report.seen.iter().all(Option::is_some),
+            "case {i}: {report:?}"
+        );
+        assert!(s.world.sockets(a).is_empty(), "case {i}");
+    }
+    // Without a reflect port nothing is announced, and nothing classified.
+    let mut s = Scenario::new(710);
+    let a = behind(&mut s, NatConfig::symmetric_random(), 1, "alice");
+    s.run_until_registered(&[a], MAX).unwrap();
+    s.world.run_for(Duration::from_secs(5));
+    assert_eq!(classified(&s, a), None);
+    assert_eq!(s.node(a).reflect_addr(), None);
+}
+
 fn classified_w(w: &driver_sim::World<driver_sim::pilot::Host>, id: HostId) -> Option<NatKind> {
     w.events().iter().rev().find_map(|(_, h, e)| match e {
         HostEvent::Node(Event::NatClassified { kind }) if *h == id => Some(*kind),

@@ -51,6 +51,8 @@ pub const KIND_TRUST_REJECTED: u8 = 0x87;
 pub const KIND_TRUST_REVOKED: u8 = 0x88;
 /// Rendezvous to agent: probe a peer's candidates now.
 pub const KIND_PUNCH_GO: u8 = 0x89;
+/// Rendezvous to agent: the rendezvous's reflect port (NAT classification).
+pub const KIND_REFLECT_PORT: u8 = 0x8A;
 /// Rendezvous to agent: a request failed.
 pub const KIND_ERROR: u8 = 0x8F;
 
@@ -425,6 +427,13 @@ pub enum Message<'a> {
         /// The classification.
         info: crate::nat::NatInfo,
     },
+    /// Rendezvous to agent, after every `Registered` when the rendezvous
+    /// has a second reflect port (§8.2): the port, on the rendezvous's
+    /// address. Older agents drop the unknown kind and go on unclassified.
+    ReflectPort {
+        /// The reflect port (never 0).
+        port: u16,
+    },
     /// Agent to agent: trust revoked, the session ends.
     Revoke,
     /// We are shutting down: drop our session (trust and registration
@@ -615,6 +624,10 @@ impl<'a> Message<'a> {
                 req: r.u32("req")?,
                 info: crate::nat::NatInfo::decode(&r.array("nat")?)?,
             },
+            KIND_REFLECT_PORT => match r.u16("port")? {
+                0 => return Err(DecodeError::BadValue("port")),
+                port => Message::ReflectPort { port },
+            },
             KIND_REVOKE => Message::Revoke,
             KIND_BYE => Message::Bye,
             KIND_TRUST_REQUESTED => Message::TrustRequested {
@@ -750,6 +763,10 @@ impl<'a> Message<'a> {
                 out.push(KIND_NAT_INFO);
                 out.extend_from_slice(&req.to_be_bytes());
                 info.encode(out);
+            }
+            Message::ReflectPort { port } => {
+                out.push(KIND_REFLECT_PORT);
+                out.extend_from_slice(&port.to_be_bytes());
             }
             Message::Revoke => out.push(KIND_REVOKE),
             Message::Bye => out.push(KIND_BYE),

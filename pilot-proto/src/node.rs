@@ -38,7 +38,7 @@ mod streams;
 mod trust;
 
 pub use hardnat::{
-    BIRTHDAY_PROBES, BIRTHDAY_ROUNDS, BIRTHDAY_SOCKETS, HARD_ATTEMPT, PREDICT_WINDOW,
+    NatReport, BIRTHDAY_PROBES, BIRTHDAY_ROUNDS, BIRTHDAY_SOCKETS, HARD_ATTEMPT, PREDICT_WINDOW,
 };
 pub use streams::{Delivered, ServiceConfig};
 pub use trust::{RequestError, MAX_PENDING};
@@ -636,6 +636,9 @@ impl Node {
         self.tunnels.set_relay_via(Some((socket, addr)), relay_only);
         self.tunnels
             .set_route(self.rv, Route::Direct { socket, addr });
+        if relay_only {
+            self.stop_reflect();
+        }
         self.register_now(now);
     }
 
@@ -690,6 +693,11 @@ impl Node {
     /// The hostname we register.
     pub fn hostname(&self) -> Option<&Hostname> {
         self.config.hostname.as_ref()
+    }
+
+    /// The rendezvous's address (its main port).
+    pub fn rendezvous_addr(&self) -> SocketAddr {
+        self.config.rendezvous_addr
     }
 
     /// Our public endpoint as the rendezvous last saw it.
@@ -1062,6 +1070,7 @@ impl Node {
                 endpoints,
                 nat,
             } => self.on_punch_go(now, peer, delay_ms, &endpoints, nat),
+            Message::ReflectPort { port } => self.on_reflect_port(now, port),
             _ => self.tunnels.stats_mut().drop(DropReason::Unexpected),
         }
     }

@@ -629,19 +629,14 @@ impl Rendezvous {
             endpoints: self.candidates(&a),
             nat: nat(&a),
         };
-        // Twice when a side is behind a symmetric NAT: a lost PunchGo
-        // leaves its side out of the attempt until the next one, seconds
-        // later, and the other side spraying probes alone, which cannot
-        // work (plain candidate probing recovers by itself: the side that
-        // got its PunchGo is heard, and answered). Agents ignore the
+        // Always twice: a lost PunchGo leaves its side out of the attempt
+        // until the next Punch, seconds later. Behind a symmetric NAT the
+        // other side then sprays alone, which cannot work; behind a port-
+        // restricted one the other side's probes are filtered, since this
+        // side never sends towards it (the simulator's matrix lost bob's
+        // only copy and stayed on the relay for 5 s). Agents ignore the
         // second copy.
-        let hard = |n: crate::nat::NatInfo| {
-            matches!(
-                n.kind,
-                crate::nat::NatKind::Sequential { .. } | crate::nat::NatKind::Random
-            )
-        };
-        let copies = if hard(nat(&a)) || hard(nat(&b)) { 2 } else { 1 };
+        let copies = 2;
         for _ in 0..copies {
             self.reply(now, &xa, &to_a);
             self.reply(now, &xb, &to_b);
@@ -893,6 +888,12 @@ impl Rendezvous {
             cert,
         });
         self.reply(now, &peer, &answer);
+        // With every Registered (so a lost copy costs one refresh at most):
+        // where to send reflects, so agents classify their NAT without
+        // being told. Older agents drop the unknown kind.
+        if let Some(port) = self.config.reflect_port.filter(|p| *p != 0) {
+            self.reply(now, &peer, &Message::ReflectPort { port });
+        }
         // Whatever waited for this agent goes out now, on this session.
         self.flush_mailbox(now, r.key, true);
         if changed {

@@ -10,9 +10,11 @@ use pilot_proto::addr::{Hostname, SocketAddress};
 use pilot_proto::msg::Query;
 use pilot_proto::node::{Event, Node, NodeConfig};
 use pilot_proto::rendezvous::{Rendezvous, RendezvousConfig};
-use pilot_proto::{Identity, SocketId, Timestamp};
+use pilot_proto::{Identity, SocketId, SocketOp, Timestamp};
 
 const RV: &str = "192.0.2.1:9000";
+/// The reflect port the rendezvous announces.
+const RV_REFLECT: &str = "192.0.2.1:9001";
 /// A UDP agent.
 const ALICE: &str = "198.51.100.1:4000";
 /// A carrier agent whose TCP connection has the same address as Alice's
@@ -38,9 +40,9 @@ struct Net {
     rv: Rendezvous,
     agents: BTreeMap<&'static str, Agent>,
     events: Vec<(&'static str, Event)>,
-    /// (agent, destination) of every UDP datagram a carrier agent sent:
-    /// there must be none.
-    carrier_udp: Vec<(&'static str, SocketAddr)>,
+    /// (agent, destination) of every UDP datagram a carrier agent sent,
+    /// and every socket it asked for: there must be none.
+    carrier_udp: Vec<(&'static str, String)>,
     /// Datagrams the rendezvous sent over UDP to a carrier agent's address
     /// or over the carrier to a UDP agent's.
     misrouted: usize,
@@ -50,6 +52,9 @@ impl Net {
     fn new() -> Self {
         let mut rv_cfg = RendezvousConfig::new(Identity::from_seed(&[1; 32]));
         rv_cfg.wall_origin_micros = WALL;
+        // It announces a reflect port: carrier agents must not classify
+        // their NAT (that would open UDP sockets).
+        rv_cfg.reflect_port = Some(9001);
         let rv = Rendezvous::new(rv_cfg, &[11; 32], Timestamp::ZERO);
         let rv_key = Identity::from_seed(&[1; 32]).public();
         let mut agents = BTreeMap::new();
@@ -94,13 +99,23 @@ impl Net {
         let mut to_rv = Vec::new();
         let mut to_agents = Vec::new();
         for (name, a) in self.agents.iter_mut() {
+            while let Some(op) = a.node.poll_socket_op() {
+                if a.carrier && matches!(op, SocketOp::Open { .. }) {
+                    // Any socket a carrier agent opens is a UDP socket.
+                    self.carrier_udp.push((name, op.to_string()));
+                }
+            }
             while let Some(t) = a.node.poll_transmit() {
                 if a.carrier {
                     if t.socket != SocketId::CARRIER || t.destination != ep(RV) {
-                        self.carrier_udp.push((name, t.destination));
+                        self.carrier_udp.push((name, t.destination.to_string()));
                         continue;
                     }
                     to_rv.push((SocketId::CARRIER, a.addr, t.payload));
+                } else if t.destination == ep(RV_REFLECT) {
+                    // This tiny network has no reflect socket: a UDP
+                    // agent's classification just gets no answer.
+                    continue;
                 } else if t.destination == ep(RV) {
                     to_rv.push((SocketId::PRIMARY, a.addr, t.payload));
                 } else {

@@ -32,6 +32,12 @@ const STEP: Duration = Duration::from_secs(20);
 const COMMAND_LIMIT: Duration = Duration::from_secs(60);
 const RV_IP: &str = "198.18.0.1";
 const RV_PORT: u16 = 4000;
+/// The rendezvous's second port, which agents learn from it and classify
+/// their NAT through.
+const RV_REFLECT_PORT: u16 = 4001;
+/// The sequential NAT's ports: SEQ_BASE, SEQ_BASE + 1, ... then around.
+const SEQ_BASE: u16 = 20000;
+const SEQ_PORTS: u16 = 2048;
 /// Prefix of every namespace this test binary creates: `pn<pid>-<n>-<role>`.
 const PREFIX: &str = "pn";
 
@@ -44,8 +50,36 @@ enum Nat {
     /// mapping is endpoint-independent; filtering is by tracked flow.
     Eim,
     /// `masquerade random`: the port depends on the destination, so every
-    /// peer sees another mapping (symmetric).
+    /// peer sees another mapping (symmetric, random ports).
     Symmetric,
+    /// UDP `snat to <router> : numgen inc mod N map { i : BASE + i }`:
+    /// every new flow takes the next port of a counter (symmetric,
+    /// sequential with stride 1). SNAT to a port range without `random` is not this:
+    /// Linux keeps the source port when free, which is endpoint-independent.
+    Sequential,
+}
+
+impl Nat {
+    /// What the agent behind it must classify its NAT as (`info`'s
+    /// `nat.mapping`).
+    fn mapping(self) -> &'static str {
+        match self {
+            Nat::None | Nat::Eim => "endpoint-independent",
+            Nat::Symmetric => "symmetric-random",
+            Nat::Sequential => "symmetric-sequential",
+        }
+    }
+
+    /// The simulator's name for the same behaviour (Linux filters by
+    /// tracked flow: a masquerading router is a port-restricted cone).
+    fn sim_name(self) -> &'static str {
+        match self {
+            Nat::None => "open",
+            Nat::Eim => "port-restricted",
+            Nat::Symmetric => "symmetric-random",
+            Nat::Sequential => "symmetric-seq",
+        }
+    }
 }
 
 /// Temporary directories of labs alive in this process, for the Ctrl-C
@@ -391,7 +425,10 @@ impl Lab {
             None,
         );
         assert!(o.ok, "ip_forward in {router}: {}", o.stderr);
-        let o = run(in_ns(&router, "nft", &["-f", "-"]), Some(&ruleset(nat)));
+        let o = run(
+            in_ns(&router, "nft", &["-f", "-"]),
+            Some(&ruleset(nat, &public)),
+        );
         assert!(o.ok, "nft in {router}: {}", o.stderr);
         self.routers.push(router);
         self.agents.push((name.into(), ns, public));
@@ -478,10 +515,13 @@ impl Lab {
                 &listen,
                 "--home",
                 home.to_str().expect("utf-8 path"),
+                "--reflect-port",
+                &RV_REFLECT_PORT.to_string(),
             ],
         );
         let v = answer(&o).unwrap_or_else(|e| panic!("rendezvous start: {e}"));
         self.rv_key = v["public_key"].as_str().expect("public_key").to_string();
+        assert_eq!(v["reflect_port"], RV_REFLECT_PORT, "rendezvous start: {v}");
     }
 
     /// Starts agent `name`'s daemon inside its namespace (public, as in
@@ -579,11 +619,24 @@ impl Drop for Lab {
 /// A router's rules: NAT out of `wan`, and nothing in from the wan that
 /// does not belong to a flow the LAN started. Counters make a dump show
 /// what was dropped.
-fn ruleset(nat: Nat) -> String {
-    let masquerade = if nat == Nat::Symmetric {
-        "masquerade random"
-    } else {
-        "masquerade"
+fn ruleset(nat: Nat, public: &str) -> String {
+    let masquerade = match nat {
+        Nat::Symmetric => "masquerade random".to_string(),
+        // The counter goes through a map: a bare `numgen inc offset 20000`
+        // as the port lands byte-swapped (20000 = 0x4E20 becomes 0x204E =
+        // 8270, the next 8526: a stride of 256, which no agent can call
+        // sequential). Far from the agents' own ports, so a mapping that
+        // kept its port would not pass for a sequential one.
+        Nat::Sequential => {
+            let ports: Vec<String> = (0..SEQ_PORTS)
+                .map(|i| format!("{i} : {}", SEQ_BASE + i))
+                .collect();
+            format!(
+                "meta l4proto udp counter snat to {public} : numgen inc mod {SEQ_PORTS} map {{ {} }}\n\t\toifname \"wan\" counter masquerade",
+                ports.join(", ")
+            )
+        }
+        _ => "masquerade".to_string(),
     };
     format!(
         "table ip pilot_nat {{
@@ -631,8 +684,59 @@ fn ms(d: Duration) -> String {
 enum Expect {
     /// `"path":"direct"`, to alice's address as the wan sees it.
     Direct,
-    /// Any working path (a relay is fine).
-    Any,
+    /// The relay: no direct path exists between these NATs.
+    Relay,
+}
+
+/// The simulator's row for the same pair of NATs, from the snapshot that
+/// `cargo run -p driver-sim --example nat_matrix` prints.
+fn sim_prediction(a: Nat, b: Nat) -> String {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../testdata/snapshots/nat_matrix.snap"
+    );
+    let table = std::fs::read_to_string(path).unwrap_or_default();
+    let names = [
+        format!("{} x {} ", a.sim_name(), b.sim_name()),
+        format!("{} x {} ", b.sim_name(), a.sim_name()),
+    ];
+    table
+        .lines()
+        .find(|l| names.iter().any(|n| l.starts_with(n.as_str())))
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|| "no row in the simulator's table".into())
+}
+
+impl Lab {
+    /// Waits until agent `name` has classified its NAT; checks it found
+    /// what `nat` is, and returns `info`'s `nat`.
+    fn classified(&self, name: &str, nat: Nat) -> Value {
+        let info = self
+            .ctl_until(name, &["info"], |v| v["nat"]["state"] == "classified")
+            .unwrap_or_else(|e| panic!("{name} never classified its NAT: {e}"));
+        let got = &info["nat"];
+        assert_eq!(
+            got["mapping"],
+            nat.mapping(),
+            "{name}'s NAT ({nat:?}): {got}"
+        );
+        if nat == Nat::Sequential {
+            assert_eq!(got["stride"], 1, "{name}'s NAT stride: {got}");
+        }
+        got.clone()
+    }
+
+    /// The peers row of `peer` in `name`'s `peers`.
+    fn peer_row(&self, name: &str, peer: &str) -> Value {
+        let peers = self
+            .ctl(name, &["peers"])
+            .unwrap_or_else(|e| panic!("{name}: peers: {e}"));
+        peers
+            .as_array()
+            .and_then(|a| a.iter().find(|p| p["hostname"] == peer))
+            .cloned()
+            .unwrap_or(Value::Null)
+    }
 }
 
 /// The user's story from start to finish: register, trust, ping, a
@@ -646,6 +750,25 @@ fn scenario(case: &str, a: Nat, b: Nat, expect: Expect) {
     lab.start_rendezvous();
     let reg_alice = lab.start_daemon("alice");
     let reg_bob = lab.start_daemon("bob");
+    // Neither agent was told about the reflect port: they learn it from
+    // the rendezvous and classify their NATs.
+    let nat_alice = lab.classified("alice", a);
+    let nat_bob = lab.classified("bob", b);
+    // `netcheck` measures again and reports what the rendezvous saw.
+    let check = lab
+        .ctl("bob", &["netcheck"])
+        .unwrap_or_else(|e| panic!("bob: netcheck: {e}"));
+    assert_eq!(check["mapping"], b.mapping(), "bob's netcheck: {check}");
+    assert_eq!(check["rendezvous"]["udp"], true, "bob's netcheck: {check}");
+    assert_eq!(
+        check["rendezvous"]["reflect_udp"], true,
+        "bob's netcheck: {check}"
+    );
+    assert_eq!(
+        check["public_addresses"],
+        serde_json::json!([lab.wan_addr("bob")]),
+        "bob's netcheck: {check}"
+    );
 
     let t = Instant::now();
     lab.ctl(
@@ -678,6 +801,17 @@ fn scenario(case: &str, a: Nat, b: Nat, expect: Expect) {
         .unwrap_or_else(|e| panic!("bob never got an echo from alice: {e}"));
     let first_ping = t.elapsed();
     let first_rtt = first["rtt_ms"]["min"].as_f64().unwrap_or(f64::NAN);
+    // Time to direct, counted from the first ping (data to a trusted peer
+    // is what starts punching): polled, so within ~50 ms plus a command.
+    let mut to_direct = None;
+    let watch = Instant::now() + Duration::from_secs(8);
+    while Instant::now() < watch {
+        if lab.peer_row("bob", "alice")["path"] == "direct" {
+            to_direct = Some(t.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let pings = lab
         .ctl("bob", &["ping", "alice", "--count", "5"])
         .unwrap_or_else(|e| panic!("ping --count 5: {e}"));
@@ -715,6 +849,19 @@ fn scenario(case: &str, a: Nat, b: Nat, expect: Expect) {
         .unwrap_or_else(|| panic!("alice is not among bob's peers: {peers}"));
     let path = alice["path"].as_str().unwrap_or("?").to_string();
     let endpoint = alice["endpoint"].as_str().unwrap_or("-").to_string();
+    let bob_row = lab.peer_row("alice", "bob");
+    eprintln!(
+        "[{case}] nat alice {} bob {}; to direct {} (from the first ping); \
+         probes sent alice {} bob {}; simulator ({} x {}): {}",
+        nat_alice["mapping"],
+        nat_bob["mapping"],
+        to_direct.map_or("never (relay)".to_string(), ms),
+        bob_row["probes_sent"],
+        alice["probes_sent"],
+        a.sim_name(),
+        b.sim_name(),
+        sim_prediction(a, b),
+    );
 
     eprintln!(
         "[{case}] register alice {} bob {}; trust {}; first echo after {} \
@@ -739,6 +886,9 @@ fn scenario(case: &str, a: Nat, b: Nat, expect: Expect) {
         !ping_paths.is_empty() && ping_paths.iter().all(|p| p == "direct" || p == "relay"),
         "ping paths: {pings}"
     );
+    if expect == Expect::Relay {
+        assert_eq!(path, "relay", "bob's path to alice: {alice}");
+    }
     if expect == Expect::Direct {
         assert_eq!(path, "direct", "bob's path to alice: {alice}");
         // Direct means to alice's public side: her own address without
@@ -761,13 +911,33 @@ fn eim_eim() {
     scenario("eim_eim", Nat::Eim, Nat::Eim, Expect::Direct);
 }
 
-/// Both behind symmetric NATs: punching may fail, the relay must carry.
+/// Both behind random symmetric NATs: no direct path can be found (no
+/// side's ports can be aimed at), so the relay carries everything.
 #[test]
 fn symmetric_symmetric() {
     scenario(
         "symmetric_symmetric",
         Nat::Symmetric,
         Nat::Symmetric,
-        Expect::Any,
+        Expect::Relay,
     );
+}
+
+/// An endpoint-independent NAT against a random symmetric one: birthday
+/// probing must find a direct path.
+#[test]
+fn eim_symmetric_random() {
+    scenario(
+        "eim_symmetric_random",
+        Nat::Eim,
+        Nat::Symmetric,
+        Expect::Direct,
+    );
+}
+
+/// A sequential symmetric NAT against an endpoint-independent one: port
+/// prediction must find a direct path.
+#[test]
+fn sequential_eim() {
+    scenario("sequential_eim", Nat::Sequential, Nat::Eim, Expect::Direct);
 }

@@ -110,6 +110,8 @@ pub struct Agent {
     /// How the daemon reaches the rendezvous (`pilotctl info`), kept up
     /// to date by the event loop. Never holds proxy credentials.
     pub transport: Value,
+    /// `Netcheck` requests waiting for the classification they started.
+    netchecks: Vec<(ClientId, u32)>,
 }
 
 fn error(code: &str, message: impl Into<String>, hint: impl Into<String>) -> Response {
@@ -126,6 +128,71 @@ pub const HOSTNAME_HINT: &str =
 
 fn ok(data: Value) -> Response {
     Response::Ok { data }
+}
+
+/// What `info` says of our NAT: the mapping behaviour the node's last
+/// classification found, and how far it got.
+fn nat_summary(n: &Node) -> Value {
+    let report = n.nat_report();
+    let state = if n.nat_classifying() {
+        "classifying"
+    } else if report.is_some() {
+        "classified"
+    } else if n.reflect_addr().is_none() {
+        "no_reflect_port"
+    } else {
+        "not_yet"
+    };
+    let kind = report.map(|r| r.info.kind).unwrap_or_default();
+    json!({
+        "mapping": kind.as_str(),
+        "stride": match kind {
+            pilot_proto::nat::NatKind::Sequential { stride } => Some(stride),
+            _ => None,
+        },
+        "state": state,
+    })
+}
+
+/// `pilotctl netcheck`: what the node knows of its NAT and of the
+/// rendezvous's reachability over UDP.
+fn netcheck(n: &Node) -> Value {
+    use pilot_proto::nat::NatKind;
+    let report = n.nat_report();
+    let seen = report.map(|r| r.seen).unwrap_or_default();
+    let show = |e: Option<std::net::SocketAddr>| e.map(|e| e.to_string());
+    let mut addresses: Vec<String> = seen
+        .iter()
+        .flatten()
+        .chain(n.public_endpoint().iter())
+        .map(|e| e.ip().to_string())
+        .collect();
+    addresses.sort();
+    addresses.dedup();
+    let (allocation, stride) = match report.map(|r| r.info.kind) {
+        Some(NatKind::EndpointIndependent) => ("preserved per socket", None),
+        Some(NatKind::Sequential { stride }) => ("sequential", Some(stride)),
+        Some(NatKind::Random) => ("random", None),
+        _ => ("unknown", None),
+    };
+    let mut v = nat_summary(n);
+    v["allocation"] = json!(allocation);
+    v["stride"] = json!(stride);
+    v["last_port"] = json!(report.map(|r| r.info.last_port));
+    v["public_addresses"] = json!(addresses);
+    v["rendezvous"] = json!({
+        "address": n.rendezvous_addr().to_string(),
+        "udp": n.is_registered(),
+        "reflect_address": n.reflect_addr().map(|a| a.to_string()),
+        "reflect_udp": report.map(|r| r.seen[1].is_some()),
+    });
+    v["observed"] = json!({
+        "primary_to_main": show(seen[0].or(n.public_endpoint())),
+        "primary_to_reflect": show(seen[1]),
+        "fresh_to_main": show(seen[2]),
+        "fresh_to_reflect": show(seen[3]),
+    });
+    v
 }
 
 /// Decodes a request's base64 payload, or says what is wrong with it.
@@ -281,6 +348,7 @@ impl Agent {
             out: VecDeque::new(),
             effects: Effects::default(),
             deferred: BTreeMap::new(),
+            netchecks: Vec::new(),
             resolving: BTreeMap::new(),
             connecting: BTreeMap::new(),
             stream_owner: BTreeMap::new(),
@@ -413,6 +481,7 @@ impl Agent {
             || self.deferred.values().any(|(c, _)| *c == client)
             || self.resolving.values().any(|(c, _, _)| *c == client)
             || self.connecting.values().any(|(c, _)| *c == client)
+            || self.netchecks.iter().any(|(c, _)| *c == client)
     }
 
     /// A client went away: its streams close and its ports are released.
@@ -431,6 +500,7 @@ impl Agent {
         self.deferred.retain(|_, (c, _)| *c != client);
         self.resolving.retain(|_, (c, _, _)| *c != client);
         self.connecting.retain(|_, (c, _)| *c != client);
+        self.netchecks.retain(|(c, _)| *c != client);
     }
 
     fn forget_stream(&mut self, s: StreamId) {
@@ -666,6 +736,7 @@ impl Agent {
             "registered": n.is_registered(),
             "public_endpoint": n.public_endpoint().map(|e| e.to_string()),
             "transport": self.transport.clone(),
+            "nat": nat_summary(n),
             "peers": n.trusted().count(),
             "pending": n.pending().count(),
             "streams": n.stream_infos().len(),
@@ -901,6 +972,13 @@ impl Agent {
                 ok(json!({ "stream": stream }))
             }
             Request::Peers => ok(self.peers(now)),
+            Request::Netcheck { fresh } => {
+                if fresh && self.node.reclassify(now) {
+                    self.netchecks.push((client, id));
+                    return None;
+                }
+                ok(netcheck(&self.node))
+            }
             Request::Connections => ok(self.connections(now)),
             Request::Disconnect { stream } => {
                 let s = StreamId(stream);
@@ -1137,6 +1215,13 @@ impl Agent {
                 }
             }
             Event::RegistrationFailed { .. } => self.effects.registration_changed = true,
+            Event::NatClassified { kind } => {
+                info!(nat = kind.as_str(), "NAT classified");
+                let answer = netcheck(&self.node);
+                for (client, id) in std::mem::take(&mut self.netchecks) {
+                    self.respond(client, id, ok(answer.clone()));
+                }
+            }
             Event::RequestDone { id, result } => {
                 self.effects.trust_changed = true;
                 if let Some((client, rid)) = self.deferred.remove(&id) {

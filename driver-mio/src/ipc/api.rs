@@ -64,6 +64,13 @@ pub enum Request {
     /// Peers we trust or hold a session with: path, session state,
     /// handshake RTT and traffic.
     Peers,
+    /// What the node knows of its NAT (mapping, port allocation, public
+    /// addresses, rendezvous reachability); with `fresh`, classified
+    /// again first (answered when done, within about 3 s).
+    Netcheck {
+        #[serde(default)]
+        fresh: bool,
+    },
     /// Every open stream of this agent (clients' and built-in services').
     Connections,
     /// Abort any stream of this agent (its owner gets `Event::Closed`).

@@ -231,8 +231,17 @@ impl Sut {
             Sut::Rv(r) => r.poll_transmit(),
         }
     }
-    /// Drains events, rendering each (Display must not panic either).
+    /// Drains events, rendering each (Display must not panic either), and
+    /// socket requests (taken as done, as a driver would: what is sent
+    /// from an extra socket is delivered like the rest).
     fn drain_events(&mut self, now: Timestamp) {
+        let ops = match self {
+            Sut::Node(n) => core::iter::from_fn(|| n.poll_socket_op()).count(),
+            Sut::Rv(r) => core::iter::from_fn(|| r.poll_socket_op()).count(),
+        };
+        if ops > 0 {
+            trace(now, &format!("{ops} socket ops"));
+        }
         let text = match self {
             Sut::Node(n) => core::iter::from_fn(|| n.poll_event())
                 .map(|e| e.to_string())

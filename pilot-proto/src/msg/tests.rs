@@ -45,6 +45,7 @@ fn samples() -> Vec<Message<'static>> {
                 last_port: 40002,
             },
         },
+        Message::ReflectPort { port: 4001 },
         Message::NatInfo {
             req: 12,
             info: crate::nat::NatInfo {
@@ -205,5 +206,17 @@ fn unknown_kinds_and_bad_fields_are_typed_errors() {
     assert_eq!(
         Message::decode(&bad_host),
         Err(DecodeError::BadValue("hostname"))
+    );
+}
+
+#[test]
+fn a_reflect_port_of_zero_is_malformed() {
+    assert_eq!(
+        Message::decode(&[KIND_REFLECT_PORT, 0, 0]),
+        Err(DecodeError::BadValue("port"))
+    );
+    assert_eq!(
+        Message::decode(&[KIND_REFLECT_PORT, 0x0F, 0xA1]),
+        Ok(Message::ReflectPort { port: 4001 })
     );
 }

@@ -83,6 +83,27 @@ pub(super) struct HardNat {
     kept: alloc::collections::BTreeSet<SocketId>,
     pub(super) socket_ops: alloc::collections::VecDeque<SocketOp>,
     pub(super) out: alloc::collections::VecDeque<Transmit>,
+    /// The reflect address the rendezvous announced (`ReflectPort`), used
+    /// when none is configured.
+    learned_reflect: Option<SocketAddr>,
+    /// What the last classification saw.
+    last: Option<NatReport>,
+}
+
+/// What the node's last NAT classification saw (`pilotctl netcheck`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NatReport {
+    /// The reflect address it asked (the rendezvous's second port).
+    pub reflect: SocketAddr,
+    /// The result.
+    pub info: NatInfo,
+    /// The ports behind it.
+    pub observations: Observations,
+    /// The public endpoints the rendezvous reflected, in the order of
+    /// [`Observations`]: primary → main port (the registration), primary
+    /// → reflect port, fresh socket → main port, fresh socket → reflect
+    /// port; `None` where no answer came.
+    pub seen: [Option<SocketAddr>; 4],
 }
 
 #[derive(Clone, Debug)]
@@ -94,6 +115,8 @@ struct ReflectProbe {
     socket: SocketId,
     tries: u32,
     next_at: Timestamp,
+    reflect: SocketAddr,
+    seen: [Option<SocketAddr>; 4],
 }
 
 impl HardNat {
@@ -116,9 +139,67 @@ impl HardNat {
 }
 
 impl Node {
+    /// Where we send reflects: the configured reflect address, else the
+    /// one the rendezvous announced; `None` when neither is known.
+    pub fn reflect_addr(&self) -> Option<SocketAddr> {
+        self.config.reflect_addr.or(self.hardnat.learned_reflect)
+    }
+
+    /// What our last NAT classification saw, if one finished.
+    pub fn nat_report(&self) -> Option<NatReport> {
+        self.hardnat.last
+    }
+
+    /// Classifies our NAT again now (`pilotctl netcheck`); false when it
+    /// cannot: relay-only, no reflect address known, or not registered yet. Answers
+    /// come as `NatClassified`, within about 3 s.
+    pub fn reclassify(&mut self, now: Timestamp) -> bool {
+        if self.config.relay_only || self.reflect_addr().is_none() || self.public_endpoint.is_none()
+        {
+            return false;
+        }
+        self.start_reflect(now);
+        true
+    }
+
+    /// True while a classification is under way.
+    pub fn nat_classifying(&self) -> bool {
+        self.hardnat.probe.is_some()
+    }
+
+    /// The rendezvous announced its reflect port (`ReflectPort`, after
+    /// `Registered`). A configured `reflect_addr` wins; a new port starts
+    /// classification once we know our public endpoint.
+    pub(super) fn on_reflect_port(&mut self, now: Timestamp, port: u16) {
+        if self.config.reflect_addr.is_some() {
+            return;
+        }
+        let addr = SocketAddr::new(self.config.rendezvous_addr.ip(), port);
+        if self.hardnat.learned_reflect == Some(addr) {
+            return;
+        }
+        self.hardnat.learned_reflect = Some(addr);
+        // Nothing yet without a public endpoint: `Registered` starts it.
+        self.start_reflect(now);
+    }
+
+    /// Ends a classification under way and closes its socket: the node
+    /// became relay-only.
+    pub(super) fn stop_reflect(&mut self) {
+        if let Some(old) = self.hardnat.probe.take() {
+            self.hardnat
+                .socket_ops
+                .push_back(SocketOp::Close(old.socket));
+        }
+    }
+
     /// Starts classifying our NAT, if the rendezvous has a reflect port.
     pub(super) fn start_reflect(&mut self, now: Timestamp) {
-        let (Some(_), Some(public)) = (self.config.reflect_addr, self.public_endpoint) else {
+        // A relay-only (compat) agent sends no UDP at all.
+        if self.config.relay_only {
+            return;
+        }
+        let (Some(reflect), Some(public)) = (self.reflect_addr(), self.public_endpoint) else {
             return;
         };
         if let Some(old) = self.hardnat.probe.take() {
@@ -144,14 +225,17 @@ impl Node {
             socket,
             tries: 0,
             next_at: now,
+            reflect,
+            seen: [Some(public), None, None, None],
         });
         self.reflect_timer(now);
     }
 
     fn send_reflects(&mut self) {
-        let (Some(alt), Some(p)) = (self.config.reflect_addr, &self.hardnat.probe) else {
+        let Some(p) = &self.hardnat.probe else {
             return;
         };
+        let alt = p.reflect;
         let main = self.config.rendezvous_addr;
         let o = p.obs;
         // In this order: a sequential NAT allocates in it.
@@ -225,12 +309,12 @@ impl Node {
         token: [u8; 8],
         observed: SocketAddr,
     ) {
-        let rv_addrs = [Some(self.config.rendezvous_addr), self.config.reflect_addr];
+        let main = self.config.rendezvous_addr;
         let Some(p) = self
             .hardnat
             .probe
             .as_mut()
-            .filter(|_| rv_addrs.contains(&Some(from)))
+            .filter(|p| from == main || from == p.reflect)
         else {
             return self.tunnels.stats_mut().drop(DropReason::Unexpected);
         };
@@ -240,6 +324,9 @@ impl Node {
             Some(1) if socket == p.socket => p.obs.q1 = port,
             Some(2) if socket == p.socket => p.obs.q2 = port,
             _ => return self.tunnels.stats_mut().drop(DropReason::Unexpected),
+        }
+        if let Some(i) = p.tokens.iter().position(|t| *t == token) {
+            p.seen[i + 1] = Some(observed);
         }
         let o = p.obs;
         if o.p2.is_some() && o.q1.is_some() && o.q2.is_some() {
@@ -256,6 +343,12 @@ impl Node {
         let kind = classify(&o);
         let last_port = o.q2.or(o.q1).or(o.p2).or(o.p1).unwrap_or(0);
         self.hardnat.info = NatInfo { kind, last_port };
+        self.hardnat.last = Some(NatReport {
+            reflect: p.reflect,
+            info: self.hardnat.info,
+            observations: o,
+            seen: p.seen,
+        });
         let req = self.next_req;
         self.next_req = self.next_req.wrapping_add(1);
         self.hardnat.report = Some((req, 0, now));

@@ -34,6 +34,14 @@ pub enum DiagCommand {
     /// Peers we trust or hold a session with: path, session state, RTT
     /// (of the latest handshake), traffic, last handshake.
     Peers,
+    /// This agent's NAT and the rendezvous's reachability: mapping
+    /// behaviour, port allocation (with its stride), the public addresses
+    /// seen (the agent classifies its NAT again first, about 3 s).
+    Netcheck {
+        /// Report what the agent last found, without measuring again.
+        #[arg(long)]
+        cached: bool,
+    },
     /// This agent's open streams (applications' and built-in services').
     Connections,
     /// Abort one of this agent's streams (its owner sees it closed).
@@ -65,6 +73,7 @@ impl DiagCommand {
             } => ping(peer, count, timeout_secs(timeout), json),
             DiagCommand::Peers => peers(),
             DiagCommand::Connections => connections(),
+            DiagCommand::Netcheck { cached } => netcheck(!cached),
             DiagCommand::Disconnect { id } => disconnect(id),
             DiagCommand::Bench {
                 peer,
@@ -91,6 +100,11 @@ pub const DOCS: &[CommandDoc] = &[
     CommandDoc {
         name: "peers",
         returns: r#"[{"node":"string","node_id":"number","hostname":"string|null","trusted":"bool","path":"string","endpoint":"string|null","state":"string","rtt_ms":"number|null","last_handshake_secs":"number|null","bytes_in":"number","bytes_out":"number","packets_in":"number","packets_out":"number"}]"#,
+        errors: &["not_running", "timeout"],
+    },
+    CommandDoc {
+        name: "netcheck",
+        returns: r#"{"mapping":"string","stride":"number|null","state":"string","allocation":"string","last_port":"number|null","public_addresses":["string"],"rendezvous":{"address":"string","udp":"bool","reflect_address":"string|null","reflect_udp":"bool|null"},"observed":{"primary_to_main":"string|null","primary_to_reflect":"string|null","fresh_to_main":"string|null","fresh_to_reflect":"string|null"}}"#,
         errors: &["not_running", "timeout"],
     },
     CommandDoc {
@@ -275,6 +289,67 @@ fn median(sorted: &[f64]) -> f64 {
 }
 
 /// `pilotctl peers`.
+/// `pilotctl netcheck`.
+pub fn netcheck(fresh: bool) -> Result<Success, Failure> {
+    let mut c = default_client()?;
+    let v = request(&mut c, Request::Netcheck { fresh })?;
+    let s = |path: &[&str]| {
+        let mut x = &v;
+        for k in path {
+            x = &x[*k];
+        }
+        match x {
+            serde_json::Value::String(t) => t.clone(),
+            serde_json::Value::Null => "-".into(),
+            other => other.to_string(),
+        }
+    };
+    let yes_no = |path: &[&str]| match s(path).as_str() {
+        "true" => "yes".to_string(),
+        "false" => "no".to_string(),
+        other => other.to_string(),
+    };
+    let mapping = match v["mapping"].as_str() {
+        Some("endpoint-independent") => {
+            "endpoint-independent (one public port per socket, whatever the destination)"
+                .to_string()
+        }
+        Some("symmetric-sequential") => {
+            "symmetric, sequential (a new port per destination, predictable)".to_string()
+        }
+        Some("symmetric-random") => {
+            "symmetric, random (a new unpredictable port per destination)".to_string()
+        }
+        _ => format!("unknown ({})", s(&["state"]).replace('_', " ")),
+    };
+    let allocation = match v["stride"].as_u64() {
+        Some(stride) => format!("{} (stride {stride})", s(&["allocation"])),
+        None => s(&["allocation"]),
+    };
+    let addresses = v["public_addresses"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(|| "-".into());
+    let text = format!(
+        "NAT mapping:      {mapping}\nPort allocation:  {allocation}\nPublic addresses: {addresses}\nRendezvous:       {} (UDP: {})\nReflect port:     {} (UDP: {})\nSeen by the rendezvous:\n  primary socket -> main port:    {}\n  primary socket -> reflect port: {}\n  fresh socket   -> main port:    {}\n  fresh socket   -> reflect port: {}",
+        s(&["rendezvous", "address"]),
+        yes_no(&["rendezvous", "udp"]),
+        s(&["rendezvous", "reflect_address"]),
+        yes_no(&["rendezvous", "reflect_udp"]),
+        s(&["observed", "primary_to_main"]),
+        s(&["observed", "primary_to_reflect"]),
+        s(&["observed", "fresh_to_main"]),
+        s(&["observed", "fresh_to_reflect"]),
+    );
+    Ok(Success::new(v, text))
+}
+
 pub fn peers() -> Result<Success, Failure> {
     let mut c = default_client()?;
     let list = request(&mut c, Request::Peers)?;

@@ -75,7 +75,7 @@ impl IdentityCommand {
 pub const DOCS: &[CommandDoc] = &[
     CommandDoc {
         name: "info",
-        returns: r#"{"address":"string|null","node_id":"number|null","hostname":"string|null","public_key":"string","fingerprint":"string","registered":"bool","public_endpoint":"string|null","peers":"number","pending":"number","streams":"number","uptime_secs":"number","datagrams_in":"number","datagrams_out":"number","dropped":"number"}"#,
+        returns: r#"{"address":"string|null","node_id":"number|null","hostname":"string|null","public_key":"string","fingerprint":"string","registered":"bool","public_endpoint":"string|null","nat":{"mapping":"string","stride":"number|null","state":"string"},"peers":"number","pending":"number","streams":"number","uptime_secs":"number","datagrams_in":"number","datagrams_out":"number","dropped":"number"}"#,
         errors: &["not_running", "timeout"],
     },
     CommandDoc {
@@ -135,8 +135,17 @@ pub fn info() -> Result<Success, Failure> {
     let mut c = default_client()?;
     let info = request(&mut c, Request::Info)?;
     let field = |k: &str| text(&info, k);
+    let nat = &info["nat"];
+    let nat_text = match (nat["mapping"].as_str(), nat["stride"].as_u64()) {
+        (Some(m), Some(stride)) => format!("{m} (stride {stride})"),
+        (Some("unknown") | None, _) => format!(
+            "unknown ({})",
+            nat["state"].as_str().unwrap_or("-").replace('_', " ")
+        ),
+        (Some(m), None) => m.to_string(),
+    };
     let text = format!(
-        "Address:     {}\nHostname:    {}\nPublic key:  {}\nFingerprint: {}\nRegistered:  {}\nEndpoint:    {}\nPeers:       {}\nPending:     {}\nUptime:      {} s",
+        "Address:     {}\nHostname:    {}\nPublic key:  {}\nFingerprint: {}\nRegistered:  {}\nEndpoint:    {}\nNAT:         {nat_text}\nPeers:       {}\nPending:     {}\nUptime:      {} s",
         field("address"),
         field("hostname"),
         field("public_key"),

@@ -31,12 +31,12 @@ pub enum RendezvousCommand {
 pub const DOCS: &[CommandDoc] = &[
     CommandDoc {
         name: "rendezvous start",
-        returns: r#"{"address":"string","public_key":"string","pid":"number","home":"string"}"#,
+        returns: r#"{"address":"string","public_key":"string","pid":"number","home":"string","reflect_port":"number|null"}"#,
         errors: &["invalid_argument", "already_exists", "timeout"],
     },
     CommandDoc {
         name: "rendezvous run",
-        returns: r#"{"address":"string","public_key":"string","pid":"number","home":"string"}"#,
+        returns: r#"{"address":"string","public_key":"string","pid":"number","home":"string","reflect_port":"number|null"}"#,
         errors: &["invalid_argument", "already_exists"],
     },
     CommandDoc {
@@ -55,6 +55,12 @@ pub struct RvArgs {
     /// Directory for its key, registry and logs.
     #[arg(long)]
     pub home: Option<PathBuf>,
+    /// Second UDP port, answering only reflect requests, from which agents
+    /// classify their NAT (announced to them; nothing to configure on
+    /// their side). `auto` (the default): the listen port + 1, left off
+    /// when the listen port is 0 or that port is taken; `off`: none.
+    #[arg(long, default_value = "auto")]
+    pub reflect_port: String,
     /// Seconds to wait for it to come up (start only).
     #[arg(long, default_value_t = 10)]
     pub wait: u64,
@@ -116,6 +122,39 @@ fn listen(a: &RvArgs) -> Result<SocketAddr, Failure> {
     })
 }
 
+/// The reflect port asked for: `Ok(None)` when off.
+fn reflect_port(a: &RvArgs, listen: SocketAddr) -> Result<Option<u16>, Failure> {
+    match a.reflect_port.as_str() {
+        "off" | "0" => Ok(None),
+        "auto" => {
+            let Some(port) = listen.port().checked_add(1).filter(|_| listen.port() != 0) else {
+                return Ok(None);
+            };
+            // The default must not stop a rendezvous that ran before:
+            // a taken port leaves classification off (agents then relay
+            // through symmetric NATs, as without it).
+            let free = std::net::UdpSocket::bind(SocketAddr::new(listen.ip(), port)).is_ok();
+            if !free {
+                tracing::warn!(port, "the default reflect port is taken: NAT classification is off (choose one with --reflect-port)");
+            }
+            Ok(free.then_some(port))
+        }
+        text => match text.parse::<u16>() {
+            Ok(port) if port == listen.port() => Err(Failure::new(
+                "invalid_argument",
+                format!("--reflect-port {port} is the listen port"),
+                "the reflect port must be a second port",
+            )),
+            Ok(port) => Ok(Some(port)),
+            Err(_) => Err(Failure::new(
+                "invalid_argument",
+                format!("--reflect-port {text:?} is not a port"),
+                "use a UDP port number, auto (the listen port + 1) or off",
+            )),
+        },
+    }
+}
+
 fn server_failure(e: driver_mio::rendezvous::ServerError) -> Failure {
     Failure::new(e.code(), e.to_string(), e.hint().unwrap_or_default())
 }
@@ -126,7 +165,8 @@ fn foreground(a: RvArgs, json: bool) -> Result<Success, Failure> {
     fsutil::ensure_private_dir(&home).map_err(|e| Failure::new("internal", e.to_string(), ""))?;
     super::daemon::init_logging(&home, true);
     super::detach::stop_with_parent();
-    let config = server_config(&a, addr, &home)?;
+    let mut config = server_config(&a, addr, &home)?;
+    config.reflect_port = reflect_port(&a, addr)?;
     let mut server = Server::open(config).map_err(server_failure)?;
     let carrier = server
         .carrier_addr()
@@ -137,6 +177,7 @@ fn foreground(a: RvArgs, json: bool) -> Result<Success, Failure> {
         std::process::id(),
         &home,
         carrier.as_ref().map(|(a, f)| (*a, f.as_str())),
+        server.reflect_addr().map(|a| a.port()),
     );
     // The startup line goes out at once (a parent may be waiting for it);
     // the result of the whole run is printed when it stops.
@@ -158,6 +199,7 @@ fn started(
     pid: u32,
     home: &Path,
     carrier: Option<(SocketAddr, &str)>,
+    reflect: Option<u16>,
 ) -> Success {
     // 0.0.0.0 (or ::) is where it listens, not an address another host
     // can send to: agents need one of this host's own.
@@ -170,9 +212,13 @@ fn started(
     } else {
         (addr.to_string(), addr.to_string(), "")
     };
-    let mut data = json!({ "address": addr.to_string(), "public_key": key, "pid": pid, "home": home.display().to_string() });
+    let reflect_text = match reflect {
+        Some(p) => format!("UDP {p} (agents classify their NAT; let it through too)"),
+        None => "off (agents do not classify their NAT)".into(),
+    };
+    let mut data = json!({ "address": addr.to_string(), "public_key": key, "pid": pid, "home": home.display().to_string(), "reflect_port": reflect });
     let mut text = format!(
-        "Rendezvous running (pid {pid})\n  Address:    {shown}\n  Public key: {key}\n  Home:       {}\n\nAgents join with{whose}:\n  pilotctl daemon start --rendezvous {join} --rendezvous-key {key}",
+        "Rendezvous running (pid {pid})\n  Address:    {shown}\n  Public key: {key}\n  Reflect:    {reflect_text}\n  Home:       {}\n\nAgents join with{whose}:\n  pilotctl daemon start --rendezvous {join} --rendezvous-key {key}",
         home.display()
     );
     if let Some((tls, fingerprint)) = carrier {
@@ -193,8 +239,12 @@ fn started(
 }
 
 fn start(a: RvArgs) -> Result<Success, Failure> {
-    listen(&a)?;
+    let addr = listen(&a)?;
     tls_listen(&a)?;
+    // Checked here too, so a bad value fails before anything is spawned.
+    if !matches!(a.reflect_port.as_str(), "auto") {
+        reflect_port(&a, addr)?;
+    }
     let home = home(a.home.clone());
     fsutil::ensure_private_dir(&home).map_err(|e| Failure::new("internal", e.to_string(), ""))?;
     if let Ok(Some(pid)) = fsutil::running_pid(&home.join(PID_FILE)) {
@@ -216,6 +266,8 @@ fn start(a: RvArgs) -> Result<Success, Failure> {
         a.listen.clone().into(),
         "--home".into(),
         home.clone().into_os_string(),
+        "--reflect-port".into(),
+        a.reflect_port.clone().into(),
     ];
     if let Some(t) = &a.tls_listen {
         args.extend(["--tls-listen".into(), t.into()]);
@@ -249,6 +301,9 @@ fn start(a: RvArgs) -> Result<Success, Failure> {
                         child.id(),
                         &home,
                         carrier,
+                        d["reflect_port"]
+                            .as_u64()
+                            .and_then(|p| u16::try_from(p).ok()),
                     ));
                 }
                 if v["status"] == "error" {
