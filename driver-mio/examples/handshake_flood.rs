@@ -7,105 +7,29 @@
 //! cargo run --release -p driver-mio --example handshake_flood -- ADDR PUBLIC_KEY PID [RATE] [SECONDS]
 //! ```
 //!
-//! Every handshake comes from a fresh identity (a throwaway `Tunnels`),
-//! from one UDP socket on 127.0.0.1; cookie replies and responses are
-//! answered, so each handshake completes if the server lets it. The
+//! Every handshake comes from a fresh identity: the simulator's own
+//! flooder (`driver_sim::flood::Flooder`, the one the flood tests use),
+//! driven here over one real UDP socket on 127.0.0.1; cookie replies and
+//! responses are answered, so each handshake completes if the server lets
+//! it. The
 //! legitimate agent sends from 127.0.0.2, another source for the server's
 //! per-source limit. Only loopback: ADDR must be a 127.0.0.0/8 address.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use driver_mio::clock::Clock;
 use driver_mio::seed::os_seed;
+use driver_sim::flood::Flooder;
 use pilot_proto::identity::parse_public_key;
 use pilot_proto::node::{Node, NodeConfig};
-use pilot_proto::tunnel::{TunnelConfig, Tunnels};
-use pilot_proto::wire::{self, Packet};
-use pilot_proto::{Identity, SocketId};
+use pilot_proto::{Identity, SocketId, Timestamp};
 
 fn rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
-}
-
-struct Flood {
-    socket: UdpSocket,
-    target: SocketAddr,
-    key: [u8; 32],
-    live: BTreeMap<u64, (Instant, Tunnels)>,
-    by_index: BTreeMap<u32, u64>,
-    next_id: u64,
-    started: u64,
-}
-
-impl Flood {
-    fn send_out(&mut self, id: u64) {
-        let Some((_, t)) = self.live.get_mut(&id) else {
-            return;
-        };
-        while let Some(x) = t.poll_transmit() {
-            if let Ok(Packet::Init(h)) = wire::decode(&x.payload) {
-                self.by_index.insert(h.sender, id);
-            }
-            let _ = self.socket.send_to(&x.payload, x.destination);
-        }
-        while t.poll_event().is_some() {}
-    }
-
-    fn launch(&mut self, clock: &Clock) -> Result<(), Box<dyn std::error::Error>> {
-        let mut t = Tunnels::new(
-            TunnelConfig::default(),
-            os_seed()?,
-            &os_seed()?,
-            clock.wall_origin_micros(),
-        );
-        t.set_endpoint(self.key, self.target);
-        t.connect(clock.now(), &self.key);
-        let id = self.next_id;
-        self.next_id += 1;
-        self.live.insert(id, (Instant::now(), t));
-        self.send_out(id);
-        self.started += 1;
-        Ok(())
-    }
-
-    fn receive(&mut self, clock: &Clock, buf: &mut [u8]) {
-        while let Ok((len, from)) = self.socket.recv_from(buf) {
-            let receiver = match wire::decode(&buf[..len]) {
-                Ok(Packet::Cookie { receiver, .. }) => receiver,
-                Ok(Packet::Response(h)) => h.receiver,
-                _ => continue,
-            };
-            let Some(&id) = self.by_index.get(&receiver) else {
-                continue;
-            };
-            if let Some((_, t)) = self.live.get_mut(&id) {
-                let _ = t.handle_datagram(
-                    clock.now(),
-                    SocketId::PRIMARY,
-                    from,
-                    &buf[..len],
-                    &mut |_, _| true,
-                );
-            }
-            self.send_out(id);
-        }
-        // A throwaway identity is done with after 2 s.
-        while let Some((&id, (at, _))) = self.live.first_key_value() {
-            if at.elapsed() < Duration::from_secs(2) {
-                break;
-            }
-            self.live.remove(&id);
-        }
-        let oldest = self
-            .live
-            .first_key_value()
-            .map_or(self.next_id, |(id, _)| *id);
-        self.by_index.retain(|_, id| *id >= oldest);
-    }
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -124,15 +48,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let clock = Clock::new();
     let socket = UdpSocket::bind("127.0.0.1:0")?;
     socket.set_nonblocking(true)?;
-    let mut flood = Flood {
-        socket,
-        target,
-        key: key.x25519().map_err(|_| "not a valid key")?,
-        live: BTreeMap::new(),
-        by_index: BTreeMap::new(),
-        next_id: 0,
-        started: 0,
-    };
+    let target_key = key.x25519().map_err(|_| "not a valid key")?;
+    let until = Timestamp::from_micros(clock.now().as_micros() + seconds * 1_000_000);
+    let rate = u32::try_from(rate).map_err(|_| "RATE too large")?;
+    let mut flood = Flooder::new(
+        os_seed()?,
+        vec![(target, target_key)],
+        rate,
+        clock.now(),
+        until,
+    );
     let before = rss_kib(pid).ok_or("no such process")?;
     println!("rendezvous RSS before: {before} KiB");
     let start = Instant::now();
@@ -140,11 +65,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut legit: Option<(Instant, Node, UdpSocket)> = None;
     let mut legit_done: VecDeque<Duration> = VecDeque::new();
     while start.elapsed() < Duration::from_secs(seconds) {
-        let due = start.elapsed().as_micros() as u64 * rate / 1_000_000;
-        while flood.started < due {
-            flood.launch(&clock)?;
+        while let Ok((len, from)) = socket.recv_from(&mut buf) {
+            flood.handle_datagram(clock.now(), SocketId::PRIMARY, from, &buf[..len]);
         }
-        flood.receive(&clock, &mut buf);
+        flood.handle_timeout(clock.now());
+        while let Some(t) = flood.poll_transmit() {
+            let _ = socket.send_to(&t.payload, t.destination);
+        }
         // Halfway through, a legitimate agent registers.
         if legit.is_none()
             && legit_done.is_empty()
