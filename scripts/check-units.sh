@@ -14,6 +14,7 @@
 #      (clap stops at the first unknown one, before --help).
 #   3. `systemd-analyze security --offline=true` on the system units: their
 #      exposure must stay at most MAX_EXPOSURE (default 2.5).
+#   4. The launchd plist in packaging/launchd/ parses (python3's plistlib).
 #
 # Usage: scripts/check-units.sh [BIN_DIR]   (default: target/release, which
 # must hold pilotctl, pilot-daemon and pilot-rendezvous). Needs
@@ -174,6 +175,22 @@ for d in packaging/systemd/dropins/*.d; do
   unit=$(basename "$d" .d)
   if [ ! -e "packaging/systemd/system/$unit" ]; then
     echo "FAIL $d: no packaging/systemd/system/$unit for it"
+    failures=$((failures + 1))
+  fi
+done
+
+# The launchd plist cannot be loaded here, but it must at least parse
+# (an XML comment with a double hyphen in it does not).
+for plist in packaging/launchd/*.plist; do
+  [ -e "$plist" ] || continue
+  checked=$((checked + 1))
+  if ! command -v python3 >/dev/null; then
+    echo "skip $plist: no python3 to parse it"
+  elif out=$(python3 -c 'import plistlib, sys; plistlib.load(open(sys.argv[1], "rb"))' "$plist" 2>&1); then
+    echo "ok   launchd $(basename "$plist") parses"
+  else
+    echo "FAIL launchd $(basename "$plist") does not parse:"
+    printf '%s\n' "$out" | tail -1 | sed 's/^/    /'
     failures=$((failures + 1))
   fi
 done
