@@ -100,7 +100,9 @@ flags() {
       case $word in
         '$'[A-Za-z_]*) ;; # $VAR: words from an environment file, empty here
         *)
+          # shellcheck disable=SC2016 # the unit's literal ${...}
           word=${word//'${STATE_DIRECTORY}'/$work/state}
+          # shellcheck disable=SC2016
           word=${word//'${RUNTIME_DIRECTORY}'/$work/run}
           word=${word//%h/$work/home}
           cmd+=("$word")
@@ -129,7 +131,10 @@ max_exposure=${MAX_EXPOSURE:-2.5}
 security() {
   local dir=$2 unit=$3 out rc=0
   checked=$((checked + 1))
-  out=$(systemd-analyze security --offline=true --no-pager --threshold=$(awk "BEGIN { print int($max_exposure * 10) }") \
+  # --threshold counts in tenths of the exposure shown.
+  local threshold
+  threshold=$(awk "BEGIN { print int($max_exposure * 10) }")
+  out=$(systemd-analyze security --offline=true --no-pager --threshold="$threshold" \
     "$dir/$unit" 2>&1) || rc=$?
   local level
   level=$(printf '%s\n' "$out" | grep -o 'Overall exposure level for [^:]*: [0-9.]*' | awk '{ print $NF }')
