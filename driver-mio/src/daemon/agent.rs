@@ -179,6 +179,8 @@ fn netcheck(n: &Node) -> Value {
     v["allocation"] = json!(allocation);
     v["stride"] = json!(stride);
     v["last_port"] = json!(report.map(|r| r.info.last_port));
+    v["filtering"] = json!(report.map(|r| r.filtering).unwrap_or_default().as_str());
+    v["hairpinning"] = json!(report.and_then(|r| r.hairpinning));
     v["public_addresses"] = json!(addresses);
     v["rendezvous"] = json!({
         "address": n.rendezvous_addr().to_string(),

@@ -322,6 +322,16 @@ pub fn netcheck(fresh: bool) -> Result<Success, Failure> {
         }
         _ => format!("unknown ({})", s(&["state"]).replace('_', " ")),
     };
+    let filtering = match v["filtering"].as_str() {
+        Some("address-dependent-or-none") => {
+            "lets in other ports of an address a socket sent to (full or address-restricted cone)"
+                .to_string()
+        }
+        Some("port-dependent") => {
+            "only the address and port a socket sent to get in (port-restricted)".to_string()
+        }
+        _ => "unknown (measured by a fresh netcheck only)".to_string(),
+    };
     let allocation = match v["stride"].as_u64() {
         Some(stride) => format!("{} (stride {stride})", s(&["allocation"])),
         None => s(&["allocation"]),
@@ -337,7 +347,8 @@ pub fn netcheck(fresh: bool) -> Result<Success, Failure> {
         .filter(|t| !t.is_empty())
         .unwrap_or_else(|| "-".into());
     let text = format!(
-        "NAT mapping:      {mapping}\nPort allocation:  {allocation}\nPublic addresses: {addresses}\nRendezvous:       {} (UDP: {})\nReflect port:     {} (UDP: {})\nSeen by the rendezvous:\n  primary socket -> main port:    {}\n  primary socket -> reflect port: {}\n  fresh socket   -> main port:    {}\n  fresh socket   -> reflect port: {}",
+        "NAT mapping:      {mapping}\nNAT filtering:    {filtering}\nHairpinning:      {}\nPort allocation:  {allocation}\nPublic addresses: {addresses}\nRendezvous:       {} (UDP: {})\nReflect port:     {} (UDP: {})\nSeen by the rendezvous:\n  primary socket -> main port:    {}\n  primary socket -> reflect port: {}\n  fresh socket   -> main port:    {}\n  fresh socket   -> reflect port: {}",
+        yes_no(&["hairpinning"]).replace('-', "unknown"),
         s(&["rendezvous", "address"]),
         yes_no(&["rendezvous", "udp"]),
         s(&["rendezvous", "reflect_address"]),
