@@ -409,33 +409,90 @@ pub fn peers() -> Result<Success, Failure> {
     Ok(Success::new(list, out))
 }
 
-/// `pilotctl connections`.
+/// `pilotctl connections`: open streams, then the ports that wait for
+/// peers.
 pub fn connections() -> Result<Success, Failure> {
     let mut c = default_client()?;
     let list = request(&mut c, Request::Connections)?;
     let rows = list.as_array().cloned().unwrap_or_default();
     if rows.is_empty() {
-        return Ok(Success::new(list, "No open streams"));
+        return Ok(Success::new(list, "No open streams and no listening ports"));
     }
-    let mut out = format!(
-        "{:>6} {:<17} {:>6} {:>6} {:<12} {:>10} {:>10} {:>8} {}\n",
-        "ID", "PEER", "LOCAL", "REMOTE", "STATE", "SENT", "RECEIVED", "AGE", "OWNER"
-    );
-    for r in &rows {
+    let cells: Vec<[String; 9]> = rows
+        .iter()
+        .map(|r| {
+            let open = r["id"].is_u64();
+            let peer = match (r["peer"].as_str(), r["peer_hostname"].as_str()) {
+                (Some(a), Some(h)) => format!("{a} ({h})"),
+                (Some(a), None) => a.to_string(),
+                _ => "*".to_string(),
+            };
+            let owner = match r["service"].as_str() {
+                Some(name) => format!("service ({name})"),
+                None => text(r, "owner"),
+            };
+            let port = |k: &str| match r[k].as_u64() {
+                Some(p) => p.to_string(),
+                None => "*".to_string(),
+            };
+            let bytes = |k: &str| {
+                if open {
+                    human_bytes(r[k].as_u64().unwrap_or(0))
+                } else {
+                    "-".to_string()
+                }
+            };
+            [
+                text(r, "id"),
+                peer,
+                port("local_port"),
+                port("remote_port"),
+                text(r, "state"),
+                bytes("bytes_sent"),
+                bytes("bytes_received"),
+                r["age_secs"]
+                    .as_f64()
+                    .map_or("-".to_string(), |a| format!("{a:.0} s")),
+                owner,
+            ]
+        })
+        .collect();
+    let head = [
+        "ID", "PEER", "LOCAL", "REMOTE", "STATE", "SENT", "RECEIVED", "AGE", "OWNER",
+    ];
+    let width = |i: usize| {
+        cells
+            .iter()
+            .map(|r| r[i].chars().count())
+            .chain([head[i].len()])
+            .max()
+            .unwrap_or(0)
+    };
+    let w: Vec<usize> = (0..head.len()).map(width).collect();
+    let mut out = String::new();
+    for r in std::iter::once(head.map(str::to_string)).chain(cells) {
         out.push_str(&format!(
-            "{:>6} {:<17} {:>6} {:>6} {:<12} {:>10} {:>10} {:>8} {}\n",
-            text(r, "id"),
-            text(r, "peer"),
-            text(r, "local_port"),
-            text(r, "remote_port"),
-            text(r, "state"),
-            human_bytes(r["bytes_sent"].as_u64().unwrap_or(0)),
-            human_bytes(r["bytes_received"].as_u64().unwrap_or(0)),
-            format!("{:.0} s", r["age_secs"].as_f64().unwrap_or(0.0)),
-            text(r, "owner"),
+            "{:>w0$} {:<w1$} {:>w2$} {:>w3$} {:<w4$} {:>w5$} {:>w6$} {:>w7$} {}\n",
+            r[0],
+            r[1],
+            r[2],
+            r[3],
+            r[4],
+            r[5],
+            r[6],
+            r[7],
+            r[8],
+            w0 = w[0],
+            w1 = w[1],
+            w2 = w[2],
+            w3 = w[3],
+            w4 = w[4],
+            w5 = w[5],
+            w6 = w[6],
+            w7 = w[7],
         ));
     }
-    Ok(Success::new(list, out))
+    Ok(Success::new(list, out.trim_end().to_string()))
 }
 
 /// `pilotctl disconnect <id>`.
