@@ -12,7 +12,7 @@ use clap::Subcommand;
 use driver_mio::ipc::api::{Event, Request};
 use serde_json::json;
 
-use super::client::{default_client, failure, request, text};
+use super::client::{default_client, failure, request, table, text};
 use super::messaging::{deadline_in, open_stream, timeout_secs};
 use super::CommandDoc;
 use crate::output::{Failure, Success};
@@ -371,40 +371,53 @@ pub fn peers() -> Result<Success, Failure> {
             "No peers (ask one for trust with `pilotctl handshake <peer>`)",
         ));
     }
-    let mut out = format!(
-        "{:<17} {:<16} {:<21} {:<11} {:>9} {:>10} {:>10} {:>8}\n",
-        "ADDRESS", "HOSTNAME", "PATH", "STATE", "RTT", "IN", "OUT", "HANDSHAKE"
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            let path = match r["endpoint"].as_str() {
+                Some(e) => e.to_string(),
+                None => text(r, "path"),
+            };
+            let rtt = r["rtt_ms"]
+                .as_f64()
+                .map_or("-".into(), |ms| format!("{ms:.2} ms"));
+            let traffic = |b: &str, p: &str| {
+                format!(
+                    "{} / {}",
+                    human_bytes(r[b].as_u64().unwrap_or(0)),
+                    r[p].as_u64().unwrap_or(0)
+                )
+            };
+            let age = r["last_handshake_secs"]
+                .as_f64()
+                .map_or("-".into(), |s| format!("{s:.0} s ago"));
+            vec![
+                text(r, "node"),
+                text(r, "hostname"),
+                path,
+                text(r, "state"),
+                rtt,
+                traffic("bytes_in", "packets_in"),
+                traffic("bytes_out", "packets_out"),
+                age,
+            ]
+        })
+        .collect();
+    let mut out = table(
+        &[
+            "ADDRESS",
+            "HOSTNAME",
+            "PATH",
+            "STATE",
+            "RTT",
+            "IN",
+            "OUT",
+            "HANDSHAKE",
+        ],
+        &cells,
+        &[false, false, false, false, true, true, true, true],
     );
-    for r in &rows {
-        let path = match r["endpoint"].as_str() {
-            Some(e) => e.to_string(),
-            None => text(r, "path"),
-        };
-        let rtt = r["rtt_ms"]
-            .as_f64()
-            .map_or("-".into(), |ms| format!("{ms:.2} ms"));
-        let traffic = |b: &str, p: &str| {
-            format!(
-                "{} / {}",
-                human_bytes(r[b].as_u64().unwrap_or(0)),
-                r[p].as_u64().unwrap_or(0)
-            )
-        };
-        let age = r["last_handshake_secs"]
-            .as_f64()
-            .map_or("-".into(), |s| format!("{s:.0} s ago"));
-        out.push_str(&format!(
-            "{:<17} {:<16} {:<21} {:<11} {:>9} {:>10} {:>10} {:>8}\n",
-            text(r, "node"),
-            text(r, "hostname"),
-            path,
-            text(r, "state"),
-            rtt,
-            traffic("bytes_in", "packets_in"),
-            traffic("bytes_out", "packets_out"),
-            age
-        ));
-    }
+    out.push('\n');
     out.push_str("(IN/OUT: bytes / datagrams; RTT: of the latest handshake)");
     Ok(Success::new(list, out))
 }
@@ -418,7 +431,7 @@ pub fn connections() -> Result<Success, Failure> {
     if rows.is_empty() {
         return Ok(Success::new(list, "No open streams and no listening ports"));
     }
-    let cells: Vec<[String; 9]> = rows
+    let cells: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
             let open = r["id"].is_u64();
@@ -442,7 +455,7 @@ pub fn connections() -> Result<Success, Failure> {
                     "-".to_string()
                 }
             };
-            [
+            vec![
                 text(r, "id"),
                 peer,
                 port("local_port"),
@@ -457,42 +470,14 @@ pub fn connections() -> Result<Success, Failure> {
             ]
         })
         .collect();
-    let head = [
-        "ID", "PEER", "LOCAL", "REMOTE", "STATE", "SENT", "RECEIVED", "AGE", "OWNER",
-    ];
-    let width = |i: usize| {
-        cells
-            .iter()
-            .map(|r| r[i].chars().count())
-            .chain([head[i].len()])
-            .max()
-            .unwrap_or(0)
-    };
-    let w: Vec<usize> = (0..head.len()).map(width).collect();
-    let mut out = String::new();
-    for r in std::iter::once(head.map(str::to_string)).chain(cells) {
-        out.push_str(&format!(
-            "{:>w0$} {:<w1$} {:>w2$} {:>w3$} {:<w4$} {:>w5$} {:>w6$} {:>w7$} {}\n",
-            r[0],
-            r[1],
-            r[2],
-            r[3],
-            r[4],
-            r[5],
-            r[6],
-            r[7],
-            r[8],
-            w0 = w[0],
-            w1 = w[1],
-            w2 = w[2],
-            w3 = w[3],
-            w4 = w[4],
-            w5 = w[5],
-            w6 = w[6],
-            w7 = w[7],
-        ));
-    }
-    Ok(Success::new(list, out.trim_end().to_string()))
+    let out = table(
+        &[
+            "ID", "PEER", "LOCAL", "REMOTE", "STATE", "SENT", "RECEIVED", "AGE", "OWNER",
+        ],
+        &cells,
+        &[true, false, true, true, false, true, true, true, false],
+    );
+    Ok(Success::new(list, out))
 }
 
 /// `pilotctl disconnect <id>`.

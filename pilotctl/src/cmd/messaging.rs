@@ -30,7 +30,7 @@ use pilot_proto::services::eventstream::{
 use pilot_proto::services::framing::LEN_SIZE;
 use serde_json::{json, Map, Value};
 
-use super::client::{default_client, failure, request};
+use super::client::{default_client, failure, request, table};
 use super::CommandDoc;
 use crate::output::{Failure, Success};
 use crate::paths;
@@ -1479,12 +1479,11 @@ pub fn received(home: &Path, clear: bool) -> Result<Success, Failure> {
     } else if files.is_empty() {
         "No received files".to_string()
     } else {
-        let rows: Vec<[String; 5]> = files
+        let rows: Vec<Vec<String>> = files
             .iter()
             .map(|f| {
-                [
+                vec![
                     f["name"].as_str().unwrap_or_default().to_string(),
-                    // A number, not the JSON value: its Display ignores the width.
                     f["size"].as_u64().unwrap_or_default().to_string(),
                     f["from"]
                         .as_str()
@@ -1494,25 +1493,11 @@ pub fn received(home: &Path, clear: bool) -> Result<Success, Failure> {
                 ]
             })
             .collect();
-        let head = ["NAME", "SIZE", "FROM", "RECEIVED", "PATH"];
-        let width = |i: usize| {
-            rows.iter()
-                .map(|r| r[i].chars().count())
-                .chain([head[i].len()])
-                .max()
-                .unwrap_or(0)
-        };
-        let (w0, w1, w2, w3) = (width(0), width(1), width(2), width(3));
-        core::iter::once(head.map(str::to_string))
-            .chain(rows)
-            .map(|r| {
-                format!(
-                    "{:<w0$}  {:>w1$}  {:<w2$}  {:<w3$}  {}",
-                    r[0], r[1], r[2], r[3], r[4]
-                )
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
+        table(
+            &["NAME", "SIZE", "FROM", "RECEIVED", "PATH"],
+            &rows,
+            &[false, true, false, false, false],
+        )
     };
     Ok(Success::new(
         json!({ "files": files, "cleared": cleared }),
