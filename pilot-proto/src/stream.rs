@@ -1383,8 +1383,10 @@ impl Streams {
     ///   ignored; an echo (receive buffer full because its send buffer is)
     ///   never recovers. RFC 9293 asks to accept valid ACKs even then. A
     ///   pure ACK's sequence number says nothing else, so it is set to
-    ///   RCV.NXT, except a zero-length keep-alive (RCV.NXT - 1), which
-    ///   must still be answered.
+    ///   RCV.NXT when it is ahead, or behind with an ACK that advances
+    ///   (a reordered old one is left to be ignored, not counted as a
+    ///   duplicate ACK); a zero-length keep-alive (RCV.NXT - 1), which must
+    ///   still be answered, is left alone.
     fn repair(&mut self, id: StreamId, packet: &mut [u8]) {
         let Some(tcp) = packet.get(IPV6_HEADER..) else {
             return;
@@ -1408,6 +1410,10 @@ impl Streams {
         if flags & FLAG_RST != 0 || flags & FLAG_ACK == 0 {
             return;
         }
+        // The ACK tells the sender something new (not a duplicate ACK).
+        let advances = conn
+            .peer_ack
+            .is_none_or(|(newest, _)| seq_before(newest, ack));
         match conn.peer_ack {
             Some((newest, newest_window)) if seq_before(ack, newest) => {
                 if payload > 0 || flags & FLAG_FIN != 0 {
@@ -1443,7 +1449,12 @@ impl Streams {
             .wrapping_add(1)
             .wrapping_add(received as u32)
             .wrapping_add(fin);
-        if seq != rcv_nxt && seq != rcv_nxt.wrapping_sub(1) {
+        // Behind RCV.NXT only when the ACK is new (after a go-back-N): an
+        // old pure ACK that was merely reordered would count as a duplicate
+        // ACK and could set off a needless fast retransmit.
+        let ahead = seq_before(rcv_nxt, seq);
+        let behind = seq_before(seq, rcv_nxt.wrapping_sub(1));
+        if ahead || (behind && advances) {
             set_u32(packet, 4, rcv_nxt);
         }
     }
