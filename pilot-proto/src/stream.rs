@@ -546,6 +546,12 @@ struct Conn {
     closed: bool,
     /// An RST for this tuple arrived since the last reconcile.
     rst_seen: bool,
+    /// The peer's initial sequence number, from its SYN: with
+    /// `read_total` and what is buffered it gives our RCV.NXT.
+    peer_isn: Option<u32>,
+    /// The highest acknowledgment number the peer sent (after its SYN),
+    /// with the window field of the newest segment that carried it.
+    peer_ack: Option<(u32, u16)>,
 }
 
 impl Conn {
@@ -574,12 +580,45 @@ impl Conn {
             shutdown: false,
             closed: false,
             rst_seen: false,
+            peer_isn: None,
+            peer_ack: None,
         }
     }
 
     fn tuple(&self) -> Tuple {
         (self.local_port, self.remote)
     }
+}
+
+/// `a` comes before `b` in sequence space (RFC 9293's `<`, modulo 2^32).
+fn seq_before(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) < 0
+}
+
+/// Overwrites the 32-bit field at `at` of the TCP header of an overlay
+/// packet, keeping its checksum right.
+fn set_u32(packet: &mut [u8], at: usize, value: u32) {
+    let [a, b, c, d] = value.to_be_bytes();
+    set_u16(packet, at, u16::from_be_bytes([a, b]));
+    set_u16(packet, at + 2, u16::from_be_bytes([c, d]));
+}
+
+/// Overwrites the 16-bit field at `at` (even) of the TCP header of an
+/// overlay packet, updating the checksum incrementally (RFC 1624, eqn. 3).
+fn set_u16(packet: &mut [u8], at: usize, value: u16) {
+    let field = IPV6_HEADER + at;
+    let sum = IPV6_HEADER + 16;
+    let (Some(old), Some(check)) = (packet.get(field..field + 2), packet.get(sum..sum + 2)) else {
+        return;
+    };
+    let old = u16::from_be_bytes([old[0], old[1]]);
+    let check = u16::from_be_bytes([check[0], check[1]]);
+    let mut acc = u32::from(!check) + u32::from(!old) + u32::from(value);
+    acc = (acc & 0xffff) + (acc >> 16);
+    acc = (acc & 0xffff) + (acc >> 16);
+    let check = !(acc as u16);
+    packet[field..field + 2].copy_from_slice(&value.to_be_bytes());
+    packet[sum..sum + 2].copy_from_slice(&check.to_be_bytes());
 }
 
 /// A socket kept after its stream ended.
@@ -1250,7 +1289,9 @@ impl Streams {
                         conn.rst_seen = true;
                     }
                 }
-                self.queue(packet, pure_syn);
+                let mut packet = packet.to_vec();
+                self.repair(id, &mut packet);
+                self.queue(&packet, pure_syn);
                 return true;
             }
             Some(Slot::Orphan(handle)) if pure_syn => {
@@ -1301,6 +1342,7 @@ impl Streams {
         let id = self.allocate_id();
         let mut conn = Conn::new(handle, dst_port, tuple.1, Phase::HalfOpen);
         conn.state = tcp::State::Listen;
+        conn.peer_isn = Some(u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]));
         conn.created = self.now;
         conn.last_heard = self.now;
         conn.last_activity = self.now;
@@ -1309,6 +1351,112 @@ impl Streams {
         self.fresh_listeners += 1;
         self.device.rx.push_back(packet.to_vec());
         true
+    }
+
+    /// Works around three ways smoltcp 0.14 loses what a segment of an
+    /// established connection says, each of which can wedge a
+    /// bidirectional stream for good (all three seen on relayed `bench`
+    /// runs to an echo in the simulator), by rewriting the segment before
+    /// smoltcp sees it:
+    ///
+    /// - smoltcp drops a segment whose ACK is below SND.UNA *with its
+    ///   payload* (smoltcp issue #12), where RFC 9293 (3.10.7.4) ignores
+    ///   only the stale ACK. Any reordering between the peer's data and
+    ///   its later ACKs then throws data away, and its retransmission too
+    ///   if it is overtaken again, each time after an RTO that doubles. A
+    ///   segment with payload or FIN and a stale ACK gets the newest ACK
+    ///   (and the window that came with it) instead: nothing new for
+    ///   smoltcp's sender, and its payload is kept. Stale pure ACKs are
+    ///   left alone (smoltcp rightly ignores them).
+    /// - smoltcp ignores the ACK of any segment outside its receive
+    ///   window, and a pure ACK carries SEG.SEQ = the sender's SND.NXT,
+    ///   which is often outside it. (1) On an RTO smoltcp goes back N: its
+    ///   SND.NXT drops to SND.UNA, behind the peer's RCV.NXT when only the
+    ///   ACKs were lost. When both ends time out like that (a burst of
+    ///   tail drops both ways) each one's ACKs and retransmissions look
+    ///   old to the other, and neither ever learns what the other got.
+    ///   (2) smoltcp's advertised window is the free space shifted right by
+    ///   the window scale, so as the buffer fills the right edge moves back
+    ///   by up to 2^scale - 1 bytes; the peer, having sent up to the old
+    ///   edge, is then ahead of our window, and at a zero window (where
+    ///   only SEG.SEQ = RCV.NXT passes) its ACKs and window updates are all
+    ///   ignored; an echo (receive buffer full because its send buffer is)
+    ///   never recovers. RFC 9293 asks to accept valid ACKs even then. A
+    ///   pure ACK's sequence number says nothing else, so it is set to
+    ///   RCV.NXT when it is ahead, or behind with an ACK that advances
+    ///   (a reordered old one is left to be ignored, not counted as a
+    ///   duplicate ACK); a zero-length keep-alive (RCV.NXT - 1), which must
+    ///   still be answered, is left alone.
+    fn repair(&mut self, id: StreamId, packet: &mut [u8]) {
+        let Some(tcp) = packet.get(IPV6_HEADER..) else {
+            return;
+        };
+        let header = usize::from(tcp.get(12).copied().unwrap_or(0) >> 4) * 4;
+        if header < TCP_HEADER || header > tcp.len() {
+            return;
+        }
+        let payload = tcp.len() - header;
+        let word = |at: usize| u32::from_be_bytes([tcp[at], tcp[at + 1], tcp[at + 2], tcp[at + 3]]);
+        let (seq, ack) = (word(4), word(8));
+        let window = u16::from_be_bytes([tcp[14], tcp[15]]);
+        let flags = tcp[13];
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if flags & FLAG_SYN != 0 {
+            conn.peer_isn = Some(seq);
+            return;
+        }
+        if flags & FLAG_RST != 0 || flags & FLAG_ACK == 0 {
+            return;
+        }
+        // The ACK tells the sender something new (not a duplicate ACK).
+        let advances = conn
+            .peer_ack
+            .is_none_or(|(newest, _)| seq_before(newest, ack));
+        match conn.peer_ack {
+            Some((newest, newest_window)) if seq_before(ack, newest) => {
+                if payload > 0 || flags & FLAG_FIN != 0 {
+                    set_u32(packet, 8, newest);
+                    set_u16(packet, 14, newest_window);
+                }
+            }
+            _ => conn.peer_ack = Some((ack, window)),
+        }
+        if payload > 0 || flags & FLAG_FIN != 0 {
+            return;
+        }
+        // RCV.NXT as smoltcp will see it: let it take what is queued first.
+        if !self.device.rx.is_empty() {
+            self.run();
+        }
+        let Some(conn) = self.conns.get(&id) else {
+            return;
+        };
+        let (Some(handle), Some(isn)) = (conn.handle, conn.peer_isn) else {
+            return;
+        };
+        let socket = self.sockets.get::<tcp::Socket>(handle);
+        // The peer's FIN takes a sequence number too.
+        let fin = match socket.state() {
+            tcp::State::Established | tcp::State::FinWait1 | tcp::State::FinWait2 => 0,
+            tcp::State::CloseWait | tcp::State::LastAck | tcp::State::Closing => 1,
+            _ => return,
+        };
+        let received = conn.read_total + socket.recv_queue() as u64;
+        // Sequence numbers wrap: the truncation is the arithmetic.
+        let rcv_nxt = isn
+            .wrapping_add(1)
+            .wrapping_add(received as u32)
+            .wrapping_add(fin);
+        // Behind RCV.NXT only when the ACK is new (after a go-back-N): an
+        // old pure ACK that was merely reordered would count as a duplicate
+        // ACK and could set off a needless fast retransmit.
+        let ahead = seq_before(rcv_nxt, seq);
+        let behind = seq_before(seq, rcv_nxt.wrapping_sub(1));
+        if ahead || (behind && advances) {
+            set_u32(packet, 4, rcv_nxt);
+        }
     }
 
     /// Queues a packet for smoltcp. A SYN that no fresh listening socket is
