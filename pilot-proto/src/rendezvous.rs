@@ -137,6 +137,34 @@ pub enum RendezvousEvent {
         /// Its address.
         address: Address,
     },
+    /// A trust request was accepted and pushed to its target.
+    TrustRequested {
+        /// The requester.
+        from: Address,
+        /// The target.
+        to: Address,
+    },
+    /// A request was approved: the two trust each other.
+    TrustPaired {
+        /// Who asked.
+        requester: Address,
+        /// Who approved.
+        approver: Address,
+    },
+    /// A request was rejected.
+    TrustRejected {
+        /// Who asked.
+        requester: Address,
+        /// Who rejected it.
+        rejecter: Address,
+    },
+    /// A trust pair was revoked.
+    TrustRevoked {
+        /// Who revoked it.
+        by: Address,
+        /// The other side.
+        peer: Address,
+    },
 }
 
 impl fmt::Display for RendezvousEvent {
@@ -155,6 +183,20 @@ impl fmt::Display for RendezvousEvent {
                 write!(f, " at {endpoint}{}", if *new { " new" } else { "" })
             }
             RendezvousEvent::Expired { address } => write!(f, "expired {address}"),
+            RendezvousEvent::TrustRequested { from, to } => {
+                write!(f, "trust request {from} -> {to}")
+            }
+            RendezvousEvent::TrustPaired {
+                requester,
+                approver,
+            } => write!(f, "trust pair {requester} <-> {approver}"),
+            RendezvousEvent::TrustRejected {
+                requester,
+                rejecter,
+            } => write!(f, "trust request {requester} -> {rejecter} rejected"),
+            RendezvousEvent::TrustRevoked { by, peer } => {
+                write!(f, "trust {by} <-> {peer} revoked")
+            }
         }
     }
 }
@@ -1236,6 +1278,10 @@ impl Rendezvous {
             .insert((target, requester), request.clone());
         self.dirty.insert(Dirty::Pending(target, requester));
         let hostname = self.hostname_of(&requester);
+        if let Some(to) = self.records.get(&target).map(|r| r.address) {
+            self.events
+                .push_back(RendezvousEvent::TrustRequested { from: address, to });
+        }
         self.push(now, target, |id| Message::TrustRequested {
             id,
             request,
@@ -1286,6 +1332,12 @@ impl Rendezvous {
                 approval: approval.clone(),
             },
         );
+        if let Some(r) = self.records.get(&requester) {
+            self.events.push_back(RendezvousEvent::TrustPaired {
+                requester: r.address,
+                approver: address,
+            });
+        }
         let hostname = self.hostname_of(&approver);
         let endpoint = self.udp_endpoint(&approver);
         self.push(now, requester, |id| Message::TrustApproved {
@@ -1319,6 +1371,10 @@ impl Rendezvous {
         if matches {
             self.pending_trust.remove(&(rejecter, requester_key));
             self.dirty.insert(Dirty::Pending(rejecter, requester_key));
+            self.events.push_back(RendezvousEvent::TrustRejected {
+                requester,
+                rejecter: address,
+            });
             self.push(now, requester_key, |id| Message::TrustRejected {
                 id,
                 rejecter: address,
@@ -1344,6 +1400,10 @@ impl Rendezvous {
             }
             if self.pairs.remove(&pair).is_some() {
                 self.dirty.insert(Dirty::Pair(pair.0, pair.1));
+                self.events.push_back(RendezvousEvent::TrustRevoked {
+                    by: address,
+                    peer: other,
+                });
                 self.push(now, other_key, |id| Message::TrustRevoked {
                     id,
                     peer: address,

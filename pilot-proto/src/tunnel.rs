@@ -139,6 +139,12 @@ pub enum TunnelEvent {
         /// The peer.
         peer: PeerKey,
     },
+    /// The last session with `peer` passed its lifetime and none replaced
+    /// it: the peer has no session until the next handshake.
+    SessionExpired {
+        /// The peer.
+        peer: PeerKey,
+    },
 }
 
 /// Why `send` failed.
@@ -1471,12 +1477,18 @@ impl Tunnels {
         let due = PeerTimers::of(p, &config).due(now);
         // Expire sessions past their reject time.
         if due.session_expiry {
+            let mut removed = false;
             for slot in [&mut p.current, &mut p.previous, &mut p.next] {
                 if slot.as_ref().is_some_and(|s| s.expired(now)) {
                     if let Some(s) = slot.take() {
                         self.indices.remove(&s.local_index());
+                        removed = true;
                     }
                 }
+            }
+            if removed && p.current.is_none() && p.previous.is_none() && p.next.is_none() {
+                self.events
+                    .push_back(TunnelEvent::SessionExpired { peer: *key });
             }
         }
         let mut retransmit = false;

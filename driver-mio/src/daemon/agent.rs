@@ -12,7 +12,7 @@ use pilot_proto::stream::{StreamError, StreamEvent, StreamId};
 use pilot_proto::tunnel::{Route, SessionState};
 use pilot_proto::Timestamp;
 use serde_json::{json, Value};
-use tracing::info;
+use tracing::{debug, info, warn};
 
 use super::bridge::BridgePolicy;
 use crate::ipc::api::{self, codes, Request, Response};
@@ -543,6 +543,32 @@ impl Agent {
         }
     }
 
+    /// A peer's hostname for the log, when this agent knows it (trusted,
+    /// pending, or rejected), else `-`.
+    fn name_of(&self, a: Address) -> String {
+        let n = &self.node;
+        n.trusted()
+            .find(|t| t.address == a)
+            .and_then(|t| t.hostname.as_ref())
+            .or_else(|| {
+                n.pending()
+                    .find(|p| p.request.from == a)
+                    .and_then(|p| p.hostname.as_ref())
+            })
+            .or_else(|| {
+                n.rejected()
+                    .filter(|r| r.peer == a)
+                    .last()
+                    .and_then(|r| r.hostname.as_ref())
+            })
+            .map_or_else(|| "-".to_string(), |h| h.to_string())
+    }
+
+    /// A peer's hostname for the log (see [`Agent::name_of`]).
+    pub fn hostname_of(&self, a: Address) -> String {
+        self.name_of(a)
+    }
+
     /// Reads a peer as a user names one: by address, by hostname, or by
     /// node ID (`node_id` in `pending`, `trust`, `peers`), which names a
     /// node of this agent's network.
@@ -830,6 +856,9 @@ impl Agent {
             Request::Handshake { peer, reason } => match self.query(&peer) {
                 Ok(q) => {
                     let r = self.node.handshake(now, q, &reason);
+                    if r.is_ok() {
+                        info!(peer = %peer.trim(), "trust request sent");
+                    }
                     return self.defer_trust(client, id, r);
                 }
                 Err(e) => e,
@@ -857,7 +886,11 @@ impl Agent {
             },
             Request::Reject { node, reason } => match self.peer_address(&node) {
                 Ok(a) => {
+                    let hostname = self.name_of(a);
                     let r = self.node.reject(now, a, &reason);
+                    if r.is_ok() {
+                        info!(peer = %a, %hostname, reason = %reason, "trust request rejected");
+                    }
                     return self.defer_trust(client, id, r);
                 }
                 Err(e) => e,
@@ -880,7 +913,11 @@ impl Agent {
             )),
             Request::Untrust { node } => match self.peer_address(&node) {
                 Ok(a) => {
+                    let hostname = self.name_of(a);
                     let r = self.node.untrust(now, a);
+                    if r.is_ok() {
+                        info!(peer = %a, %hostname, "trust revoked");
+                    }
                     return self.defer_trust(client, id, r);
                 }
                 Err(e) => e,
@@ -1214,7 +1251,51 @@ impl Agent {
                     self.respond(client, rid, r);
                 }
             }
-            Event::RegistrationFailed { .. } => self.effects.registration_changed = true,
+            Event::RegistrationFailed { code, message } => {
+                warn!(
+                    rendezvous = %self.node.rendezvous_addr(),
+                    hostname = self.node.hostname().map_or("-", |h| h.as_str()),
+                    %code,
+                    %message,
+                    "registration refused by the rendezvous"
+                );
+                self.effects.registration_changed = true;
+            }
+            Event::Registered {
+                address,
+                public_endpoint,
+            } => {
+                info!(
+                    %address,
+                    hostname = self.node.hostname().map_or("-", |h| h.as_str()),
+                    public = self.node.is_public(),
+                    %public_endpoint,
+                    rendezvous = %self.node.rendezvous_addr(),
+                    "registered"
+                );
+            }
+            Event::RendezvousUnreachable { attempts } => warn!(
+                rendezvous = %self.node.rendezvous_addr(),
+                attempts,
+                "registration failing: the rendezvous does not answer (is it running and \
+                 reachable over UDP, and is --rendezvous-key its public key?); retrying"
+            ),
+            Event::SessionEstablished { peer, rekey } => {
+                let hostname = self.name_of(peer);
+                if rekey {
+                    debug!(%peer, %hostname, "session rekeyed");
+                } else {
+                    info!(%peer, %hostname, "session up");
+                }
+            }
+            Event::SessionClosed { peer, reason } => {
+                info!(%peer, hostname = %self.name_of(peer), %reason, "session down");
+            }
+            Event::Unreachable {
+                peer,
+                reason,
+                dropped,
+            } => debug!(%peer, %reason, dropped, "peer unreachable; datagrams dropped"),
             Event::NatClassified { kind } => {
                 info!(nat = kind.as_str(), "NAT classified");
                 let answer = netcheck(&self.node);
@@ -1251,6 +1332,12 @@ impl Agent {
                 fingerprint,
                 reason,
             } => {
+                info!(
+                    peer = %from,
+                    hostname = hostname.as_ref().map_or("-", |h| h.as_str()),
+                    %fingerprint,
+                    "trust request received"
+                );
                 self.effects.trust_changed = true;
                 self.broadcast(api::Event::TrustRequested {
                     from: from.to_string(),
@@ -1259,13 +1346,19 @@ impl Agent {
                     reason,
                 });
             }
-            Event::Trusted { peer, .. } => {
+            Event::Trusted { peer, hostname } => {
+                info!(
+                    %peer,
+                    hostname = hostname.as_ref().map_or("-", |h| h.as_str()),
+                    "peer trusted"
+                );
                 self.effects.trust_changed = true;
                 self.broadcast(api::Event::Trusted {
                     peer: peer.to_string(),
                 });
             }
             Event::TrustRejected { peer, reason } => {
+                info!(%peer, hostname = %self.name_of(peer), %reason, "trust request rejected by the peer");
                 self.effects.trust_changed = true;
                 self.broadcast(api::Event::TrustRejected {
                     peer: peer.to_string(),
@@ -1273,6 +1366,7 @@ impl Agent {
                 });
             }
             Event::TrustRevoked { peer } => {
+                info!(%peer, hostname = %self.name_of(peer), "trust revoked by the peer");
                 self.effects.trust_changed = true;
                 self.broadcast(api::Event::TrustRevoked {
                     peer: peer.to_string(),

@@ -24,7 +24,7 @@
 pub mod key;
 pub mod store;
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -236,6 +236,33 @@ pub struct Server {
     /// from (for SIGHUP).
     carrier: Option<(CarrierServer, CertSource)>,
     carrier_fingerprint: Option<String>,
+    /// Sources whose handshakes were not for our key, already logged.
+    bad_key: BadKeyLog,
+}
+
+/// Logs, once per source IP (up to a bound, so a flood cannot fill the
+/// log or memory), handshakes whose mac1 is not for this rendezvous's key:
+/// almost always an agent started with the wrong `--rendezvous-key`.
+#[derive(Default)]
+struct BadKeyLog {
+    seen: BTreeSet<std::net::IpAddr>,
+}
+
+impl BadKeyLog {
+    const MAX: usize = 256;
+
+    /// Call after handing `from`'s datagram to the core, with the core's
+    /// bad-mac counter before and after.
+    fn check(&mut self, from: SocketAddr, before: u64, after: u64) {
+        if after == before || self.seen.len() >= Self::MAX || !self.seen.insert(from.ip()) {
+            return;
+        }
+        tracing::warn!(
+            %from,
+            "registration refused: a handshake not made for this rendezvous's key (an agent \
+             with the wrong --rendezvous-key?); logged once per address"
+        );
+    }
 }
 
 impl std::fmt::Debug for Server {
@@ -370,6 +397,7 @@ impl Server {
             reflect_more: false,
             carrier,
             carrier_fingerprint,
+            bad_key: BadKeyLog::default(),
         })
     }
 
@@ -501,8 +529,11 @@ impl Server {
                         continue;
                     };
                     let (rv, held, relayed) = (&mut self.rv, &mut self.held, &mut self.relayed);
+                    let bad_key = &mut self.bad_key;
                     carrier.handle_event(self.poll.registry(), t, &mut |from, bytes| {
+                        let before = rv.stats().dropped_bad_mac;
                         rv.handle_datagram(now, pilot_proto::SocketId::CARRIER, from, bytes);
+                        bad_key.check(from, before, rv.stats().dropped_bad_mac);
                         drain(rv, held, relayed);
                     });
                 }
@@ -525,8 +556,11 @@ impl Server {
         if (readable || self.udp.may_have_more()) && self.held.is_empty() && !self.udp.is_full() {
             let now = self.clock.now();
             let (rv, held, relayed) = (&mut self.rv, &mut self.held, &mut self.relayed);
+            let bad_key = &mut self.bad_key;
             let read = self.udp.recv_batch(self.batch, |from, bytes| {
+                let before = rv.stats().dropped_bad_mac;
                 rv.handle_datagram(now, pilot_proto::SocketId::PRIMARY, from, bytes);
+                bad_key.check(from, before, rv.stats().dropped_bad_mac);
                 drain(rv, held, relayed);
             });
             if let Err(e) = read {
@@ -711,6 +745,13 @@ fn drain(rv: &mut Rendezvous, held: &mut VecDeque<Transmit>, relayed: &mut VecDe
         }
     }
     while let Some(event) = rv.poll_event() {
+        // Hostnames for the log: trust events name agents by address.
+        let name = |a: &pilot_proto::addr::Address| {
+            rv.records()
+                .find(|r| r.address == *a)
+                .and_then(|r| r.hostname.as_ref())
+                .map_or_else(|| "-".to_string(), |h| h.to_string())
+        };
         match &event {
             RendezvousEvent::Registered {
                 address,
@@ -724,7 +765,43 @@ fn drain(rv: &mut Rendezvous, held: &mut VecDeque<Transmit>, relayed: &mut VecDe
                 new,
                 "registered"
             ),
-            RendezvousEvent::Expired { address } => tracing::info!(%address, "expired"),
+            RendezvousEvent::Expired { address } => {
+                tracing::info!(%address, hostname = %name(address), "agent offline")
+            }
+            RendezvousEvent::TrustRequested { from, to } => tracing::info!(
+                %from,
+                from_hostname = %name(from),
+                %to,
+                to_hostname = %name(to),
+                "trust request relayed"
+            ),
+            RendezvousEvent::TrustPaired {
+                requester,
+                approver,
+            } => tracing::info!(
+                %requester,
+                requester_hostname = %name(requester),
+                %approver,
+                approver_hostname = %name(approver),
+                "trust request approved: pair recorded"
+            ),
+            RendezvousEvent::TrustRejected {
+                requester,
+                rejecter,
+            } => tracing::info!(
+                %requester,
+                requester_hostname = %name(requester),
+                %rejecter,
+                rejecter_hostname = %name(rejecter),
+                "trust request rejected"
+            ),
+            RendezvousEvent::TrustRevoked { by, peer } => tracing::info!(
+                %by,
+                by_hostname = %name(by),
+                %peer,
+                peer_hostname = %name(peer),
+                "trust revoked"
+            ),
             other => tracing::info!(event = %other, "rendezvous event"),
         }
     }
