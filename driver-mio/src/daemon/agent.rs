@@ -1254,7 +1254,7 @@ impl Agent {
             Event::RegistrationFailed { code, message } => {
                 warn!(
                     rendezvous = %self.node.rendezvous_addr(),
-                    hostname = self.node.hostname().map_or("-", |h| h.as_str()),
+                    hostname = %self.node.hostname().map_or("-", |h| h.as_str()),
                     %code,
                     %message,
                     "registration refused by the rendezvous"
@@ -1267,7 +1267,7 @@ impl Agent {
             } => {
                 info!(
                     %address,
-                    hostname = self.node.hostname().map_or("-", |h| h.as_str()),
+                    hostname = %self.node.hostname().map_or("-", |h| h.as_str()),
                     public = self.node.is_public(),
                     %public_endpoint,
                     rendezvous = %self.node.rendezvous_addr(),
@@ -1334,7 +1334,7 @@ impl Agent {
             } => {
                 info!(
                     peer = %from,
-                    hostname = hostname.as_ref().map_or("-", |h| h.as_str()),
+                    hostname = %hostname.as_ref().map_or("-", |h| h.as_str()),
                     %fingerprint,
                     "trust request received"
                 );
@@ -1349,7 +1349,7 @@ impl Agent {
             Event::Trusted { peer, hostname } => {
                 info!(
                     %peer,
-                    hostname = hostname.as_ref().map_or("-", |h| h.as_str()),
+                    hostname = %hostname.as_ref().map_or("-", |h| h.as_str()),
                     "peer trusted"
                 );
                 self.effects.trust_changed = true;

@@ -760,7 +760,7 @@ fn drain(rv: &mut Rendezvous, held: &mut VecDeque<Transmit>, relayed: &mut VecDe
                 new,
             } => tracing::info!(
                 %address,
-                hostname = hostname.as_ref().map(|h| h.as_str()).unwrap_or(""),
+                hostname = %hostname.as_ref().map_or("-", |h| h.as_str()),
                 %endpoint,
                 new,
                 "registered"
