@@ -708,6 +708,7 @@ impl Agent {
                         "probes_sent": s.probes_sent,
                         "candidates": candidates,
                         "last_handshake_secs": s.last_handshake.map(|t| now.saturating_since(t).as_secs_f64()),
+                        "last_seen_secs": s.last_heard.map(|t| now.saturating_since(t).as_secs_f64()),
                         "bytes_in": s.bytes_in,
                         "bytes_out": s.bytes_out,
                         "packets_in": s.packets_in,
@@ -742,6 +743,91 @@ impl Agent {
                         } else {
                             "service"
                         },
+                    })
+                })
+                .collect(),
+        )
+    }
+
+    /// Everything `pilotctl status` shows, in one answer: this agent, its
+    /// trusted peers, and trust requests pending (ours to decide),
+    /// outgoing (the peer's to decide) and rejected (either way, with the
+    /// reason). Times are wall-clock seconds (`since`, `at`).
+    pub fn status(&self, now: Timestamp) -> Value {
+        let n = &self.node;
+        let peers: Vec<Value> = match self.peers(now) {
+            Value::Array(all) => all.into_iter().filter(|p| p["trusted"] == true).collect(),
+            _ => Vec::new(),
+        };
+        let network = n.address().map_or(0, |a| a.network());
+        let outgoing: Vec<Value> = n
+            .outgoing()
+            .map(|r| {
+                let node_id = match &r.to {
+                    Query::Address(a) if a.network() == network => Some(a.node()),
+                    _ => None,
+                };
+                json!({
+                    "to": r.to.to_string(),
+                    "node_id": node_id,
+                    "reason": r.reason,
+                    "since": r.issued_at / 1_000_000,
+                })
+            })
+            .collect();
+        let rejected: Vec<Value> = n
+            .rejected()
+            .map(|r| {
+                json!({
+                    "node": r.peer.to_string(),
+                    "node_id": r.peer.node(),
+                    "hostname": r.hostname.as_ref().map(|h| h.to_string()),
+                    "by": if r.by_peer { "peer" } else { "us" },
+                    "reason": r.reason,
+                    "at": r.at,
+                })
+            })
+            .collect();
+        let on = |port| self.services.contains_key(&port);
+        json!({
+            "agent": {
+                "address": n.address().map(|a| a.to_string()),
+                "node_id": n.address().map(|a| a.node()),
+                "hostname": n.hostname().map(|h| h.to_string()),
+                "public": n.is_public(),
+                "fingerprint": n.public_key().fingerprint().to_string(),
+                "rendezvous": n.rendezvous_addr().to_string(),
+                "registered": n.is_registered(),
+                "public_endpoint": n.public_endpoint().map(|e| e.to_string()),
+                "transport": self.transport["active"].clone(),
+                "transport_mode": self.transport["mode"].clone(),
+                "services": {
+                    "echo": on(ports::ECHO),
+                    "data_exchange": on(ports::DATA_EXCHANGE),
+                    "event_stream": on(ports::EVENT_STREAM),
+                },
+                "auto_approve": n.auto_approves(),
+                "uptime_secs": now.saturating_since(self.started).as_secs(),
+            },
+            "peers": peers,
+            "pending": self.pending_list(),
+            "outgoing": outgoing,
+            "rejected": rejected,
+        })
+    }
+
+    /// Requests waiting for our decision (`pilotctl pending`).
+    fn pending_list(&self) -> Value {
+        Value::Array(
+            self.node
+                .pending()
+                .map(|p| {
+                    json!({
+                        "node": p.request.from.to_string(),
+                        "node_id": p.request.from.node(),
+                        "hostname": p.hostname.as_ref().map(|h| h.to_string()),
+                        "fingerprint": p.request.from_key.fingerprint().to_string(),
+                        "reason": p.request.reason,
                     })
                 })
                 .collect(),
@@ -863,20 +949,8 @@ impl Agent {
                 }
                 Err(e) => e,
             },
-            Request::Pending => ok(Value::Array(
-                self.node
-                    .pending()
-                    .map(|p| {
-                        json!({
-                            "node": p.request.from.to_string(),
-                            "node_id": p.request.from.node(),
-                            "hostname": p.hostname.as_ref().map(|h| h.to_string()),
-                            "fingerprint": p.request.from_key.fingerprint().to_string(),
-                            "reason": p.request.reason,
-                        })
-                    })
-                    .collect(),
-            )),
+            Request::Pending => ok(self.pending_list()),
+            Request::Status => ok(self.status(now)),
             Request::Approve { node } => match self.peer_address(&node) {
                 Ok(a) => {
                     let r = self.node.approve(now, a);
