@@ -421,6 +421,11 @@ impl Rendezvous {
         self.records.values()
     }
 
+    /// How many identities are registered (online or not).
+    pub fn record_count(&self) -> usize {
+        self.records.len()
+    }
+
     /// The registration holding `address`.
     pub fn record(&self, address: Address) -> Option<&Record> {
         self.by_node

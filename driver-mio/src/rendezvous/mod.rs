@@ -14,6 +14,7 @@
 //! | `rendezvous.key` | the Ed25519 seed, 64 hex digits, mode 0600 (see [`key`]) |
 //! | `registry.redb` | registrations, trust pairs, waiting requests (see [`store`]) |
 //! | `rendezvous.pid` | the running server's pid |
+//! | `rendezvous.status.json` | what `pilotctl rendezvous status` shows, rewritten while it runs (see [`STATUS_FILE`]) |
 //! | `rendezvous.YYYY-MM-DD.log` | the log, one file per day (written by the binary) |
 //!
 //! There is no per-source-address budget here: the core already limits
@@ -51,6 +52,15 @@ pub const KEY_FILE: &str = "rendezvous.key";
 pub const STORE_FILE: &str = "registry.redb";
 /// The pid file's name in the home directory.
 pub const PID_FILE: &str = "rendezvous.pid";
+/// The status file's name in the home directory: address, key, agents,
+/// uptime and relay counters as JSON, rewritten atomically every
+/// [`STATUS_EVERY`] (sooner when agents come or go) while the server runs,
+/// and removed when it stops. A file rather than a socket: nothing more
+/// is exposed, and it can be read whatever the server is doing.
+pub const STATUS_FILE: &str = "rendezvous.status.json";
+/// How often the status file is rewritten at most while nothing changes.
+pub const STATUS_EVERY: Duration = Duration::from_secs(2);
+
 /// Where the server listens unless told otherwise.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:9000";
 
@@ -238,6 +248,12 @@ pub struct Server {
     carrier_fingerprint: Option<String>,
     /// Sources whose handshakes were not for our key, already logged.
     bad_key: BadKeyLog,
+    /// When the status file was last written, what its agent counts
+    /// were, and when the server started (wall clock, Unix seconds).
+    status_at: Option<Instant>,
+    status_agents: (usize, usize),
+    started: Instant,
+    started_unix: u64,
 }
 
 /// Logs, once per source IP (up to a bound, so a flood cannot fill the
@@ -398,6 +414,10 @@ impl Server {
             carrier,
             carrier_fingerprint,
             bad_key: BadKeyLog::default(),
+            status_at: None,
+            status_agents: (0, 0),
+            started: Instant::now(),
+            started_unix: unix_now(),
         })
     }
 
@@ -426,6 +446,90 @@ impl Server {
         self.carrier
             .as_ref()
             .map(|(c, _)| (c.stats(), c.connections()))
+    }
+
+    /// What `pilotctl rendezvous status` shows (the status file's
+    /// content).
+    pub fn status(&self) -> serde_json::Value {
+        let relay = self.rv.relay_stats();
+        let udp = self.udp.stats();
+        let mut v = serde_json::json!({
+            "pid": std::process::id(),
+            "address": self.local_addr().to_string(),
+            "public_key": self.key.to_string(),
+            "home": self.home.display().to_string(),
+            "reflect_port": self.reflect_addr().map(|a| a.port()),
+            "started_at": self.started_unix,
+            "updated_at": unix_now(),
+            "uptime_secs": self.started.elapsed().as_secs(),
+            "agents": {
+                "registered": self.rv.record_count(),
+                "online": self.rv.online(),
+            },
+            "trust_pairs": self.rv.pairs().count(),
+            "relay": {
+                "forwarded_packets": relay.forwarded_packets,
+                "forwarded_bytes": relay.forwarded_bytes,
+                "refused_malformed": relay.malformed,
+                "refused_unknown_sender": relay.unknown_sender,
+                "refused_offline": relay.offline,
+                "refused_not_paired": relay.not_paired,
+                "refused_limited": relay.limited,
+            },
+            "udp": {
+                "datagrams_in": udp.datagrams_in,
+                "datagrams_out": udp.datagrams_out,
+            },
+            "tls_address": self.carrier_addr().map(|a| a.to_string()),
+            "tls_fingerprint": self.carrier_fingerprint(),
+        });
+        if let Some((c, (handshaking, open))) = self.carrier_stats() {
+            v["carrier"] = serde_json::json!({
+                "open": open,
+                "handshaking": handshaking,
+                "accepted": c.accepted,
+                "datagrams_in": c.datagrams_in,
+                "datagrams_out": c.datagrams_out,
+            });
+        }
+        v
+    }
+
+    /// Rewrites the status file when it is due: every [`STATUS_EVERY`],
+    /// or soon after agents came or went. A failed write is logged, never
+    /// fatal: the registry matters, the status file does not.
+    fn write_status(&mut self) {
+        let agents = (self.rv.record_count(), self.rv.online());
+        let since = self.status_at.map(|t| t.elapsed());
+        let due = match since {
+            None => true,
+            Some(d) => d >= STATUS_EVERY || (agents != self.status_agents && d >= STATUS_SOON),
+        };
+        if !due {
+            return;
+        }
+        self.status_at = Some(Instant::now());
+        self.status_agents = agents;
+        let mut text = self.status().to_string();
+        text.push('\n');
+        if let Err(e) = fsutil::atomic_write(&self.home.join(STATUS_FILE), text.as_bytes(), 0o600) {
+            tracing::warn!(error = %e, "cannot write the status file");
+        }
+    }
+
+    /// When the status file is due next (for the loop's timeout).
+    fn status_deadline(&self) -> Duration {
+        let every = match self.status_at {
+            None => Duration::ZERO,
+            Some(t) => STATUS_EVERY.saturating_sub(t.elapsed()),
+        };
+        let agents = (self.rv.record_count(), self.rv.online());
+        match self.status_at {
+            Some(t) if agents != self.status_agents => {
+                every.min(STATUS_SOON.saturating_sub(t.elapsed()))
+            }
+            _ => every,
+        }
     }
 
     /// The public key agents pin.
@@ -464,13 +568,15 @@ impl Server {
             "rendezvous listening"
         );
         while !self.stop.load(Ordering::SeqCst) {
+            self.write_status();
             self.turn()?;
         }
+        let _ = std::fs::remove_file(self.home.join(STATUS_FILE));
         self.persist()?;
         self.finish_flush();
         let udp = self.udp.stats();
         tracing::info!(
-            registrations = self.rv.records().count(),
+            registrations = self.rv.record_count(),
             online = self.rv.online(),
             datagrams_in = udp.datagrams_in,
             datagrams_out = udp.datagrams_out,
@@ -500,10 +606,8 @@ impl Server {
                 .as_ref()
                 .and_then(|(c, _)| c.deadline())
                 .map(|at| at.saturating_duration_since(Instant::now()));
-            match (core, sweep) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            }
+            let status = Some(self.status_deadline());
+            [core, sweep, status].into_iter().flatten().min()
         };
         match self.poll.poll(&mut self.events, timeout) {
             Ok(()) => {}
@@ -727,12 +831,22 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        let _ = std::fs::remove_file(self.home.join(STATUS_FILE));
         if let Ok(Some(pid)) = fsutil::read_pid(&self.pid_file) {
             if pid == std::process::id() {
                 let _ = std::fs::remove_file(&self.pid_file);
             }
         }
     }
+}
+
+/// After agents come or go, the status file is rewritten this soon.
+const STATUS_SOON: Duration = Duration::from_millis(100);
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// The drain rule: every datagram, then every event (logged).
@@ -747,8 +861,7 @@ fn drain(rv: &mut Rendezvous, held: &mut VecDeque<Transmit>, relayed: &mut VecDe
     while let Some(event) = rv.poll_event() {
         // Hostnames for the log: trust events name agents by address.
         let name = |a: &pilot_proto::addr::Address| {
-            rv.records()
-                .find(|r| r.address == *a)
+            rv.record(*a)
                 .and_then(|r| r.hostname.as_ref())
                 .map_or_else(|| "-".to_string(), |h| h.to_string())
         };
