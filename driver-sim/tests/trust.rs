@@ -139,12 +139,28 @@ fn reject_tells_the_requester_and_nothing_flows() {
         })
         .unwrap();
     run_until_event(&mut s, bob, |e| matches!(e, Event::TrustRequested { .. }));
+    // Until bob decides, alice's request is outgoing on her side.
+    let outgoing: Vec<_> = s.node(alice).outgoing().map(|r| r.to.clone()).collect();
+    assert_eq!(outgoing, vec![Query::Address(bob_addr)]);
     s.world
         .with_host(bob, |h, now| {
             h.node_mut().reject(now, alice_addr, "not today")
         })
         .unwrap();
     run_until_event(&mut s, alice, |e| matches!(e, Event::TrustRejected { .. }));
+    // Both sides keep the rejection, with its reason, in their trust
+    // state (so a restart keeps it too).
+    assert_eq!(s.node(alice).outgoing().count(), 0);
+    let mine: Vec<_> = s.node(alice).rejected().cloned().collect();
+    assert_eq!(mine.len(), 1);
+    assert_eq!(mine[0].peer, bob_addr);
+    assert!(mine[0].by_peer);
+    assert_eq!(mine[0].reason, "not today");
+    let theirs: Vec<_> = s.node(bob).rejected().cloned().collect();
+    assert_eq!(theirs.len(), 1);
+    assert_eq!(theirs[0].peer, alice_addr);
+    assert!(!theirs[0].by_peer);
+    assert_eq!(s.node(bob).trust_state().rejected, theirs);
     assert!(events_of(&s, alice).contains(&Event::TrustRejected {
         peer: bob_addr,
         reason: "not today".into()

@@ -274,6 +274,31 @@ impl fmt::Display for Unreachable {
     }
 }
 
+/// Why a session with a peer ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SessionEnd {
+    /// It carried nothing for its whole lifetime and was not renewed.
+    Expired,
+    /// The peer said it is going away.
+    PeerLeft,
+    /// Trust ended (we or the peer revoked it).
+    TrustEnded,
+    /// The tunnel layer forgot the peer.
+    Forgotten,
+}
+
+impl fmt::Display for SessionEnd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SessionEnd::Expired => "expired",
+            SessionEnd::PeerLeft => "peer left",
+            SessionEnd::TrustEnded => "trust ended",
+            SessionEnd::Forgotten => "forgotten",
+        })
+    }
+}
+
 /// Something the application should know.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -299,10 +324,30 @@ pub enum Event {
         /// The answer.
         result: Result<PeerInfo, ResolveError>,
     },
-    /// An encrypted session with a peer is up.
+    /// An encrypted session with a peer is up (`rekey`: a new session
+    /// replaced one that was up already).
     SessionEstablished {
         /// The peer.
         peer: Address,
+        /// True if a session with this peer was up before this one.
+        rekey: bool,
+    },
+    /// The last session with a peer ended; a new one is set up when
+    /// traffic needs it.
+    SessionClosed {
+        /// The peer.
+        peer: Address,
+        /// Why.
+        reason: SessionEnd,
+    },
+    /// Registration is not getting through: the rendezvous answered none
+    /// of our latest handshakes (it is down or unreachable, or the key we
+    /// pinned for it is not its key; a wrong key cannot be told apart,
+    /// since a rendezvous silently drops handshakes not meant for it).
+    /// Reported once per outage; the node keeps trying.
+    RendezvousUnreachable {
+        /// Handshakes sent without an answer so far.
+        attempts: u32,
     },
     /// A datagram arrived on a bound port.
     Datagram {
@@ -414,7 +459,19 @@ impl fmt::Display for Event {
                 Ok(())
             }
             Event::Resolved { id, result: Err(e) } => write!(f, "resolve #{id} failed: {e}"),
-            Event::SessionEstablished { peer } => write!(f, "session with {peer}"),
+            Event::SessionEstablished { peer, rekey: false } => write!(f, "session with {peer}"),
+            Event::SessionEstablished { peer, rekey: true } => {
+                write!(f, "session with {peer} (rekey)")
+            }
+            Event::SessionClosed { peer, reason } => {
+                write!(f, "session with {peer} closed: {reason}")
+            }
+            Event::RendezvousUnreachable { attempts } => {
+                write!(
+                    f,
+                    "rendezvous unreachable ({attempts} handshakes unanswered)"
+                )
+            }
             Event::PathChanged {
                 peer,
                 route: Some(r),
@@ -475,6 +532,10 @@ impl fmt::Display for Event {
         }
     }
 }
+
+/// Unanswered handshakes with the rendezvous before
+/// [`Event::RendezvousUnreachable`].
+const UNREACHABLE_AFTER: u32 = 2;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum RegState {
@@ -544,6 +605,14 @@ pub struct Node {
     punches: BTreeMap<Address, punch::PunchState>,
     /// Our NAT's classification, and hard-NAT punching.
     hardnat: hardnat::HardNat,
+    /// Peers with a session up (reported by `SessionEstablished`, not yet
+    /// by `SessionClosed`).
+    sessions_up: BTreeSet<Address>,
+    /// `RendezvousUnreachable` was reported and no session with the
+    /// rendezvous came up since.
+    rv_unreachable_reported: bool,
+    /// Rejected trust requests, ours and others', newest last.
+    rejected: VecDeque<crate::trust::Rejected>,
     events: VecDeque<Event>,
     now: Timestamp,
 }
@@ -606,6 +675,9 @@ impl Node {
             stream_seed: Stream::derive(seed, "streams").bytes32(),
             punches: BTreeMap::new(),
             hardnat: hardnat::HardNat::default(),
+            sessions_up: BTreeSet::new(),
+            rv_unreachable_reported: false,
+            rejected: VecDeque::new(),
             events: VecDeque::new(),
             now,
         };
@@ -1062,7 +1134,7 @@ impl Node {
                 reason,
             } => {
                 self.ack_push(now, id);
-                self.on_trust_rejected(rejecter, issued_at, reason);
+                self.on_trust_rejected(now, rejecter, issued_at, reason);
             }
             Message::TrustRevoked { id, peer } => {
                 self.ack_push(now, id);
@@ -1222,6 +1294,7 @@ impl Node {
                 // The peer is going away: its streams end now and its next
                 // start opens a fresh session.
                 let now = self.now;
+                self.session_closed(peer_addr, SessionEnd::PeerLeft);
                 self.abort_streams_with(now, peer_addr);
                 self.tunnels.remove_peer(&peer);
                 return;
@@ -1266,10 +1339,18 @@ impl Node {
         });
     }
 
+    /// Reports the end of the session with `peer`, if one was up.
+    fn session_closed(&mut self, peer: Address, reason: SessionEnd) {
+        if self.sessions_up.remove(&peer) {
+            self.events.push_back(Event::SessionClosed { peer, reason });
+        }
+    }
+
     fn drain_tunnel_events(&mut self, now: Timestamp) {
         while let Some(ev) = self.tunnels.poll_event() {
             match ev {
                 TunnelEvent::Established { peer, .. } if peer == self.rv => {
+                    self.rv_unreachable_reported = false;
                     // A new session with the rendezvous: (re)register on it
                     // at once unless a registration is fresh.
                     if let RegState::Trying { .. } = self.reg {
@@ -1302,8 +1383,11 @@ impl Node {
                             x25519: peer,
                         },
                     );
-                    self.events
-                        .push_back(Event::SessionEstablished { peer: cert.address });
+                    let rekey = !self.sessions_up.insert(cert.address);
+                    self.events.push_back(Event::SessionEstablished {
+                        peer: cert.address,
+                        rekey,
+                    });
                 }
                 TunnelEvent::HandshakeFailed { peer, dropped } if peer != self.rv => {
                     if let Some(&address) = self.by_key.get(&peer) {
@@ -1315,10 +1399,16 @@ impl Node {
                     }
                 }
                 TunnelEvent::HandshakeFailed { .. } => {}
+                TunnelEvent::SessionExpired { peer } => {
+                    if let Some(&address) = self.by_key.get(&peer) {
+                        self.session_closed(address, SessionEnd::Expired);
+                    }
+                }
                 TunnelEvent::Forgotten { peer } => {
                     // Only peers we never kept are forgotten, so this is
                     // rare here; what we knew of it goes with it.
                     if let Some(address) = self.by_key.remove(&peer) {
+                        self.session_closed(address, SessionEnd::Forgotten);
                         if self.peers.get(&address).is_some_and(|k| k.x25519 == peer) {
                             self.peers.remove(&address);
                         }
@@ -1415,6 +1505,13 @@ impl Node {
                         };
                     }
                 } else {
+                    // Two handshakes (about 3 s) without an answer: say so
+                    // once; the node keeps trying.
+                    if attempt >= UNREACHABLE_AFTER && !self.rv_unreachable_reported {
+                        self.rv_unreachable_reported = true;
+                        self.events
+                            .push_back(Event::RendezvousUnreachable { attempts: attempt });
+                    }
                     let rv = self.rv;
                     self.tunnels.connect(now, &rv);
                     let wait = self.backoff(attempt);

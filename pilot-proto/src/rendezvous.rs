@@ -137,6 +137,34 @@ pub enum RendezvousEvent {
         /// Its address.
         address: Address,
     },
+    /// A trust request was accepted and pushed to its target.
+    TrustRequested {
+        /// The requester.
+        from: Address,
+        /// The target.
+        to: Address,
+    },
+    /// A request was approved: the two trust each other.
+    TrustPaired {
+        /// Who asked.
+        requester: Address,
+        /// Who approved.
+        approver: Address,
+    },
+    /// A request was rejected.
+    TrustRejected {
+        /// Who asked.
+        requester: Address,
+        /// Who rejected it.
+        rejecter: Address,
+    },
+    /// A trust pair was revoked.
+    TrustRevoked {
+        /// Who revoked it.
+        by: Address,
+        /// The other side.
+        peer: Address,
+    },
 }
 
 impl fmt::Display for RendezvousEvent {
@@ -155,6 +183,20 @@ impl fmt::Display for RendezvousEvent {
                 write!(f, " at {endpoint}{}", if *new { " new" } else { "" })
             }
             RendezvousEvent::Expired { address } => write!(f, "expired {address}"),
+            RendezvousEvent::TrustRequested { from, to } => {
+                write!(f, "trust request {from} -> {to}")
+            }
+            RendezvousEvent::TrustPaired {
+                requester,
+                approver,
+            } => write!(f, "trust pair {requester} <-> {approver}"),
+            RendezvousEvent::TrustRejected {
+                requester,
+                rejecter,
+            } => write!(f, "trust request {requester} -> {rejecter} rejected"),
+            RendezvousEvent::TrustRevoked { by, peer } => {
+                write!(f, "trust {by} <-> {peer} revoked")
+            }
         }
     }
 }
@@ -377,6 +419,11 @@ impl Rendezvous {
     /// Every registration, in key order (for persistence and inspection).
     pub fn records(&self) -> impl Iterator<Item = &Record> {
         self.records.values()
+    }
+
+    /// How many identities are registered (online or not).
+    pub fn record_count(&self) -> usize {
+        self.records.len()
     }
 
     /// The registration holding `address`.
@@ -1242,6 +1289,10 @@ impl Rendezvous {
             .insert((target, requester), request.clone());
         self.dirty.insert(Dirty::Pending(target, requester));
         let hostname = self.hostname_of(&requester);
+        if let Some(to) = self.records.get(&target).map(|r| r.address) {
+            self.events
+                .push_back(RendezvousEvent::TrustRequested { from: address, to });
+        }
         self.push(now, target, |id| Message::TrustRequested {
             id,
             request,
@@ -1292,6 +1343,12 @@ impl Rendezvous {
                 approval: approval.clone(),
             },
         );
+        if let Some(r) = self.records.get(&requester) {
+            self.events.push_back(RendezvousEvent::TrustPaired {
+                requester: r.address,
+                approver: address,
+            });
+        }
         let hostname = self.hostname_of(&approver);
         let endpoint = self.udp_endpoint(&approver);
         self.push(now, requester, |id| Message::TrustApproved {
@@ -1325,6 +1382,10 @@ impl Rendezvous {
         if matches {
             self.pending_trust.remove(&(rejecter, requester_key));
             self.dirty.insert(Dirty::Pending(rejecter, requester_key));
+            self.events.push_back(RendezvousEvent::TrustRejected {
+                requester,
+                rejecter: address,
+            });
             self.push(now, requester_key, |id| Message::TrustRejected {
                 id,
                 rejecter: address,
@@ -1350,6 +1411,10 @@ impl Rendezvous {
             }
             if self.pairs.remove(&pair).is_some() {
                 self.dirty.insert(Dirty::Pair(pair.0, pair.1));
+                self.events.push_back(RendezvousEvent::TrustRevoked {
+                    by: address,
+                    peer: other,
+                });
                 self.push(now, other_key, |id| Message::TrustRevoked {
                     id,
                     peer: address,

@@ -212,6 +212,29 @@ pub struct Outgoing {
     pub request: TrustRequest,
 }
 
+/// A trust request that was turned down: one of ours a peer rejected, or
+/// one we rejected. Kept so that both sides can see what happened and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rejected {
+    /// The other side: the peer that rejected us, or the requester we
+    /// rejected.
+    pub peer: Address,
+    /// Its hostname, when known.
+    pub hostname: Option<Hostname>,
+    /// True if the peer rejected our request; false if we rejected its.
+    pub by_peer: bool,
+    /// The reason the rejecter gave.
+    pub reason: String,
+    /// Wall-clock seconds of the rejection.
+    pub at: u64,
+}
+
+/// Rejections kept (the newest); older ones are forgotten.
+pub const MAX_REJECTED: usize = 32;
+
+/// Our unanswered requests kept (the newest); older ones are forgotten.
+pub const MAX_OUTGOING: usize = 64;
+
 /// What a node must persist about trust, and gets back after a restart.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TrustState {
@@ -224,9 +247,15 @@ pub struct TrustState {
     /// The newest `issued_at` we used, so requests stay strictly
     /// increasing across restarts.
     pub last_issued_at: u64,
+    /// Rejected requests, ours and others', oldest first (at most
+    /// [`MAX_REJECTED`]).
+    pub rejected: Vec<Rejected>,
 }
 
-const STATE_MAGIC: &[u8; 8] = b"PLTRST01";
+/// Version 1: trusted, pending, outgoing.
+const STATE_MAGIC_V1: &[u8; 8] = b"PLTRST01";
+/// Version 2: version 1, then the rejected requests.
+const STATE_MAGIC: &[u8; 8] = b"PLTRST02";
 
 fn put_hostname(out: &mut Vec<u8>, h: &Option<Hostname>) {
     put_short_str(out, h.as_ref().map(|h| h.as_str()).unwrap_or(""));
@@ -243,10 +272,14 @@ fn read_hostname(r: &mut Reader<'_>) -> Result<Option<Hostname>, DecodeError> {
 }
 
 fn count(r: &mut Reader<'_>, field: &'static str) -> Result<usize, DecodeError> {
+    count_min(r, field, 40)
+}
+
+fn count_min(r: &mut Reader<'_>, field: &'static str, min: usize) -> Result<usize, DecodeError> {
     let n = r.u32(field)? as usize;
-    // Every record is at least 40 bytes: a count larger than what is left
-    // is corruption, not a reason to reserve memory.
-    if n > r.remaining() / 40 {
+    // Every record is at least `min` bytes: a count larger than what is
+    // left is corruption, not a reason to reserve memory.
+    if n > r.remaining() / min {
         return Err(DecodeError::BadValue(field));
     }
     Ok(n)
@@ -274,14 +307,25 @@ impl TrustState {
         for o in &self.outgoing {
             o.request.encode(&mut out);
         }
+        out.extend_from_slice(&(self.rejected.len() as u32).to_be_bytes());
+        for j in &self.rejected {
+            out.extend_from_slice(&j.peer.to_bytes());
+            out.push(u8::from(j.by_peer));
+            put_hostname(&mut out, &j.hostname);
+            put_short_str(&mut out, &j.reason);
+            out.extend_from_slice(&j.at.to_be_bytes());
+        }
         out
     }
 
-    /// Reads the persisted form. Corrupt or truncated input is an error,
-    /// never a silent reset.
+    /// Reads the persisted form, this version's or version 1's (written
+    /// before rejections were kept). Corrupt or truncated input is an
+    /// error, never a silent reset.
     pub fn decode(buf: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(buf);
-        if r.bytes(8, "magic")? != STATE_MAGIC {
+        let magic = r.bytes(8, "magic")?;
+        let v2 = magic == STATE_MAGIC;
+        if !v2 && magic != STATE_MAGIC_V1 {
             return Err(DecodeError::BadValue("magic"));
         }
         let last_issued_at = r.u64("last issued at")?;
@@ -307,6 +351,24 @@ impl TrustState {
             state.outgoing.push(Outgoing {
                 request: TrustRequest::decode(&mut r)?,
             });
+        }
+        if v2 {
+            // Address, flag, two lengths, time.
+            for _ in 0..count_min(&mut r, "rejected count", 17)? {
+                let peer = Address::from_bytes(r.array("peer")?);
+                let by_peer = match r.u8("rejected by")? {
+                    0 => false,
+                    1 => true,
+                    _ => return Err(DecodeError::BadValue("rejected by")),
+                };
+                state.rejected.push(Rejected {
+                    peer,
+                    by_peer,
+                    hostname: read_hostname(&mut r)?,
+                    reason: r.short_str("reason")?.to_string(),
+                    at: r.u64("rejected at")?,
+                });
+            }
         }
         r.finish()?;
         Ok(state)
@@ -366,6 +428,13 @@ mod tests {
             }],
             outgoing: alloc::vec![Outgoing { request: req }],
             last_issued_at: 9,
+            rejected: alloc::vec![Rejected {
+                peer: Address::new(0, 0x12),
+                hostname: Hostname::new("carol").ok(),
+                by_peer: true,
+                reason: "not now".into(),
+                at: 1_800_000_001,
+            }],
         };
         let bytes = state.encode();
         assert_eq!(TrustState::decode(&bytes), Ok(state));
@@ -382,5 +451,46 @@ mod tests {
             TrustState::decode(&TrustState::default().encode()),
             Ok(TrustState::default())
         );
+        let mut bad_flag = bytes.clone();
+        let flag_at = bytes.len() - (8 + 1 + 7 + 1 + 5 + 1);
+        bad_flag[flag_at] = 2;
+        assert_eq!(
+            TrustState::decode(&bad_flag),
+            Err(DecodeError::BadValue("rejected by"))
+        );
+    }
+
+    /// A file written before rejections were kept (version 1: no
+    /// rejected section) still loads, with none.
+    #[test]
+    fn version_1_state_still_loads() {
+        let (a, b) = ids();
+        let req = TrustRequest::new(
+            &a,
+            Address::new(0, 0x10),
+            Query::Address(Address::new(0, 0x11)),
+            9,
+            "hi",
+        );
+        let state = TrustState {
+            trusted: alloc::vec![Trusted {
+                address: Address::new(0, 0x11),
+                key: b.public(),
+                hostname: None,
+                since: 1_800_000_000,
+            }],
+            pending: alloc::vec![],
+            outgoing: alloc::vec![Outgoing { request: req }],
+            last_issued_at: 9,
+            rejected: alloc::vec![],
+        };
+        let mut v1 = state.encode();
+        // Version 1 is version 2 without the rejected count at the end.
+        v1[..8].copy_from_slice(STATE_MAGIC_V1);
+        v1.truncate(v1.len() - 4);
+        assert_eq!(TrustState::decode(&v1), Ok(state));
+        let mut v1_with_more = v1.clone();
+        v1_with_more.extend_from_slice(&[0, 0, 0, 0]);
+        assert!(TrustState::decode(&v1_with_more).is_err());
     }
 }

@@ -139,6 +139,12 @@ pub enum TunnelEvent {
         /// The peer.
         peer: PeerKey,
     },
+    /// The last session with `peer` passed its lifetime and none replaced
+    /// it: the peer has no session until the next handshake.
+    SessionExpired {
+        /// The peer.
+        peer: PeerKey,
+    },
 }
 
 /// Why `send` failed.
@@ -208,6 +214,9 @@ pub struct PeerStats {
     pub rtt: Option<Duration>,
     /// When the latest session with the peer was established.
     pub last_handshake: Option<Timestamp>,
+    /// When a datagram from the peer last authenticated (handshakes,
+    /// keepalives and data alike).
+    pub last_heard: Option<Timestamp>,
     /// Datagrams from the peer that authenticated.
     pub packets_in: u64,
     /// Their bytes.
@@ -283,6 +292,8 @@ struct Peer {
     /// Latest handshake round trip, and when that session was established.
     rtt: Option<Duration>,
     established_at: Option<Timestamp>,
+    /// When a datagram from the peer last authenticated.
+    last_heard: Option<Timestamp>,
     /// Traffic counters (see [`PeerStats`]).
     packets_in: u64,
     bytes_in: u64,
@@ -315,6 +326,7 @@ impl Peer {
             next_sent_at: None,
             next_route: None,
             last_data_sent: None,
+            last_heard: None,
             rtt: None,
             established_at: None,
             packets_in: 0,
@@ -332,8 +344,9 @@ impl Peer {
     }
 
     /// Counts a datagram that authenticated as the peer's.
-    fn count_in(&mut self, len: usize) {
+    fn count_in(&mut self, now: Timestamp, len: usize) {
         self.packets_in += 1;
+        self.last_heard = Some(now);
         self.bytes_in += len as u64;
     }
 
@@ -363,6 +376,7 @@ impl Peer {
             state,
             rtt: self.rtt,
             last_handshake: self.established_at,
+            last_heard: self.last_heard,
             packets_in: self.packets_in,
             bytes_in: self.bytes_in,
             packets_out: self.packets_out,
@@ -1195,7 +1209,7 @@ impl Tunnels {
         p.next_sent_at = Some(now);
         p.next_route = Some(from);
         p.last_sent = now;
-        p.count_in(len);
+        p.count_in(now, len);
         p.count_out(&from, pkt.len());
         self.indices.insert(index, remote);
         // The answer goes back the way the initiation came.
@@ -1247,7 +1261,7 @@ impl Tunnels {
         let rtt = now.saturating_since(pending.sent_at);
         let sent_on = pending.routes.contains(&from);
         p.pending = None;
-        p.count_in(len);
+        p.count_in(now, len);
         p.established(now, Some(rtt));
         let session = Session::new(&split, true, local_index, h.sender, now, self.config.limits);
         retire_current(&mut self.indices, p);
@@ -1333,7 +1347,7 @@ impl Tunnels {
         // before it carries anything (see `paths`).
         let mut changed = p.paths.heard(now, from, &paths_config);
         p.unanswered_since = None;
-        p.count_in(len);
+        p.count_in(now, len);
         if is_next {
             let rtt = p.next_sent_at.take().map(|t| now.saturating_since(t));
             p.established(now, rtt);
@@ -1471,12 +1485,18 @@ impl Tunnels {
         let due = PeerTimers::of(p, &config).due(now);
         // Expire sessions past their reject time.
         if due.session_expiry {
+            let mut removed = false;
             for slot in [&mut p.current, &mut p.previous, &mut p.next] {
                 if slot.as_ref().is_some_and(|s| s.expired(now)) {
                     if let Some(s) = slot.take() {
                         self.indices.remove(&s.local_index());
+                        removed = true;
                     }
                 }
+            }
+            if removed && p.current.is_none() && p.previous.is_none() && p.next.is_none() {
+                self.events
+                    .push_back(TunnelEvent::SessionExpired { peer: *key });
             }
         }
         let mut retransmit = false;

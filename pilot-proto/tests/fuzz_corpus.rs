@@ -387,7 +387,7 @@ fn msg_decode() {
 
 /// Trust states with every kind of record, encoded.
 fn trust_state_samples() -> Vec<Vec<u8>> {
-    use pilot_proto::trust::{Outgoing, Pending, TrustRequest, TrustState, Trusted};
+    use pilot_proto::trust::{Outgoing, Pending, Rejected, TrustRequest, TrustState, Trusted};
     let a = Identity::from_seed(&[1; 32]);
     let b = Identity::from_seed(&[2; 32]);
     let req = |to: Query, at: u64, reason: &str| {
@@ -408,6 +408,13 @@ fn trust_state_samples() -> Vec<Vec<u8>> {
             request: req(Query::Hostname(Hostname::new("dave").unwrap()), 4, ""),
         }],
         last_issued_at: 4,
+        rejected: vec![Rejected {
+            peer: Address::new(0, 0x13),
+            hostname: Hostname::new("erin").ok(),
+            by_peer: true,
+            reason: "not now".into(),
+            at: 1_800_000_002,
+        }],
     };
     vec![TrustState::default().encode(), full.encode()]
 }

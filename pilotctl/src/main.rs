@@ -36,6 +36,9 @@ pub enum Command {
     Rendezvous(cmd::rendezvous::RendezvousCommand),
     #[command(flatten)]
     Identity(cmd::identity::IdentityCommand),
+    /// One screen: this agent, its trusted peers (path, RTT, last seen,
+    /// traffic) and trust requests pending, outgoing and rejected.
+    Status,
     #[command(flatten)]
     Trust(cmd::trust::TrustCommand),
     #[command(flatten)]
@@ -126,6 +129,7 @@ fn main() {
         Command::Daemon(c) => cmd::daemon::run(c, json),
         Command::Rendezvous(c) => cmd::rendezvous::run(c, json),
         Command::Identity(c) => c.run(json),
+        Command::Status => cmd::status::status(),
         Command::Trust(c) => c.run(json),
         Command::Diag(c) => c.run(json),
         Command::Messaging(c) => c.run(json),

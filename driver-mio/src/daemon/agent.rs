@@ -12,7 +12,7 @@ use pilot_proto::stream::{StreamError, StreamEvent, StreamId};
 use pilot_proto::tunnel::{Route, SessionState};
 use pilot_proto::Timestamp;
 use serde_json::{json, Value};
-use tracing::info;
+use tracing::{debug, info, warn};
 
 use super::bridge::BridgePolicy;
 use crate::ipc::api::{self, codes, Request, Response};
@@ -545,6 +545,32 @@ impl Agent {
         }
     }
 
+    /// A peer's hostname for the log, when this agent knows it (trusted,
+    /// pending, or rejected), else `-`.
+    fn name_of(&self, a: Address) -> String {
+        let n = &self.node;
+        n.trusted()
+            .find(|t| t.address == a)
+            .and_then(|t| t.hostname.as_ref())
+            .or_else(|| {
+                n.pending()
+                    .find(|p| p.request.from == a)
+                    .and_then(|p| p.hostname.as_ref())
+            })
+            .or_else(|| {
+                n.rejected()
+                    .filter(|r| r.peer == a)
+                    .last()
+                    .and_then(|r| r.hostname.as_ref())
+            })
+            .map_or_else(|| "-".to_string(), |h| h.to_string())
+    }
+
+    /// A peer's hostname for the log (see [`Agent::name_of`]).
+    pub fn hostname_of(&self, a: Address) -> String {
+        self.name_of(a)
+    }
+
     /// Reads a peer as a user names one: by address, by hostname, or by
     /// node ID (`node_id` in `pending`, `trust`, `peers`), which names a
     /// node of this agent's network.
@@ -684,6 +710,7 @@ impl Agent {
                         "probes_sent": s.probes_sent,
                         "candidates": candidates,
                         "last_handshake_secs": s.last_handshake.map(|t| now.saturating_since(t).as_secs_f64()),
+                        "last_seen_secs": s.last_heard.map(|t| now.saturating_since(t).as_secs_f64()),
                         "bytes_in": s.bytes_in,
                         "bytes_out": s.bytes_out,
                         "packets_in": s.packets_in,
@@ -756,6 +783,91 @@ impl Agent {
                 .chain(services)
                 .chain(listening)
                 .chain(bound)
+                .collect(),
+        )
+    }
+
+    /// Everything `pilotctl status` shows, in one answer: this agent, its
+    /// trusted peers, and trust requests pending (ours to decide),
+    /// outgoing (the peer's to decide) and rejected (either way, with the
+    /// reason). Times are wall-clock seconds (`since`, `at`).
+    pub fn status(&self, now: Timestamp) -> Value {
+        let n = &self.node;
+        let peers: Vec<Value> = match self.peers(now) {
+            Value::Array(all) => all.into_iter().filter(|p| p["trusted"] == true).collect(),
+            _ => Vec::new(),
+        };
+        let network = n.address().map_or(0, |a| a.network());
+        let outgoing: Vec<Value> = n
+            .outgoing()
+            .map(|r| {
+                let node_id = match &r.to {
+                    Query::Address(a) if a.network() == network => Some(a.node()),
+                    _ => None,
+                };
+                json!({
+                    "to": r.to.to_string(),
+                    "node_id": node_id,
+                    "reason": r.reason,
+                    "since": r.issued_at / 1_000_000,
+                })
+            })
+            .collect();
+        let rejected: Vec<Value> = n
+            .rejected()
+            .map(|r| {
+                json!({
+                    "node": r.peer.to_string(),
+                    "node_id": r.peer.node(),
+                    "hostname": r.hostname.as_ref().map(|h| h.to_string()),
+                    "by": if r.by_peer { "peer" } else { "us" },
+                    "reason": r.reason,
+                    "at": r.at,
+                })
+            })
+            .collect();
+        let on = |port| self.services.contains_key(&port);
+        json!({
+            "agent": {
+                "address": n.address().map(|a| a.to_string()),
+                "node_id": n.address().map(|a| a.node()),
+                "hostname": n.hostname().map(|h| h.to_string()),
+                "public": n.is_public(),
+                "fingerprint": n.public_key().fingerprint().to_string(),
+                "rendezvous": n.rendezvous_addr().to_string(),
+                "registered": n.is_registered(),
+                "public_endpoint": n.public_endpoint().map(|e| e.to_string()),
+                "transport": self.transport["active"].clone(),
+                "transport_mode": self.transport["mode"].clone(),
+                "services": {
+                    "echo": on(ports::ECHO),
+                    "data_exchange": on(ports::DATA_EXCHANGE),
+                    "event_stream": on(ports::EVENT_STREAM),
+                },
+                "auto_approve": n.auto_approves(),
+                "uptime_secs": now.saturating_since(self.started).as_secs(),
+            },
+            "peers": peers,
+            "pending": self.pending_list(),
+            "outgoing": outgoing,
+            "rejected": rejected,
+        })
+    }
+
+    /// Requests waiting for our decision (`pilotctl pending`).
+    fn pending_list(&self) -> Value {
+        Value::Array(
+            self.node
+                .pending()
+                .map(|p| {
+                    json!({
+                        "node": p.request.from.to_string(),
+                        "node_id": p.request.from.node(),
+                        "hostname": p.hostname.as_ref().map(|h| h.to_string()),
+                        "fingerprint": p.request.from_key.fingerprint().to_string(),
+                        "reason": p.request.reason,
+                    })
+                })
                 .collect(),
         )
     }
@@ -868,24 +980,15 @@ impl Agent {
             Request::Handshake { peer, reason } => match self.query(&peer) {
                 Ok(q) => {
                     let r = self.node.handshake(now, q, &reason);
+                    if r.is_ok() {
+                        info!(peer = %peer.trim(), "trust request sent");
+                    }
                     return self.defer_trust(client, id, r);
                 }
                 Err(e) => e,
             },
-            Request::Pending => ok(Value::Array(
-                self.node
-                    .pending()
-                    .map(|p| {
-                        json!({
-                            "node": p.request.from.to_string(),
-                            "node_id": p.request.from.node(),
-                            "hostname": p.hostname.as_ref().map(|h| h.to_string()),
-                            "fingerprint": p.request.from_key.fingerprint().to_string(),
-                            "reason": p.request.reason,
-                        })
-                    })
-                    .collect(),
-            )),
+            Request::Pending => ok(self.pending_list()),
+            Request::Status => ok(self.status(now)),
             Request::Approve { node } => match self.peer_address(&node) {
                 Ok(a) => {
                     let r = self.node.approve(now, a);
@@ -895,7 +998,11 @@ impl Agent {
             },
             Request::Reject { node, reason } => match self.peer_address(&node) {
                 Ok(a) => {
+                    let hostname = self.name_of(a);
                     let r = self.node.reject(now, a, &reason);
+                    if r.is_ok() {
+                        info!(peer = %a, %hostname, reason = %reason, "trust request rejected");
+                    }
                     return self.defer_trust(client, id, r);
                 }
                 Err(e) => e,
@@ -918,7 +1025,11 @@ impl Agent {
             )),
             Request::Untrust { node } => match self.peer_address(&node) {
                 Ok(a) => {
+                    let hostname = self.name_of(a);
                     let r = self.node.untrust(now, a);
+                    if r.is_ok() {
+                        info!(peer = %a, %hostname, "trust revoked");
+                    }
                     return self.defer_trust(client, id, r);
                 }
                 Err(e) => e,
@@ -1252,7 +1363,51 @@ impl Agent {
                     self.respond(client, rid, r);
                 }
             }
-            Event::RegistrationFailed { .. } => self.effects.registration_changed = true,
+            Event::RegistrationFailed { code, message } => {
+                warn!(
+                    rendezvous = %self.node.rendezvous_addr(),
+                    hostname = %self.node.hostname().map_or("-", |h| h.as_str()),
+                    %code,
+                    %message,
+                    "registration refused by the rendezvous"
+                );
+                self.effects.registration_changed = true;
+            }
+            Event::Registered {
+                address,
+                public_endpoint,
+            } => {
+                info!(
+                    %address,
+                    hostname = %self.node.hostname().map_or("-", |h| h.as_str()),
+                    public = self.node.is_public(),
+                    %public_endpoint,
+                    rendezvous = %self.node.rendezvous_addr(),
+                    "registered"
+                );
+            }
+            Event::RendezvousUnreachable { attempts } => warn!(
+                rendezvous = %self.node.rendezvous_addr(),
+                attempts,
+                "registration failing: the rendezvous does not answer (is it running and \
+                 reachable over UDP, and is --rendezvous-key its public key?); retrying"
+            ),
+            Event::SessionEstablished { peer, rekey } => {
+                let hostname = self.name_of(peer);
+                if rekey {
+                    debug!(%peer, %hostname, "session rekeyed");
+                } else {
+                    info!(%peer, %hostname, "session up");
+                }
+            }
+            Event::SessionClosed { peer, reason } => {
+                info!(%peer, hostname = %self.name_of(peer), %reason, "session down");
+            }
+            Event::Unreachable {
+                peer,
+                reason,
+                dropped,
+            } => debug!(%peer, %reason, dropped, "peer unreachable; datagrams dropped"),
             Event::NatClassified { kind } => {
                 info!(nat = kind.as_str(), "NAT classified");
                 let answer = netcheck(&self.node);
@@ -1289,6 +1444,12 @@ impl Agent {
                 fingerprint,
                 reason,
             } => {
+                info!(
+                    peer = %from,
+                    hostname = %hostname.as_ref().map_or("-", |h| h.as_str()),
+                    %fingerprint,
+                    "trust request received"
+                );
                 self.effects.trust_changed = true;
                 self.broadcast(api::Event::TrustRequested {
                     from: from.to_string(),
@@ -1297,13 +1458,19 @@ impl Agent {
                     reason,
                 });
             }
-            Event::Trusted { peer, .. } => {
+            Event::Trusted { peer, hostname } => {
+                info!(
+                    %peer,
+                    hostname = %hostname.as_ref().map_or("-", |h| h.as_str()),
+                    "peer trusted"
+                );
                 self.effects.trust_changed = true;
                 self.broadcast(api::Event::Trusted {
                     peer: peer.to_string(),
                 });
             }
             Event::TrustRejected { peer, reason } => {
+                info!(%peer, hostname = %self.name_of(peer), %reason, "trust request rejected by the peer");
                 self.effects.trust_changed = true;
                 self.broadcast(api::Event::TrustRejected {
                     peer: peer.to_string(),
@@ -1311,6 +1478,7 @@ impl Agent {
                 });
             }
             Event::TrustRevoked { peer } => {
+                info!(%peer, hostname = %self.name_of(peer), "trust revoked by the peer");
                 self.effects.trust_changed = true;
                 self.broadcast(api::Event::TrustRevoked {
                     peer: peer.to_string(),

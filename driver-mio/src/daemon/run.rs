@@ -192,8 +192,25 @@ enum Auto {
     Carrier { retry_at: Instant },
 }
 
+/// Called with the agent's address and hostname once it registers.
+pub type OnRegistered = Box<dyn FnMut(&str, Option<&str>)>;
+
+/// What the caller of [`run_with`] wants to hear about as it happens.
+#[derive(Default)]
+pub struct Hooks {
+    /// Called when the agent registers (and again if its address
+    /// changes), with its address and hostname: `pilot-daemon` in the
+    /// foreground prints it.
+    pub on_registered: Option<OnRegistered>,
+}
+
 /// Runs the daemon until SIGTERM/SIGINT or a `Stop` request.
 pub fn run(opts: Options) -> Result<(), DaemonError> {
+    run_with(opts, Hooks::default())
+}
+
+/// [`run`], telling `hooks` what happens.
+pub fn run_with(opts: Options, mut hooks: Hooks) -> Result<(), DaemonError> {
     let home = Home::open(&opts.home)?;
     let identity = home.identity(opts.identity.as_deref())?;
     let trust = home.trust()?;
@@ -333,6 +350,21 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
         transport = %opts.transport,
         "daemon started"
     );
+    // An IPv4 socket cannot reach an IPv6 rendezvous (IPv6 sockets are
+    // dual-stack, so the reverse works): registration would fail forever
+    // with nothing but per-datagram send errors to show for it.
+    if let Some(udp) = &links.udp {
+        let local = udp.local_addr();
+        if local.is_ipv4() && opts.rendezvous.is_ipv6() {
+            warn!(
+                listen = %local,
+                rendezvous = %opts.rendezvous,
+                "registration cannot work: the rendezvous is an IPv6 address but the UDP socket \
+                 is IPv4; listen on [::]:0 (--listen) or give the rendezvous's IPv4 address"
+            );
+        }
+    }
+    let mut announced = None;
     let mut auto = match opts.transport {
         Transport::Auto => Auto::TryingUdp {
             until: Instant::now() + AUTO_FALLBACK,
@@ -532,6 +564,13 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
                 }
             }
         }
+        let address = agent.node.address();
+        if address != announced {
+            announced = address;
+            if let (Some(a), Some(f)) = (address, hooks.on_registered.as_mut()) {
+                f(&a.to_string(), agent.node.hostname().map(|h| h.as_str()));
+            }
+        }
         let effects = agent.take_effects();
         if effects.trust_changed {
             if let Err(e) = home.save_trust(&agent.node.trust_state()) {
@@ -663,7 +702,14 @@ fn pump(
         for m in agent.take_delivered() {
             let wall = clock.wall_origin_micros().saturating_add(now.as_micros()) / 1_000_000;
             match home.deliver(&m, wall) {
-                Ok(path) => info!(path = %path.display(), from = %m.from, "received"),
+                Ok(path) => info!(
+                    from = %m.from,
+                    hostname = %agent.hostname_of(m.from),
+                    kind = %format!("{:?}", m.kind).to_lowercase(),
+                    bytes = m.payload.len(),
+                    path = %path.display(),
+                    "received"
+                ),
                 Err(e) => warn!(error = %e, "storing a received message"),
             }
         }

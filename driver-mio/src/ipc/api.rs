@@ -73,6 +73,9 @@ pub enum Request {
     },
     /// Every open stream of this agent (clients' and built-in services').
     Connections,
+    /// One screen about this agent: itself, its trusted peers, and the
+    /// trust requests pending, outgoing and rejected (`pilotctl status`).
+    Status,
     /// Abort any stream of this agent (its owner gets `Event::Closed`).
     Disconnect { stream: u32 },
     /// Publish on our event stream.

@@ -26,6 +26,13 @@ pub fn load_or_create(path: &Path) -> Result<(Identity, bool), FileError> {
     Ok((identity, true))
 }
 
+/// Loads the key at `path` if there is one; never creates it.
+pub fn load(path: &Path) -> Result<Option<Identity>, FileError> {
+    fsutil::read_optional(path)?
+        .map(|bytes| load_from(path, &bytes))
+        .transpose()
+}
+
 fn load_from(path: &Path, bytes: &[u8]) -> Result<Identity, FileError> {
     let mode = fsutil::mode_of(path)?;
     if mode & 0o077 != 0 {

@@ -14,6 +14,7 @@
 //! | `rendezvous.key` | the Ed25519 seed, 64 hex digits, mode 0600 (see [`key`]) |
 //! | `registry.redb` | registrations, trust pairs, waiting requests (see [`store`]) |
 //! | `rendezvous.pid` | the running server's pid |
+//! | `rendezvous.status.json` | what `pilotctl rendezvous status` shows, rewritten while it runs (see [`STATUS_FILE`]) |
 //! | `rendezvous.YYYY-MM-DD.log` | the log, one file per day (written by the binary) |
 //!
 //! There is no per-source-address budget here: the core already limits
@@ -24,7 +25,7 @@
 pub mod key;
 pub mod store;
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -51,6 +52,15 @@ pub const KEY_FILE: &str = "rendezvous.key";
 pub const STORE_FILE: &str = "registry.redb";
 /// The pid file's name in the home directory.
 pub const PID_FILE: &str = "rendezvous.pid";
+/// The status file's name in the home directory: address, key, agents,
+/// uptime and relay counters as JSON, rewritten atomically every
+/// [`STATUS_EVERY`] (sooner when agents come or go) while the server runs,
+/// and removed when it stops. A file rather than a socket: nothing more
+/// is exposed, and it can be read whatever the server is doing.
+pub const STATUS_FILE: &str = "rendezvous.status.json";
+/// How often the status file is rewritten at most while nothing changes.
+pub const STATUS_EVERY: Duration = Duration::from_secs(2);
+
 /// Where the server listens unless told otherwise.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:9000";
 
@@ -236,6 +246,39 @@ pub struct Server {
     /// from (for SIGHUP).
     carrier: Option<(CarrierServer, CertSource)>,
     carrier_fingerprint: Option<String>,
+    /// Sources whose handshakes were not for our key, already logged.
+    bad_key: BadKeyLog,
+    /// When the status file was last written, what its agent counts
+    /// were, and when the server started (wall clock, Unix seconds).
+    status_at: Option<Instant>,
+    status_agents: (usize, usize),
+    started: Instant,
+    started_unix: u64,
+}
+
+/// Logs, once per source IP (up to a bound, so a flood cannot fill the
+/// log or memory), handshakes whose mac1 is not for this rendezvous's key:
+/// almost always an agent started with the wrong `--rendezvous-key`.
+#[derive(Default)]
+struct BadKeyLog {
+    seen: BTreeSet<std::net::IpAddr>,
+}
+
+impl BadKeyLog {
+    const MAX: usize = 256;
+
+    /// Call after handing `from`'s datagram to the core, with the core's
+    /// bad-mac counter before and after.
+    fn check(&mut self, from: SocketAddr, before: u64, after: u64) {
+        if after == before || self.seen.len() >= Self::MAX || !self.seen.insert(from.ip()) {
+            return;
+        }
+        tracing::warn!(
+            %from,
+            "registration refused: a handshake not made for this rendezvous's key (an agent \
+             with the wrong --rendezvous-key?); logged once per address"
+        );
+    }
 }
 
 impl std::fmt::Debug for Server {
@@ -370,6 +413,11 @@ impl Server {
             reflect_more: false,
             carrier,
             carrier_fingerprint,
+            bad_key: BadKeyLog::default(),
+            status_at: None,
+            status_agents: (0, 0),
+            started: Instant::now(),
+            started_unix: unix_now(),
         })
     }
 
@@ -398,6 +446,90 @@ impl Server {
         self.carrier
             .as_ref()
             .map(|(c, _)| (c.stats(), c.connections()))
+    }
+
+    /// What `pilotctl rendezvous status` shows (the status file's
+    /// content).
+    pub fn status(&self) -> serde_json::Value {
+        let relay = self.rv.relay_stats();
+        let udp = self.udp.stats();
+        let mut v = serde_json::json!({
+            "pid": std::process::id(),
+            "address": self.local_addr().to_string(),
+            "public_key": self.key.to_string(),
+            "home": self.home.display().to_string(),
+            "reflect_port": self.reflect_addr().map(|a| a.port()),
+            "started_at": self.started_unix,
+            "updated_at": unix_now(),
+            "uptime_secs": self.started.elapsed().as_secs(),
+            "agents": {
+                "registered": self.rv.record_count(),
+                "online": self.rv.online(),
+            },
+            "trust_pairs": self.rv.pairs().count(),
+            "relay": {
+                "forwarded_packets": relay.forwarded_packets,
+                "forwarded_bytes": relay.forwarded_bytes,
+                "refused_malformed": relay.malformed,
+                "refused_unknown_sender": relay.unknown_sender,
+                "refused_offline": relay.offline,
+                "refused_not_paired": relay.not_paired,
+                "refused_limited": relay.limited,
+            },
+            "udp": {
+                "datagrams_in": udp.datagrams_in,
+                "datagrams_out": udp.datagrams_out,
+            },
+            "tls_address": self.carrier_addr().map(|a| a.to_string()),
+            "tls_fingerprint": self.carrier_fingerprint(),
+        });
+        if let Some((c, (handshaking, open))) = self.carrier_stats() {
+            v["carrier"] = serde_json::json!({
+                "open": open,
+                "handshaking": handshaking,
+                "accepted": c.accepted,
+                "datagrams_in": c.datagrams_in,
+                "datagrams_out": c.datagrams_out,
+            });
+        }
+        v
+    }
+
+    /// Rewrites the status file when it is due: every [`STATUS_EVERY`],
+    /// or soon after agents came or went. A failed write is logged, never
+    /// fatal: the registry matters, the status file does not.
+    fn write_status(&mut self) {
+        let agents = (self.rv.record_count(), self.rv.online());
+        let since = self.status_at.map(|t| t.elapsed());
+        let due = match since {
+            None => true,
+            Some(d) => d >= STATUS_EVERY || (agents != self.status_agents && d >= STATUS_SOON),
+        };
+        if !due {
+            return;
+        }
+        self.status_at = Some(Instant::now());
+        self.status_agents = agents;
+        let mut text = self.status().to_string();
+        text.push('\n');
+        if let Err(e) = fsutil::atomic_write(&self.home.join(STATUS_FILE), text.as_bytes(), 0o600) {
+            tracing::warn!(error = %e, "cannot write the status file");
+        }
+    }
+
+    /// When the status file is due next (for the loop's timeout).
+    fn status_deadline(&self) -> Duration {
+        let every = match self.status_at {
+            None => Duration::ZERO,
+            Some(t) => STATUS_EVERY.saturating_sub(t.elapsed()),
+        };
+        let agents = (self.rv.record_count(), self.rv.online());
+        match self.status_at {
+            Some(t) if agents != self.status_agents => {
+                every.min(STATUS_SOON.saturating_sub(t.elapsed()))
+            }
+            _ => every,
+        }
     }
 
     /// The public key agents pin.
@@ -436,13 +568,15 @@ impl Server {
             "rendezvous listening"
         );
         while !self.stop.load(Ordering::SeqCst) {
+            self.write_status();
             self.turn()?;
         }
+        let _ = std::fs::remove_file(self.home.join(STATUS_FILE));
         self.persist()?;
         self.finish_flush();
         let udp = self.udp.stats();
         tracing::info!(
-            registrations = self.rv.records().count(),
+            registrations = self.rv.record_count(),
             online = self.rv.online(),
             datagrams_in = udp.datagrams_in,
             datagrams_out = udp.datagrams_out,
@@ -472,10 +606,8 @@ impl Server {
                 .as_ref()
                 .and_then(|(c, _)| c.deadline())
                 .map(|at| at.saturating_duration_since(Instant::now()));
-            match (core, sweep) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            }
+            let status = Some(self.status_deadline());
+            [core, sweep, status].into_iter().flatten().min()
         };
         match self.poll.poll(&mut self.events, timeout) {
             Ok(()) => {}
@@ -501,8 +633,11 @@ impl Server {
                         continue;
                     };
                     let (rv, held, relayed) = (&mut self.rv, &mut self.held, &mut self.relayed);
+                    let bad_key = &mut self.bad_key;
                     carrier.handle_event(self.poll.registry(), t, &mut |from, bytes| {
+                        let before = rv.stats().dropped_bad_mac;
                         rv.handle_datagram(now, pilot_proto::SocketId::CARRIER, from, bytes);
+                        bad_key.check(from, before, rv.stats().dropped_bad_mac);
                         drain(rv, held, relayed);
                     });
                 }
@@ -525,8 +660,11 @@ impl Server {
         if (readable || self.udp.may_have_more()) && self.held.is_empty() && !self.udp.is_full() {
             let now = self.clock.now();
             let (rv, held, relayed) = (&mut self.rv, &mut self.held, &mut self.relayed);
+            let bad_key = &mut self.bad_key;
             let read = self.udp.recv_batch(self.batch, |from, bytes| {
+                let before = rv.stats().dropped_bad_mac;
                 rv.handle_datagram(now, pilot_proto::SocketId::PRIMARY, from, bytes);
+                bad_key.check(from, before, rv.stats().dropped_bad_mac);
                 drain(rv, held, relayed);
             });
             if let Err(e) = read {
@@ -696,12 +834,22 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        let _ = std::fs::remove_file(self.home.join(STATUS_FILE));
         if let Ok(Some(pid)) = fsutil::read_pid(&self.pid_file) {
             if pid == std::process::id() {
                 let _ = std::fs::remove_file(&self.pid_file);
             }
         }
     }
+}
+
+/// After agents come or go, the status file is rewritten this soon.
+const STATUS_SOON: Duration = Duration::from_millis(100);
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// The drain rule: every datagram, then every event (logged).
@@ -714,6 +862,12 @@ fn drain(rv: &mut Rendezvous, held: &mut VecDeque<Transmit>, relayed: &mut VecDe
         }
     }
     while let Some(event) = rv.poll_event() {
+        // Hostnames for the log: trust events name agents by address.
+        let name = |a: &pilot_proto::addr::Address| {
+            rv.record(*a)
+                .and_then(|r| r.hostname.as_ref())
+                .map_or_else(|| "-".to_string(), |h| h.to_string())
+        };
         match &event {
             RendezvousEvent::Registered {
                 address,
@@ -722,12 +876,48 @@ fn drain(rv: &mut Rendezvous, held: &mut VecDeque<Transmit>, relayed: &mut VecDe
                 new,
             } => tracing::info!(
                 %address,
-                hostname = hostname.as_ref().map(|h| h.as_str()).unwrap_or(""),
+                hostname = %hostname.as_ref().map_or("-", |h| h.as_str()),
                 %endpoint,
                 new,
                 "registered"
             ),
-            RendezvousEvent::Expired { address } => tracing::info!(%address, "expired"),
+            RendezvousEvent::Expired { address } => {
+                tracing::info!(%address, hostname = %name(address), "agent offline")
+            }
+            RendezvousEvent::TrustRequested { from, to } => tracing::info!(
+                %from,
+                from_hostname = %name(from),
+                %to,
+                to_hostname = %name(to),
+                "trust request relayed"
+            ),
+            RendezvousEvent::TrustPaired {
+                requester,
+                approver,
+            } => tracing::info!(
+                %requester,
+                requester_hostname = %name(requester),
+                %approver,
+                approver_hostname = %name(approver),
+                "trust request approved: pair recorded"
+            ),
+            RendezvousEvent::TrustRejected {
+                requester,
+                rejecter,
+            } => tracing::info!(
+                %requester,
+                requester_hostname = %name(requester),
+                %rejecter,
+                rejecter_hostname = %name(rejecter),
+                "trust request rejected"
+            ),
+            RendezvousEvent::TrustRevoked { by, peer } => tracing::info!(
+                %by,
+                by_hostname = %name(by),
+                %peer,
+                peer_hostname = %name(peer),
+                "trust revoked"
+            ),
             other => tracing::info!(event = %other, "rendezvous event"),
         }
     }

@@ -152,8 +152,17 @@ pub fn check_msg_decode(data: &[u8]) {
 
 pub fn check_trust_state_decode(data: &[u8]) {
     match TrustState::decode(data) {
-        // The form is canonical: what decodes encodes back byte for byte.
-        Ok(state) => assert_eq!(state.encode(), data),
+        // The form is canonical: what decodes encodes back byte for byte
+        // (a version 1 file as version 2 without its rejected section).
+        Ok(state) => {
+            let mut again = state.encode();
+            if data.starts_with(b"PLTRST01") {
+                assert!(state.rejected.is_empty());
+                again[..8].copy_from_slice(b"PLTRST01");
+                again.truncate(again.len() - 4);
+            }
+            assert_eq!(again, data)
+        }
         Err(e) => drop(e.to_string()),
     }
 }

@@ -35,6 +35,11 @@ impl Node {
         self.config.public
     }
 
+    /// Whether every trust request is approved at once.
+    pub fn auto_approves(&self) -> bool {
+        self.config.auto_approve
+    }
+
     /// Registers under `hostname` from now on (`None`: no hostname),
     /// releasing the old one. Returns the ID that
     /// [`Event::RegistrationChanged`] reports on: `Ok` once the rendezvous

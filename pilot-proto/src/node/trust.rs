@@ -11,7 +11,9 @@ use crate::io::{earliest, Timer};
 use crate::msg::{ErrorCode, Message, Query};
 use crate::stats::DropReason;
 use crate::time::Timestamp;
-use crate::trust::{Pending, TrustApproval, TrustRequest, TrustState, Trusted};
+use crate::trust::{
+    Pending, Rejected, TrustApproval, TrustRequest, TrustState, Trusted, MAX_OUTGOING, MAX_REJECTED,
+};
 
 use super::CommandError;
 
@@ -59,6 +61,32 @@ impl Node {
         self.pending_in.values()
     }
 
+    /// Our trust requests the targets have not answered yet, oldest first.
+    pub fn outgoing(&self) -> impl Iterator<Item = &TrustRequest> {
+        self.outgoing.iter()
+    }
+
+    /// Rejected requests, ours and others', oldest first (the newest
+    /// [`MAX_REJECTED`]).
+    pub fn rejected(&self) -> impl Iterator<Item = &Rejected> {
+        self.rejected.iter()
+    }
+
+    /// Records a rejection, forgetting the oldest beyond the bound.
+    fn note_rejected(&mut self, r: Rejected) {
+        self.rejected.push_back(r);
+        while self.rejected.len() > MAX_REJECTED {
+            self.rejected.pop_front();
+        }
+    }
+
+    fn wall_secs_now(&self, now: Timestamp) -> u64 {
+        self.config
+            .wall_origin_micros
+            .saturating_add(now.as_micros())
+            / 1_000_000
+    }
+
     /// Everything about trust the driver must persist; hand it back in
     /// [`super::NodeConfig::trust`] after a restart.
     pub fn trust_state(&self) -> TrustState {
@@ -71,6 +99,7 @@ impl Node {
                 .map(|r| crate::trust::Outgoing { request: r.clone() })
                 .collect(),
             last_issued_at: self.last_issued_at,
+            rejected: self.rejected.iter().cloned().collect(),
         }
     }
 
@@ -85,6 +114,11 @@ impl Node {
             self.pending_in.insert(p.request.from, p);
         }
         self.outgoing = state.outgoing.into_iter().map(|o| o.request).collect();
+        let extra = self.outgoing.len().saturating_sub(MAX_OUTGOING);
+        self.outgoing.drain(..extra);
+        for r in state.rejected {
+            self.note_rejected(r);
+        }
     }
 
     /// Records the key we pinned for a trusted peer, so its handshakes and
@@ -180,6 +214,10 @@ impl Node {
         let issued_at = self.next_issued_at(now);
         let request = TrustRequest::new(&self.config.identity, me, to, issued_at, reason);
         self.outgoing.push(request.clone());
+        // Requests nobody ever answers must not pile up: the oldest go.
+        if self.outgoing.len() > MAX_OUTGOING {
+            self.outgoing.remove(0);
+        }
         let id = self.fresh_req();
         self.send_rv_request(now, id, Message::TrustRequest { req: id, request });
         Ok(id)
@@ -223,11 +261,19 @@ impl Node {
             return Err(CommandError::NotFound);
         };
         let id = self.fresh_req();
+        let reason = crate::trust::truncate_reason(reason);
+        self.note_rejected(Rejected {
+            peer,
+            hostname: pending.hostname.clone(),
+            by_peer: false,
+            reason: reason.clone(),
+            at: self.wall_secs_now(now),
+        });
         let msg = Message::TrustReject {
             req: id,
             requester: peer,
             issued_at: pending.request.issued_at,
-            reason: crate::trust::truncate_reason(reason),
+            reason,
         };
         self.send_rv_request(now, id, msg);
         Ok(id)
@@ -266,12 +312,10 @@ impl Node {
             address: peer,
             key,
             hostname: hostname.clone(),
-            since: self
-                .config
-                .wall_origin_micros
-                .saturating_add(now.as_micros())
-                / 1_000_000,
+            since: self.wall_secs_now(now),
         };
+        // Trusted now: an earlier rejection between us is history.
+        self.rejected.retain(|r| r.peer != peer);
         self.pin(&t);
         self.trusted.insert(peer, t);
         self.events.push_back(Event::Trusted { peer, hostname });
@@ -280,6 +324,7 @@ impl Node {
     /// Closes everything with `peer` and forgets its sessions.
     fn forget_peer(&mut self, peer: Address) {
         let now = self.now;
+        self.session_closed(peer, super::SessionEnd::TrustEnded);
         self.abort_streams_with(now, peer);
         if let Some(k) = self.peers.remove(&peer) {
             self.by_key.remove(&k.x25519);
@@ -411,12 +456,28 @@ impl Node {
         }
     }
 
-    pub(super) fn on_trust_rejected(&mut self, rejecter: Address, issued_at: u64, reason: String) {
-        let before = self.outgoing.len();
-        self.outgoing.retain(|r| r.issued_at != issued_at);
-        if self.outgoing.len() == before {
+    pub(super) fn on_trust_rejected(
+        &mut self,
+        now: Timestamp,
+        rejecter: Address,
+        issued_at: u64,
+        reason: String,
+    ) {
+        let Some(i) = self.outgoing.iter().position(|r| r.issued_at == issued_at) else {
             return self.tunnels.stats_mut().drop(DropReason::Unexpected);
-        }
+        };
+        let request = self.outgoing.remove(i);
+        let hostname = match request.to {
+            Query::Hostname(h) => Some(h),
+            Query::Address(_) => self.trusted.get(&rejecter).and_then(|t| t.hostname.clone()),
+        };
+        self.note_rejected(Rejected {
+            peer: rejecter,
+            hostname,
+            by_peer: true,
+            reason: reason.clone(),
+            at: self.wall_secs_now(now),
+        });
         self.events.push_back(Event::TrustRejected {
             peer: rejecter,
             reason,

@@ -407,7 +407,20 @@ fn start(a: StartArgs, json: bool) -> Result<Success, Failure> {
         init_logging_with(&home_dir, true, settings.log_level.as_deref(), log_format);
         super::detach::stop_with_parent();
         fresh_pages_for_big_buffers();
-        return driver_mio::daemon::run::run(options)
+        // In a terminal or under a service manager (not the background
+        // child, whose output is JSON): say where the agent is, once
+        // registered.
+        let mut hooks = driver_mio::daemon::run::Hooks::default();
+        if !json {
+            hooks.on_registered = Some(Box::new(|address, hostname| {
+                use std::io::Write as _;
+                let name = hostname.map(|h| format!(" ({h})")).unwrap_or_default();
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "Registered: address {address}{name}");
+                let _ = out.flush();
+            }));
+        }
+        return driver_mio::daemon::run::run_with(options, hooks)
             .map(|()| Success::new(json!({ "stopped": true }), "Daemon stopped"))
             .map_err(|e| {
                 let hint = match e.code() {

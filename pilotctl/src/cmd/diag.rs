@@ -99,7 +99,7 @@ pub const DOCS: &[CommandDoc] = &[
     },
     CommandDoc {
         name: "peers",
-        returns: r#"[{"node":"string","node_id":"number","hostname":"string|null","trusted":"bool","path":"string","endpoint":"string|null","state":"string","rtt_ms":"number|null","last_handshake_secs":"number|null","bytes_in":"number","bytes_out":"number","packets_in":"number","packets_out":"number"}]"#,
+        returns: r#"[{"node":"string","node_id":"number","hostname":"string|null","trusted":"bool","path":"string","endpoint":"string|null","state":"string","rtt_ms":"number|null","last_handshake_secs":"number|null","last_seen_secs":"number|null","bytes_in":"number","bytes_out":"number","packets_in":"number","packets_out":"number"}]"#,
         errors: &["not_running", "timeout"],
     },
     CommandDoc {
@@ -519,7 +519,7 @@ pub fn parse_size(s: &str) -> Result<u64, Failure> {
 }
 
 /// Bytes for people: `512 B`, `64.0 KiB`, `1.5 MiB`.
-fn human_bytes(n: u64) -> String {
+pub(crate) fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
     if n < 1024 {
         return format!("{n} B");

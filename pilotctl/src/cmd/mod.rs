@@ -16,6 +16,7 @@ pub mod identity;
 pub mod messaging;
 pub mod rendezvous;
 pub mod settings;
+pub mod status;
 pub mod trust;
 
 /// What `pilotctl context` says of one command beyond what clap knows.
@@ -40,6 +41,7 @@ pub fn all_docs() -> Vec<CommandDoc> {
         rendezvous::DOCS,
         identity::DOCS,
         trust::DOCS,
+        status::DOCS,
         diag::DOCS,
         messaging::DOCS,
         gateway::DOCS,

@@ -1,4 +1,4 @@
-//! `pilotctl rendezvous start|run|stop`: a rendezvous for a team.
+//! `pilotctl rendezvous start|run|stop|status`: a rendezvous for a team.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand};
 use driver_mio::fsutil;
-use driver_mio::rendezvous::{Server, ServerConfig, PID_FILE};
+use driver_mio::rendezvous::{Server, ServerConfig, KEY_FILE, PID_FILE, STATUS_FILE};
 use serde_json::{json, Value};
 
 use super::CommandDoc;
@@ -25,6 +25,13 @@ pub enum RendezvousCommand {
         #[arg(long)]
         home: Option<PathBuf>,
     },
+    /// The running rendezvous of this home: address, public key, agents
+    /// registered and online, uptime, relay counters.
+    Status {
+        /// Its home (default: $PILOT_HOME/rendezvous or ~/.pilot/rendezvous).
+        #[arg(long)]
+        home: Option<PathBuf>,
+    },
 }
 
 /// What `context` says of these commands.
@@ -38,6 +45,11 @@ pub const DOCS: &[CommandDoc] = &[
         name: "rendezvous run",
         returns: r#"{"address":"string","public_key":"string","pid":"number","home":"string","reflect_port":"number|null"}"#,
         errors: &["invalid_argument", "already_exists"],
+    },
+    CommandDoc {
+        name: "rendezvous status",
+        returns: r#"{"running":"bool","pid":"number","address":"string","public_key":"string","home":"string","reflect_port":"number|null","started_at":"number","updated_at":"number","uptime_secs":"number","agents":{"registered":"number","online":"number"},"trust_pairs":"number","relay":{"forwarded_packets":"number","forwarded_bytes":"number","refused_malformed":"number","refused_unknown_sender":"number","refused_offline":"number","refused_not_paired":"number","refused_limited":"number"},"udp":{"datagrams_in":"number","datagrams_out":"number"},"tls_address":"string|null","tls_fingerprint":"string|null"}"#,
+        errors: &["not_running"],
     },
     CommandDoc {
         name: "rendezvous stop",
@@ -109,6 +121,7 @@ pub fn run(c: RendezvousCommand, json: bool) -> Result<Success, Failure> {
         RendezvousCommand::Start(a) => start(a),
         RendezvousCommand::Run(a) => foreground(a, json),
         RendezvousCommand::Stop { home: h } => stop(&home(h)),
+        RendezvousCommand::Status { home: h } => status(&home(h)),
     }
 }
 
@@ -362,4 +375,128 @@ fn stop(home: &Path) -> Result<Success, Failure> {
         format!("the rendezvous (pid {pid}) did not stop within 10 s"),
         format!("kill it with `kill -9 {pid}`"),
     ))
+}
+
+/// `pilotctl rendezvous status`: reads the status file the running server
+/// rewrites in its home (no network, nothing exposed). Without a status
+/// file yet (it is written within a moment of starting), the key comes
+/// from the key file.
+fn status(home: &Path) -> Result<Success, Failure> {
+    let internal = |e: String| Failure::new("internal", e, "");
+    let Ok(Some(pid)) = fsutil::running_pid(&home.join(PID_FILE)) else {
+        return Err(Failure::new(
+            "not_running",
+            format!("no rendezvous is running with home {}", home.display()),
+            "start one with `pilotctl rendezvous start`, or name its home with --home",
+        ));
+    };
+    let path = home.join(STATUS_FILE);
+    let mut data = match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice::<Value>(&bytes)
+            .ok()
+            .filter(Value::is_object)
+            .ok_or_else(|| {
+                Failure::new(
+                    "internal",
+                    format!("{} is not a status object", path.display()),
+                    "it is rewritten every 2 s while the rendezvous runs; try again",
+                )
+            })?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = driver_mio::rendezvous::key::load(&home.join(KEY_FILE))
+                .map_err(|e| internal(e.to_string()))?
+                .map(|identity| identity.public().to_string());
+            json!({ "pid": pid, "public_key": key, "home": home.display().to_string() })
+        }
+        Err(e) => return Err(internal(format!("reading {}: {e}", path.display()))),
+    };
+    data["running"] = true.into();
+    data["pid"] = pid.into();
+    let text = status_text(&data, unix_now());
+    Ok(Success::new(data, text))
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// `secs` as `3h12m`, `5m03s`, `42s`.
+fn duration_text(secs: u64) -> String {
+    match secs {
+        0..=59 => format!("{secs}s"),
+        60..=3599 => format!("{}m{:02}s", secs / 60, secs % 60),
+        3600..=86_399 => format!("{}h{:02}m", secs / 3600, secs % 3600 / 60),
+        _ => format!("{}d{:02}h", secs / 86_400, secs % 86_400 / 3600),
+    }
+}
+
+fn status_text(d: &Value, now: u64) -> String {
+    let n = |v: &Value| v.as_u64().unwrap_or(0);
+    let s = |v: &Value| v.as_str().unwrap_or("-").to_string();
+    let key = s(&d["public_key"]);
+    let mut t = format!("Rendezvous running (pid {})", n(&d["pid"]));
+    let Some(address) = d["address"].as_str() else {
+        t.push_str(&format!(
+            "\n  Public key: {key}\n  Home:       {}\n  (starting: no status yet; ask again in a moment)",
+            s(&d["home"])
+        ));
+        return t;
+    };
+    // The uptime as of now, not as of the last write.
+    let uptime = n(&d["uptime_secs"]) + now.saturating_sub(n(&d["updated_at"]));
+    let relay = &d["relay"];
+    let refused = [
+        "refused_not_paired",
+        "refused_offline",
+        "refused_limited",
+        "refused_unknown_sender",
+        "refused_malformed",
+    ]
+    .iter()
+    .map(|k| n(&relay[*k]))
+    .sum::<u64>();
+    t.push_str(&format!(", up {}", duration_text(uptime)));
+    t.push_str(&format!("\n  Address:     {address}"));
+    t.push_str(&format!("\n  Public key:  {key}"));
+    t.push_str(&format!(
+        "\n  Reflect:     {}",
+        d["reflect_port"]
+            .as_u64()
+            .map_or("off".into(), |p| format!("UDP {p}"))
+    ));
+    if let Some(tls) = d["tls_address"].as_str() {
+        t.push_str(&format!(
+            "\n  Carrier:     TCP {tls}, certificate SHA-256 {}",
+            s(&d["tls_fingerprint"])
+        ));
+    }
+    t.push_str(&format!("\n  Home:        {}", s(&d["home"])));
+    t.push_str(&format!(
+        "\n  Agents:      {} registered, {} online; {} trust pairs",
+        n(&d["agents"]["registered"]),
+        n(&d["agents"]["online"]),
+        n(&d["trust_pairs"])
+    ));
+    t.push_str(&format!(
+        "\n  Relay:       {} packets ({} bytes) forwarded, {refused} refused (not paired {}, offline {}, over limit {}, unknown sender {}, malformed {})",
+        n(&relay["forwarded_packets"]),
+        n(&relay["forwarded_bytes"]),
+        n(&relay["refused_not_paired"]),
+        n(&relay["refused_offline"]),
+        n(&relay["refused_limited"]),
+        n(&relay["refused_unknown_sender"]),
+        n(&relay["refused_malformed"]),
+    ));
+    t.push_str(&format!(
+        "\n  UDP:         {} datagrams in, {} out",
+        n(&d["udp"]["datagrams_in"]),
+        n(&d["udp"]["datagrams_out"])
+    ));
+    t.push_str(&format!(
+        "\n  (as of {} ago)",
+        duration_text(now.saturating_sub(n(&d["updated_at"])))
+    ));
+    t
 }
