@@ -293,16 +293,55 @@ fn the_tls_listener_refuses_abuse_and_keeps_serving() {
     };
     assert!(ws.is_none());
 
-    // TLS, then a request that is no upgrade: closed (tungstenite refuses
-    // it before any callback, without an HTTP answer), never served.
-    let mut tls = tls_connect(&addr);
-    tls.write_all(b"GET /pilot/v1/carrier HTTP/1.1\r\nHost: x\r\n\r\n")
-        .unwrap();
-    let answer = String::from_utf8_lossy(&read_to_close(&mut tls)).into_owned();
+    // A WebSocket upgrade without the path: 404 too.
+    match tungstenite::client::client(format!("wss://{addr}/"), tls_connect(&addr)) {
+        Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(r))) => {
+            assert_eq!(r.status(), 404);
+        }
+        other => panic!("expected 404, got {:?}", other.map(|_| ())),
+    }
+
+    // Plain HTTP over TLS: each refusal is an HTTP status line and a
+    // one-line body saying where the carrier is, then the close.
+    let refused = |request: &[u8]| {
+        let mut tls = tls_connect(&addr);
+        tls.write_all(request).unwrap();
+        let answer = String::from_utf8_lossy(&read_to_close(&mut tls)).into_owned();
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+        let status = head.lines().next().unwrap_or_default().to_string();
+        assert!(
+            body.ends_with('\n') && body.lines().count() == 1,
+            "one line: {answer:?}"
+        );
+        assert!(body.len() < 200, "{answer:?}");
+        (status, body.to_string())
+    };
+    // A request that is no upgrade, on the carrier's path: 400.
+    let (status, body) = refused(b"GET /pilot/v1/carrier HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(status, "HTTP/1.1 400 Bad Request", "{body}");
     assert!(
-        answer.is_empty() || answer.starts_with("HTTP/1.1 4"),
-        "{answer}"
+        body.contains("WebSocket") && body.contains(WS_PATH),
+        "{body}"
     );
+    // A POST with upgrade headers is no upgrade either.
+    let (status, _) = refused(
+        b"POST /pilot/v1/carrier HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n\
+          Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    );
+    assert_eq!(status, "HTTP/1.1 400 Bad Request");
+    // Anything on another path: 404, saying where the carrier is.
+    let (status, body) = refused(b"GET /index.html HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(status, "HTTP/1.1 404 Not Found", "{body}");
+    assert!(body.contains(WS_PATH), "{body}");
+    // Not HTTP at all (inside TLS): 400.
+    let (status, _) = refused(b"\x00\x01\x02 hello\r\n\r\n");
+    assert_eq!(status, "HTTP/1.1 400 Bad Request");
+    // A head that never ends: cut at 8 KiB with 431, not read forever.
+    let mut endless = b"GET /pilot/v1/carrier HTTP/1.1\r\nX-Pad: ".to_vec();
+    endless.resize(8192, b'a');
+    let (status, _) = refused(&endless);
+    assert_eq!(status, "HTTP/1.1 431 Request Header Fields Too Large");
 
     // An oversized message: the connection is closed.
     let tls = tls_connect(&addr);
