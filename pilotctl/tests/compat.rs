@@ -114,8 +114,19 @@ fn free_ports() -> (u16, u16) {
     )
 }
 
+/// True while `/proc` shows `pid` and it is not a zombie.
+fn alive(pid: u64) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            let state = s.rsplit_once(')')?.1.split_whitespace().next()?.to_string();
+            Some(state != "Z" && state != "X")
+        })
+        .unwrap_or(false)
+}
+
 #[test]
-fn a_compat_agent_comes_back_after_a_rendezvous_restart() {
+fn a_compat_agent_comes_back_after_the_rendezvous_is_killed() {
     let (udp, tcp) = free_ports();
     let listen = format!("127.0.0.1:{udp}");
     let tls = format!("127.0.0.1:{tcp}");
@@ -124,12 +135,31 @@ fn a_compat_agent_comes_back_after_a_rendezvous_restart() {
     start_compat(&mut net, "dave");
     net.trust("carol", "dave");
     let before = ok(&net, "carol", &["info"]);
+    let connects = before["transport"]["carrier_connects"]
+        .as_u64()
+        .unwrap_or(0);
 
-    let home = net.rv_home.to_str().unwrap().to_string();
-    let stopped = common::pilotctl(&["rendezvous", "stop", "--home", &home, "--json"], &[]);
-    assert_eq!(stopped.code, 0, "{}", stopped.stderr);
-    // A message sent while the rendezvous is down waits in the stream
+    // SIGKILL: no goodbye, no flush; the carrier connections just drop.
+    let pid = net.rv_pid;
+    assert!(pid > 0 && alive(pid), "rendezvous pid {pid}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    assert!(
+        net.wait(10, || !alive(pid)),
+        "the rendezvous survived SIGKILL"
+    );
+    assert!(
+        net.wait(20, || {
+            ok(&net, "carol", &["info"])["transport"]["carrier_connected"] == false
+        }),
+        "carol never saw the carrier go"
+    );
+    // A message sent while the rendezvous is dead waits in the stream
     // layer and arrives once the carrier is back.
+    let text = "sent while the rendezvous was dead";
     let sender = {
         let carol = net.home("carol");
         std::thread::spawn(move || {
@@ -138,7 +168,7 @@ fn a_compat_agent_comes_back_after_a_rendezvous_restart() {
                     "send-message",
                     "dave",
                     "--data",
-                    "sent while the rendezvous was down",
+                    text,
                     "--timeout",
                     "60",
                     "--json",
@@ -147,9 +177,12 @@ fn a_compat_agent_comes_back_after_a_rendezvous_restart() {
             )
         })
     };
-    std::thread::sleep(Duration::from_millis(500));
+    std::thread::sleep(Duration::from_millis(1500));
+    // The same ports and home: the same key, registry and certificate.
     let restarted = rendezvous_start(&listen, &net.rv_home, &["--tls-listen", &tls, "--json"]);
-    restarted.data();
+    let data = restarted.data();
+    assert_eq!(data["public_key"], net.rv_key.as_str(), "{data}");
+    net.rv_pid = data["pid"].as_u64().unwrap_or(0);
     let sent = sender.join().unwrap();
     assert_eq!(
         sent.code, 0,
@@ -159,26 +192,43 @@ fn a_compat_agent_comes_back_after_a_rendezvous_restart() {
     assert!(net.wait(20, || {
         ok(&net, "dave", &["inbox"])["messages"]
             .as_array()
-            .is_some_and(|m| !m.is_empty())
+            .is_some_and(|m| m.iter().any(|m| m["data"] == text))
     }));
+    // Exactly once, also after a while (no late retransmitted copy).
+    std::thread::sleep(Duration::from_secs(2));
     let inbox = ok(&net, "dave", &["inbox"]);
     let copies = inbox["messages"]
         .as_array()
         .unwrap()
         .iter()
-        .filter(|m| m["data"] == "sent while the rendezvous was down")
+        .filter(|m| m["data"] == text)
         .count();
     assert_eq!(copies, 1, "{inbox}");
+
+    // Same address, reconnected, registered, and the trust still holds
+    // both ways.
     let after = ok(&net, "carol", &["info"]);
-    assert_eq!(after["address"], before["address"]);
+    assert_eq!(after["address"], before["address"], "{after}");
+    assert_eq!(after["registered"], true, "{after}");
+    assert_eq!(after["transport"]["carrier_connected"], true, "{after}");
     assert!(
-        after["transport"]["carrier_connects"].as_u64().unwrap_or(0) >= 2,
+        after["transport"]["carrier_connects"].as_u64().unwrap_or(0) > connects,
         "{after}"
     );
-    assert_eq!(
-        ok(&net, "carol", &["trust"]).as_array().map(Vec::len),
-        Some(1)
-    );
+    for (name, other) in [("carol", "dave"), ("dave", "carol")] {
+        let trusted = ok(&net, name, &["trust"]);
+        assert_eq!(
+            trusted.as_array().map(Vec::len),
+            Some(1),
+            "{name}: {trusted}"
+        );
+        let echo = ok(
+            &net,
+            name,
+            &["connect", other, "7", "--message", "after the kill"],
+        );
+        assert_eq!(echo["reply"]["data"], "after the kill", "{name}: {echo}");
+    }
 }
 
 /// Accepts any certificate: the abuse test talks to a listener whose
