@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+pub mod carrier;
+
 use driver_mio::client::Client;
 use driver_mio::ipc::api::Request;
 use serde_json::Value;
