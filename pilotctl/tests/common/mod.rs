@@ -318,6 +318,7 @@ pub fn clean_env(cmd: &mut Command) -> &mut Command {
         "PILOT_RENDEZVOUS",
         "PILOT_RENDEZVOUS_KEY",
         "PILOT_TRANSPORT",
+        "PILOT_AUTO_RETRY_UDP_SECS",
         "HTTPS_PROXY",
         "https_proxy",
         "ALL_PROXY",
