@@ -581,3 +581,133 @@ fn figures_compat_against_udp() {
         idle.len()
     );
 }
+
+/// A self-signed certificate and key (PEM) from openssl, or None (and a
+/// message) if it is missing.
+fn openssl_pair(
+    dir: &std::path::Path,
+    name: &str,
+) -> Option<(std::path::PathBuf, std::path::PathBuf)> {
+    let (cert, key) = (
+        dir.join(format!("{name}-cert.pem")),
+        dir.join(format!("{name}-key.pem")),
+    );
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args([
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=pilot-rendezvous",
+            "-keyout",
+        ])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !made {
+        eprintln!("certificate reload test skipped: openssl is missing");
+        return None;
+    }
+    Some((cert, key))
+}
+
+/// The fingerprint of the certificate a new TLS connection to `addr` is
+/// shown.
+fn served_fingerprint(addr: &str) -> String {
+    let mut tls = tls_connect(addr);
+    while tls.conn.is_handshaking() {
+        tls.conn.complete_io(&mut tls.sock).expect("TLS handshake");
+    }
+    let der = tls.conn.peer_certificates().expect("a certificate")[0].clone();
+    driver_mio::compat::tls::fingerprint(&der)
+}
+
+fn file_fingerprint(cert: &std::path::Path) -> String {
+    use rustls::pki_types::pem::PemObject;
+    let der = rustls::pki_types::CertificateDer::from_pem_file(cert).expect("PEM certificate");
+    driver_mio::compat::tls::fingerprint(&der)
+}
+
+#[test]
+fn sighup_reloads_the_carrier_certificate() {
+    let dir = tempfile::Builder::new()
+        .prefix("pt")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let Some((old_cert, old_key)) = openssl_pair(dir.path(), "old") else {
+        return;
+    };
+    let Some((new_cert, new_key)) = openssl_pair(dir.path(), "new") else {
+        return;
+    };
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::copy(&old_cert, &cert).unwrap();
+    std::fs::copy(&old_key, &key).unwrap();
+    let net = Net::with_rendezvous(
+        None,
+        "127.0.0.1:0",
+        &[
+            "--tls-listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    let (addr, printed) = net.rv_tls.clone().unwrap();
+    let (old, new) = (file_fingerprint(&old_cert), file_fingerprint(&new_cert));
+    assert_ne!(old, new);
+    assert_eq!(printed, old);
+    assert_eq!(served_fingerprint(&addr), old);
+    // An open carrier connection from before the reload.
+    let (mut before, _) =
+        tungstenite::client::client(format!("wss://{addr}{WS_PATH}"), tls_connect(&addr))
+            .expect("upgrade");
+
+    let hup = |net: &Net| {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(net.rv_pid as i32),
+            nix::sys::signal::Signal::SIGHUP,
+        )
+        .unwrap();
+    };
+    // Renewed files, SIGHUP: new connections get the new certificate.
+    std::fs::copy(&new_cert, &cert).unwrap();
+    std::fs::copy(&new_key, &key).unwrap();
+    hup(&net);
+    assert!(
+        net.wait(10, || served_fingerprint(&addr) == new),
+        "still served the old certificate after SIGHUP"
+    );
+    // The connection from before stays open (a ping is answered).
+    before
+        .send(tungstenite::Message::Ping(vec![1].into()))
+        .unwrap();
+    loop {
+        match before.read().expect("the old connection is still open") {
+            tungstenite::Message::Pong(_) => break,
+            _ => continue,
+        }
+    }
+
+    // A broken file and SIGHUP: the certificate in use stays.
+    std::fs::write(&cert, "not a certificate\n").unwrap();
+    hup(&net);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        alive(net.rv_pid),
+        "the rendezvous died on a bad certificate"
+    );
+    assert_eq!(served_fingerprint(&addr), new);
+}
