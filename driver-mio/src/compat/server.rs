@@ -685,3 +685,72 @@ fn answer(io: &mut TlsIo<TcpStream>, status: &str, body: &str) {
     io.conn.send_close_notify();
     let _ = io.write_out();
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn verdict(head: &[u8]) -> Option<&'static str> {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut headers);
+        assert!(req.parse(head).unwrap().is_complete());
+        check_request(&req).map(|(status, _)| status)
+    }
+
+    const UPGRADE: &[u8] = b"GET /pilot/v1/carrier HTTP/1.1\r\nHost: x\r\n\
+        Connection: keep-alive, Upgrade\r\nUpgrade: WebSocket\r\n\
+        Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+
+    #[test]
+    fn an_upgrade_on_the_path_passes_and_the_rest_is_refused() {
+        assert_eq!(verdict(UPGRADE), None);
+        let query = String::from_utf8_lossy(UPGRADE).replace("carrier ", "carrier?x=1 ");
+        assert_eq!(verdict(query.as_bytes()), None);
+        let cases: [(&str, &str, &str); 5] = [
+            ("/pilot/v1/carrier ", "/ ", "404 Not Found"),
+            ("GET ", "POST ", "400 Bad Request"),
+            ("HTTP/1.1", "HTTP/1.0", "400 Bad Request"),
+            ("Upgrade: WebSocket", "Upgrade: h2c", "400 Bad Request"),
+            (
+                "Sec-WebSocket-Version: 13",
+                "Sec-WebSocket-Version: 8",
+                "400 Bad Request",
+            ),
+        ];
+        for (from, to, status) in cases {
+            let head = String::from_utf8_lossy(UPGRADE).replacen(from, to, 1);
+            assert_eq!(verdict(head.as_bytes()), Some(status), "{head}");
+        }
+        let no_key = String::from_utf8_lossy(UPGRADE)
+            .replace("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", "");
+        assert_eq!(verdict(no_key.as_bytes()), Some("400 Bad Request"));
+    }
+
+    #[test]
+    fn a_refusal_is_one_line_with_its_length() {
+        let r = refusal("404 Not Found", "not here\n");
+        assert!(r.starts_with("HTTP/1.1 404 Not Found\r\n"), "{r}");
+        assert!(r.contains("Content-Length: 9\r\n"), "{r}");
+        assert!(r.ends_with("\r\n\r\nnot here\n"), "{r}");
+    }
+
+    #[test]
+    fn replay_hands_out_the_head_then_the_stream() {
+        let mut r = Replay {
+            head: b"abc".to_vec(),
+            pos: 0,
+            inner: std::io::Cursor::new(b"def".to_vec()),
+        };
+        let mut out = Vec::new();
+        let mut buf = [0u8; 2];
+        loop {
+            let n = r.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(out, b"abcdef");
+        assert!(r.head.is_empty() && r.head.capacity() == 0);
+    }
+}
