@@ -484,3 +484,171 @@ fn compat_where_only_an_http_proxy_is_reachable() {
     drop(net);
     drop(spaces);
 }
+
+/// Drops every UDP packet from `ns` to `rv` (table `pcudp`, removed by
+/// [`allow_udp`]); TCP still goes.
+fn block_udp_to(ns: &str, rv: &str) {
+    let rules = format!(
+        "table inet pcudp {{\n\
+        chain out {{\n\
+          type filter hook output priority 0; policy accept;\n\
+          ip daddr {rv} meta l4proto udp counter drop\n\
+        }}\n\
+      }}\n"
+    );
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", ns, "nft", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("nft");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(rules.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success(), "nft in {ns}");
+}
+
+fn allow_udp(ns: &str) {
+    must(
+        "ip",
+        &[
+            "netns", "exec", ns, "nft", "delete", "table", "inet", "pcudp",
+        ],
+    );
+}
+
+/// `auto` falls back to the carrier while UDP to the rendezvous is
+/// dropped, and moves back to UDP once it is let through again: at the
+/// next UDP trial (every 5 minutes by default; every 3 s here, through
+/// `PILOT_AUTO_RETRY_UDP_SECS`) plus the 4 s the trial takes.
+#[test]
+fn auto_moves_back_to_udp_when_udp_comes_back() {
+    if let Some(why) = skip_reason() {
+        eprintln!("netns auto-return test skipped: {why} (needs root, iproute2 and nftables)");
+        return;
+    }
+    let run = format!(
+        "{}{}",
+        std::process::id() % 10_000,
+        NEXT.fetch_add(1, Ordering::SeqCst)
+    );
+    let (rv_ns, agent_ns) = (format!("pcrv{run}"), format!("pcau{run}"));
+    let mut spaces = Namespaces(Vec::new());
+    spaces.add(&rv_ns);
+    spaces.add(&agent_ns);
+    link(&rv_ns, &agent_ns, &format!("a{run}"), 4);
+    must(
+        "ip",
+        &[
+            "-n",
+            &agent_ns,
+            "route",
+            "add",
+            "10.77.0.0/16",
+            "via",
+            "10.77.4.1",
+        ],
+    );
+    must(
+        "ip",
+        &["-n", &rv_ns, "addr", "add", "10.77.0.1/32", "dev", "lo"],
+    );
+    block_udp_to(&agent_ns, "10.77.0.1");
+
+    let mut net = Net::with_rendezvous(
+        Some(&rv_ns),
+        "10.77.0.1:4000",
+        &["--tls-listen", "10.77.0.1:443"],
+    );
+    let (_, fingerprint) = net.rv_tls.clone().expect("carrier");
+    net.start("alice", &[]);
+    let url = format!("wss://10.77.0.1:443{}", driver_mio::compat::WS_PATH);
+    let auto = [
+        "--transport",
+        "auto",
+        "--compat-url",
+        &url,
+        "--tls-pin",
+        &fingerprint,
+    ];
+    start_in_env(
+        &mut net,
+        &agent_ns,
+        "gus",
+        &auto,
+        &[("PILOT_AUTO_RETRY_UDP_SECS", "3")],
+    )
+    .data();
+    let info = ctl(&net, "gus", &["info"]);
+    assert_eq!(info["transport"]["mode"], "auto", "{info}");
+    assert_eq!(info["transport"]["active"], "compat", "{info}");
+    let address = info["address"].clone();
+    net.trust("gus", "alice");
+    let echo = ctl(
+        &net,
+        "gus",
+        &["connect", "alice", "7", "--message", "on the carrier"],
+    );
+    assert_eq!(echo["reply"]["data"], "on the carrier", "{echo}");
+    // Trials while UDP is still dropped ("udp (trying)", 4 s each) fail,
+    // and it goes back to the carrier each time, never to UDP.
+    let mut seen = Vec::new();
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(12);
+    while std::time::Instant::now() < until {
+        let active = ctl(&net, "gus", &["info"])["transport"]["active"].clone();
+        assert!(
+            active == "compat" || active == "udp (trying)",
+            "{active} while UDP is dropped"
+        );
+        if seen.last() != Some(&active) {
+            seen.push(active);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let trial_then_back = seen
+        .windows(2)
+        .any(|w| w[0] == "udp (trying)" && w[1] == "compat");
+    assert!(trial_then_back, "no failed trial seen: {seen:?}");
+
+    // UDP is let through: back to UDP within retry + trial (3 + 4 s),
+    // with slack for a loaded machine.
+    allow_udp(&agent_ns);
+    let back = std::time::Instant::now();
+    let mut last = Value::Null;
+    let moved = net.wait(30, || {
+        last = ctl(&net, "gus", &["info"]);
+        last["transport"]["active"] == "udp"
+    });
+    assert!(moved, "still not on UDP after 30 s: {last}");
+    eprintln!(
+        "auto moved back to UDP {:.1} s after UDP came back",
+        back.elapsed().as_secs_f64()
+    );
+    assert_eq!(last["address"], address, "{last}");
+    assert_eq!(last["registered"], true, "{last}");
+    assert!(
+        net.wait(10, || ctl(&net, "gus", &["info"])["transport"]
+            ["carrier_connected"]
+            == false),
+        "the carrier stayed open after the move"
+    );
+    // And the peer is reached over UDP now.
+    let echo = ctl(
+        &net,
+        "gus",
+        &["connect", "alice", "7", "--message", "over UDP again"],
+    );
+    assert_eq!(echo["reply"]["data"], "over UDP again", "{echo}");
+    let peers = ctl(&net, "gus", &["peers"]);
+    let alice = peers
+        .as_array()
+        .and_then(|a| a.iter().find(|p| p["hostname"] == "alice"))
+        .cloned()
+        .unwrap_or(Value::Null);
+    assert_eq!(alice["transport"], "udp", "{peers}");
+    drop(net);
+    drop(spaces);
+}

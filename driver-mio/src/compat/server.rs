@@ -6,11 +6,19 @@
 //! queued for writing); connections still in their handshake are capped
 //! and timed out, open ones are capped and closed when silent. Refusals
 //! are clear: a TLS alert for anything that is not TLS, HTTP 404 for a
-//! wrong path, HTTP 400 for a request that is no upgrade, a WebSocket
-//! close for an oversized message.
+//! wrong path, HTTP 400 for a request that is no WebSocket upgrade (and
+//! 431 for a request head past [`MAX_REQUEST`] bytes), each with a
+//! one-line body saying where the carrier is, a WebSocket close for an
+//! oversized message.
+//!
+//! The request head is read and checked here (httparse) before tungstenite
+//! sees it: tungstenite answers a callback's refusal (a wrong path) but
+//! closes a request that is no upgrade without a word, and takes the
+//! connection with it. A head that passes is replayed to tungstenite,
+//! which does the handshake itself.
 
 use std::collections::HashMap;
-use std::io;
+use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -78,7 +86,14 @@ pub struct CarrierStats {
     pub ignored_in: u64,
 }
 
-/// Refuses every path but the carrier's.
+/// The largest HTTP request head taken before the upgrade.
+pub const MAX_REQUEST: usize = 8 * 1024;
+
+/// The headers taken in a request head.
+const MAX_HEADERS: usize = 32;
+
+/// Refuses every path but the carrier's (a second line behind
+/// [`check_request`], which refuses them first).
 pub struct PathCheck;
 
 impl Callback for PathCheck {
@@ -92,9 +107,94 @@ impl Callback for PathCheck {
     }
 }
 
-type Io = TlsIo<TcpStream>;
+/// Bytes already read from `inner`, handed out again before it.
+pub struct Replay<S> {
+    head: Vec<u8>,
+    pos: usize,
+    inner: S,
+}
+
+impl<S: Read> Read for Replay<S> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.pos < self.head.len() {
+            let n = (self.head.len() - self.pos).min(buf.len());
+            buf[..n].copy_from_slice(&self.head[self.pos..self.pos + n]);
+            self.pos += n;
+            if self.pos == self.head.len() {
+                // Nothing kept once it is handed out.
+                self.head = Vec::new();
+                self.pos = 0;
+            }
+            return Ok(n);
+        }
+        self.inner.read(buf)
+    }
+}
+
+impl<S: Write> Write for Replay<S> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.inner.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// What a complete request head gets: None to go on with the upgrade,
+/// or the status line and the one-line body of a refusal.
+pub fn check_request(req: &httparse::Request<'_, '_>) -> Option<(&'static str, &'static str)> {
+    const NOT_HERE: &str =
+        "not found: the Pilot carrier is a WebSocket upgrade at /pilot/v1/carrier\n";
+    const NO_UPGRADE: &str =
+        "this endpoint speaks WebSocket only: send a GET with Upgrade: websocket to /pilot/v1/carrier\n";
+    let path = req.path.unwrap_or("");
+    let path = path.split('?').next().unwrap_or("");
+    if path != WS_PATH {
+        return Some(("404 Not Found", NOT_HERE));
+    }
+    let header = |name: &str| {
+        req.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| String::from_utf8_lossy(h.value).into_owned())
+    };
+    let connection_upgrade = header("connection").is_some_and(|v| {
+        v.split(',')
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+    });
+    let upgrade_websocket =
+        header("upgrade").is_some_and(|v| v.trim().eq_ignore_ascii_case("websocket"));
+    let upgrade = req.method == Some("GET")
+        && req.version == Some(1)
+        && connection_upgrade
+        && upgrade_websocket
+        && header("sec-websocket-version").is_some_and(|v| v.trim() == "13")
+        && header("sec-websocket-key").is_some();
+    if !upgrade {
+        return Some(("400 Bad Request", NO_UPGRADE));
+    }
+    None
+}
+
+/// The HTTP answer of a refusal.
+pub fn refusal(status: &str, body: &str) -> String {
+    format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain; charset=utf-8\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+type Io = Replay<TlsIo<TcpStream>>;
+
+/// A connection in its TLS handshake or still sending its request head.
+struct Pending {
+    io: TlsIo<TcpStream>,
+    head: Vec<u8>,
+}
 
 enum State {
+    Request(Box<Pending>),
     Handshake(Box<MidHandshake<ServerHandshake<Io, PathCheck>>>),
     Open(Box<WebSocket<Io>>),
 }
@@ -278,7 +378,7 @@ impl CarrierServer {
         let mut expired = Vec::new();
         for (t, c) in &self.conns {
             match c.state {
-                Some(State::Handshake(_))
+                Some(State::Request(_) | State::Handshake(_))
                     if now.duration_since(c.since) >= self.limits.handshake_timeout =>
                 {
                     self.stats.handshake_timeouts += 1;
@@ -323,7 +423,9 @@ impl CarrierServer {
                 let oldest = self
                     .conns
                     .iter()
-                    .filter(|(_, c)| matches!(c.state, Some(State::Handshake(_))))
+                    .filter(|(_, c)| {
+                        matches!(c.state, Some(State::Request(_) | State::Handshake(_)))
+                    })
                     .min_by_key(|(_, c)| c.since)
                     .map(|(t, _)| *t);
                 if let Some(t) = oldest {
@@ -359,27 +461,24 @@ impl CarrierServer {
             let now = Instant::now();
             self.handshaking += 1;
             let conn = Conn {
-                state: None,
+                state: Some(State::Request(Box::new(Pending {
+                    io,
+                    head: Vec::new(),
+                }))),
                 peer,
                 since: now,
                 last_heard: now,
             };
             self.conns.insert(token, conn);
             let conn = self.conns.get_mut(&token).expect("inserted");
-            match tungstenite::accept_hdr_with_config(io, PathCheck, Some(ws_config())) {
-                Ok(ws) => {
-                    conn.state = Some(State::Open(Box::new(ws)));
+            // Nothing is delivered before the upgrade is done.
+            match drive(conn, &mut self.stats, &mut |_, _| {}) {
+                Drive::Pending => {}
+                Drive::Opened => {
                     self.handshaking -= 1;
                     self.by_peer.insert(peer, token);
                 }
-                Err(HandshakeError::Interrupted(mid)) => {
-                    conn.state = Some(State::Handshake(Box::new(mid)));
-                }
-                Err(HandshakeError::Failure(e)) => {
-                    self.stats.handshake_failed += 1;
-                    tracing::debug!(%peer, error = %e, "carrier handshake failed");
-                    self.close(registry, token);
-                }
+                Drive::Closed => self.close(registry, token),
             }
         }
     }
@@ -392,13 +491,17 @@ impl CarrierServer {
             self.by_peer.remove(&conn.peer);
         }
         match conn.state {
+            Some(State::Request(mut req)) => {
+                self.handshaking -= 1;
+                let _ = registry.deregister(&mut req.io.sock);
+            }
             Some(State::Handshake(mut mid)) => {
                 self.handshaking -= 1;
-                let _ = registry.deregister(&mut mid.get_mut().get_mut().sock);
+                let _ = registry.deregister(&mut mid.get_mut().get_mut().inner.sock);
             }
             Some(State::Open(mut ws)) => {
                 let _ = ws.flush();
-                let _ = registry.deregister(&mut ws.get_mut().sock);
+                let _ = registry.deregister(&mut ws.get_mut().inner.sock);
             }
             None => self.handshaking -= 1,
         }
@@ -420,6 +523,34 @@ fn drive(
     deliver: &mut dyn FnMut(SocketAddr, &[u8]),
 ) -> Drive {
     match conn.state.take() {
+        Some(State::Request(req)) => match read_request(req, conn.peer) {
+            Head::Pending(req) => {
+                conn.state = Some(State::Request(req));
+                Drive::Pending
+            }
+            Head::Refused => {
+                stats.handshake_failed += 1;
+                Drive::Closed
+            }
+            Head::Upgrade(io) => {
+                let io = *io;
+                match tungstenite::accept_hdr_with_config(io, PathCheck, Some(ws_config())) {
+                    Ok(ws) => {
+                        conn.state = Some(State::Open(Box::new(ws)));
+                        Drive::Opened
+                    }
+                    Err(HandshakeError::Interrupted(mid)) => {
+                        conn.state = Some(State::Handshake(Box::new(mid)));
+                        Drive::Pending
+                    }
+                    Err(HandshakeError::Failure(e)) => {
+                        stats.handshake_failed += 1;
+                        tracing::debug!(peer = %conn.peer, error = %e, "carrier handshake failed");
+                        Drive::Closed
+                    }
+                }
+            }
+        },
         Some(State::Handshake(mid)) => match (*mid).handshake() {
             Ok(ws) => {
                 conn.state = Some(State::Open(Box::new(ws)));
@@ -476,5 +607,150 @@ fn drive(
             }
         }
         None => Drive::Closed,
+    }
+}
+
+enum Head {
+    /// More bytes (or the TLS handshake) to come.
+    Pending(Box<Pending>),
+    /// Refused (answered if it was HTTP over TLS), or gone.
+    Refused,
+    /// A WebSocket upgrade on the carrier's path, to replay to tungstenite.
+    Upgrade(Box<Io>),
+}
+
+/// Reads the TLS handshake and the request head, at most [`MAX_REQUEST`]
+/// bytes; a request that is no upgrade on the carrier's path is answered
+/// with an HTTP error and a one-line body, then closed.
+fn read_request(mut req: Box<Pending>, peer: SocketAddr) -> Head {
+    let mut buf = [0u8; 2048];
+    loop {
+        let room = MAX_REQUEST - req.head.len();
+        if room == 0 {
+            tracing::debug!(%peer, "carrier request head too large");
+            answer(
+                &mut req.io,
+                "431 Request Header Fields Too Large",
+                "request head too large: the Pilot carrier takes at most 8192 bytes\n",
+            );
+            return Head::Refused;
+        }
+        let take = room.min(buf.len());
+        match req.io.read(&mut buf[..take]) {
+            Ok(0) => return Head::Refused,
+            Ok(n) => req.head.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Head::Pending(req),
+            Err(e) => {
+                // Not TLS (rustls sent its alert), or the socket failed.
+                tracing::debug!(%peer, error = %e, "carrier handshake failed");
+                return Head::Refused;
+            }
+        }
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut parsed = httparse::Request::new(&mut headers);
+        let verdict = match parsed.parse(&req.head) {
+            Ok(httparse::Status::Partial) => continue,
+            Ok(httparse::Status::Complete(_)) => check_request(&parsed),
+            Err(httparse::Error::TooManyHeaders) => Some((
+                "431 Request Header Fields Too Large",
+                "too many header fields: the Pilot carrier takes at most 32\n",
+            )),
+            Err(_) => Some((
+                "400 Bad Request",
+                "not an HTTP request: this endpoint speaks WebSocket at /pilot/v1/carrier\n",
+            )),
+        };
+        match verdict {
+            None => {
+                let Pending { io, head } = *req;
+                return Head::Upgrade(Box::new(Replay {
+                    head,
+                    pos: 0,
+                    inner: io,
+                }));
+            }
+            Some((status, body)) => {
+                tracing::debug!(%peer, status, "carrier request refused");
+                answer(&mut req.io, status, body);
+                return Head::Refused;
+            }
+        }
+    }
+}
+
+/// Writes an HTTP refusal and the TLS close; what the socket does not
+/// take at once is lost (it is a few hundred bytes, the socket is new).
+fn answer(io: &mut TlsIo<TcpStream>, status: &str, body: &str) {
+    let _ = io.write_all(refusal(status, body).as_bytes());
+    io.conn.send_close_notify();
+    let _ = io.write_out();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn verdict(head: &[u8]) -> Option<&'static str> {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut headers);
+        assert!(req.parse(head).unwrap().is_complete());
+        check_request(&req).map(|(status, _)| status)
+    }
+
+    const UPGRADE: &[u8] = b"GET /pilot/v1/carrier HTTP/1.1\r\nHost: x\r\n\
+        Connection: keep-alive, Upgrade\r\nUpgrade: WebSocket\r\n\
+        Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+
+    #[test]
+    fn an_upgrade_on_the_path_passes_and_the_rest_is_refused() {
+        assert_eq!(verdict(UPGRADE), None);
+        let query = String::from_utf8_lossy(UPGRADE).replace("carrier ", "carrier?x=1 ");
+        assert_eq!(verdict(query.as_bytes()), None);
+        let cases: [(&str, &str, &str); 5] = [
+            ("/pilot/v1/carrier ", "/ ", "404 Not Found"),
+            ("GET ", "POST ", "400 Bad Request"),
+            ("HTTP/1.1", "HTTP/1.0", "400 Bad Request"),
+            ("Upgrade: WebSocket", "Upgrade: h2c", "400 Bad Request"),
+            (
+                "Sec-WebSocket-Version: 13",
+                "Sec-WebSocket-Version: 8",
+                "400 Bad Request",
+            ),
+        ];
+        for (from, to, status) in cases {
+            let head = String::from_utf8_lossy(UPGRADE).replacen(from, to, 1);
+            assert_eq!(verdict(head.as_bytes()), Some(status), "{head}");
+        }
+        let no_key = String::from_utf8_lossy(UPGRADE)
+            .replace("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", "");
+        assert_eq!(verdict(no_key.as_bytes()), Some("400 Bad Request"));
+    }
+
+    #[test]
+    fn a_refusal_is_one_line_with_its_length() {
+        let r = refusal("404 Not Found", "not here\n");
+        assert!(r.starts_with("HTTP/1.1 404 Not Found\r\n"), "{r}");
+        assert!(r.contains("Content-Length: 9\r\n"), "{r}");
+        assert!(r.ends_with("\r\n\r\nnot here\n"), "{r}");
+    }
+
+    #[test]
+    fn replay_hands_out_the_head_then_the_stream() {
+        let mut r = Replay {
+            head: b"abc".to_vec(),
+            pos: 0,
+            inner: std::io::Cursor::new(b"def".to_vec()),
+        };
+        let mut out = Vec::new();
+        let mut buf = [0u8; 2];
+        loop {
+            let n = r.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(out, b"abcdef");
+        assert!(r.head.is_empty() && r.head.capacity() == 0);
     }
 }

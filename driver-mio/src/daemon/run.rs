@@ -139,6 +139,16 @@ const AUTO_FALLBACK: Duration = Duration::from_secs(4);
 /// `auto` on the carrier: how often UDP is tried again.
 const AUTO_RETRY_UDP: Duration = Duration::from_secs(300);
 
+/// [`AUTO_RETRY_UDP`], or `PILOT_AUTO_RETRY_UDP_SECS` (1 to 3600) for
+/// tests that watch an agent move back to UDP without waiting 5 minutes.
+fn auto_retry_udp() -> Duration {
+    std::env::var("PILOT_AUTO_RETRY_UDP_SECS")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|s| (1..=3600).contains(s))
+        .map_or(AUTO_RETRY_UDP, Duration::from_secs)
+}
+
 /// The daemon's ways out: the UDP socket (absent in compat mode, so that
 /// nothing but the one TCP connection leaves) and the carrier (absent in
 /// udp mode).
@@ -822,7 +832,7 @@ fn step_auto(
             }
             node.set_relay_only(now, true);
             Auto::Carrier {
-                retry_at: wall + AUTO_RETRY_UDP,
+                retry_at: wall + auto_retry_udp(),
             }
         }
         Auto::TryingUdp { .. } => auto,

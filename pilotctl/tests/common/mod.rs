@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+pub mod carrier;
+
 use driver_mio::client::Client;
 use driver_mio::ipc::api::Request;
 use serde_json::Value;
@@ -316,6 +318,7 @@ pub fn clean_env(cmd: &mut Command) -> &mut Command {
         "PILOT_RENDEZVOUS",
         "PILOT_RENDEZVOUS_KEY",
         "PILOT_TRANSPORT",
+        "PILOT_AUTO_RETRY_UDP_SECS",
         "HTTPS_PROXY",
         "https_proxy",
         "ALL_PROXY",
