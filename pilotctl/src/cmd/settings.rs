@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use driver_mio::daemon::agent::HOSTNAME_HINT;
 use driver_mio::daemon::bridge::{BridgePolicy, PeerSet, PortSet};
 use driver_mio::daemon::home::Settings;
+use driver_mio::resolve::{HostPort, ParseError};
 use pilot_proto::addr::Hostname;
 use pilot_proto::identity::{parse_public_key, PublicKey};
 
@@ -26,12 +27,28 @@ pub fn file_failure(e: impl std::fmt::Display) -> Failure {
     )
 }
 
-/// The rendezvous's UDP address.
-pub fn rendezvous(text: &str) -> Result<SocketAddr, Failure> {
-    text.trim().parse().map_err(|_| {
+/// User input quoted in a message: on one line, at most 60 characters
+/// (a pasted file or a long line stays readable).
+pub fn quoted(text: &str) -> String {
+    const MAX: usize = 60;
+    let one_line: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if one_line.chars().count() <= MAX {
+        return format!("`{one_line}`");
+    }
+    let head: String = one_line.chars().take(MAX - 1).collect();
+    format!("`{head}…` ({} characters)", text.chars().count())
+}
+
+/// The rendezvous's address: HOST:PORT with a DNS name, an IPv4 address
+/// or a bracketed IPv6 address (looked up when the daemon starts).
+pub fn rendezvous(text: &str) -> Result<HostPort, Failure> {
+    text.trim().parse().map_err(|e: ParseError| {
         invalid(
-            format!("`{text}` is not a UDP address"),
-            "use HOST:PORT with an IP address, e.g. 127.0.0.1:4000",
+            format!("{} is not a rendezvous address: {e}", quoted(text)),
+            "use HOST:PORT with a DNS name, an IPv4 address or [IPv6]:PORT, e.g. rendezvous.example.com:4000 or 127.0.0.1:4000",
         )
     })
 }
@@ -199,12 +216,18 @@ mod tests {
         assert_eq!(s.hostname.as_deref(), Some("agent-alpha"));
         assert!(s.public);
         assert_eq!(s.rendezvous.as_deref(), Some("127.0.0.1:4000"));
+        set(&mut s, "rendezvous", "Rendezvous.Example.com:4000").unwrap();
+        assert_eq!(s.rendezvous.as_deref(), Some("rendezvous.example.com:4000"));
+        set(&mut s, "rendezvous", "[::1]:4000").unwrap();
+        assert_eq!(s.rendezvous.as_deref(), Some("[::1]:4000"));
         set(&mut s, "hostname", "").unwrap();
         assert_eq!(s.hostname, None);
         for (k, v) in [
             ("hostname", "Bad_Name"),
             ("public", "yes"),
             ("rendezvous", "nowhere"),
+            ("rendezvous", "::1:4000"),
+            ("rendezvous", "bad name:4000"),
             ("rendezvous_key", "abcd"),
             ("listen", "x"),
             ("email", "not an email"),
@@ -216,6 +239,10 @@ mod tests {
             assert_eq!(e.code, "invalid_argument", "{k}={v}");
             assert!(!e.hint.is_empty(), "{k}={v} has a hint");
         }
+        let long = "x".repeat(500);
+        let e = set(&mut s, "rendezvous", &long).unwrap_err();
+        assert!(e.message.contains("(500 characters)"), "{}", e.message);
+        assert!(e.message.len() < 200, "{}", e.message);
         assert!(set(&mut s, "colour", "x")
             .unwrap_err()
             .hint
