@@ -625,12 +625,8 @@ fn status(h: HomeArgs, check: bool, json: bool) -> Result<Success, Failure> {
 }
 
 /// Logs to `<home>/pilot.log` (rotated at start once over 8 MiB, three
-/// old files kept) and, in the foreground, to stderr.
-pub fn init_logging(home: &Path, stderr: bool) {
-    init_logging_with(home, stderr, None, LogFormat::Text)
-}
-
-/// Logging with an explicit filter and format.
+/// old files kept) and, in the foreground, to stderr, with `level` (else
+/// $PILOT_LOG, else info) in `format`.
 pub fn init_logging_with(home: &Path, stderr: bool, level: Option<&str>, format: LogFormat) {
     use tracing_subscriber::prelude::*;
     rotate(&home.join("pilot.log"), 8 << 20, 3);
