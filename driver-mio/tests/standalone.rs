@@ -72,14 +72,19 @@ fn its_home_is_pilot_home_rendezvous_with_pilot_log() {
 fn a_bad_reflect_port_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let out = command()
-        .args(["--listen", "127.0.0.1:0", "--reflect-port", "lots", "--json"])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--reflect-port",
+            "lots",
+            "--json",
+        ])
         .arg("--home")
         .arg(dir.path())
         .output()
         .unwrap();
     assert!(!out.status.success());
-    let v: serde_json::Value =
-        serde_json::from_slice(&out.stdout).expect("one JSON error object");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON error object");
     assert_eq!(v["code"], "invalid_argument", "{v}");
     assert!(v["hint"].as_str().unwrap().contains("auto"), "{v}");
 }

@@ -131,7 +131,9 @@ pub struct StartArgs {
 /// `init` saves.
 #[derive(Args, Debug, Clone)]
 pub struct AgentArgs {
-    /// The rendezvous's UDP address (or $PILOT_RENDEZVOUS).
+    /// The rendezvous's address, HOST:PORT: a DNS name (looked up at
+    /// start, and again when the rendezvous stops answering), an IPv4
+    /// address or [IPv6]:PORT (or $PILOT_RENDEZVOUS).
     #[arg(long)]
     pub rendezvous: Option<String>,
     /// The rendezvous's public key, 64 hex digits (or $PILOT_RENDEZVOUS_KEY).

@@ -30,6 +30,7 @@ use pilot_proto::services::framing::LEN_SIZE;
 use serde_json::{json, Map, Value};
 
 use super::client::{default_client, failure, request};
+use super::data_arg;
 use super::CommandDoc;
 use crate::output::{Failure, Success};
 use crate::paths;
@@ -65,7 +66,8 @@ pub enum MessagingCommand {
         /// The peer's port.
         #[arg(value_parser = port_number())]
         port: u16,
-        /// What to send.
+        /// What to send: the text, @FILE (a file's bytes), or - (stdin);
+        /// @@TEXT for text that starts with @.
         #[arg(long)]
         data: String,
         /// Send a datagram instead of a stream (`listen` receives it).
@@ -111,7 +113,9 @@ pub enum MessagingCommand {
     SendMessage {
         /// The peer's address, node ID or hostname.
         peer: String,
-        /// The message: text, a JSON text, or base64 for binary.
+        /// The message: text, a JSON text, or base64 for binary; or
+        /// @FILE (a file's contents; binary: its bytes as they are), or -
+        /// (stdin); @@TEXT for text that starts with @.
         #[arg(long)]
         data: String,
         /// text, json (checked before sending) or binary (--data is
@@ -164,7 +168,8 @@ pub enum MessagingCommand {
         peer: String,
         /// The topic (no wildcards).
         topic: String,
-        /// The event's data.
+        /// The event's data: the text, @FILE (a file's bytes), or -
+        /// (stdin); @@TEXT for text that starts with @.
         #[arg(long)]
         data: String,
         /// Seconds to wait for the stream and the broker's answer (0: no limit).
@@ -1062,10 +1067,23 @@ pub fn send(
     datagram: bool,
     timeout: Duration,
 ) -> Result<Success, Failure> {
+    let data = if datagram {
+        data_arg::read(
+            data,
+            pilot_proto::overlay::MAX_DATAGRAM as u64,
+            "send it over a stream (without --datagram)",
+        )?
+    } else {
+        data_arg::read(
+            data,
+            u64::from(DEFAULT_MAX_MESSAGE),
+            "stream it with `pilotctl connect PEER PORT < FILE`",
+        )?
+    };
+    let data = data.bytes();
     let mut c = default_client()?;
     if datagram {
-        c.send_datagram(peer, port, 0, data.as_bytes())
-            .map_err(failure)?;
+        c.send_datagram(peer, port, 0, data).map_err(failure)?;
         return Ok(Success::new(
             json!({
                 "peer": peer, "port": port, "sent": data.len(), "datagram": true,
@@ -1077,7 +1095,7 @@ pub fn send(
             ),
         ));
     }
-    let reply = exchange(&mut c, peer, port, data.as_bytes(), timeout)?;
+    let reply = exchange(&mut c, peer, port, data, timeout)?;
     let outcome = match (reply.data.is_empty(), reply.closed) {
         (true, true) => "the peer closed the stream without replying".to_string(),
         (true, false) => format!("no reply within {} s", timeout.as_secs()),
@@ -1186,6 +1204,26 @@ pub fn send_message_cmd(
     kind: &str,
     timeout: Duration,
 ) -> Result<Success, Failure> {
+    let given = data_arg::read(
+        data,
+        u64::from(DEFAULT_MAX_MESSAGE),
+        "send it as a file with `pilotctl send-file`, or split it",
+    )?;
+    let text;
+    let data = match (&given, kind) {
+        (data_arg::Data::Inline(s), _) => s,
+        // A file's or stdin's bytes go as they are.
+        (data_arg::Data::Read(_), "binary") => "",
+        (data_arg::Data::Read(b), _) => {
+            text = String::from_utf8(b.clone()).map_err(|_| {
+                invalid(
+                    format!("--data {data}: not UTF-8 text"),
+                    "use --type binary to send its bytes as they are",
+                )
+            })?;
+            text.as_str()
+        }
+    };
     let bytes;
     let message = match kind {
         "text" => Message::Text(data),
@@ -1198,6 +1236,7 @@ pub fn send_message_cmd(
             })?;
             Message::Json(data)
         }
+        "binary" if matches!(given, data_arg::Data::Read(_)) => Message::Binary(given.bytes()),
         "binary" => {
             bytes = base64::engine::general_purpose::STANDARD
                 .decode(data.trim())
@@ -1470,8 +1509,14 @@ pub fn publish_cmd(
     timeout: Duration,
 ) -> Result<Success, Failure> {
     eventstream::check_topic(topic).map_err(|e| bad_topic(topic, e))?;
+    let given = data_arg::read(
+        data,
+        u64::from(DEFAULT_MAX_FRAME),
+        "send less, or send a file with `pilotctl send-file`",
+    )?;
+    let data = given.bytes();
     let mut c = default_client()?;
-    let subscribers = publish(&mut c, peer, topic, data.as_bytes(), timeout)?;
+    let subscribers = publish(&mut c, peer, topic, data, timeout)?;
     let reached = match subscribers {
         Some(n) => format!(" ({n} subscribers)"),
         None => String::new(),
