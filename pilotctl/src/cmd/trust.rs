@@ -5,7 +5,7 @@ use clap::Subcommand;
 use driver_mio::ipc::api::Request;
 use serde_json::json;
 
-use super::client::{default_client, lines, request, text};
+use super::client::{default_client, request, text};
 use super::CommandDoc;
 use crate::output::{Failure, Success};
 
@@ -118,16 +118,61 @@ pub fn handshake(peer: String, reason: Option<String>) -> Result<Success, Failur
 pub fn pending() -> Result<Success, Failure> {
     let mut c = default_client()?;
     let list = request(&mut c, Request::Pending)?;
-    let text = lines(&list, "No pending trust requests", |r| {
-        format!(
-            "{}  {:<20} {}  {}",
-            text(r, "node"),
-            text(r, "hostname"),
-            text(r, "fingerprint"),
-            text(r, "reason")
-        )
-    });
+    let text = table(
+        &list,
+        "No pending trust requests",
+        &["ADDRESS", "HOSTNAME", "FINGERPRINT", "REASON"],
+        |r| {
+            vec![
+                text(r, "node"),
+                text(r, "hostname"),
+                text(r, "fingerprint"),
+                text(r, "reason"),
+            ]
+        },
+    );
     Ok(Success::new(list, text))
+}
+
+/// Rows under a header, each column as wide as its widest cell (the last
+/// one not padded); `empty` when there are none.
+fn table(
+    list: &serde_json::Value,
+    empty: &str,
+    header: &[&str],
+    row: impl Fn(&serde_json::Value) -> Vec<String>,
+) -> String {
+    let rows: Vec<Vec<String>> = match list.as_array() {
+        Some(rows) if !rows.is_empty() => rows.iter().map(row).collect(),
+        _ => return empty.to_string(),
+    };
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for r in &rows {
+        for (w, cell) in widths.iter_mut().zip(r) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let last = cells.len().saturating_sub(1);
+        cells
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| {
+                if i == last {
+                    c
+                } else {
+                    format!("{c:<w$}", w = widths[i])
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_string()
+    };
+    std::iter::once(line(header.iter().map(|h| h.to_string()).collect()))
+        .chain(rows.into_iter().map(line))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// `pilotctl approve <node>`.
@@ -160,12 +205,12 @@ pub fn reject(node: String, reason: Option<String>) -> Result<Success, Failure> 
 pub fn trusted() -> Result<Success, Failure> {
     let mut c = default_client()?;
     let list = request(&mut c, Request::Trusted)?;
-    let text = lines(
+    let text = table(
         &list,
         "No trusted peers (ask one with `pilotctl handshake <peer>`)",
+        &["ADDRESS", "HOSTNAME", "FINGERPRINT", "STATE"],
         |r| {
-            format!(
-                "{}  {:<20} {}  {}",
+            vec![
                 text(r, "node"),
                 text(r, "hostname"),
                 text(r, "fingerprint"),
@@ -174,7 +219,8 @@ pub fn trusted() -> Result<Success, Failure> {
                 } else {
                     "idle"
                 }
-            )
+                .to_string(),
+            ]
         },
     );
     Ok(Success::new(list, text))
