@@ -56,8 +56,8 @@ pub enum MessagingCommand {
         message: Option<String>,
         /// Seconds to wait for the stream, and for the reply (piping:
         /// for the peer to close once stdin has ended); 0: no limit.
-        #[arg(long, default_value_t = 10)]
-        timeout: u64,
+        #[arg(long, default_value = "10", value_parser = seconds)]
+        timeout: Duration,
     },
     /// Send one message over a stream (or a datagram) to a peer's port.
     Send {
@@ -74,8 +74,8 @@ pub enum MessagingCommand {
         #[arg(long)]
         datagram: bool,
         /// Seconds to wait for the stream and for the peer to close it (0: no limit).
-        #[arg(long, default_value_t = 10)]
-        timeout: u64,
+        #[arg(long, default_value = "10", value_parser = seconds)]
+        timeout: Duration,
     },
     /// Receive streams on a local port, each read to its end as one message.
     Recv {
@@ -123,8 +123,8 @@ pub enum MessagingCommand {
         #[arg(long = "type", default_value = "text")]
         kind: String,
         /// Seconds to wait for the stream and for the peer's ack (0: no limit).
-        #[arg(long, default_value_t = 30)]
-        timeout: u64,
+        #[arg(long, default_value = "30", value_parser = seconds)]
+        timeout: Duration,
     },
     /// Send a file (at most 16 MiB) to a peer's received files (port 1001).
     SendFile {
@@ -133,8 +133,8 @@ pub enum MessagingCommand {
         /// The file; the peer sees its base name.
         path: PathBuf,
         /// Seconds to wait for the stream, for the daemon to take the data, and for the ack (0: no limit).
-        #[arg(long, default_value_t = 30)]
-        timeout: u64,
+        #[arg(long, default_value = "30", value_parser = seconds)]
+        timeout: Duration,
     },
     /// The messages in this agent's inbox, newest last (no daemon needed).
     Inbox {
@@ -173,15 +173,15 @@ pub enum MessagingCommand {
         #[arg(long)]
         data: String,
         /// Seconds to wait for the stream and the broker's answer (0: no limit).
-        #[arg(long, default_value_t = 10)]
-        timeout: u64,
+        #[arg(long, default_value = "10", value_parser = seconds)]
+        timeout: Duration,
     },
 }
 
 impl MessagingCommand {
     /// Runs the command.
     pub fn run(self, json: bool) -> Result<Success, Failure> {
-        let secs = timeout_secs;
+        let secs = no_limit_if_zero;
         match self {
             MessagingCommand::Connect {
                 peer,
@@ -356,6 +356,34 @@ pub fn timeout_secs(secs: u64) -> Duration {
     }
 }
 
+/// Seconds as a person wrote them: `10`, `0.5`.
+pub fn shown_secs(d: Duration) -> String {
+    format!("{}", (d.as_secs_f64() * 1000.0).round() / 1000.0)
+}
+
+/// `0`: no limit (a century); anything else as it is.
+pub fn no_limit_if_zero(d: Duration) -> Duration {
+    if d.is_zero() {
+        timeout_secs(0)
+    } else {
+        d
+    }
+}
+
+/// A number of seconds, fractions allowed (`0.5`, `3`), for clap: at most
+/// a year, never negative.
+pub fn seconds(text: &str) -> Result<Duration, String> {
+    let shown = super::settings::quoted(text);
+    let secs: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{shown} is not a number of seconds (e.g. 3 or 0.5)"))?;
+    if !secs.is_finite() || !(0.0..=365.0 * 86_400.0).contains(&secs) {
+        return Err(format!("{shown} is not between 0 and a year of seconds"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
 /// The instant `wait` from now.
 pub fn deadline_in(wait: Duration) -> Instant {
     let now = Instant::now();
@@ -388,7 +416,7 @@ pub fn open_stream(
             "timeout",
             format!(
                 "{peer} did not accept a stream on port {port} within {} s",
-                timeout.as_secs()
+                shown_secs(timeout)
             ),
             "is the peer online? see `pilotctl trust` and `pilotctl ping`",
         ),
@@ -604,7 +632,7 @@ fn write_and_await_ack(
             Err(ClientError::Timeout(_)) => {
                 return Err(Failure::new(
                     "timeout",
-                    format!("no ack within {} s", timeout.as_secs()),
+                    format!("no ack within {} s", shown_secs(timeout)),
                     "the message may or may not have arrived; check with the peer",
                 ))
             }
@@ -769,7 +797,7 @@ fn refused(code: Code, subject: &str) -> Result<(), Failure> {
 fn no_answer(timeout: Duration) -> Failure {
     Failure::new(
         "timeout",
-        format!("the broker did not answer within {} s", timeout.as_secs()),
+        format!("the broker did not answer within {} s", shown_secs(timeout)),
         "",
     )
 }
@@ -960,7 +988,7 @@ pub fn connect(
             "timeout",
             format!(
                 "no reply from {peer} port {port} within {} s",
-                timeout.as_secs()
+                shown_secs(timeout)
             ),
             "the peer keeps the stream open without answering",
         ));
@@ -1036,7 +1064,7 @@ fn pipe(c: &mut Client, s: u32, timeout: Duration) -> Result<(u64, u64), Failure
                     "timeout",
                     format!(
                         "the peer did not close the stream within {} s of the end of input",
-                        timeout.as_secs()
+                        shown_secs(timeout)
                     ),
                     "",
                 ))
@@ -1098,7 +1126,7 @@ pub fn send(
     let reply = exchange(&mut c, peer, port, data, timeout)?;
     let outcome = match (reply.data.is_empty(), reply.closed) {
         (true, true) => "the peer closed the stream without replying".to_string(),
-        (true, false) => format!("no reply within {} s", timeout.as_secs()),
+        (true, false) => format!("no reply within {} s", shown_secs(timeout)),
         (false, _) => format!(
             "reply ({} bytes): {}",
             reply.data.len(),
