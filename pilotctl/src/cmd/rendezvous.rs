@@ -98,7 +98,7 @@ fn tls_listen(a: &RvArgs) -> Result<Option<SocketAddr>, Failure> {
             t.parse().map_err(|_| {
                 Failure::new(
                     "invalid_argument",
-                    format!("`{t}` is not a TCP listen address"),
+                    format!("{} is not a TCP listen address", super::settings::quoted(t)),
                     "use IP:PORT, e.g. 0.0.0.0:443",
                 )
             })
@@ -133,7 +133,10 @@ fn listen(a: &RvArgs) -> Result<SocketAddr, Failure> {
     a.listen.parse().map_err(|_| {
         Failure::new(
             "invalid_argument",
-            format!("`{}` is not a UDP listen address", a.listen),
+            format!(
+                "{} is not a UDP listen address",
+                super::settings::quoted(&a.listen)
+            ),
             "use IP:PORT, e.g. 127.0.0.1:4000 or 0.0.0.0:4000",
         )
     })

@@ -59,7 +59,7 @@ pub fn rendezvous_key(text: &str) -> Result<PublicKey, Failure> {
         .filter(|k| k.x25519().is_ok())
         .ok_or_else(|| {
             invalid(
-                format!("`{text}` is not a public key"),
+                format!("{} is not a public key", quoted(text)),
                 "expected 64 hex digits, as printed by `pilotctl rendezvous start`",
             )
         })
@@ -67,14 +67,15 @@ pub fn rendezvous_key(text: &str) -> Result<PublicKey, Failure> {
 
 /// A hostname.
 pub fn hostname(text: &str) -> Result<Hostname, Failure> {
-    Hostname::new(text).map_err(|e| invalid(format!("bad hostname `{text}`: {e}"), HOSTNAME_HINT))
+    Hostname::new(text)
+        .map_err(|e| invalid(format!("bad hostname {}: {e}", quoted(text)), HOSTNAME_HINT))
 }
 
 /// The UDP address the daemon listens on.
 pub fn listen(text: &str) -> Result<SocketAddr, Failure> {
     text.trim().parse().map_err(|_| {
         invalid(
-            format!("`{text}` is not a listen address"),
+            format!("{} is not a listen address", quoted(text)),
             "e.g. 0.0.0.0:0 or 127.0.0.1:4001",
         )
     })
@@ -89,7 +90,7 @@ pub fn email(text: &str) -> Result<String, Failure> {
         });
     if !ok {
         return Err(invalid(
-            format!("`{text}` is not an email address"),
+            format!("{} is not an email address", quoted(text)),
             "e.g. me@example.com",
         ));
     }
@@ -102,7 +103,7 @@ pub fn boolean(key: &str, text: &str) -> Result<bool, Failure> {
         "true" => Ok(true),
         "false" => Ok(false),
         _ => Err(invalid(
-            format!("`{text}` is not a value for {key}"),
+            format!("{} is not a value for {key}", quoted(text)),
             format!("use {key}=true or {key}=false"),
         )),
     }
@@ -179,7 +180,7 @@ pub fn set(settings: &mut Settings, key: &str, value: &str) -> Result<(), Failur
         }
         _ => {
             return Err(invalid(
-                format!("unknown setting `{key}`"),
+                format!("unknown setting {}", quoted(key)),
                 format!("valid keys: {}", KEYS.join(", ")),
             ))
         }
@@ -193,7 +194,7 @@ pub fn key_value(text: &str) -> Result<(&str, &str), Failure> {
         .map(|(k, v)| (k.trim(), v))
         .ok_or_else(|| {
             invalid(
-                format!("`{text}` is not KEY=VALUE"),
+                format!("{} is not KEY=VALUE", quoted(text)),
                 format!(
                     "e.g. --set hostname=my-agent; valid keys: {}",
                     KEYS.join(", ")
@@ -243,6 +244,12 @@ mod tests {
         let e = set(&mut s, "rendezvous", &long).unwrap_err();
         assert!(e.message.contains("(500 characters)"), "{}", e.message);
         assert!(e.message.len() < 200, "{}", e.message);
+        for key in ["hostname", "listen", "email", "rendezvous_key"] {
+            let e = set(&mut s, key, &format!("{long}\n{long}")).unwrap_err();
+            assert!(e.message.len() < 300, "{key}: {}", e.message);
+            assert!(!e.message.contains('\n'), "{key}: {}", e.message);
+        }
+        assert_eq!(quoted("short"), "`short`");
         assert!(set(&mut s, "colour", "x")
             .unwrap_err()
             .hint
