@@ -616,11 +616,8 @@ fn is_per_datagram(e: &io::Error) -> bool {
 }
 
 fn raise_buffers(socket: &Socket, addr: SocketAddr) {
-    if let Err(e) = socket.set_recv_buffer_size(SOCKET_BUFFER) {
-        tracing::debug!(%addr, error = %e, "cannot raise the receive buffer");
-    }
-    if let Err(e) = socket.set_send_buffer_size(SOCKET_BUFFER) {
-        tracing::debug!(%addr, error = %e, "cannot raise the send buffer");
+    if let Err(e) = set_buffers(socket) {
+        tracing::debug!(%addr, error = %e, "cannot raise the socket buffers");
     }
     tracing::debug!(
         %addr,
@@ -629,6 +626,14 @@ fn raise_buffers(socket: &Socket, addr: SocketAddr) {
         send = socket.send_buffer_size().unwrap_or(0),
         "UDP socket buffers (the kernel caps them at net.core.rmem_max / wmem_max)"
     );
+}
+
+/// Asks for [`SOCKET_BUFFER`] bytes of receive and send buffer, without
+/// logging (the extra sockets are opened by the hundred).
+pub(crate) fn set_buffers(socket: &Socket) -> io::Result<()> {
+    let recv = socket.set_recv_buffer_size(SOCKET_BUFFER);
+    socket.set_send_buffer_size(SOCKET_BUFFER)?;
+    recv
 }
 
 #[cfg(test)]

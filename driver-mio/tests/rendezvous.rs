@@ -550,7 +550,8 @@ fn the_reflect_port_answers_reflects_with_the_address_they_came_from() {
         // Retried: the first datagram may beat the socket's registration.
         let answer = (0..25)
             .find_map(|_| {
-                me.send_to(&pilot_proto::wire::reflect(token), to).unwrap();
+                me.send_to(&pilot_proto::wire::reflect(token, false), to)
+                    .unwrap();
                 let mut buf = [0u8; 64];
                 let (n, from) = me.recv_from(&mut buf).ok()?;
                 Some((from, buf[..n].to_vec()))
@@ -559,6 +560,28 @@ fn the_reflect_port_answers_reflects_with_the_address_they_came_from() {
         assert_eq!(answer.0, to, "answered from the socket asked");
         assert_eq!(
             pilot_proto::wire::decode(&answer.1),
+            Ok(pilot_proto::wire::Packet::Reflected {
+                token,
+                observed: mine
+            })
+        );
+    }
+    // Asked to, each port answers from the other one (how an agent tells
+    // whether its NAT lets in a port it never sent to).
+    for (i, (to, other)) in [(rv_addr, reflect_addr), (reflect_addr, rv_addr)]
+        .into_iter()
+        .enumerate()
+    {
+        let token = [i as u8 + 7; 8];
+        me.send_to(&pilot_proto::wire::reflect(token, true), to)
+            .unwrap();
+        let mut buf = [0u8; 64];
+        let (n, from) = me
+            .recv_from(&mut buf)
+            .unwrap_or_else(|e| panic!("no other-port answer to a reflect sent to {to}: {e}"));
+        assert_eq!(from, other, "answered from the other port");
+        assert_eq!(
+            pilot_proto::wire::decode(&buf[..n]),
             Ok(pilot_proto::wire::Packet::Reflected {
                 token,
                 observed: mine

@@ -109,6 +109,95 @@ fn agents_learn_the_reflect_port_from_the_rendezvous() {
     assert_eq!(s.node(a).reflect_addr(), None);
 }
 
+/// A full check (`pilotctl netcheck`) also tells whether the NAT lets in
+/// a port its socket never sent to, and whether it hairpins; the
+/// classification for punching does neither.
+#[test]
+fn a_full_check_tells_filtering_and_hairpinning() {
+    use pilot_proto::nat::Filtering;
+    // The presets do not hairpin (as Linux masquerading without a DNAT
+    // rule does not); `hairpin` turns it on.
+    let hairpin = |c: NatConfig| NatConfig {
+        hairpinning: true,
+        ..c
+    };
+    let cases = [
+        (
+            "full cone",
+            NatConfig::full_cone(),
+            Filtering::AddressOrNone,
+            false,
+        ),
+        (
+            "address-restricted, hairpinning",
+            hairpin(NatConfig::address_restricted()),
+            Filtering::AddressOrNone,
+            true,
+        ),
+        (
+            "port-restricted",
+            NatConfig::port_restricted(),
+            Filtering::PortDependent,
+            false,
+        ),
+        (
+            "port-restricted, hairpinning",
+            hairpin(NatConfig::port_restricted()),
+            Filtering::PortDependent,
+            true,
+        ),
+        (
+            "symmetric random, hairpinning",
+            hairpin(NatConfig::symmetric_random()),
+            Filtering::PortDependent,
+            // The hairpin probe gets a new mapping of its own, which the
+            // primary socket's mapping does not let in.
+            false,
+        ),
+        ("no NAT", NatConfig::open(), Filtering::AddressOrNone, true),
+    ];
+    for (i, (name, config, filtering, hairpin)) in cases.into_iter().enumerate() {
+        let mut s = Scenario::with_reflect(730 + i as u64);
+        let a = if config.translate {
+            behind(&mut s, config, 1, "alice")
+        } else {
+            s.add_node("alice", "203.0.113.7:4000", |_| {})
+        };
+        s.run_until_registered(&[a], MAX).unwrap();
+        s.world
+            .run_until(|w| classified_w(w, a).is_some(), MAX)
+            .unwrap();
+        let first = s.node(a).nat_report().expect("classified");
+        assert_eq!(first.filtering, Filtering::Unknown, "{name}: {first:?}");
+        assert_eq!(first.hairpinning, None, "{name}");
+        let before = count_classified(&s, a);
+        assert!(s.world.with_host(a, |h, now| h.node_mut().reclassify(now)));
+        s.world
+            .run_until(|w| count_classified_w(w, a) > before, MAX)
+            .unwrap();
+        let report = s.node(a).nat_report().expect("checked");
+        assert_eq!(report.filtering, filtering, "{name}: {report:?}");
+        assert_eq!(report.hairpinning, Some(hairpin), "{name}: {report:?}");
+        assert_eq!(
+            report.info.kind, first.info.kind,
+            "{name}: the same mapping"
+        );
+        // Both sockets of the check are closed again.
+        assert!(s.world.sockets(a).is_empty(), "{name}");
+    }
+}
+
+fn count_classified(s: &Scenario, id: HostId) -> usize {
+    count_classified_w(&s.world, id)
+}
+
+fn count_classified_w(w: &driver_sim::World<driver_sim::pilot::Host>, id: HostId) -> usize {
+    w.events()
+        .iter()
+        .filter(|(_, h, e)| *h == id && matches!(e, HostEvent::Node(Event::NatClassified { .. })))
+        .count()
+}
+
 fn classified_w(w: &driver_sim::World<driver_sim::pilot::Host>, id: HostId) -> Option<NatKind> {
     w.events().iter().rev().find_map(|(_, h, e)| match e {
         HostEvent::Node(Event::NatClassified { kind }) if *h == id => Some(*kind),

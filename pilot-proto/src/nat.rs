@@ -57,6 +57,35 @@ impl NatKind {
     }
 }
 
+/// Whether a NAT lets in datagrams from a port its socket never sent to,
+/// as far as a rendezvous with one address and two ports can tell (it
+/// cannot tell an address-dependent filter from none at all: that needs a
+/// second address).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Filtering {
+    /// Not measured: only `pilotctl netcheck` does, and it needs a
+    /// rendezvous that answers from its other port.
+    #[default]
+    Unknown,
+    /// An answer from the rendezvous's other port came in: the NAT filters
+    /// by address at most (full cone, address-restricted cone).
+    AddressOrNone,
+    /// Only the exact address and port a socket sent to gets in
+    /// (port-restricted cone, Linux conntrack, most symmetric NATs).
+    PortDependent,
+}
+
+impl Filtering {
+    /// A short name for diagnostics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Filtering::Unknown => "unknown",
+            Filtering::AddressOrNone => "address-dependent-or-none",
+            Filtering::PortDependent => "port-dependent",
+        }
+    }
+}
+
 /// What a node tells the rendezvous about its NAT, and what the rendezvous
 /// passes on to a peer in `PunchGo`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]

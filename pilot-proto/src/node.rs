@@ -999,6 +999,13 @@ impl Node {
                 None => false,
             }
         };
+        if data.first() == Some(&wire::TYPE_REFLECT) {
+            match wire::decode(data) {
+                Ok(Packet::Reflect { token, .. }) => self.on_reflect_to_us(now, socket, token),
+                _ => self.tunnels.stats_mut().drop(DropReason::Malformed),
+            }
+            return;
+        }
         if data.first() == Some(&wire::TYPE_REFLECTED) {
             match wire::decode(data) {
                 Ok(Packet::Reflected { token, observed }) => {

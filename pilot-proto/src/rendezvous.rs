@@ -643,11 +643,12 @@ impl Rendezvous {
         }
     }
 
-    /// Answers a Reflect request on the socket it came in on with the
-    /// address it came from. Stateless, answerless beyond the global rate,
-    /// and never larger than the request.
+    /// Answers a Reflect request with the address it came from, on the
+    /// socket it came in on or, when asked and we have a reflect port, on
+    /// the other one. Stateless, answerless beyond the global rate, and
+    /// never larger than the request.
     fn on_reflect(&mut self, now: Timestamp, socket: SocketId, from: SocketAddr, data: &[u8]) {
-        let Ok(Packet::Reflect { token }) = wire::decode(data) else {
+        let Ok(Packet::Reflect { token, other_port }) = wire::decode(data) else {
             return self.tunnels.stats_mut().drop(DropReason::Malformed);
         };
         let second = now.as_micros() / 1_000_000;
@@ -658,6 +659,11 @@ impl Rendezvous {
             return self.tunnels.stats_mut().drop(DropReason::RateLimited);
         }
         self.reflects.1 += 1;
+        let socket = match (other_port, self.config.reflect_port) {
+            (true, Some(_)) if socket == SocketId::PRIMARY => REFLECT_SOCKET,
+            (true, Some(_)) => SocketId::PRIMARY,
+            _ => socket,
+        };
         self.relayed
             .push_back(Transmit::new(socket, from, wire::reflected(token, from)));
     }

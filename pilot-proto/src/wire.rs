@@ -34,6 +34,8 @@ pub const TYPE_TRANSPORT: u8 = 4;
 pub const TYPE_RELAY: u8 = 5;
 /// "Which address do you see me at?", to any rendezvous socket.
 pub const TYPE_REFLECT: u8 = 6;
+/// Byte 1 of a Reflect that asks for the answer from the other port.
+pub const REFLECT_OTHER_PORT: u8 = 1;
 /// The answer to [`TYPE_REFLECT`].
 pub const TYPE_REFLECTED: u8 = 7;
 /// Length of reflect and reflected packets.
@@ -88,6 +90,10 @@ pub enum Packet<'a> {
     Reflect {
         /// Echoed in the answer.
         token: [u8; 8],
+        /// Answer from the rendezvous's other UDP port (the reflect port
+        /// for a request to the main one and the other way round): the
+        /// agent learns whether its NAT lets in a port it never sent to.
+        other_port: bool,
     },
     /// The address a reflect request came from.
     Reflected {
@@ -167,7 +173,9 @@ pub fn decode(buf: &[u8]) -> Result<Packet<'_>, DecodeError> {
     if buf.len() < 4 {
         return Err(DecodeError::Truncated("type"));
     }
-    if buf[1..4] != [0, 0, 0] {
+    // Byte 1 is a flag of Reflect's; reserved everywhere else.
+    let flags_ok = buf[0] == TYPE_REFLECT && buf[1] == REFLECT_OTHER_PORT;
+    if buf[2..4] != [0, 0] || (buf[1] != 0 && !flags_ok) {
         return Err(DecodeError::BadValue("reserved"));
     }
     match buf[0] {
@@ -231,7 +239,10 @@ pub fn decode(buf: &[u8]) -> Result<Packet<'_>, DecodeError> {
                 if buf[12..].iter().any(|&b| b != 0) {
                     return Err(DecodeError::BadValue("reflect padding"));
                 }
-                return Ok(Packet::Reflect { token });
+                return Ok(Packet::Reflect {
+                    token,
+                    other_port: buf[1] == REFLECT_OTHER_PORT,
+                });
             }
             if buf[31] != 0 || (buf[12] == 4 && buf[17..29].iter().any(|&b| b != 0)) {
                 return Err(DecodeError::BadValue("reflected padding"));
@@ -253,10 +264,14 @@ pub fn decode(buf: &[u8]) -> Result<Packet<'_>, DecodeError> {
     }
 }
 
-/// A reflect request carrying `token`.
-pub fn reflect(token: [u8; 8]) -> alloc::vec::Vec<u8> {
+/// A reflect request carrying `token`, answered from the port it was sent
+/// to, or from the rendezvous's other port if `other_port`.
+pub fn reflect(token: [u8; 8], other_port: bool) -> alloc::vec::Vec<u8> {
     let mut out = alloc::vec![0u8; REFLECT_LEN];
     out[0] = TYPE_REFLECT;
+    if other_port {
+        out[1] = REFLECT_OTHER_PORT;
+    }
     out[4..12].copy_from_slice(&token);
     out
 }
@@ -318,7 +333,12 @@ pub fn describe(buf: &[u8]) -> alloc::string::String {
             let a = crate::addr::Address::from_bytes(address);
             format!("relay[{a}] {}", describe(inner))
         }
-        Ok(Packet::Reflect { .. }) => "reflect".into(),
+        Ok(Packet::Reflect {
+            other_port: false, ..
+        }) => "reflect".into(),
+        Ok(Packet::Reflect {
+            other_port: true, ..
+        }) => "reflect other-port".into(),
         Ok(Packet::Reflected { observed, .. }) => format!("reflected {observed}"),
         Err(e) => format!("garbage ({e})"),
     }
@@ -349,13 +369,25 @@ mod tests {
                 })
             );
         }
-        assert_eq!(
-            decode(&reflect([5; 8])),
-            Ok(Packet::Reflect { token: [5; 8] })
-        );
-        let mut bad = reflect([5; 8]);
+        for other_port in [false, true] {
+            assert_eq!(
+                decode(&reflect([5; 8], other_port)),
+                Ok(Packet::Reflect {
+                    token: [5; 8],
+                    other_port
+                })
+            );
+        }
+        let mut bad = reflect([5; 8], false);
         bad[20] = 1;
         assert!(decode(&bad).is_err());
+        // Only Reflect has a flag in byte 1, and only the one.
+        let mut bad = reflect([5; 8], false);
+        bad[1] = 2;
+        assert_eq!(decode(&bad), Err(DecodeError::BadValue("reserved")));
+        let mut bad = reflected([3; 8], "203.0.113.7:1".parse().unwrap());
+        bad[1] = REFLECT_OTHER_PORT;
+        assert_eq!(decode(&bad), Err(DecodeError::BadValue("reserved")));
         let mut t = Vec::new();
         put_header(&mut t, TYPE_TRANSPORT, 7);
         t.extend_from_slice(&5u64.to_le_bytes());

@@ -67,6 +67,7 @@ fn peers_connections_disconnect_bench() {
         .unwrap_or_else(|| panic!("stream {id} not listed: {conns}"))
         .clone();
     assert_eq!(mine["peer"].as_str(), Some(bob_addr.as_str()));
+    assert_eq!(mine["peer_hostname"], "bob");
     assert_eq!(mine["remote_port"], 7);
     assert_eq!(mine["state"], "ESTABLISHED");
     assert_eq!(mine["owner"], "client");
@@ -74,13 +75,50 @@ fn peers_connections_disconnect_bench() {
     assert_eq!(mine["bytes_received"], 5);
     assert!(mine["age_secs"].as_f64().is_some());
     let theirs = net.ctl("bob", &["connections", "--json"]).data();
-    assert!(theirs
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|s| s["local_port"] == 7 && s["owner"] == "service"));
+    let theirs = theirs.as_array().unwrap();
+    assert!(
+        theirs.iter().any(|s| s["local_port"] == 7
+            && s["owner"] == "service"
+            && s["kind"] == "stream"
+            && s["id"].is_u64()
+            && s["peer_hostname"] == "alice"),
+        "{theirs:?}"
+    );
+    // Bound ports too: bob's echo service listens on 7, and a port a
+    // client listens on is listed until it stops.
+    assert!(
+        theirs.iter().any(|s| s["local_port"] == 7
+            && s["state"] == "LISTEN"
+            && s["service"] == "echo"
+            && s["id"].is_null()),
+        "{theirs:?}"
+    );
+    let mut listener = net.client("alice");
+    listener.listen(4242).expect("listen on 4242");
+    let conns = net.ctl("alice", &["connections", "--json"]).data();
+    assert!(
+        conns
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["local_port"] == 4242 && s["state"] == "LISTEN" && s["owner"] == "client"),
+        "{conns}"
+    );
     let text = net.ctl("alice", &["connections"]);
     assert!(text.stdout.contains("ESTABLISHED"), "{}", text.stdout);
+    assert!(
+        text.stdout
+            .lines()
+            .any(|l| l.contains("4242") && l.contains("LISTEN")),
+        "{}",
+        text.stdout
+    );
+    assert!(
+        text.stdout.contains(&format!("{bob_addr} (bob)")),
+        "{}",
+        text.stdout
+    );
+    drop(listener);
 
     // disconnect: the owner sees its stream closed.
     let done = net

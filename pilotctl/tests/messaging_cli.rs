@@ -472,8 +472,15 @@ fn messaging_between_agents() {
     assert_eq!(msgs[1]["data"], r#"{"task":"x"}"#);
     assert_eq!(msgs[2]["data"], "AAEC/w==");
     assert!(msgs.iter().all(|m| m["from"] == alice_addr.as_str()));
+    // With the sender's hostname, which bob's daemon knows from trust.
+    assert!(msgs.iter().all(|m| m["hostname"] == "alice"), "{inbox}");
     let text = net.ctl("bob", &["inbox"]);
-    assert!(text.stdout.contains("hello inbox") && text.stdout.contains(&alice_addr));
+    assert!(
+        text.stdout.contains("hello inbox")
+            && text.stdout.contains(&format!("{alice_addr} (alice)")),
+        "{}",
+        text.stdout
+    );
     let cleared = net.ctl("bob", &["inbox", "--clear"]);
     assert!(
         cleared.stdout.contains("Removed 3 messages"),
@@ -506,7 +513,15 @@ fn messaging_between_agents() {
     assert_eq!(f["name"], "report.bin");
     assert_eq!(f["size"], contents.len());
     assert!(std::fs::read(Path::new(f["path"].as_str().unwrap())).unwrap() == contents);
-    assert!(net.ctl("bob", &["received"]).stdout.contains("report.bin"));
+    // Who sent it and when.
+    assert_eq!(f["from"], alice_addr.as_str(), "{f}");
+    assert_eq!(f["hostname"], "alice", "{f}");
+    assert!(f["received_at"].as_u64().is_some(), "{f}");
+    let text = net.ctl("bob", &["received"]).stdout;
+    assert!(
+        text.contains("report.bin") && text.contains(&format!("{alice_addr} (alice)")),
+        "{text}"
+    );
     assert_eq!(
         net.ctl("bob", &["received", "--clear", "--json"]).data()["cleared"],
         1

@@ -70,6 +70,21 @@ impl Nat {
         }
     }
 
+    /// What a fresh `netcheck` must find out about its filtering:
+    /// conntrack lets in only the exact remote a flow was opened to.
+    fn filtering(self) -> &'static str {
+        match self {
+            Nat::None => "address-dependent-or-none",
+            _ => "port-dependent",
+        }
+    }
+
+    /// Whether a datagram to one's own public endpoint comes back: not
+    /// through masquerading alone (the simulator's presets agree).
+    fn hairpinning(self) -> bool {
+        self == Nat::None
+    }
+
     /// The simulator's name for the same behaviour (Linux filters by
     /// tracked flow: a masquerading router is a port-restricted cone).
     fn sim_name(self) -> &'static str {
@@ -759,6 +774,12 @@ fn scenario(case: &str, a: Nat, b: Nat, expect: Expect) {
         .ctl("bob", &["netcheck"])
         .unwrap_or_else(|e| panic!("bob: netcheck: {e}"));
     assert_eq!(check["mapping"], b.mapping(), "bob's netcheck: {check}");
+    assert_eq!(check["filtering"], b.filtering(), "bob's netcheck: {check}");
+    assert_eq!(
+        check["hairpinning"],
+        b.hairpinning(),
+        "bob's netcheck: {check}"
+    );
     assert_eq!(check["rendezvous"]["udp"], true, "bob's netcheck: {check}");
     assert_eq!(
         check["rendezvous"]["reflect_udp"], true,

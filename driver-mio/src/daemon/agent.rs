@@ -182,6 +182,8 @@ fn netcheck(n: &Node) -> Value {
     v["allocation"] = json!(allocation);
     v["stride"] = json!(stride);
     v["last_port"] = json!(report.map(|r| r.info.last_port));
+    v["filtering"] = json!(report.map(|r| r.filtering).unwrap_or_default().as_str());
+    v["hairpinning"] = json!(report.and_then(|r| r.hairpinning));
     v["public_addresses"] = json!(addresses);
     v["rendezvous"] = json!({
         "address": n.rendezvous_addr().to_string(),
@@ -698,30 +700,66 @@ impl Agent {
 
     /// Every stream of this agent (`pilotctl connections`).
     pub fn connections(&self, now: Timestamp) -> Value {
-        Value::Array(
+        let hostname = |a: pilot_proto::Address| {
             self.node
-                .stream_infos()
-                .iter()
-                .map(|s| {
-                    json!({
-                        "id": s.id.0,
-                        "peer": s.remote.addr.to_string(),
-                        "local_port": s.local.port,
-                        "remote_port": s.remote.port,
-                        "state": s.state.to_string(),
-                        "bytes_sent": s.bytes_out,
-                        "bytes_received": s.bytes_in,
-                        "age_secs": now.saturating_since(s.created).as_secs_f64(),
-                        // Streams no client owns are the built-in services'.
-                        "owner": if self.stream_owner.contains_key(&s.id) {
-                            "client"
-                        } else if self.bridged.contains(&s.id) {
-                            "bridge"
-                        } else {
-                            "service"
-                        },
-                    })
-                })
+                .trusted()
+                .find(|t| t.address == a)
+                .and_then(|t| t.hostname.as_ref().map(|h| h.to_string()))
+        };
+        let streams = self.node.stream_infos().into_iter().map(|s| {
+            json!({
+                "kind": "stream",
+                "id": s.id.0,
+                "peer": s.remote.addr.to_string(),
+                "peer_hostname": hostname(s.remote.addr),
+                "local_port": s.local.port,
+                "remote_port": s.remote.port,
+                "state": s.state.to_string(),
+                "bytes_sent": s.bytes_out,
+                "bytes_received": s.bytes_in,
+                "age_secs": now.saturating_since(s.created).as_secs_f64(),
+                // Streams no client owns are the built-in services'.
+                "owner": if self.stream_owner.contains_key(&s.id) {
+                    "client"
+                } else if self.bridged.contains(&s.id) {
+                    "bridge"
+                } else {
+                    "service"
+                },
+            })
+        });
+        // Then the ports that wait for peers, as `ss -l` lists them: the
+        // built-in services' and those clients listen or bind on.
+        let port = |kind: &str, port: u16, state: &str, owner: &str, service: Option<&str>| {
+            json!({
+                "kind": kind,
+                "id": null,
+                "peer": null,
+                "peer_hostname": null,
+                "local_port": port,
+                "remote_port": null,
+                "state": state,
+                "owner": owner,
+                "service": service,
+            })
+        };
+        let services = self
+            .services
+            .iter()
+            .map(|(p, name)| port("stream", *p, "LISTEN", "service", Some(name)));
+        let listening = self
+            .stream_ports
+            .keys()
+            .map(|p| port("stream", *p, "LISTEN", "client", None));
+        let bound = self
+            .datagram_ports
+            .keys()
+            .map(|p| port("datagram", *p, "BOUND", "client", None));
+        Value::Array(
+            streams
+                .chain(services)
+                .chain(listening)
+                .chain(bound)
                 .collect(),
         )
     }

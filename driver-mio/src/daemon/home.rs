@@ -190,6 +190,25 @@ impl Home {
                 n => format!("{name}.{n}"),
             });
             fsutil::atomic_write(&path, &m.payload, 0o600)?;
+            // Who sent it and when, beside it in a hidden directory (the
+            // file itself stays exactly what was sent). Best effort: the
+            // file is what matters, and `received` shows `-` without it.
+            if let Some(file) = path.file_name() {
+                let meta_dir = dir.join(RECEIVED_META);
+                let record = serde_json::json!({
+                    "from": m.from.to_string(),
+                    "received_at": wall_secs,
+                    "size": m.payload.len(),
+                });
+                let mut meta = file.to_os_string();
+                meta.push(".json");
+                let written = fsutil::ensure_private_dir(&meta_dir).and_then(|()| {
+                    fsutil::atomic_write(&meta_dir.join(meta), record.to_string().as_bytes(), 0o600)
+                });
+                if let Err(e) = written {
+                    tracing::warn!(error = %e, path = %path.display(), "cannot record who sent a received file");
+                }
+            }
             return Ok(path);
         }
         let dir = self.path("inbox");
@@ -226,6 +245,10 @@ impl Home {
         Ok(path)
     }
 }
+
+/// The directory inside `received/` that says who sent each file and
+/// when: `.meta/NAME.json` for `NAME`.
+pub const RECEIVED_META: &str = ".meta";
 
 /// One more than the highest message number in the inbox's file names
 /// (`SECS-FROM-ID.json`), 1 for an empty one.
@@ -314,5 +337,14 @@ mod tests {
         assert_eq!(f1.file_name().unwrap(), "r.txt");
         assert_eq!(f2.file_name().unwrap(), "r.txt.1");
         assert_eq!(std::fs::read(f2).unwrap(), b"2");
+        // Each file's sender and time, beside it.
+        let meta: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(home.path("received").join(".meta/r.txt.1.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            meta,
+            serde_json::json!({"from": "0:0000.0000.0010", "received_at": 7, "size": 1})
+        );
     }
 }

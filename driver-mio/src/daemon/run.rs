@@ -429,7 +429,14 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
                     }
                 }
                 t => match tcp.extra.owner(t) {
-                    Some(id) => extra_readable.push(id),
+                    Some(id) => {
+                        if event.is_writable() {
+                            tcp.extra.flush(id);
+                        }
+                        if event.is_readable() || event.is_error() {
+                            extra_readable.push(id);
+                        }
+                    }
                     None => tcp.handle_event(&mut agent, clock.now(), t),
                 },
             }
@@ -750,12 +757,12 @@ fn pump(
             }
         }
         // A full socket queue is backpressure: the core keeps the rest.
-        while !links.is_full() {
+        while !links.is_full() && !tcp.extra.is_full() {
             let Some(t) = agent.node.poll_transmit() else {
                 break;
             };
             if t.socket != pilot_proto::SocketId::PRIMARY && !t.socket.is_carrier() {
-                tcp.extra.send(&t);
+                tcp.extra.send(t);
             } else if let Some(e) = links.send(t) {
                 on_carrier_event(agent, links, now, e);
             }

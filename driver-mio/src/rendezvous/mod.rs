@@ -693,6 +693,9 @@ impl Server {
             if let Some((carrier, _)) = self.carrier.as_mut() {
                 carrier.send(self.poll.registry(), t.destination, &t.payload);
             }
+        } else if let Some((_, socket)) = self.reflect.as_ref().filter(|(id, _)| *id == t.socket) {
+            // An answer from the other port (a Reflect that asked for it).
+            let _ = socket.send_to(&t.payload, t.destination);
         } else {
             self.udp.send(t);
         }

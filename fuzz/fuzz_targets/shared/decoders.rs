@@ -115,7 +115,9 @@ pub fn check_wire_decode(data: &[u8]) {
             assert!((wire::TYPE_INIT..=wire::TYPE_TRANSPORT).contains(&inner[0]));
             assert_eq!(wire::relay(address, inner), data);
         }
-        Ok(wire::Packet::Reflect { token }) => assert_eq!(wire::reflect(token), data),
+        Ok(wire::Packet::Reflect { token, other_port }) => {
+            assert_eq!(wire::reflect(token, other_port), data)
+        }
         Ok(wire::Packet::Reflected { token, observed }) => {
             assert_eq!(wire::reflected(token, observed), data)
         }

@@ -29,7 +29,7 @@ use core::time::Duration;
 use crate::addr::Address;
 use crate::io::{SocketId, SocketOp, Timer, Transmit};
 use crate::msg::Message;
-use crate::nat::{classify, NatInfo, NatKind, Observations};
+use crate::nat::{classify, Filtering, NatInfo, NatKind, Observations};
 use crate::stats::DropReason;
 use crate::time::Timestamp;
 use crate::tunnel::{PeerKey, Spray, SprayPlan};
@@ -104,6 +104,37 @@ pub struct NatReport {
     /// → reflect port, fresh socket → main port, fresh socket → reflect
     /// port; `None` where no answer came.
     pub seen: [Option<SocketAddr>; 4],
+    /// Whether the NAT lets in a port never sent to (measured only by a
+    /// full check, [`Node::reclassify`]).
+    pub filtering: Filtering,
+    /// Whether a datagram sent from behind the NAT to our own public
+    /// endpoint came back to us (full check only; `None` when not measured).
+    pub hairpinning: Option<bool>,
+}
+
+/// The extra requests of a full check (`pilotctl netcheck`): filtering
+/// and hairpinning. They cost a second extra socket and, on a NAT that
+/// filters or does not hairpin, the full 3 s of tries, so a
+/// classification for punching does without them.
+#[derive(Clone, Debug)]
+struct FullCheck {
+    /// A socket that sends only to the main port, so the NAT has no
+    /// reason to let the reflect port in.
+    socket: SocketId,
+    /// Primary socket → main port, answer from the reflect port: proves
+    /// the rendezvous can (the primary socket also sent to that port, so
+    /// any NAT lets the answer in).
+    control: [u8; 8],
+    /// The check's socket → main port, answer from the reflect port.
+    filter: [u8; 8],
+    /// Primary socket → its own public endpoint.
+    hairpin: [u8; 8],
+    /// `Some(true)` once the control came back from the reflect port,
+    /// `Some(false)` if it came back from the port asked (a rendezvous
+    /// that cannot answer from the other port).
+    control_seen: Option<bool>,
+    filter_seen: bool,
+    hairpin_seen: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -117,6 +148,26 @@ struct ReflectProbe {
     next_at: Timestamp,
     reflect: SocketAddr,
     seen: [Option<SocketAddr>; 4],
+    full: Option<FullCheck>,
+}
+
+impl ReflectProbe {
+    /// True when every request has its answer.
+    fn complete(&self) -> bool {
+        let o = self.obs;
+        o.p2.is_some()
+            && o.q1.is_some()
+            && o.q2.is_some()
+            && self
+                .full
+                .as_ref()
+                .is_none_or(|f| f.control_seen.is_some() && f.filter_seen && f.hairpin_seen)
+    }
+
+    /// The extra sockets it holds.
+    fn sockets(&self) -> impl Iterator<Item = SocketId> + '_ {
+        core::iter::once(self.socket).chain(self.full.as_ref().map(|f| f.socket))
+    }
 }
 
 impl HardNat {
@@ -128,7 +179,10 @@ impl HardNat {
             self.next_socket = self.next_socket.wrapping_add(1).max(1);
             let id = SocketId(self.next_socket);
             let busy = self.kept.contains(&id)
-                || self.probe.as_ref().is_some_and(|p| p.socket == id)
+                || self
+                    .probe
+                    .as_ref()
+                    .is_some_and(|p| p.sockets().any(|s| s == id))
                 || self.birthday.values().any(|(_, s)| s.contains(&id));
             if !busy {
                 return id;
@@ -150,15 +204,16 @@ impl Node {
         self.hardnat.last
     }
 
-    /// Classifies our NAT again now (`pilotctl netcheck`); false when it
-    /// cannot: relay-only, no reflect address known, or not registered yet. Answers
-    /// come as `NatClassified`, within about 3 s.
+    /// Classifies our NAT again now, with the filtering and hairpinning
+    /// checks too (`pilotctl netcheck`); false when it cannot: relay-only,
+    /// no reflect address known, or not registered yet. Answers come as
+    /// `NatClassified`, within about 3 s.
     pub fn reclassify(&mut self, now: Timestamp) -> bool {
         if self.config.relay_only || self.reflect_addr().is_none() || self.public_endpoint.is_none()
         {
             return false;
         }
-        self.start_reflect(now);
+        self.start_reflect_with(now, true);
         true
     }
 
@@ -187,14 +242,20 @@ impl Node {
     /// became relay-only.
     pub(super) fn stop_reflect(&mut self) {
         if let Some(old) = self.hardnat.probe.take() {
-            self.hardnat
-                .socket_ops
-                .push_back(SocketOp::Close(old.socket));
+            for s in old.sockets() {
+                self.hardnat.socket_ops.push_back(SocketOp::Close(s));
+            }
         }
     }
 
     /// Starts classifying our NAT, if the rendezvous has a reflect port.
     pub(super) fn start_reflect(&mut self, now: Timestamp) {
+        self.start_reflect_with(now, false)
+    }
+
+    /// Starts classifying our NAT, and if `full` checking filtering and
+    /// hairpinning too.
+    fn start_reflect_with(&mut self, now: Timestamp, full: bool) {
         // A relay-only (compat) agent sends no UDP at all.
         if self.config.relay_only {
             return;
@@ -202,11 +263,7 @@ impl Node {
         let (Some(reflect), Some(public)) = (self.reflect_addr(), self.public_endpoint) else {
             return;
         };
-        if let Some(old) = self.hardnat.probe.take() {
-            self.hardnat
-                .socket_ops
-                .push_back(SocketOp::Close(old.socket));
-        }
+        self.stop_reflect();
         let socket = self.hardnat.fresh_socket();
         self.hardnat.socket_ops.push_back(SocketOp::Open {
             id: socket,
@@ -216,6 +273,27 @@ impl Node {
         for t in &mut tokens {
             *t = self.rng.next_u64().to_le_bytes();
         }
+        let full = full.then(|| {
+            // `fresh_socket` skips the probe's socket only once the probe
+            // is in place: take the next id by hand.
+            let mut check = self.hardnat.fresh_socket();
+            if check == socket {
+                check = self.hardnat.fresh_socket();
+            }
+            self.hardnat.socket_ops.push_back(SocketOp::Open {
+                id: check,
+                port: None,
+            });
+            FullCheck {
+                socket: check,
+                control: self.rng.next_u64().to_le_bytes(),
+                filter: self.rng.next_u64().to_le_bytes(),
+                hairpin: self.rng.next_u64().to_le_bytes(),
+                control_seen: None,
+                filter_seen: false,
+                hairpin_seen: false,
+            }
+        });
         self.hardnat.probe = Some(ReflectProbe {
             obs: Observations {
                 p1: Some(public.port()),
@@ -227,6 +305,7 @@ impl Node {
             next_at: now,
             reflect,
             seen: [Some(public), None, None, None],
+            full,
         });
         self.reflect_timer(now);
     }
@@ -248,8 +327,33 @@ impl Node {
             if seen.is_none() {
                 self.hardnat
                     .out
-                    .push_back(Transmit::new(socket, to, wire::reflect(token)));
+                    .push_back(Transmit::new(socket, to, wire::reflect(token, false)));
             }
+        }
+        // After those (a sequential NAT's ports stay in the order
+        // classification expects): the full check's requests.
+        let Some(f) = &p.full else {
+            return;
+        };
+        let public = p.seen[0];
+        let mut extra = Vec::new();
+        if f.control_seen.is_none() {
+            extra.push((SocketId::PRIMARY, main, wire::reflect(f.control, true)));
+        }
+        if !f.filter_seen {
+            extra.push((f.socket, main, wire::reflect(f.filter, true)));
+        }
+        if let (false, Some(public)) = (f.hairpin_seen, public) {
+            // A Reflect from the primary socket to its own public
+            // endpoint: nobody answers it, we only look for it arriving
+            // back. From the same socket, so that a filtering NAT lets it
+            // in as an answer to what that socket just sent.
+            extra.push((SocketId::PRIMARY, public, wire::reflect(f.hairpin, false)));
+        }
+        for (socket, to, payload) in extra {
+            self.hardnat
+                .out
+                .push_back(Transmit::new(socket, to, payload));
         }
     }
 
@@ -319,6 +423,18 @@ impl Node {
             return self.tunnels.stats_mut().drop(DropReason::Unexpected);
         };
         let port = Some(observed.port());
+        if let Some(f) = p.full.as_mut() {
+            if token == f.control && socket == SocketId::PRIMARY {
+                f.control_seen = Some(from == p.reflect);
+                return self.finish_if_complete(now);
+            }
+            if token == f.filter && socket == f.socket {
+                // From the port asked, it proves nothing about filtering:
+                // the control says then that the rendezvous cannot.
+                f.filter_seen = from == p.reflect;
+                return self.finish_if_complete(now);
+            }
+        }
         match p.tokens.iter().position(|t| *t == token) {
             Some(0) if socket == SocketId::PRIMARY => p.obs.p2 = port,
             Some(1) if socket == p.socket => p.obs.q1 = port,
@@ -328,8 +444,27 @@ impl Node {
         if let Some(i) = p.tokens.iter().position(|t| *t == token) {
             p.seen[i + 1] = Some(observed);
         }
-        let o = p.obs;
-        if o.p2.is_some() && o.q1.is_some() && o.q2.is_some() {
+        self.finish_if_complete(now);
+    }
+
+    /// A Reflect request reached us: our own hairpin check's, if it came
+    /// in on the primary socket with its token; anything else is dropped.
+    pub(super) fn on_reflect_to_us(&mut self, now: Timestamp, socket: SocketId, token: [u8; 8]) {
+        let Some(f) = self
+            .hardnat
+            .probe
+            .as_mut()
+            .and_then(|p| p.full.as_mut())
+            .filter(|f| f.hairpin == token && socket == SocketId::PRIMARY)
+        else {
+            return self.tunnels.stats_mut().drop(DropReason::Unexpected);
+        };
+        f.hairpin_seen = true;
+        self.finish_if_complete(now);
+    }
+
+    fn finish_if_complete(&mut self, now: Timestamp) {
+        if self.hardnat.probe.as_ref().is_some_and(|p| p.complete()) {
             self.finish_reflect(now);
         }
     }
@@ -338,9 +473,27 @@ impl Node {
         let Some(p) = self.hardnat.probe.take() else {
             return;
         };
-        self.hardnat.socket_ops.push_back(SocketOp::Close(p.socket));
+        for s in p.sockets() {
+            self.hardnat.socket_ops.push_back(SocketOp::Close(s));
+        }
         let o = p.obs;
         let kind = classify(&o);
+        let per_destination = matches!(kind, NatKind::Sequential { .. } | NatKind::Random);
+        let (filtering, hairpinning) = match &p.full {
+            None => (Filtering::Unknown, None),
+            Some(f) => (
+                match (f.filter_seen, f.control_seen) {
+                    (true, _) => Filtering::AddressOrNone,
+                    (false, Some(true)) => Filtering::PortDependent,
+                    // A NAT that maps per destination keeps the control
+                    // out too (no mapping of ours sent to both ports):
+                    // the missing answer says port-dependent all the same.
+                    (false, None) if per_destination => Filtering::PortDependent,
+                    _ => Filtering::Unknown,
+                },
+                p.seen[0].map(|_| f.hairpin_seen),
+            ),
+        };
         let last_port = o.q2.or(o.q1).or(o.p2).or(o.p1).unwrap_or(0);
         self.hardnat.info = NatInfo { kind, last_port };
         self.hardnat.last = Some(NatReport {
@@ -348,6 +501,8 @@ impl Node {
             info: self.hardnat.info,
             observations: o,
             seen: p.seen,
+            filtering,
+            hairpinning,
         });
         let req = self.next_req;
         self.next_req = self.next_req.wrapping_add(1);

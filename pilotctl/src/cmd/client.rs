@@ -81,3 +81,68 @@ pub fn start_hint(home: &Path) -> String {
         "start it with `pilotctl daemon start --rendezvous HOST:PORT --rendezvous-key KEY`".into()
     }
 }
+
+/// Lays out rows under a header, each column as wide as its widest cell
+/// (counters grow; fixed widths broke the columns), two spaces apart.
+/// `right[i]` aligns column `i` to the right (numbers); the last column
+/// is never padded.
+pub fn table(head: &[&str], rows: &[Vec<String>], right: &[bool]) -> String {
+    let width = |i: usize| {
+        rows.iter()
+            .filter_map(|r| r.get(i))
+            .map(|c| c.chars().count())
+            .chain([head[i].chars().count()])
+            .max()
+            .unwrap_or(0)
+    };
+    let widths: Vec<usize> = (0..head.len()).map(width).collect();
+    let line = |cells: &mut dyn Iterator<Item = &str>| {
+        let mut out = String::new();
+        for (i, cell) in cells.enumerate() {
+            let last = i + 1 == head.len();
+            let pad = widths[i].saturating_sub(cell.chars().count());
+            if i > 0 {
+                out.push_str("  ");
+            }
+            if right.get(i).copied().unwrap_or(false) {
+                out.push_str(&" ".repeat(pad));
+                out.push_str(cell);
+            } else {
+                out.push_str(cell);
+                if !last {
+                    out.push_str(&" ".repeat(pad));
+                }
+            }
+        }
+        out
+    };
+    let mut lines = vec![line(&mut head.iter().copied())];
+    for r in rows {
+        lines.push(line(&mut r.iter().map(String::as_str)));
+    }
+    lines.join("\n")
+}
+
+#[cfg(test)]
+mod table_tests {
+    use super::table;
+
+    #[test]
+    fn columns_fit_their_widest_cell() {
+        let rows = vec![
+            vec!["a".to_string(), "1".to_string(), "x".to_string()],
+            vec![
+                "long name".to_string(),
+                "123456789012".to_string(),
+                "y".to_string(),
+            ],
+        ];
+        let t = table(&["NAME", "N", "LAST"], &rows, &[false, true, false]);
+        assert_eq!(
+            t,
+            "NAME                  N  LAST\n\
+             a                     1  x\n\
+             long name  123456789012  y"
+        );
+    }
+}

@@ -12,7 +12,7 @@ use clap::Subcommand;
 use driver_mio::ipc::api::{Event, Request};
 use serde_json::json;
 
-use super::client::{default_client, failure, request, text};
+use super::client::{default_client, failure, request, table, text};
 use super::messaging::{deadline_in, no_limit_if_zero, open_stream, timeout_secs};
 use super::CommandDoc;
 use crate::output::{Failure, Success};
@@ -353,6 +353,16 @@ pub fn netcheck(fresh: bool) -> Result<Success, Failure> {
         }
         _ => format!("unknown ({})", s(&["state"]).replace('_', " ")),
     };
+    let filtering = match v["filtering"].as_str() {
+        Some("address-dependent-or-none") => {
+            "lets in other ports of an address a socket sent to (full or address-restricted cone)"
+                .to_string()
+        }
+        Some("port-dependent") => {
+            "only the address and port a socket sent to get in (port-restricted)".to_string()
+        }
+        _ => "unknown (measured by a fresh netcheck only)".to_string(),
+    };
     let allocation = match v["stride"].as_u64() {
         Some(stride) => format!("{} (stride {stride})", s(&["allocation"])),
         None => s(&["allocation"]),
@@ -368,7 +378,8 @@ pub fn netcheck(fresh: bool) -> Result<Success, Failure> {
         .filter(|t| !t.is_empty())
         .unwrap_or_else(|| "-".into());
     let text = format!(
-        "NAT mapping:      {mapping}\nPort allocation:  {allocation}\nPublic addresses: {addresses}\nRendezvous:       {} (UDP: {})\nReflect port:     {} (UDP: {})\nSeen by the rendezvous:\n  primary socket -> main port:    {}\n  primary socket -> reflect port: {}\n  fresh socket   -> main port:    {}\n  fresh socket   -> reflect port: {}",
+        "NAT mapping:      {mapping}\nNAT filtering:    {filtering}\nHairpinning:      {}\nPort allocation:  {allocation}\nPublic addresses: {addresses}\nRendezvous:       {} (UDP: {})\nReflect port:     {} (UDP: {})\nSeen by the rendezvous:\n  primary socket -> main port:    {}\n  primary socket -> reflect port: {}\n  fresh socket   -> main port:    {}\n  fresh socket   -> reflect port: {}",
+        yes_no(&["hairpinning"]).replace('-', "unknown"),
         s(&["rendezvous", "address"]),
         yes_no(&["rendezvous", "udp"]),
         s(&["rendezvous", "reflect_address"]),
@@ -391,70 +402,112 @@ pub fn peers() -> Result<Success, Failure> {
             "No peers (ask one for trust with `pilotctl handshake <peer>`)",
         ));
     }
-    let mut out = format!(
-        "{:<17} {:<16} {:<21} {:<11} {:>9} {:>10} {:>10} {:>8}\n",
-        "ADDRESS", "HOSTNAME", "PATH", "STATE", "RTT", "IN", "OUT", "HANDSHAKE"
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            let path = match r["endpoint"].as_str() {
+                Some(e) => e.to_string(),
+                None => text(r, "path"),
+            };
+            let rtt = r["rtt_ms"]
+                .as_f64()
+                .map_or("-".into(), |ms| format!("{ms:.2} ms"));
+            let traffic = |b: &str, p: &str| {
+                format!(
+                    "{} / {}",
+                    human_bytes(r[b].as_u64().unwrap_or(0)),
+                    r[p].as_u64().unwrap_or(0)
+                )
+            };
+            let age = r["last_handshake_secs"]
+                .as_f64()
+                .map_or("-".into(), |s| format!("{s:.0} s ago"));
+            vec![
+                text(r, "node"),
+                text(r, "hostname"),
+                path,
+                text(r, "state"),
+                rtt,
+                traffic("bytes_in", "packets_in"),
+                traffic("bytes_out", "packets_out"),
+                age,
+            ]
+        })
+        .collect();
+    let mut out = table(
+        &[
+            "ADDRESS",
+            "HOSTNAME",
+            "PATH",
+            "STATE",
+            "RTT",
+            "IN",
+            "OUT",
+            "HANDSHAKE",
+        ],
+        &cells,
+        &[false, false, false, false, true, true, true, true],
     );
-    for r in &rows {
-        let path = match r["endpoint"].as_str() {
-            Some(e) => e.to_string(),
-            None => text(r, "path"),
-        };
-        let rtt = r["rtt_ms"]
-            .as_f64()
-            .map_or("-".into(), |ms| format!("{ms:.2} ms"));
-        let traffic = |b: &str, p: &str| {
-            format!(
-                "{} / {}",
-                human_bytes(r[b].as_u64().unwrap_or(0)),
-                r[p].as_u64().unwrap_or(0)
-            )
-        };
-        let age = r["last_handshake_secs"]
-            .as_f64()
-            .map_or("-".into(), |s| format!("{s:.0} s ago"));
-        out.push_str(&format!(
-            "{:<17} {:<16} {:<21} {:<11} {:>9} {:>10} {:>10} {:>8}\n",
-            text(r, "node"),
-            text(r, "hostname"),
-            path,
-            text(r, "state"),
-            rtt,
-            traffic("bytes_in", "packets_in"),
-            traffic("bytes_out", "packets_out"),
-            age
-        ));
-    }
+    out.push('\n');
     out.push_str("(IN/OUT: bytes / datagrams; RTT: of the latest handshake)");
     Ok(Success::new(list, out))
 }
 
-/// `pilotctl connections`.
+/// `pilotctl connections`: open streams, then the ports that wait for
+/// peers.
 pub fn connections() -> Result<Success, Failure> {
     let mut c = default_client()?;
     let list = request(&mut c, Request::Connections)?;
     let rows = list.as_array().cloned().unwrap_or_default();
     if rows.is_empty() {
-        return Ok(Success::new(list, "No open streams"));
+        return Ok(Success::new(list, "No open streams and no listening ports"));
     }
-    let mut out = format!(
-        "{:>6} {:<17} {:>6} {:>6} {:<12} {:>10} {:>10} {:>8} {}\n",
-        "ID", "PEER", "LOCAL", "REMOTE", "STATE", "SENT", "RECEIVED", "AGE", "OWNER"
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            let open = r["id"].is_u64();
+            let peer = match (r["peer"].as_str(), r["peer_hostname"].as_str()) {
+                (Some(a), Some(h)) => format!("{a} ({h})"),
+                (Some(a), None) => a.to_string(),
+                _ => "*".to_string(),
+            };
+            let owner = match r["service"].as_str() {
+                Some(name) => format!("service ({name})"),
+                None => text(r, "owner"),
+            };
+            let port = |k: &str| match r[k].as_u64() {
+                Some(p) => p.to_string(),
+                None => "*".to_string(),
+            };
+            let bytes = |k: &str| {
+                if open {
+                    human_bytes(r[k].as_u64().unwrap_or(0))
+                } else {
+                    "-".to_string()
+                }
+            };
+            vec![
+                text(r, "id"),
+                peer,
+                port("local_port"),
+                port("remote_port"),
+                text(r, "state"),
+                bytes("bytes_sent"),
+                bytes("bytes_received"),
+                r["age_secs"]
+                    .as_f64()
+                    .map_or("-".to_string(), |a| format!("{a:.0} s")),
+                owner,
+            ]
+        })
+        .collect();
+    let out = table(
+        &[
+            "ID", "PEER", "LOCAL", "REMOTE", "STATE", "SENT", "RECEIVED", "AGE", "OWNER",
+        ],
+        &cells,
+        &[true, false, true, true, false, true, true, true, false],
     );
-    for r in &rows {
-        out.push_str(&format!(
-            "{:>6} {:<17} {:>6} {:>6} {:<12} {:>10} {:>10} {:>8} {}\n",
-            text(r, "id"),
-            text(r, "peer"),
-            text(r, "local_port"),
-            text(r, "remote_port"),
-            text(r, "state"),
-            human_bytes(r["bytes_sent"].as_u64().unwrap_or(0)),
-            human_bytes(r["bytes_received"].as_u64().unwrap_or(0)),
-            format!("{:.0} s", r["age_secs"].as_f64().unwrap_or(0.0)),
-            text(r, "owner"),
-        ));
-    }
     Ok(Success::new(list, out))
 }
 

@@ -12,6 +12,7 @@
 //! The `pub` functions taking a `&mut Client` are the building blocks, for
 //! other commands (`pilotctl demo`) to reuse.
 
+use std::collections::BTreeMap;
 use std::io::{self, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, TryRecvError};
@@ -29,7 +30,7 @@ use pilot_proto::services::eventstream::{
 use pilot_proto::services::framing::LEN_SIZE;
 use serde_json::{json, Map, Value};
 
-use super::client::{default_client, failure, request};
+use super::client::{default_client, failure, request, table};
 use super::data_arg;
 use super::CommandDoc;
 use crate::output::{Failure, Success};
@@ -1421,9 +1422,44 @@ pub fn read_inbox(home: &Path) -> Result<(Vec<Value>, Vec<Value>), Failure> {
     Ok((messages, corrupt))
 }
 
+/// The hostnames of trusted peers by address, from the daemon of `home`
+/// if one runs there; empty otherwise (the inbox and received files are
+/// read from disk and need no daemon).
+fn known_hostnames(home: &Path) -> BTreeMap<String, String> {
+    let Ok(mut c) = super::client::connect(&crate::paths::running_socket(None, home)) else {
+        return BTreeMap::new();
+    };
+    let Ok(list) = super::client::request(&mut c, Request::Trusted) else {
+        return BTreeMap::new();
+    };
+    list.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| {
+            Some((
+                t["node"].as_str()?.to_string(),
+                t["hostname"].as_str()?.to_string(),
+            ))
+        })
+        .collect()
+}
+
+/// `ADDRESS (hostname)`, or the address alone.
+fn with_hostname(address: &str, names: &BTreeMap<String, String>) -> String {
+    match names.get(address) {
+        Some(h) => format!("{address} ({h})"),
+        None => address.to_string(),
+    }
+}
+
 /// `pilotctl inbox [--clear]`.
 pub fn inbox(home: &Path, clear: bool) -> Result<Success, Failure> {
-    let (messages, corrupt) = read_inbox(home)?;
+    let (mut messages, corrupt) = read_inbox(home)?;
+    let names = known_hostnames(home);
+    for m in &mut messages {
+        let host = m["from"].as_str().and_then(|a| names.get(a)).cloned();
+        m["hostname"] = json!(host);
+    }
     let mut cleared = 0;
     if clear {
         cleared = remove(&entries(&home.join("inbox"))?)?;
@@ -1439,7 +1475,7 @@ pub fn inbox(home: &Path, clear: bool) -> Result<Success, Failure> {
             lines.push(format!(
                 "{}  {}  {:<6}  {}",
                 utc(m["received_at"].as_u64().unwrap_or_default()),
-                m["from"].as_str().unwrap_or_default(),
+                with_hostname(m["from"].as_str().unwrap_or_default(), &names),
                 m["kind"].as_str().unwrap_or_default(),
                 one_line(data.as_bytes())
             ));
@@ -1458,38 +1494,77 @@ pub fn inbox(home: &Path, clear: bool) -> Result<Success, Failure> {
     ))
 }
 
+/// Who sent a received file and when, as the daemon recorded it beside
+/// the file (`received/.meta/NAME.json`); nulls for a file without one.
+fn received_meta(dir: &Path, name: &str) -> (Value, Value) {
+    let meta = std::fs::read(dir.join(".meta").join(format!("{name}.json")))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        .unwrap_or(Value::Null);
+    let from = meta["from"].as_str().map_or(Value::Null, |s| json!(s));
+    let at = meta["received_at"]
+        .as_u64()
+        .map_or(Value::Null, |t| json!(t));
+    (from, at)
+}
+
 /// `pilotctl received [--clear]`.
 pub fn received(home: &Path, clear: bool) -> Result<Success, Failure> {
-    let found = entries(&home.join("received"))?;
+    let dir = home.join("received");
+    let found = entries(&dir)?;
+    let names = known_hostnames(home);
     let files: Vec<Value> = found
         .iter()
         .map(|(p, m)| {
+            let name = p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let (from, at) = received_meta(&dir, &name);
+            let host = from.as_str().and_then(|a| names.get(a)).cloned();
             json!({
-                "name": p.file_name().map(|n| n.to_string_lossy().into_owned()),
+                "name": name,
                 "size": m.len(),
                 "path": p.display().to_string(),
+                "from": from,
+                "hostname": host,
+                "received_at": at,
             })
         })
         .collect();
-    let cleared = if clear { remove(&found)? } else { 0 };
+    let cleared = if clear {
+        let n = remove(&found)?;
+        // The records of who sent them go too (best effort: they are
+        // hidden and say nothing once their file is gone).
+        let _ = std::fs::remove_dir_all(dir.join(".meta"));
+        n
+    } else {
+        0
+    };
     let text = if clear {
         format!("Removed {cleared} received files")
     } else if files.is_empty() {
         "No received files".to_string()
     } else {
-        files
+        let rows: Vec<Vec<String>> = files
             .iter()
             .map(|f| {
-                // A number, not the JSON value: its Display ignores the width.
-                format!(
-                    "{:<30} {:>10}  {}",
-                    f["name"].as_str().unwrap_or_default(),
-                    f["size"].as_u64().unwrap_or_default(),
-                    f["path"].as_str().unwrap_or_default()
-                )
+                vec![
+                    f["name"].as_str().unwrap_or_default().to_string(),
+                    f["size"].as_u64().unwrap_or_default().to_string(),
+                    f["from"]
+                        .as_str()
+                        .map_or("-".into(), |a| with_hostname(a, &names)),
+                    f["received_at"].as_u64().map_or("-".into(), utc),
+                    f["path"].as_str().unwrap_or_default().to_string(),
+                ]
             })
-            .collect::<Vec<_>>()
-            .join("\n")
+            .collect();
+        table(
+            &["NAME", "SIZE", "FROM", "RECEIVED", "PATH"],
+            &rows,
+            &[false, true, false, false, false],
+        )
     };
     Ok(Success::new(
         json!({ "files": files, "cleared": cleared }),
@@ -1623,10 +1698,36 @@ mod tests {
         std::fs::create_dir(&dir).unwrap();
         std::fs::write(dir.join("a"), "x").unwrap();
         std::fs::write(dir.join("b"), vec![0u8; 123_456]).unwrap();
-        let text = received(home.path(), false).unwrap().text;
-        let columns: Vec<usize> = text.lines().map(|l| l.find("  /").unwrap()).collect();
+        std::fs::create_dir(dir.join(".meta")).unwrap();
+        std::fs::write(
+            dir.join(".meta/b.json"),
+            r#"{"from":"0:0000.0000.0010","received_at":1796531184,"size":123456}"#,
+        )
+        .unwrap();
+        let out = received(home.path(), false).unwrap();
+        let text = out.text;
+        let columns: Vec<usize> = text
+            .lines()
+            .skip(1)
+            .map(|l| l.find("  /").unwrap())
+            .collect();
         assert_eq!(columns.len(), 2, "{text}");
         assert_eq!(columns[0], columns[1], "{text}");
+        assert!(text.starts_with("NAME "), "{text}");
+        assert_eq!(
+            text.lines().next().unwrap().find("PATH"),
+            Some(columns[0] + 2)
+        );
+        // The sender and the time where the daemon recorded them.
+        let b = &out.data["files"][1];
+        assert_eq!(b["from"], "0:0000.0000.0010", "{b}");
+        assert_eq!(b["received_at"], 1796531184u64, "{b}");
+        assert!(text.contains("0:0000.0000.0010"), "{text}");
+        assert!(text.contains(&utc(1796531184)), "{text}");
+        assert_eq!(out.data["files"][0]["from"], Value::Null);
+        // --clear takes the records too.
+        received(home.path(), true).unwrap();
+        assert!(!dir.join(".meta").exists());
     }
 
     #[test]

@@ -134,45 +134,21 @@ pub fn pending() -> Result<Success, Failure> {
     Ok(Success::new(list, text))
 }
 
-/// Rows under a header, each column as wide as its widest cell (the last
-/// one not padded); `empty` when there are none.
+/// `list`'s rows under `header` (the shared layout of `peers`), or
+/// `empty` when there are none.
 fn table(
     list: &serde_json::Value,
     empty: &str,
     header: &[&str],
     row: impl Fn(&serde_json::Value) -> Vec<String>,
 ) -> String {
-    let rows: Vec<Vec<String>> = match list.as_array() {
-        Some(rows) if !rows.is_empty() => rows.iter().map(row).collect(),
-        _ => return empty.to_string(),
-    };
-    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for r in &rows {
-        for (w, cell) in widths.iter_mut().zip(r) {
-            *w = (*w).max(cell.chars().count());
+    match list.as_array() {
+        Some(rows) if !rows.is_empty() => {
+            let rows: Vec<Vec<String>> = rows.iter().map(row).collect();
+            super::client::table(header, &rows, &[])
         }
+        _ => empty.to_string(),
     }
-    let line = |cells: Vec<String>| {
-        let last = cells.len().saturating_sub(1);
-        cells
-            .into_iter()
-            .enumerate()
-            .map(|(i, c)| {
-                if i == last {
-                    c
-                } else {
-                    format!("{c:<w$}", w = widths[i])
-                }
-            })
-            .collect::<Vec<_>>()
-            .join("  ")
-            .trim_end()
-            .to_string()
-    };
-    std::iter::once(line(header.iter().map(|h| h.to_string()).collect()))
-        .chain(rows.into_iter().map(line))
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 /// `pilotctl approve <node>`.
