@@ -333,6 +333,41 @@ pub fn running_pid(path: &Path) -> Result<Option<u32>, FileError> {
     Ok(read_pid(path)?.filter(|pid| pid_alive(*pid)))
 }
 
+/// The agent's home: `$PILOT_HOME`, else `.pilot` in the user's home.
+pub fn pilot_home() -> PathBuf {
+    if let Some(p) = std::env::var_os("PILOT_HOME").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    user_home().join(".pilot")
+}
+
+/// `$HOME`; without it (a service, `env -i`), the user's home directory
+/// in the password database, not the current directory: `./.pilot` gave
+/// each directory pilotctl ran in its own identity.
+pub fn user_home() -> PathBuf {
+    if let Some(h) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+        return PathBuf::from(h);
+    }
+    nix::unistd::User::from_uid(getuid())
+        .ok()
+        .flatten()
+        .map(|u| u.dir)
+        .unwrap_or_else(|| PathBuf::from("/"))
+}
+
+/// `log` becomes `log.1` (and `log.1` `log.2`, ...) once it exceeds
+/// `max` bytes, keeping `keep` old files.
+pub fn rotate_log(log: &Path, max: u64, keep: u32) {
+    if fs::metadata(log).map(|m| m.len()).unwrap_or(0) <= max {
+        return;
+    }
+    let name = |i: u32| PathBuf::from(format!("{}.{i}", log.display()));
+    for i in (1..keep).rev() {
+        let _ = fs::rename(name(i), name(i + 1));
+    }
+    let _ = fs::rename(log, name(1));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,6 +14,7 @@ pub mod fsutil;
 pub mod ipc;
 pub mod netif;
 pub mod rendezvous;
+pub mod resolve;
 pub mod seed;
 pub mod signals;
 pub mod tokens;

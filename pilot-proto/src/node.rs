@@ -95,6 +95,10 @@ pub struct NodeConfig {
     /// ([`SocketId::CARRIER`]) and every peer through its relay: no UDP
     /// candidates advertised, no punching, no direct paths.
     pub relay_only: bool,
+    /// How long registration may go unanswered before the rendezvous
+    /// counts as silent ([`Node::rendezvous_silent`]): a driver that
+    /// knows the rendezvous by name then looks the name up again.
+    pub rendezvous_silent_after: Duration,
 }
 
 impl NodeConfig {
@@ -124,6 +128,7 @@ impl NodeConfig {
             lan_endpoints: Vec::new(),
             reflect_addr: None,
             relay_only: false,
+            rendezvous_silent_after: Duration::from_secs(10),
         }
     }
 }
@@ -599,6 +604,9 @@ pub struct Node {
     reg_changes: Vec<registration::Change>,
     /// The hostname and visibility the rendezvous last accepted.
     confirmed: Option<registration::Profile>,
+    /// When registration began trying without an answer (cleared when the
+    /// rendezvous accepts a Register).
+    trying_since: Option<Timestamp>,
     streams: Option<streams::StreamState>,
     stream_seed: [u8; 32],
     /// Hole punching per peer: when we may ask again.
@@ -671,6 +679,7 @@ impl Node {
             rv_requests: BTreeMap::new(),
             reg_changes: Vec::new(),
             confirmed: None,
+            trying_since: None,
             streams: None,
             stream_seed: Stream::derive(seed, "streams").bytes32(),
             punches: BTreeMap::new(),
@@ -770,6 +779,54 @@ impl Node {
     /// The rendezvous's address (its main port).
     pub fn rendezvous_addr(&self) -> SocketAddr {
         self.config.rendezvous_addr
+    }
+
+    /// How long the rendezvous has left registration unanswered, in whole
+    /// [`NodeConfig::rendezvous_silent_after`] periods: 0 while registered
+    /// or for less than one period, then 1, 2, ... A driver acts once per
+    /// period, when the count goes up (a rendezvous known by a DNS name is
+    /// looked up again: it may have moved). Read after the node's
+    /// `handle_*` calls; it only changes with time and answers.
+    pub fn rendezvous_silent(&self) -> u32 {
+        let Some(since) = self.trying_since else {
+            return 0;
+        };
+        if !matches!(self.reg, RegState::Trying { .. }) {
+            return 0;
+        }
+        let period = self.config.rendezvous_silent_after.as_micros().max(1);
+        let silent = self.now.saturating_since(since).as_micros() / period;
+        u32::try_from(silent).unwrap_or(u32::MAX)
+    }
+
+    /// The rendezvous moved to `addr` (its name now resolves there): the
+    /// node handshakes and registers with it now, keeping its identity,
+    /// trust and peers. Nothing happens if `addr` is the address in use.
+    /// The reflect port, if it was on the old address, moves along.
+    pub fn set_rendezvous_addr(&mut self, now: Timestamp, addr: SocketAddr) {
+        self.now = now;
+        let old = self.config.rendezvous_addr;
+        if old == addr {
+            return;
+        }
+        self.config.rendezvous_addr = addr;
+        if let Some(r) = self.config.reflect_addr.as_mut() {
+            if r.ip() == old.ip() {
+                r.set_ip(addr.ip());
+            }
+        }
+        let socket = rendezvous_socket(self.config.relay_only);
+        self.tunnels
+            .set_relay_via(Some((socket, addr)), self.config.relay_only);
+        self.tunnels
+            .set_route(self.rv, Route::Direct { socket, addr });
+        let rv = self.rv;
+        self.tunnels.reconnect(now, &rv);
+        self.reg = RegState::Trying {
+            attempt: 0,
+            retry_at: now + self.config.register_timeout,
+            req: None,
+        };
     }
 
     /// Our public endpoint as the rendezvous last saw it.
@@ -1092,6 +1149,7 @@ impl Node {
                 self.reg = RegState::Registered {
                     refresh_at: now + refresh,
                 };
+                self.trying_since = None;
                 if changed {
                     self.events.push_back(Event::Registered {
                         address: r.address,
@@ -1482,6 +1540,9 @@ impl Node {
     }
 
     fn registration_step(&mut self, now: Timestamp) {
+        if matches!(self.reg, RegState::Trying { .. }) && self.trying_since.is_none() {
+            self.trying_since = Some(now);
+        }
         match self.reg {
             RegState::Registered { refresh_at } if now >= refresh_at => {
                 self.reg = RegState::Trying {

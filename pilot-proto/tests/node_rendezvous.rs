@@ -451,3 +451,29 @@ fn a_node_is_not_its_own_peer() {
     );
     assert_eq!(node.connect(now, dst), Err(CommandError::IsSelf));
 }
+
+#[test]
+fn a_silent_rendezvous_is_reported_and_a_moved_one_is_followed() {
+    // Both nodes start with an address where nothing answers (the name
+    // resolved to a stale address, say).
+    const NOWHERE: &str = "192.0.2.99:9000";
+    let mut net = Net::with(|c| c.rendezvous_addr = ep(NOWHERE));
+    assert_eq!(net.node(ALICE).rendezvous_silent(), 0);
+    net.run_until(|n| n.node(ALICE).rendezvous_silent() >= 1);
+    assert!(!net.node(ALICE).is_registered());
+    // The count goes on rising, once per period, while nothing answers.
+    net.run_until(|n| n.node(ALICE).rendezvous_silent() >= 2);
+    // The driver looked the name up again: the rendezvous is elsewhere.
+    let now = net.now;
+    net.node(ALICE).set_rendezvous_addr(now, ep(RV));
+    assert_eq!(net.node(ALICE).rendezvous_addr(), ep(RV));
+    net.run_until(|n| n.node(ALICE).is_registered());
+    assert_eq!(net.node(ALICE).rendezvous_silent(), 0);
+    // Bob, still pointed at nowhere, is not registered and still silent.
+    assert!(!net.node(BOB).is_registered());
+    assert!(net.node(BOB).rendezvous_silent() >= 2);
+    // Setting the address in use again changes nothing.
+    let now = net.now;
+    net.node(ALICE).set_rendezvous_addr(now, ep(RV));
+    assert!(net.node(ALICE).is_registered());
+}

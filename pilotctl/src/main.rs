@@ -8,6 +8,7 @@
 mod cmd;
 mod output;
 mod paths;
+mod standalone;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
@@ -112,6 +113,9 @@ fn parse() -> Cli {
 }
 
 fn main() {
+    if standalone::invoked_as(standalone::DAEMON) {
+        standalone::daemon_main(std::env::args_os().skip(1));
+    }
     let cli = parse();
     let json = cli.json;
     let until_ctrl_c = matches!(

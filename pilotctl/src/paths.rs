@@ -6,27 +6,7 @@ use std::path::PathBuf;
 
 /// The agent's home directory.
 pub fn home(flag: Option<PathBuf>) -> PathBuf {
-    if let Some(p) = flag {
-        return p;
-    }
-    if let Some(p) = std::env::var_os("PILOT_HOME").filter(|p| !p.is_empty()) {
-        return PathBuf::from(p);
-    }
-    user_home().join(".pilot")
-}
-
-/// `$HOME`; without it (a service, `env -i`), the user's home directory
-/// in the password database, not the current directory: `./.pilot` gave
-/// each directory pilotctl ran in its own identity.
-fn user_home() -> PathBuf {
-    if let Some(h) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
-        return PathBuf::from(h);
-    }
-    nix::unistd::User::from_uid(nix::unistd::getuid())
-        .ok()
-        .flatten()
-        .map(|u| u.dir)
-        .unwrap_or_else(|| PathBuf::from("/"))
+    flag.unwrap_or_else(driver_mio::fsutil::pilot_home)
 }
 
 /// The socket of the daemon running with `home`: as [`socket`], but a

@@ -227,3 +227,98 @@ fn timeout_zero_is_no_limit_and_an_offline_peer_is_named() {
         "{message}"
     );
 }
+
+/// `ping --count 0` runs until Ctrl-C and then prints the summary, as
+/// ping(8) does; `--interval` and `--timeout` take fractions.
+#[test]
+fn ping_until_ctrl_c_with_an_interval_and_fractional_timeouts() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let mut net = Net::new();
+    net.start("alice", &[]);
+    net.start("bob", &[]);
+    net.trust("alice", "bob");
+    let ping = net
+        .ctl(
+            "alice",
+            &[
+                "ping",
+                "bob",
+                "--count",
+                "2",
+                "--interval",
+                "0.05",
+                "--timeout",
+                "2.5",
+                "--json",
+            ],
+        )
+        .data();
+    assert_eq!(ping["sent"], 2, "{ping}");
+    assert!(ping["loss_percent"].is_number(), "{ping}");
+    let sent = net
+        .ctl(
+            "alice",
+            &[
+                "send",
+                "bob",
+                "7",
+                "--data",
+                "x",
+                "--timeout",
+                "1.5",
+                "--json",
+            ],
+        )
+        .data();
+    assert_eq!(sent["reply"]["data"], "x");
+    let bad = net.ctl("alice", &["ping", "bob", "--timeout", "soon", "--json"]);
+    assert_eq!(bad.error_code(), "invalid_argument");
+    assert!(bad.json()["message"].as_str().unwrap().contains("`soon`"));
+    let bad = net.ctl("alice", &["ping", "bob", "--interval", "0", "--json"]);
+    assert_eq!(bad.error_code(), "invalid_argument");
+
+    let mut child = common::clean_env(&mut Command::new(common::PILOTCTL))
+        .env("PILOT_HOME", net.home("alice"))
+        .args(["ping", "bob", "--count", "0", "--interval", "0.05"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    // Three echoes (more than the default count would allow with 0: it
+    // was refused), then Ctrl-C.
+    let mut echoes = 0;
+    while echoes < 3 {
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(line) if line.starts_with("echo from bob") => echoes += 1,
+            Ok(_) => {}
+            Err(_) => {
+                let _ = child.kill();
+                panic!("no echoes from ping --count 0");
+            }
+        }
+    }
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    let rest: Vec<String> = rx.iter().collect();
+    let summary = rest.join("\n");
+    assert!(summary.contains("--- bob ping statistics ---"), "{summary}");
+    assert!(
+        summary.contains("% loss, rtt min/median/avg/max"),
+        "{summary}"
+    );
+}

@@ -717,3 +717,142 @@ fn recv_raw_writes_a_streams_bytes_unchanged_to_stdout() {
     let summary: Value = serde_json::from_str(rest.trim()).expect("summary on stderr");
     assert_eq!(summary["data"]["bytes"], 300_000);
 }
+
+/// `--data @FILE` and `--data -` on send, send-message and publish.
+#[test]
+fn data_from_files_and_stdin() {
+    let mut net = Net::new();
+    net.start("alice", &[]);
+    net.start("bob", &[]);
+    net.trust("alice", "bob");
+    let dir = net.dir.path().to_path_buf();
+    let text_file = dir.join("note.txt");
+    std::fs::write(&text_file, "a note from a file\nwith two lines").unwrap();
+    let at_text = format!("@{}", text_file.display());
+    let bin_file = dir.join("blob.bin");
+    let blob: Vec<u8> = (0..=255u8).cycle().take(1000).collect();
+    std::fs::write(&bin_file, &blob).unwrap();
+    let at_bin = format!("@{}", bin_file.display());
+
+    // send over a stream to the echo service: the file's bytes come back.
+    let sent = net
+        .ctl("alice", &["send", "bob", "7", "--data", &at_text, "--json"])
+        .data();
+    assert_eq!(sent["reply"]["data"], "a note from a file\nwith two lines");
+    // From stdin.
+    let (out, run) = connect_piped(
+        &net,
+        "alice",
+        &["send", "bob", "7", "--data", "-", "--json"],
+        b"piped in".to_vec(),
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let v: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["data"]["reply"]["data"], "piped in", "{v}");
+    // @@ is text that starts with @.
+    let sent = net
+        .ctl("alice", &["send", "bob", "7", "--data", "@@home", "--json"])
+        .data();
+    assert_eq!(sent["reply"]["data"], "@home");
+
+    // send-message: text from a file, binary bytes as they are, stdin.
+    net.ctl(
+        "alice",
+        &["send-message", "bob", "--data", &at_text, "--json"],
+    )
+    .data();
+    net.ctl(
+        "alice",
+        &[
+            "send-message",
+            "bob",
+            "--type",
+            "binary",
+            "--data",
+            &at_bin,
+            "--json",
+        ],
+    )
+    .data();
+    let (_, run) = connect_piped(
+        &net,
+        "alice",
+        &[
+            "send-message",
+            "bob",
+            "--type",
+            "json",
+            "--data",
+            "-",
+            "--json",
+        ],
+        br#"{"from":"stdin"}"#.to_vec(),
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let inbox = net.ctl("bob", &["inbox", "--json"]).data();
+    let messages = inbox["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 3, "{inbox}");
+    assert_eq!(messages[0]["data"], "a note from a file\nwith two lines");
+    use base64::Engine as _;
+    assert_eq!(
+        messages[1]["data"],
+        base64::engine::general_purpose::STANDARD.encode(&blob)
+    );
+    assert_eq!(messages[2]["kind"], "json");
+    // A file that is not text, as text, is refused with the way out.
+    let run = net.ctl(
+        "alice",
+        &["send-message", "bob", "--data", &at_bin, "--json"],
+    );
+    assert_eq!(run.error_code(), "invalid_argument");
+    assert!(run.json()["hint"]
+        .as_str()
+        .unwrap()
+        .contains("--type binary"));
+
+    // publish from a file, on this agent's own broker.
+    let published = net
+        .ctl(
+            "alice",
+            &["publish", "alice", "notes", "--data", &at_text, "--json"],
+        )
+        .data();
+    assert_eq!(published["bytes"], 33);
+
+    // A missing file; files larger than the command sends, with the limit.
+    let missing = format!("@{}", dir.join("nope.txt").display());
+    let run = net.ctl("alice", &["send", "bob", "7", "--data", &missing, "--json"]);
+    assert_eq!(run.error_code(), "not_found");
+    assert!(run.json()["message"].as_str().unwrap().contains("no file"));
+    let big = dir.join("big.bin");
+    std::fs::write(&big, vec![b'x'; 70 * 1024]).unwrap();
+    let at_big = format!("@{}", big.display());
+    let run = net.ctl(
+        "alice",
+        &["publish", "alice", "notes", "--data", &at_big, "--json"],
+    );
+    assert_eq!(run.error_code(), "invalid_argument");
+    let message = run.json()["message"].as_str().unwrap().to_string();
+    assert!(message.contains("65536 bytes (64 KiB)"), "{message}");
+    let run = net.ctl(
+        "alice",
+        &[
+            "send",
+            "bob",
+            "7",
+            "--datagram",
+            "--data",
+            &at_big,
+            "--json",
+        ],
+    );
+    assert_eq!(run.error_code(), "invalid_argument");
+    assert!(
+        run.json()["hint"]
+            .as_str()
+            .unwrap()
+            .contains("without --datagram"),
+        "{}",
+        run.stdout
+    );
+}

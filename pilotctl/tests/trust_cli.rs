@@ -49,6 +49,18 @@ fn handshake_pending_approve_trust_untrust_find() {
     let text = net.ctl("bob", &["pending"]);
     assert_eq!(text.code, 0);
     assert!(text.stdout.contains("alice") && text.stdout.contains("let's work together"));
+    // A header like `peers`, its columns over the row's.
+    let mut lines = text.stdout.lines();
+    let header = lines.next().unwrap();
+    assert!(header.starts_with("ADDRESS "), "{}", text.stdout);
+    let row = lines.next().unwrap();
+    assert_eq!(
+        header.find("HOSTNAME"),
+        row.find("alice"),
+        "{}",
+        text.stdout
+    );
+    assert_eq!(header.find("REASON"), row.find("let's"), "{}", text.stdout);
 
     assert_eq!(
         net.ctl("bob", &["approve", "0:0000.0000.0FFF", "--json"])
@@ -69,6 +81,17 @@ fn handshake_pending_approve_trust_untrust_find() {
         .is_some_and(|a| a.len() == 1)));
     let trust = net.ctl("alice", &["trust", "--json"]).data();
     assert_eq!(trust[0]["hostname"], "bob");
+    let text = net.ctl("alice", &["trust"]).stdout;
+    let header = text.lines().next().unwrap();
+    assert!(
+        header.starts_with("ADDRESS ") && header.ends_with("STATE"),
+        "{text}"
+    );
+    assert_eq!(
+        header.find("HOSTNAME"),
+        text.lines().nth(1).unwrap().find("bob"),
+        "{text}"
+    );
     assert_eq!(trust[0]["fingerprint"], found["fingerprint"]);
     assert_eq!(
         net.ctl("alice", &["handshake", "bob", "--json"])
@@ -106,7 +129,8 @@ fn handshake_pending_approve_trust_untrust_find() {
     assert!(echoed, "{}\n{}", text.stdout, text.stderr);
     assert!(text.stdout.contains("echo from bob"));
     assert_eq!(
-        net.ctl("alice", &["ping", "bob", "--count", "0", "--json"])
+        // (--count 0 is until Ctrl-C, as ping(8) does; diag_cli tests it.)
+        net.ctl("alice", &["ping", "bob", "--interval", "0", "--json"])
             .error_code(),
         "invalid_argument"
     );

@@ -3,8 +3,16 @@
 //! ```text
 //! pilot-rendezvous [--listen ADDR] [--home DIR] [--network N] [--json]
 //!                  [--log-level FILTER] [--refresh-secs S] [--ttl-secs S]
+//!                  [--reflect-port auto|off|PORT]
 //!                  [--tls-listen ADDR [--tls-cert FILE --tls-key FILE]]
 //! ```
+//!
+//! The same rendezvous as `pilotctl rendezvous run`: the same defaults
+//! (UDP 0.0.0.0:4000, reflect port auto), the same home
+//! (`$PILOT_HOME/rendezvous`, else `~/.pilot/rendezvous`), the same log
+//! file (`pilot.log` in the home) and filter variable (`PILOT_LOG`), so
+//! either can take over from the other (under systemd, say) with the key
+//! and registry agents know.
 //!
 //! Prints where it listens and the public key agents must pin, then serves
 //! until SIGTERM or SIGINT. Exit status 0 after a clean stop, 1 if it
@@ -19,7 +27,6 @@ use std::time::Duration;
 use clap::Parser;
 use driver_mio::fsutil;
 use driver_mio::rendezvous::{Server, ServerConfig, ServerError, DEFAULT_LISTEN};
-use tracing_appender::rolling::{RollingFileAppender, Rotation};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{fmt, EnvFilter, Layer};
@@ -34,7 +41,7 @@ struct Args {
     #[arg(long, default_value = DEFAULT_LISTEN)]
     listen: SocketAddr,
     /// Directory for the key, the registry and the logs (default:
-    /// $PILOT_HOME, else ~/.pilot-rendezvous).
+    /// $PILOT_HOME/rendezvous, else ~/.pilot/rendezvous).
     #[arg(long)]
     home: Option<PathBuf>,
     /// The network whose addresses it hands out.
@@ -44,7 +51,7 @@ struct Args {
     #[arg(long)]
     json: bool,
     /// Log filter: a level (error, warn, info, debug, trace) or tracing
-    /// directives (default: $RUST_LOG, else info).
+    /// directives (default: $PILOT_LOG, else info).
     #[arg(long)]
     log_level: Option<String>,
     /// How often agents should refresh their registration, in seconds.
@@ -53,10 +60,12 @@ struct Args {
     /// How long a registration lasts without refresh, in seconds.
     #[arg(long)]
     ttl_secs: Option<u64>,
-    /// A second UDP port, on the listen address, that answers Reflect
-    /// requests so agents can classify their NATs (off by default).
-    #[arg(long)]
-    reflect_port: Option<u16>,
+    /// Second UDP port, answering only reflect requests, from which agents
+    /// classify their NAT (announced to them; nothing to configure on
+    /// their side). `auto` (the default): the listen port + 1, left off
+    /// when the listen port is 0 or that port is taken; `off`: none.
+    #[arg(long, default_value = "auto")]
+    reflect_port: String,
     /// Also listen for the compat carrier (TLS + WebSocket) on this TCP
     /// address, e.g. 0.0.0.0:443.
     #[arg(long)]
@@ -81,30 +90,49 @@ fn main() -> ExitCode {
     }
 }
 
-fn home_dir(args: &Args) -> Result<PathBuf, ServerError> {
-    if let Some(h) = &args.home {
-        return Ok(h.clone());
-    }
-    if let Some(h) = std::env::var_os("PILOT_HOME").filter(|h| !h.is_empty()) {
-        return Ok(PathBuf::from(h));
-    }
-    match std::env::var_os("HOME").filter(|h| !h.is_empty()) {
-        Some(h) => Ok(PathBuf::from(h).join(".pilot-rendezvous")),
-        None => Err(ServerError::from(fsutil::FileError::Missing {
-            path: PathBuf::from("$HOME"),
-        })),
+fn home_dir(args: &Args) -> PathBuf {
+    args.home
+        .clone()
+        .unwrap_or_else(driver_mio::rendezvous::default_home)
+}
+
+/// Why it could not run: a code for `--json`, a message, a hint.
+struct Failed {
+    code: &'static str,
+    message: String,
+    hint: Option<String>,
+}
+
+impl From<ServerError> for Failed {
+    fn from(e: ServerError) -> Self {
+        Failed {
+            code: e.code(),
+            message: e.to_string(),
+            hint: e.hint(),
+        }
     }
 }
 
-fn run(args: &Args) -> Result<(), ServerError> {
-    let home = home_dir(args)?;
+impl From<driver_mio::fsutil::FileError> for Failed {
+    fn from(e: driver_mio::fsutil::FileError) -> Self {
+        ServerError::from(e).into()
+    }
+}
+
+fn run(args: &Args) -> Result<(), Failed> {
+    let home = home_dir(args);
     fsutil::ensure_private_dir(&home)?;
     init_logging(args, &home);
     let mut config = ServerConfig::new(args.listen, home.clone());
     config.network = args.network;
     config.refresh_interval = args.refresh_secs.map(Duration::from_secs);
     config.registration_ttl = args.ttl_secs.map(Duration::from_secs);
-    config.reflect_port = args.reflect_port;
+    config.reflect_port = driver_mio::rendezvous::reflect_port(&args.reflect_port, args.listen)
+        .map_err(|(message, hint)| Failed {
+            code: "invalid_argument",
+            message,
+            hint: Some(hint.into()),
+        })?;
     config.tls_listen = args.tls_listen;
     config.tls_cert = args.tls_cert.clone().zip(args.tls_key.clone());
     let mut server = Server::open(config)?;
@@ -142,7 +170,7 @@ fn run(args: &Args) -> Result<(), ServerError> {
     // Whoever started us waits for this line: flush it even into a pipe.
     let _ = writeln!(out, "{line}").and_then(|()| out.flush());
     drop(out);
-    server.run()
+    Ok(server.run()?)
 }
 
 fn init_logging(args: &Args, home: &std::path::Path) {
@@ -151,26 +179,26 @@ fn init_logging(args: &Args, home: &std::path::Path) {
             eprintln!("pilot-rendezvous: --log-level {f:?}: {e}; using info");
             EnvFilter::new("info")
         }),
-        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        None => EnvFilter::try_from_env("PILOT_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
     };
     let stderr = fmt::layer()
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .with_filter(filter());
-    // A week of daily files; the writes are rare enough to go straight to
-    // the file from the loop's thread.
-    let file = RollingFileAppender::builder()
-        .rotation(Rotation::DAILY)
-        .filename_prefix("rendezvous")
-        .filename_suffix("log")
-        .max_log_files(7)
-        .build(home)
-        .map_err(|e| eprintln!("pilot-rendezvous: no log file in {}: {e}", home.display()))
+    // `pilot.log` in the home, as `pilotctl rendezvous run` writes it
+    // (rotated at start once over 8 MiB, three old files kept).
+    let log = home.join("pilot.log");
+    fsutil::rotate_log(&log, 8 << 20, 3);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .map_err(|e| eprintln!("pilot-rendezvous: no log file {}: {e}", log.display()))
         .ok()
-        .map(|appender| {
+        .map(|f| {
             fmt::layer()
                 .with_ansi(false)
-                .with_writer(appender)
+                .with_writer(std::sync::Mutex::new(f))
                 .with_filter(filter())
         });
     let _ = tracing_subscriber::registry()
@@ -179,20 +207,20 @@ fn init_logging(args: &Args, home: &std::path::Path) {
         .try_init();
 }
 
-fn report_error(json: bool, e: &ServerError) {
+fn report_error(json: bool, e: &Failed) {
     if json {
         let mut v = serde_json::json!({
             "status": "error",
-            "code": e.code(),
-            "message": e.to_string(),
+            "code": e.code,
+            "message": e.message,
         });
-        if let Some(h) = e.hint() {
-            v["hint"] = serde_json::Value::String(h);
+        if let Some(h) = &e.hint {
+            v["hint"] = serde_json::Value::String(h.clone());
         }
         println!("{v}");
     }
-    eprintln!("pilot-rendezvous: {e}");
-    if let Some(h) = e.hint() {
+    eprintln!("pilot-rendezvous: {}", e.message);
+    if let Some(h) = &e.hint {
         eprintln!("  hint: {h}");
     }
 }

@@ -112,6 +112,9 @@ pub struct Agent {
     pub transport: Value,
     /// `Netcheck` requests waiting for the classification they started.
     netchecks: Vec<(ClientId, u32)>,
+    /// The rendezvous's name as given (`HOST:PORT`), when it was given
+    /// by DNS name (`pilotctl info`).
+    pub rendezvous_name: Option<String>,
 }
 
 fn error(code: &str, message: impl Into<String>, hint: impl Into<String>) -> Response {
@@ -351,6 +354,7 @@ impl Agent {
             effects: Effects::default(),
             deferred: BTreeMap::new(),
             netchecks: Vec::new(),
+            rendezvous_name: None,
             resolving: BTreeMap::new(),
             connecting: BTreeMap::new(),
             stream_owner: BTreeMap::new(),
@@ -886,6 +890,10 @@ impl Agent {
             "registered": n.is_registered(),
             "public_endpoint": n.public_endpoint().map(|e| e.to_string()),
             "transport": self.transport.clone(),
+            "rendezvous": {
+                "name": self.rendezvous_name,
+                "address": n.rendezvous_addr().to_string(),
+            },
             "nat": nat_summary(n),
             "peers": n.trusted().count(),
             "pending": n.pending().count(),

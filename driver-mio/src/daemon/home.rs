@@ -23,7 +23,8 @@ pub struct Home {
 /// flags starts the same agent again.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Settings {
-    /// The rendezvous's UDP address.
+    /// The rendezvous's address as given: `HOST:PORT` with a DNS name
+    /// or an IP address.
     pub rendezvous: Option<String>,
     /// The rendezvous's public key (hex).
     pub rendezvous_key: Option<String>,

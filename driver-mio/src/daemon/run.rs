@@ -11,7 +11,7 @@ use mio::{Events, Poll, Registry, Token, Waker};
 use pilot_proto::addr::Hostname;
 use pilot_proto::identity::PublicKey;
 use pilot_proto::node::{Node, NodeConfig, ServiceConfig};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::agent::{Agent, Out};
 use super::bridge::{Bridge, BridgePolicy};
@@ -24,6 +24,7 @@ use crate::compat::tls::Trust;
 use crate::compat::{CarrierUrl, Transport};
 use crate::fsutil::FileError;
 use crate::ipc::server::{BindError, ClientId, IpcConfig, IpcServer, SendError, ServerEvent};
+use crate::resolve::{HostPort, Lookup};
 use crate::signals::Signals;
 use crate::tokens::Tokens;
 use crate::udp::UdpEndpoint;
@@ -37,8 +38,11 @@ pub struct Options {
     pub identity: Option<PathBuf>,
     /// The IPC socket.
     pub socket: PathBuf,
-    /// The rendezvous's UDP address.
+    /// The rendezvous's UDP address (its name looked up at start).
     pub rendezvous: SocketAddr,
+    /// The rendezvous's DNS name, if it was given by one: looked up again
+    /// whenever the node reports the rendezvous silent.
+    pub rendezvous_name: Option<HostPort>,
     /// The rendezvous's public key.
     pub rendezvous_key: PublicKey,
     /// Our hostname.
@@ -274,6 +278,14 @@ pub fn run_with(opts: Options, mut hooks: Hooks) -> Result<(), DaemonError> {
         };
         Some(CarrierClient::new(copts, carrier_token, waker.clone()).map_err(DaemonError::Compat)?)
     };
+    // A rendezvous known by name is looked up again whenever the node
+    // reports it silent (compat has no UDP: the carrier looks the name up
+    // itself on every connect).
+    let mut lookup = opts
+        .rendezvous_name
+        .clone()
+        .filter(|_| opts.transport != Transport::Compat)
+        .map(|n| Relookup::new(Lookup::new(n, waker.clone())));
     let mut links = Links {
         udp,
         carrier,
@@ -375,6 +387,10 @@ pub fn run_with(opts: Options, mut hooks: Hooks) -> Result<(), DaemonError> {
         }
     }
     let mut announced = None;
+    agent.rendezvous_name = opts.rendezvous_name.as_ref().map(|n| n.to_string());
+    if let Some(name) = &opts.rendezvous_name {
+        info!(rendezvous = %name, address = %opts.rendezvous, "rendezvous looked up");
+    }
     let mut auto = match opts.transport {
         Transport::Auto => Auto::TryingUdp {
             until: Instant::now() + AUTO_FALLBACK,
@@ -484,7 +500,7 @@ pub fn run_with(opts: Options, mut hooks: Hooks) -> Result<(), DaemonError> {
         if readable {
             let now = clock.now();
             let node = &mut agent.node;
-            let rv = opts.rendezvous;
+            let rv = node.rendezvous_addr();
             let heard = &mut udp_heard_rv;
             if let Some(udp) = links.udp.as_mut() {
                 if let Err(e) = udp.recv_batch(READ_BUDGET, |from, bytes| {
@@ -499,7 +515,7 @@ pub fn run_with(opts: Options, mut hooks: Hooks) -> Result<(), DaemonError> {
         if let Some(c) = links.carrier.as_mut() {
             let now = clock.now();
             let node = &mut agent.node;
-            let rv = opts.rendezvous;
+            let rv = node.rendezvous_addr();
             if carrier_ready {
                 carrier_events.extend(c.handle_event(&links.registry, &mut |bytes| {
                     node.handle_datagram(now, pilot_proto::SocketId::CARRIER, rv, bytes)
@@ -520,6 +536,9 @@ pub fn run_with(opts: Options, mut hooks: Hooks) -> Result<(), DaemonError> {
         );
         if auto != before {
             agent.transport = transport_info(&opts, &links, auto);
+        }
+        if let (Some(l), Some(udp)) = (lookup.as_mut(), links.udp.as_ref()) {
+            l.step(&mut agent.node, udp.local_addr(), clock.now());
         }
         let now = clock.now();
         if agent.node.poll_timeout().is_some_and(|(t, _)| t <= now) {
@@ -607,6 +626,65 @@ pub fn run_with(opts: Options, mut hooks: Hooks) -> Result<(), DaemonError> {
     drop(ipc);
     info!("daemon stopped");
     Ok(())
+}
+
+/// Looking the rendezvous's name up again when the node reports it
+/// silent, and moving the node to the address found.
+struct Relookup {
+    lookup: Lookup,
+    /// The node's silence count when last looked at.
+    silent_seen: u32,
+    /// The last failed lookup's message: a failure repeated every period
+    /// is logged once.
+    last_error: Option<String>,
+}
+
+impl Relookup {
+    fn new(lookup: Lookup) -> Self {
+        Relookup {
+            lookup,
+            silent_seen: 0,
+            last_error: None,
+        }
+    }
+
+    /// Starts a lookup when the silence count went up; applies a finished
+    /// one's answer.
+    fn step(&mut self, node: &mut Node, local: SocketAddr, now: pilot_proto::Timestamp) {
+        let silent = node.rendezvous_silent();
+        if silent > self.silent_seen {
+            let name = self.lookup.target();
+            if silent == 1 {
+                info!(rendezvous = %name, address = %node.rendezvous_addr(), "the rendezvous does not answer; looking its name up again");
+            } else {
+                debug!(rendezvous = %name, periods = silent, "the rendezvous is still silent; looking its name up again");
+            }
+            self.lookup.start();
+        }
+        self.silent_seen = silent;
+        let Some(answer) = self.lookup.poll(local) else {
+            return;
+        };
+        let name = self.lookup.target().to_string();
+        match answer {
+            Ok(addr) if addr != node.rendezvous_addr() => {
+                self.last_error = None;
+                info!(rendezvous = %name, old = %node.rendezvous_addr(), address = %addr, "the rendezvous's name resolves to a new address; registering there");
+                node.set_rendezvous_addr(now, addr);
+            }
+            Ok(addr) => {
+                self.last_error = None;
+                debug!(rendezvous = %name, address = %addr, "the rendezvous's name resolves to the address in use");
+            }
+            Err(e) => {
+                let text = e.to_string();
+                if self.last_error.as_ref() != Some(&text) {
+                    warn!(error = %text, hint = %e.hint(), "looking the rendezvous up again; keeping {}", node.rendezvous_addr());
+                }
+                self.last_error = Some(text);
+            }
+        }
+    }
 }
 
 /// The file in the home naming a socket kept elsewhere, while the daemon

@@ -60,9 +60,50 @@ pub const PID_FILE: &str = "rendezvous.pid";
 pub const STATUS_FILE: &str = "rendezvous.status.json";
 /// How often the status file is rewritten at most while nothing changes.
 pub const STATUS_EVERY: Duration = Duration::from_secs(2);
+/// Where the server listens unless told otherwise (`pilotctl rendezvous
+/// start` and `pilot-rendezvous` alike).
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:4000";
 
-/// Where the server listens unless told otherwise.
-pub const DEFAULT_LISTEN: &str = "0.0.0.0:9000";
+/// The rendezvous's home unless told otherwise: `rendezvous` in the
+/// agent's home (`$PILOT_HOME`, else `~/.pilot`).
+pub fn default_home() -> std::path::PathBuf {
+    crate::fsutil::pilot_home().join("rendezvous")
+}
+
+/// The reflect port a `--reflect-port` value asks for, for a rendezvous
+/// listening on `listen`: `auto` is the listen port + 1 when that port is
+/// free (none for port 0, or when it is taken: classification is then
+/// off, with a warning), `off` or `0` none, else the port given. The
+/// error is a message and a hint.
+pub fn reflect_port(spec: &str, listen: SocketAddr) -> Result<Option<u16>, (String, &'static str)> {
+    match spec {
+        "off" | "0" => Ok(None),
+        "auto" => {
+            let Some(port) = listen.port().checked_add(1).filter(|_| listen.port() != 0) else {
+                return Ok(None);
+            };
+            // The default must not stop a rendezvous that ran before:
+            // a taken port leaves classification off (agents then relay
+            // through symmetric NATs, as without it).
+            let free = std::net::UdpSocket::bind(SocketAddr::new(listen.ip(), port)).is_ok();
+            if !free {
+                tracing::warn!(port, "the default reflect port is taken: NAT classification is off (choose one with --reflect-port)");
+            }
+            Ok(free.then_some(port))
+        }
+        text => match text.parse::<u16>() {
+            Ok(port) if port == listen.port() => Err((
+                format!("--reflect-port {port} is the listen port"),
+                "the reflect port must be a second port",
+            )),
+            Ok(port) => Ok(Some(port)),
+            Err(_) => Err((
+                format!("--reflect-port {text:?} is not a port"),
+                "use a UDP port number, auto (the listen port + 1) or off",
+            )),
+        },
+    }
+}
 
 const UDP: Token = Token(0);
 const SIGNALS: Token = Token(1);

@@ -1,8 +1,11 @@
 //! `pilot-daemon`: the agent daemon as a program of its own, for service
 //! managers (systemd, launchd, a container's entry point). It is
-//! `pilotctl daemon start --foreground`, with the same flags and
-//! environment (`PILOT_HOME`, `PILOT_SOCKET`, `PILOT_RENDEZVOUS`,
-//! `PILOT_RENDEZVOUS_KEY`, `PILOT_LOG`).
+//! `pilotctl daemon start --foreground` under its own name (pilotctl run
+//! with `argv[0]` `pilot-daemon`): the same flags, defaults, saved
+//! settings and environment (`PILOT_HOME`, `PILOT_SOCKET`,
+//! `PILOT_RENDEZVOUS`, `PILOT_RENDEZVOUS_KEY`, `PILOT_TRANSPORT`,
+//! `PILOT_LOG`), and the original's Go-style spellings
+//! (`-transport=compat -socket /shared/pilot.sock -public`).
 
 use std::os::unix::process::CommandExt;
 use std::process::{Command, ExitCode};
@@ -17,7 +20,7 @@ fn main() -> ExitCode {
     };
     // exec only returns on failure.
     let err = Command::new(&pilotctl)
-        .args(["daemon", "start", "--foreground"])
+        .arg0("pilot-daemon")
         .args(std::env::args_os().skip(1))
         .exec();
     eprintln!("pilot-daemon: cannot run {}: {err}", pilotctl.display());

@@ -1,5 +1,6 @@
 //! `pilotctl daemon start|stop|status`.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -9,6 +10,7 @@ use driver_mio::compat::{CarrierUrl, Transport};
 use driver_mio::daemon::home::{Home, Settings};
 use driver_mio::daemon::run::Options;
 use driver_mio::ipc::api::Request;
+use driver_mio::resolve::HostPort;
 use pilot_proto::node::ServiceConfig;
 use serde_json::{json, Value};
 
@@ -129,7 +131,9 @@ pub struct StartArgs {
 /// `init` saves.
 #[derive(Args, Debug, Clone)]
 pub struct AgentArgs {
-    /// The rendezvous's UDP address (or $PILOT_RENDEZVOUS).
+    /// The rendezvous's address, HOST:PORT: a DNS name (looked up at
+    /// start, and again when the rendezvous stops answering), an IPv4
+    /// address or [IPv6]:PORT (or $PILOT_RENDEZVOUS).
     #[arg(long)]
     pub rendezvous: Option<String>,
     /// The rendezvous's public key, 64 hex digits (or $PILOT_RENDEZVOUS_KEY).
@@ -210,7 +214,7 @@ fn resolve(a: &StartArgs, saved: &Settings) -> Result<(Options, Settings), Failu
                 "pass --rendezvous-key (64 hex digits, printed by the rendezvous) or set PILOT_RENDEZVOUS_KEY",
             )
         })?;
-    let rv = settings::rendezvous(&rendezvous)?;
+    let rv_target = settings::rendezvous(&rendezvous)?;
     let rv_key = settings::rendezvous_key(&key)?;
     let hostname_text = a.agent.hostname.clone().or_else(|| saved.hostname.clone());
     let hostname = hostname_text
@@ -251,7 +255,11 @@ fn resolve(a: &StartArgs, saved: &Settings) -> Result<(Options, Settings), Failu
         }
     };
     let settings = Settings {
-        rendezvous: kept(&a.agent.rendezvous, &saved.rendezvous, rv.to_string()),
+        rendezvous: kept(
+            &a.agent.rendezvous,
+            &saved.rendezvous,
+            rv_target.to_string(),
+        ),
         rendezvous_key: kept(
             &a.agent.rendezvous_key,
             &saved.rendezvous_key,
@@ -295,13 +303,9 @@ fn resolve(a: &StartArgs, saved: &Settings) -> Result<(Options, Settings), Failu
         Some(u) => u
             .parse::<CarrierUrl>()
             .map_err(|e| invalid(&e, "use --compat-url wss://HOST:PORT/PATH"))?,
-        None => {
-            let host = rendezvous
-                .rsplit_once(':')
-                .map_or(rendezvous.as_str(), |(h, _)| h);
-            CarrierUrl::for_host(host)
-        }
+        None => CarrierUrl::for_host(&rv_target.host_text()),
     };
+    let rv = lookup_rendezvous(&rv_target, listen, transport)?;
     // A new pin or CA replaces the other kind.
     let (tls_ca, tls_pin) = match (&a.tls_ca, &a.tls_pin) {
         (Some(ca), _) => (Some(ca.display().to_string()), None),
@@ -332,6 +336,7 @@ fn resolve(a: &StartArgs, saved: &Settings) -> Result<(Options, Settings), Failu
         home,
         socket,
         rendezvous: rv,
+        rendezvous_name: rv_target.name().map(|_| rv_target.clone()),
         rendezvous_key: rv_key,
         hostname,
         listen,
@@ -344,6 +349,38 @@ fn resolve(a: &StartArgs, saved: &Settings) -> Result<(Options, Settings), Failu
         reflect: None,
     };
     Ok((options, settings))
+}
+
+/// The rendezvous's UDP address: its address, or its name looked up now
+/// (within a few seconds) for the family the daemon's socket reaches. On
+/// the compat carrier alone a name need not resolve here (a proxy may be
+/// the only one that can): the carrier looks it up itself, and the
+/// address is then only a label.
+fn lookup_rendezvous(
+    target: &HostPort,
+    listen: SocketAddr,
+    transport: Transport,
+) -> Result<SocketAddr, Failure> {
+    use driver_mio::resolve::{lookup, LookupError, LOOKUP_TIMEOUT};
+    let local = if transport == Transport::Compat {
+        SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0))
+    } else {
+        listen
+    };
+    match lookup(target, local, LOOKUP_TIMEOUT) {
+        Ok(a) => Ok(a),
+        Err(_) if transport == Transport::Compat => Ok(SocketAddr::from((
+            std::net::Ipv4Addr::UNSPECIFIED,
+            target.port,
+        ))),
+        Err(e) => {
+            let code = match e {
+                LookupError::Timeout { .. } => "timeout",
+                _ => "invalid_argument",
+            };
+            Err(Failure::new(code, e.to_string(), e.hint()))
+        }
+    }
 }
 
 /// Refuses a `--log-level` that would not log what the user meant: every
@@ -603,12 +640,8 @@ fn status(h: HomeArgs, check: bool, json: bool) -> Result<Success, Failure> {
 }
 
 /// Logs to `<home>/pilot.log` (rotated at start once over 8 MiB, three
-/// old files kept) and, in the foreground, to stderr.
-pub fn init_logging(home: &Path, stderr: bool) {
-    init_logging_with(home, stderr, None, LogFormat::Text)
-}
-
-/// Logging with an explicit filter and format.
+/// old files kept) and, in the foreground, to stderr, with `level` (else
+/// $PILOT_LOG, else info) in `format`.
 pub fn init_logging_with(home: &Path, stderr: bool, level: Option<&str>, format: LogFormat) {
     use tracing_subscriber::prelude::*;
     rotate(&home.join("pilot.log"), 8 << 20, 3);

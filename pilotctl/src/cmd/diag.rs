@@ -13,7 +13,7 @@ use driver_mio::ipc::api::{Event, Request};
 use serde_json::json;
 
 use super::client::{default_client, failure, request, table, text};
-use super::messaging::{deadline_in, open_stream, timeout_secs};
+use super::messaging::{deadline_in, no_limit_if_zero, open_stream, timeout_secs};
 use super::CommandDoc;
 use crate::output::{Failure, Success};
 
@@ -24,12 +24,15 @@ pub enum DiagCommand {
     Ping {
         /// The peer's address, node ID or hostname.
         peer: String,
-        /// How many echoes.
+        /// How many echoes (0: until Ctrl-C, then the summary).
         #[arg(long, default_value_t = 4)]
         count: u32,
-        /// Seconds to wait for each echo (0: no limit).
-        #[arg(long, default_value_t = 3)]
-        timeout: u64,
+        /// Seconds to wait for each echo, fractions allowed (0: no limit).
+        #[arg(long, default_value = "3", value_parser = super::messaging::seconds)]
+        timeout: Duration,
+        /// Seconds between echoes, fractions allowed (at least 0.01).
+        #[arg(long, default_value = "0.2", value_parser = super::messaging::seconds)]
+        interval: Duration,
     },
     /// Peers we trust or hold a session with: path, session state, RTT
     /// (of the latest handshake), traffic, last handshake.
@@ -70,7 +73,8 @@ impl DiagCommand {
                 peer,
                 count,
                 timeout,
-            } => ping(peer, count, timeout_secs(timeout), json),
+                interval,
+            } => ping(peer, count, no_limit_if_zero(timeout), interval, json),
             DiagCommand::Peers => peers(),
             DiagCommand::Connections => connections(),
             DiagCommand::Netcheck { cached } => netcheck(!cached),
@@ -139,15 +143,25 @@ pub fn ping(
     peer: String,
     count: u32,
     timeout: Duration,
+    interval: Duration,
     json_mode: bool,
 ) -> Result<Success, Failure> {
-    if count == 0 {
+    if interval < Duration::from_millis(10) {
         return Err(Failure::new(
             "invalid_argument",
-            "--count must be at least 1",
-            "",
+            format!("--interval {} s is too short", interval.as_secs_f64()),
+            "use at least 0.01 (10 ms)",
         ));
     }
+    // --count 0: until Ctrl-C (or SIGTERM), which ends the loop and
+    // leads to the summary instead of ending the process.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    if count == 0 {
+        for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            let _ = signal_hook::flag::register(sig, stop.clone());
+        }
+    }
+    let stopped = || stop.load(std::sync::atomic::Ordering::Relaxed);
     let mut c = default_client()?;
     // Our own port for the answers: the first free one from 40000.
     let mut port = 0;
@@ -174,7 +188,12 @@ pub fn ping(
     }
     let mut rtts = Vec::new();
     let mut paths: Vec<String> = Vec::new();
-    for seq in 0..count {
+    let mut sent = 0u32;
+    for seq in 0..if count == 0 { u32::MAX } else { count } {
+        if stopped() {
+            break;
+        }
+        sent += 1;
         let payload = format!("ping {seq}");
         let start = Instant::now();
         request(
@@ -189,8 +208,11 @@ pub fn ping(
         let deadline = deadline_in(timeout);
         let mut rtt = None;
         let mut from_addr = String::new();
-        while Instant::now() < deadline {
-            let left = deadline.saturating_duration_since(Instant::now());
+        while Instant::now() < deadline && !stopped() {
+            // In slices, so that Ctrl-C is seen at once.
+            let left = deadline
+                .saturating_duration_since(Instant::now())
+                .min(Duration::from_millis(100));
             match c.next_event(left).map_err(failure)? {
                 Some(Event::Datagram { data_b64, from, .. }) => {
                     let data = base64::engine::general_purpose::STANDARD
@@ -206,7 +228,7 @@ pub fn ping(
                     }
                 }
                 Some(_) => {}
-                None => break,
+                None => {}
             }
         }
         match rtt {
@@ -222,6 +244,8 @@ pub fn ping(
                 rtts.push(d);
                 paths.push(path);
             }
+            // Cut short by Ctrl-C: not a lost echo.
+            None if stopped() => sent -= 1,
             None => {
                 if !json_mode {
                     crate::output::say(format_args!(
@@ -231,8 +255,14 @@ pub fn ping(
                 }
             }
         }
-        if seq + 1 < count {
-            std::thread::sleep(Duration::from_millis(200).saturating_sub(start.elapsed()));
+        if seq.saturating_add(1) < count || count == 0 {
+            let next = start + interval;
+            while !stopped() && Instant::now() < next {
+                std::thread::sleep(
+                    next.saturating_duration_since(Instant::now())
+                        .min(Duration::from_millis(50)),
+                );
+            }
         }
     }
     let _ = request(&mut c, Request::Unbind { port });
@@ -240,8 +270,8 @@ pub fn ping(
         return Err(Failure::new(
             "timeout",
             format!(
-                "no echo from {peer} in {count} {}",
-                if count == 1 { "try" } else { "tries" }
+                "no echo from {peer} in {sent} {}",
+                if sent == 1 { "try" } else { "tries" }
             ),
             "is the peer online, trusted (`pilotctl trust`), and running its echo service?",
         ));
@@ -252,14 +282,15 @@ pub fn ping(
     let (min, max) = (sorted[0], sorted[sorted.len() - 1]);
     let median = median(&sorted);
     let avg = ms.iter().sum::<f64>() / ms.len() as f64;
+    let loss = 100.0 * f64::from(sent - rtts.len() as u32) / f64::from(sent.max(1));
     Ok(Success::new(
         json!({
-            "peer": peer, "sent": count, "received": rtts.len(),
+            "peer": peer, "sent": sent, "received": rtts.len(), "loss_percent": loss,
             "rtt_ms": { "min": min, "median": median, "avg": avg, "max": max }, "samples_ms": ms,
             "paths": paths,
         }),
         format!(
-            "--- {peer} ---\n{count} sent, {} received, rtt min/median/avg/max = {min:.2}/{median:.2}/{avg:.2}/{max:.2} ms",
+            "--- {peer} ping statistics ---\n{sent} sent, {} received, {loss:.0}% loss, rtt min/median/avg/max = {min:.2}/{median:.2}/{avg:.2}/{max:.2} ms",
             rtts.len()
         ),
     ))

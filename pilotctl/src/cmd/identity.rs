@@ -75,7 +75,7 @@ impl IdentityCommand {
 pub const DOCS: &[CommandDoc] = &[
     CommandDoc {
         name: "info",
-        returns: r#"{"address":"string|null","node_id":"number|null","hostname":"string|null","public_key":"string","fingerprint":"string","registered":"bool","public_endpoint":"string|null","nat":{"mapping":"string","stride":"number|null","state":"string"},"peers":"number","pending":"number","streams":"number","uptime_secs":"number","datagrams_in":"number","datagrams_out":"number","dropped":"number"}"#,
+        returns: r#"{"address":"string|null","node_id":"number|null","hostname":"string|null","public_key":"string","fingerprint":"string","registered":"bool","public_endpoint":"string|null","rendezvous":{"name":"string|null","address":"string"},"nat":{"mapping":"string","stride":"number|null","state":"string"},"peers":"number","pending":"number","streams":"number","uptime_secs":"number","datagrams_in":"number","datagrams_out":"number","dropped":"number"}"#,
         errors: &["not_running", "timeout"],
     },
     CommandDoc {
@@ -144,8 +144,15 @@ pub fn info() -> Result<Success, Failure> {
         ),
         (Some(m), None) => m.to_string(),
     };
+    // The rendezvous by the name given, and the address it resolved to.
+    let rv = &info["rendezvous"];
+    let rv_text = match (rv["name"].as_str(), rv["address"].as_str()) {
+        (Some(name), Some(addr)) => format!("{name} ({addr})"),
+        (None, Some(addr)) => addr.to_string(),
+        _ => "-".into(),
+    };
     let text = format!(
-        "Address:     {}\nHostname:    {}\nPublic key:  {}\nFingerprint: {}\nRegistered:  {}\nEndpoint:    {}\nNAT:         {nat_text}\nPeers:       {}\nPending:     {}\nUptime:      {} s",
+        "Address:     {}\nHostname:    {}\nPublic key:  {}\nFingerprint: {}\nRendezvous:  {rv_text}\nRegistered:  {}\nEndpoint:    {}\nNAT:         {nat_text}\nPeers:       {}\nPending:     {}\nUptime:      {} s",
         field("address"),
         field("hostname"),
         field("public_key"),

@@ -31,6 +31,7 @@ use pilot_proto::services::framing::LEN_SIZE;
 use serde_json::{json, Map, Value};
 
 use super::client::{default_client, failure, request, table};
+use super::data_arg;
 use super::CommandDoc;
 use crate::output::{Failure, Success};
 use crate::paths;
@@ -56,8 +57,8 @@ pub enum MessagingCommand {
         message: Option<String>,
         /// Seconds to wait for the stream, and for the reply (piping:
         /// for the peer to close once stdin has ended); 0: no limit.
-        #[arg(long, default_value_t = 10)]
-        timeout: u64,
+        #[arg(long, default_value = "10", value_parser = seconds)]
+        timeout: Duration,
     },
     /// Send one message over a stream (or a datagram) to a peer's port.
     Send {
@@ -66,15 +67,16 @@ pub enum MessagingCommand {
         /// The peer's port.
         #[arg(value_parser = port_number())]
         port: u16,
-        /// What to send.
+        /// What to send: the text, @FILE (a file's bytes), or - (stdin);
+        /// @@TEXT for text that starts with @.
         #[arg(long)]
         data: String,
         /// Send a datagram instead of a stream (`listen` receives it).
         #[arg(long)]
         datagram: bool,
         /// Seconds to wait for the stream and for the peer to close it (0: no limit).
-        #[arg(long, default_value_t = 10)]
-        timeout: u64,
+        #[arg(long, default_value = "10", value_parser = seconds)]
+        timeout: Duration,
     },
     /// Receive streams on a local port, each read to its end as one message.
     Recv {
@@ -112,7 +114,9 @@ pub enum MessagingCommand {
     SendMessage {
         /// The peer's address, node ID or hostname.
         peer: String,
-        /// The message: text, a JSON text, or base64 for binary.
+        /// The message: text, a JSON text, or base64 for binary; or
+        /// @FILE (a file's contents; binary: its bytes as they are), or -
+        /// (stdin); @@TEXT for text that starts with @.
         #[arg(long)]
         data: String,
         /// text, json (checked before sending) or binary (--data is
@@ -120,8 +124,8 @@ pub enum MessagingCommand {
         #[arg(long = "type", default_value = "text")]
         kind: String,
         /// Seconds to wait for the stream and for the peer's ack (0: no limit).
-        #[arg(long, default_value_t = 30)]
-        timeout: u64,
+        #[arg(long, default_value = "30", value_parser = seconds)]
+        timeout: Duration,
     },
     /// Send a file (at most 16 MiB) to a peer's received files (port 1001).
     SendFile {
@@ -130,8 +134,8 @@ pub enum MessagingCommand {
         /// The file; the peer sees its base name.
         path: PathBuf,
         /// Seconds to wait for the stream, for the daemon to take the data, and for the ack (0: no limit).
-        #[arg(long, default_value_t = 30)]
-        timeout: u64,
+        #[arg(long, default_value = "30", value_parser = seconds)]
+        timeout: Duration,
     },
     /// The messages in this agent's inbox, newest last (no daemon needed).
     Inbox {
@@ -165,19 +169,20 @@ pub enum MessagingCommand {
         peer: String,
         /// The topic (no wildcards).
         topic: String,
-        /// The event's data.
+        /// The event's data: the text, @FILE (a file's bytes), or -
+        /// (stdin); @@TEXT for text that starts with @.
         #[arg(long)]
         data: String,
         /// Seconds to wait for the stream and the broker's answer (0: no limit).
-        #[arg(long, default_value_t = 10)]
-        timeout: u64,
+        #[arg(long, default_value = "10", value_parser = seconds)]
+        timeout: Duration,
     },
 }
 
 impl MessagingCommand {
     /// Runs the command.
     pub fn run(self, json: bool) -> Result<Success, Failure> {
-        let secs = timeout_secs;
+        let secs = no_limit_if_zero;
         match self {
             MessagingCommand::Connect {
                 peer,
@@ -352,6 +357,34 @@ pub fn timeout_secs(secs: u64) -> Duration {
     }
 }
 
+/// Seconds as a person wrote them: `10`, `0.5`.
+pub fn shown_secs(d: Duration) -> String {
+    format!("{}", (d.as_secs_f64() * 1000.0).round() / 1000.0)
+}
+
+/// `0`: no limit (a century); anything else as it is.
+pub fn no_limit_if_zero(d: Duration) -> Duration {
+    if d.is_zero() {
+        timeout_secs(0)
+    } else {
+        d
+    }
+}
+
+/// A number of seconds, fractions allowed (`0.5`, `3`), for clap: at most
+/// a year, never negative.
+pub fn seconds(text: &str) -> Result<Duration, String> {
+    let shown = super::settings::quoted(text);
+    let secs: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{shown} is not a number of seconds (e.g. 3 or 0.5)"))?;
+    if !secs.is_finite() || !(0.0..=365.0 * 86_400.0).contains(&secs) {
+        return Err(format!("{shown} is not between 0 and a year of seconds"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
 /// The instant `wait` from now.
 pub fn deadline_in(wait: Duration) -> Instant {
     let now = Instant::now();
@@ -384,7 +417,7 @@ pub fn open_stream(
             "timeout",
             format!(
                 "{peer} did not accept a stream on port {port} within {} s",
-                timeout.as_secs()
+                shown_secs(timeout)
             ),
             "is the peer online? see `pilotctl trust` and `pilotctl ping`",
         ),
@@ -600,7 +633,7 @@ fn write_and_await_ack(
             Err(ClientError::Timeout(_)) => {
                 return Err(Failure::new(
                     "timeout",
-                    format!("no ack within {} s", timeout.as_secs()),
+                    format!("no ack within {} s", shown_secs(timeout)),
                     "the message may or may not have arrived; check with the peer",
                 ))
             }
@@ -765,7 +798,7 @@ fn refused(code: Code, subject: &str) -> Result<(), Failure> {
 fn no_answer(timeout: Duration) -> Failure {
     Failure::new(
         "timeout",
-        format!("the broker did not answer within {} s", timeout.as_secs()),
+        format!("the broker did not answer within {} s", shown_secs(timeout)),
         "",
     )
 }
@@ -956,7 +989,7 @@ pub fn connect(
             "timeout",
             format!(
                 "no reply from {peer} port {port} within {} s",
-                timeout.as_secs()
+                shown_secs(timeout)
             ),
             "the peer keeps the stream open without answering",
         ));
@@ -1032,7 +1065,7 @@ fn pipe(c: &mut Client, s: u32, timeout: Duration) -> Result<(u64, u64), Failure
                     "timeout",
                     format!(
                         "the peer did not close the stream within {} s of the end of input",
-                        timeout.as_secs()
+                        shown_secs(timeout)
                     ),
                     "",
                 ))
@@ -1063,10 +1096,23 @@ pub fn send(
     datagram: bool,
     timeout: Duration,
 ) -> Result<Success, Failure> {
+    let data = if datagram {
+        data_arg::read(
+            data,
+            pilot_proto::overlay::MAX_DATAGRAM as u64,
+            "send it over a stream (without --datagram)",
+        )?
+    } else {
+        data_arg::read(
+            data,
+            u64::from(DEFAULT_MAX_MESSAGE),
+            "stream it with `pilotctl connect PEER PORT < FILE`",
+        )?
+    };
+    let data = data.bytes();
     let mut c = default_client()?;
     if datagram {
-        c.send_datagram(peer, port, 0, data.as_bytes())
-            .map_err(failure)?;
+        c.send_datagram(peer, port, 0, data).map_err(failure)?;
         return Ok(Success::new(
             json!({
                 "peer": peer, "port": port, "sent": data.len(), "datagram": true,
@@ -1078,10 +1124,10 @@ pub fn send(
             ),
         ));
     }
-    let reply = exchange(&mut c, peer, port, data.as_bytes(), timeout)?;
+    let reply = exchange(&mut c, peer, port, data, timeout)?;
     let outcome = match (reply.data.is_empty(), reply.closed) {
         (true, true) => "the peer closed the stream without replying".to_string(),
-        (true, false) => format!("no reply within {} s", timeout.as_secs()),
+        (true, false) => format!("no reply within {} s", shown_secs(timeout)),
         (false, _) => format!(
             "reply ({} bytes): {}",
             reply.data.len(),
@@ -1187,6 +1233,26 @@ pub fn send_message_cmd(
     kind: &str,
     timeout: Duration,
 ) -> Result<Success, Failure> {
+    let given = data_arg::read(
+        data,
+        u64::from(DEFAULT_MAX_MESSAGE),
+        "send it as a file with `pilotctl send-file`, or split it",
+    )?;
+    let text;
+    let data = match (&given, kind) {
+        (data_arg::Data::Inline(s), _) => s,
+        // A file's or stdin's bytes go as they are.
+        (data_arg::Data::Read(_), "binary") => "",
+        (data_arg::Data::Read(b), _) => {
+            text = String::from_utf8(b.clone()).map_err(|_| {
+                invalid(
+                    format!("--data {data}: not UTF-8 text"),
+                    "use --type binary to send its bytes as they are",
+                )
+            })?;
+            text.as_str()
+        }
+    };
     let bytes;
     let message = match kind {
         "text" => Message::Text(data),
@@ -1199,6 +1265,7 @@ pub fn send_message_cmd(
             })?;
             Message::Json(data)
         }
+        "binary" if matches!(given, data_arg::Data::Read(_)) => Message::Binary(given.bytes()),
         "binary" => {
             bytes = base64::engine::general_purpose::STANDARD
                 .decode(data.trim())
@@ -1545,8 +1612,14 @@ pub fn publish_cmd(
     timeout: Duration,
 ) -> Result<Success, Failure> {
     eventstream::check_topic(topic).map_err(|e| bad_topic(topic, e))?;
+    let given = data_arg::read(
+        data,
+        u64::from(DEFAULT_MAX_FRAME),
+        "send less, or send a file with `pilotctl send-file`",
+    )?;
+    let data = given.bytes();
     let mut c = default_client()?;
-    let subscribers = publish(&mut c, peer, topic, data.as_bytes(), timeout)?;
+    let subscribers = publish(&mut c, peer, topic, data, timeout)?;
     let reached = match subscribers {
         Some(n) => format!(" ({n} subscribers)"),
         None => String::new(),

@@ -8,6 +8,7 @@
 pub mod client;
 pub mod context;
 pub mod daemon;
+pub mod data_arg;
 pub mod demo;
 pub mod detach;
 pub mod diag;

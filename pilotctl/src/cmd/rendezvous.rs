@@ -62,9 +62,10 @@ pub const DOCS: &[CommandDoc] = &[
 #[derive(Args, Debug, Clone)]
 pub struct RvArgs {
     /// UDP address to listen on (port 0: any free port).
-    #[arg(long, default_value = "0.0.0.0:4000")]
+    #[arg(long, default_value = driver_mio::rendezvous::DEFAULT_LISTEN)]
     pub listen: String,
-    /// Directory for its key, registry and logs.
+    /// Directory for its key, registry and logs (default:
+    /// $PILOT_HOME/rendezvous, else ~/.pilot/rendezvous).
     #[arg(long)]
     pub home: Option<PathBuf>,
     /// Second UDP port, answering only reflect requests, from which agents
@@ -73,6 +74,19 @@ pub struct RvArgs {
     /// when the listen port is 0 or that port is taken; `off`: none.
     #[arg(long, default_value = "auto")]
     pub reflect_port: String,
+    /// The network whose addresses it hands out.
+    #[arg(long, default_value_t = 0)]
+    pub network: u16,
+    /// How often agents should refresh their registration, in seconds.
+    #[arg(long)]
+    pub refresh_secs: Option<u64>,
+    /// How long a registration lasts without refresh, in seconds.
+    #[arg(long)]
+    pub ttl_secs: Option<u64>,
+    /// Log filter: a level (error, warn, info, debug, trace) or tracing
+    /// directives (default: $PILOT_LOG, else info).
+    #[arg(long)]
+    pub log_level: Option<String>,
     /// Seconds to wait for it to come up (start only).
     #[arg(long, default_value_t = 10)]
     pub wait: u64,
@@ -96,7 +110,7 @@ fn tls_listen(a: &RvArgs) -> Result<Option<SocketAddr>, Failure> {
             t.parse().map_err(|_| {
                 Failure::new(
                     "invalid_argument",
-                    format!("`{t}` is not a TCP listen address"),
+                    format!("{} is not a TCP listen address", super::settings::quoted(t)),
                     "use IP:PORT, e.g. 0.0.0.0:443",
                 )
             })
@@ -108,11 +122,14 @@ fn server_config(a: &RvArgs, addr: SocketAddr, home: &Path) -> Result<ServerConf
     let mut config = ServerConfig::new(addr, home.to_path_buf());
     config.tls_listen = tls_listen(a)?;
     config.tls_cert = a.tls_cert.clone().zip(a.tls_key.clone());
+    config.network = a.network;
+    config.refresh_interval = a.refresh_secs.map(Duration::from_secs);
+    config.registration_ttl = a.ttl_secs.map(Duration::from_secs);
     Ok(config)
 }
 
 fn home(flag: Option<PathBuf>) -> PathBuf {
-    flag.unwrap_or_else(|| crate::paths::home(None).join("rendezvous"))
+    flag.unwrap_or_else(driver_mio::rendezvous::default_home)
 }
 
 /// Runs a rendezvous command.
@@ -129,7 +146,10 @@ fn listen(a: &RvArgs) -> Result<SocketAddr, Failure> {
     a.listen.parse().map_err(|_| {
         Failure::new(
             "invalid_argument",
-            format!("`{}` is not a UDP listen address", a.listen),
+            format!(
+                "{} is not a UDP listen address",
+                super::settings::quoted(&a.listen)
+            ),
             "use IP:PORT, e.g. 127.0.0.1:4000 or 0.0.0.0:4000",
         )
     })
@@ -137,35 +157,8 @@ fn listen(a: &RvArgs) -> Result<SocketAddr, Failure> {
 
 /// The reflect port asked for: `Ok(None)` when off.
 fn reflect_port(a: &RvArgs, listen: SocketAddr) -> Result<Option<u16>, Failure> {
-    match a.reflect_port.as_str() {
-        "off" | "0" => Ok(None),
-        "auto" => {
-            let Some(port) = listen.port().checked_add(1).filter(|_| listen.port() != 0) else {
-                return Ok(None);
-            };
-            // The default must not stop a rendezvous that ran before:
-            // a taken port leaves classification off (agents then relay
-            // through symmetric NATs, as without it).
-            let free = std::net::UdpSocket::bind(SocketAddr::new(listen.ip(), port)).is_ok();
-            if !free {
-                tracing::warn!(port, "the default reflect port is taken: NAT classification is off (choose one with --reflect-port)");
-            }
-            Ok(free.then_some(port))
-        }
-        text => match text.parse::<u16>() {
-            Ok(port) if port == listen.port() => Err(Failure::new(
-                "invalid_argument",
-                format!("--reflect-port {port} is the listen port"),
-                "the reflect port must be a second port",
-            )),
-            Ok(port) => Ok(Some(port)),
-            Err(_) => Err(Failure::new(
-                "invalid_argument",
-                format!("--reflect-port {text:?} is not a port"),
-                "use a UDP port number, auto (the listen port + 1) or off",
-            )),
-        },
-    }
+    driver_mio::rendezvous::reflect_port(&a.reflect_port, listen)
+        .map_err(|(message, hint)| Failure::new("invalid_argument", message, hint))
 }
 
 fn server_failure(e: driver_mio::rendezvous::ServerError) -> Failure {
@@ -176,7 +169,12 @@ fn foreground(a: RvArgs, json: bool) -> Result<Success, Failure> {
     let addr = listen(&a)?;
     let home = home(a.home.clone());
     fsutil::ensure_private_dir(&home).map_err(|e| Failure::new("internal", e.to_string(), ""))?;
-    super::daemon::init_logging(&home, true);
+    super::daemon::init_logging_with(
+        &home,
+        true,
+        a.log_level.as_deref(),
+        super::daemon::LogFormat::Text,
+    );
     super::detach::stop_with_parent();
     let mut config = server_config(&a, addr, &home)?;
     config.reflect_port = reflect_port(&a, addr)?;
@@ -284,6 +282,16 @@ fn start(a: RvArgs) -> Result<Success, Failure> {
     ];
     if let Some(t) = &a.tls_listen {
         args.extend(["--tls-listen".into(), t.into()]);
+    }
+    args.extend(["--network".into(), a.network.to_string().into()]);
+    if let Some(s) = a.refresh_secs {
+        args.extend(["--refresh-secs".into(), s.to_string().into()]);
+    }
+    if let Some(s) = a.ttl_secs {
+        args.extend(["--ttl-secs".into(), s.to_string().into()]);
+    }
+    if let Some(l) = &a.log_level {
+        args.extend(["--log-level".into(), l.into()]);
     }
     if let (Some(c), Some(k)) = (&a.tls_cert, &a.tls_key) {
         args.extend(["--tls-cert".into(), c.clone().into_os_string()]);

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use driver_mio::daemon::agent::HOSTNAME_HINT;
 use driver_mio::daemon::bridge::{BridgePolicy, PeerSet, PortSet};
 use driver_mio::daemon::home::Settings;
+use driver_mio::resolve::{HostPort, ParseError};
 use pilot_proto::addr::Hostname;
 use pilot_proto::identity::{parse_public_key, PublicKey};
 
@@ -26,12 +27,28 @@ pub fn file_failure(e: impl std::fmt::Display) -> Failure {
     )
 }
 
-/// The rendezvous's UDP address.
-pub fn rendezvous(text: &str) -> Result<SocketAddr, Failure> {
-    text.trim().parse().map_err(|_| {
+/// User input quoted in a message: on one line, at most 60 characters
+/// (a pasted file or a long line stays readable).
+pub fn quoted(text: &str) -> String {
+    const MAX: usize = 60;
+    let one_line: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if one_line.chars().count() <= MAX {
+        return format!("`{one_line}`");
+    }
+    let head: String = one_line.chars().take(MAX - 1).collect();
+    format!("`{head}…` ({} characters)", text.chars().count())
+}
+
+/// The rendezvous's address: HOST:PORT with a DNS name, an IPv4 address
+/// or a bracketed IPv6 address (looked up when the daemon starts).
+pub fn rendezvous(text: &str) -> Result<HostPort, Failure> {
+    text.trim().parse().map_err(|e: ParseError| {
         invalid(
-            format!("`{text}` is not a UDP address"),
-            "use HOST:PORT with an IP address, e.g. 127.0.0.1:4000",
+            format!("{} is not a rendezvous address: {e}", quoted(text)),
+            "use HOST:PORT with a DNS name, an IPv4 address or [IPv6]:PORT, e.g. rendezvous.example.com:4000 or 127.0.0.1:4000",
         )
     })
 }
@@ -42,7 +59,7 @@ pub fn rendezvous_key(text: &str) -> Result<PublicKey, Failure> {
         .filter(|k| k.x25519().is_ok())
         .ok_or_else(|| {
             invalid(
-                format!("`{text}` is not a public key"),
+                format!("{} is not a public key", quoted(text)),
                 "expected 64 hex digits, as printed by `pilotctl rendezvous start`",
             )
         })
@@ -50,14 +67,15 @@ pub fn rendezvous_key(text: &str) -> Result<PublicKey, Failure> {
 
 /// A hostname.
 pub fn hostname(text: &str) -> Result<Hostname, Failure> {
-    Hostname::new(text).map_err(|e| invalid(format!("bad hostname `{text}`: {e}"), HOSTNAME_HINT))
+    Hostname::new(text)
+        .map_err(|e| invalid(format!("bad hostname {}: {e}", quoted(text)), HOSTNAME_HINT))
 }
 
 /// The UDP address the daemon listens on.
 pub fn listen(text: &str) -> Result<SocketAddr, Failure> {
     text.trim().parse().map_err(|_| {
         invalid(
-            format!("`{text}` is not a listen address"),
+            format!("{} is not a listen address", quoted(text)),
             "e.g. 0.0.0.0:0 or 127.0.0.1:4001",
         )
     })
@@ -72,7 +90,7 @@ pub fn email(text: &str) -> Result<String, Failure> {
         });
     if !ok {
         return Err(invalid(
-            format!("`{text}` is not an email address"),
+            format!("{} is not an email address", quoted(text)),
             "e.g. me@example.com",
         ));
     }
@@ -85,7 +103,7 @@ pub fn boolean(key: &str, text: &str) -> Result<bool, Failure> {
         "true" => Ok(true),
         "false" => Ok(false),
         _ => Err(invalid(
-            format!("`{text}` is not a value for {key}"),
+            format!("{} is not a value for {key}", quoted(text)),
             format!("use {key}=true or {key}=false"),
         )),
     }
@@ -162,7 +180,7 @@ pub fn set(settings: &mut Settings, key: &str, value: &str) -> Result<(), Failur
         }
         _ => {
             return Err(invalid(
-                format!("unknown setting `{key}`"),
+                format!("unknown setting {}", quoted(key)),
                 format!("valid keys: {}", KEYS.join(", ")),
             ))
         }
@@ -176,7 +194,7 @@ pub fn key_value(text: &str) -> Result<(&str, &str), Failure> {
         .map(|(k, v)| (k.trim(), v))
         .ok_or_else(|| {
             invalid(
-                format!("`{text}` is not KEY=VALUE"),
+                format!("{} is not KEY=VALUE", quoted(text)),
                 format!(
                     "e.g. --set hostname=my-agent; valid keys: {}",
                     KEYS.join(", ")
@@ -199,12 +217,18 @@ mod tests {
         assert_eq!(s.hostname.as_deref(), Some("agent-alpha"));
         assert!(s.public);
         assert_eq!(s.rendezvous.as_deref(), Some("127.0.0.1:4000"));
+        set(&mut s, "rendezvous", "Rendezvous.Example.com:4000").unwrap();
+        assert_eq!(s.rendezvous.as_deref(), Some("rendezvous.example.com:4000"));
+        set(&mut s, "rendezvous", "[::1]:4000").unwrap();
+        assert_eq!(s.rendezvous.as_deref(), Some("[::1]:4000"));
         set(&mut s, "hostname", "").unwrap();
         assert_eq!(s.hostname, None);
         for (k, v) in [
             ("hostname", "Bad_Name"),
             ("public", "yes"),
             ("rendezvous", "nowhere"),
+            ("rendezvous", "::1:4000"),
+            ("rendezvous", "bad name:4000"),
             ("rendezvous_key", "abcd"),
             ("listen", "x"),
             ("email", "not an email"),
@@ -216,6 +240,16 @@ mod tests {
             assert_eq!(e.code, "invalid_argument", "{k}={v}");
             assert!(!e.hint.is_empty(), "{k}={v} has a hint");
         }
+        let long = "x".repeat(500);
+        let e = set(&mut s, "rendezvous", &long).unwrap_err();
+        assert!(e.message.contains("(500 characters)"), "{}", e.message);
+        assert!(e.message.len() < 200, "{}", e.message);
+        for key in ["hostname", "listen", "email", "rendezvous_key"] {
+            let e = set(&mut s, key, &format!("{long}\n{long}")).unwrap_err();
+            assert!(e.message.len() < 300, "{key}: {}", e.message);
+            assert!(!e.message.contains('\n'), "{key}: {}", e.message);
+        }
+        assert_eq!(quoted("short"), "`short`");
         assert!(set(&mut s, "colour", "x")
             .unwrap_err()
             .hint

@@ -5,7 +5,7 @@ use clap::Subcommand;
 use driver_mio::ipc::api::Request;
 use serde_json::json;
 
-use super::client::{default_client, lines, request, text};
+use super::client::{default_client, request, text};
 use super::CommandDoc;
 use crate::output::{Failure, Success};
 
@@ -118,16 +118,37 @@ pub fn handshake(peer: String, reason: Option<String>) -> Result<Success, Failur
 pub fn pending() -> Result<Success, Failure> {
     let mut c = default_client()?;
     let list = request(&mut c, Request::Pending)?;
-    let text = lines(&list, "No pending trust requests", |r| {
-        format!(
-            "{}  {:<20} {}  {}",
-            text(r, "node"),
-            text(r, "hostname"),
-            text(r, "fingerprint"),
-            text(r, "reason")
-        )
-    });
+    let text = table(
+        &list,
+        "No pending trust requests",
+        &["ADDRESS", "HOSTNAME", "FINGERPRINT", "REASON"],
+        |r| {
+            vec![
+                text(r, "node"),
+                text(r, "hostname"),
+                text(r, "fingerprint"),
+                text(r, "reason"),
+            ]
+        },
+    );
     Ok(Success::new(list, text))
+}
+
+/// `list`'s rows under `header` (the shared layout of `peers`), or
+/// `empty` when there are none.
+fn table(
+    list: &serde_json::Value,
+    empty: &str,
+    header: &[&str],
+    row: impl Fn(&serde_json::Value) -> Vec<String>,
+) -> String {
+    match list.as_array() {
+        Some(rows) if !rows.is_empty() => {
+            let rows: Vec<Vec<String>> = rows.iter().map(row).collect();
+            super::client::table(header, &rows, &[])
+        }
+        _ => empty.to_string(),
+    }
 }
 
 /// `pilotctl approve <node>`.
@@ -160,12 +181,12 @@ pub fn reject(node: String, reason: Option<String>) -> Result<Success, Failure> 
 pub fn trusted() -> Result<Success, Failure> {
     let mut c = default_client()?;
     let list = request(&mut c, Request::Trusted)?;
-    let text = lines(
+    let text = table(
         &list,
         "No trusted peers (ask one with `pilotctl handshake <peer>`)",
+        &["ADDRESS", "HOSTNAME", "FINGERPRINT", "STATE"],
         |r| {
-            format!(
-                "{}  {:<20} {}  {}",
+            vec![
                 text(r, "node"),
                 text(r, "hostname"),
                 text(r, "fingerprint"),
@@ -174,7 +195,8 @@ pub fn trusted() -> Result<Success, Failure> {
                 } else {
                     "idle"
                 }
-            )
+                .to_string(),
+            ]
         },
     );
     Ok(Success::new(list, text))
