@@ -356,6 +356,20 @@ fn messaging_between_agents() {
     let quiet = net.ctl("bob", &["recv", "5001", "--timeout", "1", "--json"]);
     assert_eq!(quiet.error_code(), "timeout");
     assert_eq!(quiet.code, 8);
+    // Fractions of a second, as every --timeout takes them.
+    for args in [
+        &["recv", "5001", "--timeout", "0.3"][..],
+        &["listen", "5001", "--timeout", "0.3"],
+        &["subscribe", "alice", "nothing.*", "--timeout", "0.3"],
+    ] {
+        let quiet = net.ctl("bob", args);
+        assert_eq!(quiet.code, 8, "{args:?}: {}", quiet.stderr);
+        assert!(
+            quiet.stderr.contains("within 0.3 s"),
+            "{args:?}: {}",
+            quiet.stderr
+        );
+    }
     assert_eq!(
         net.ctl("alice", &["send", "bob", "5002", "--data", "x", "--json"])
             .error_code(),

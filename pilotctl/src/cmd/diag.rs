@@ -13,7 +13,7 @@ use driver_mio::ipc::api::{Event, Request};
 use serde_json::json;
 
 use super::client::{default_client, failure, request, table, text};
-use super::messaging::{deadline_in, no_limit_if_zero, open_stream, timeout_secs};
+use super::messaging::{deadline_in, no_limit_if_zero, open_stream};
 use super::CommandDoc;
 use crate::output::{Failure, Success};
 
@@ -59,9 +59,10 @@ pub enum DiagCommand {
         /// Bytes to send (and receive back): 65536, 64K, 1M, 1G.
         #[arg(default_value = "1M")]
         size: String,
-        /// Seconds without progress before giving up (0: no limit).
-        #[arg(long, default_value_t = 30)]
-        timeout: u64,
+        /// Seconds without progress before giving up, fractions allowed
+        /// (0: no limit).
+        #[arg(long, default_value = "30", value_parser = super::messaging::seconds)]
+        timeout: Duration,
     },
 }
 
@@ -83,7 +84,7 @@ impl DiagCommand {
                 peer,
                 size,
                 timeout,
-            } => bench(peer, &size, timeout_secs(timeout)),
+            } => bench(peer, &size, no_limit_if_zero(timeout)),
         }
     }
 }

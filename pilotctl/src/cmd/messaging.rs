@@ -86,10 +86,10 @@ pub enum MessagingCommand {
         /// Stop after this many messages.
         #[arg(long, default_value_t = 1)]
         count: u32,
-        /// Seconds to wait in all (0: until Ctrl-C); with --raw, for each
-        /// stream to arrive (it is then read to its end).
-        #[arg(long, default_value_t = 60)]
-        timeout: u64,
+        /// Seconds to wait in all, fractions allowed (0: until Ctrl-C); with
+        /// --raw, for each stream to arrive (it is then read to its end).
+        #[arg(long, default_value = "60", value_parser = seconds)]
+        timeout: Duration,
         /// Write each stream's bytes to stdout as they come, unchanged
         /// and nothing else (like `nc -l`; --json: the summary on stderr).
         #[arg(long)]
@@ -103,9 +103,9 @@ pub enum MessagingCommand {
         /// Stop after this many datagrams (default: no limit).
         #[arg(long)]
         count: Option<u32>,
-        /// Seconds to wait in all (0: until Ctrl-C).
-        #[arg(long, default_value_t = 60)]
-        timeout: u64,
+        /// Seconds to wait in all, fractions allowed (0: until Ctrl-C).
+        #[arg(long, default_value = "60", value_parser = seconds)]
+        timeout: Duration,
         /// Take the port even from the built-in echo service (port 7).
         #[arg(long)]
         force: bool,
@@ -158,9 +158,9 @@ pub enum MessagingCommand {
         /// Stop after this many events (default: no limit).
         #[arg(long)]
         count: Option<u32>,
-        /// Seconds to wait in all (0: until Ctrl-C).
-        #[arg(long, default_value_t = 60)]
-        timeout: u64,
+        /// Seconds to wait in all, fractions allowed (0: until Ctrl-C).
+        #[arg(long, default_value = "60", value_parser = seconds)]
+        timeout: Duration,
     },
     /// Publish an event on a peer's (or this agent's own) event stream.
     Publish {
@@ -941,10 +941,10 @@ fn print_each(
     Ok(Success::printed())
 }
 
-fn nothing_arrived(what: &str, port_or_topic: &str, secs: u64) -> Failure {
+fn nothing_arrived(what: &str, port_or_topic: &str, wait: Duration) -> Failure {
     Failure::new(
         "timeout",
-        format!("no {what} on {port_or_topic} within {secs} s"),
+        format!("no {what} on {port_or_topic} within {} s", shown_secs(wait)),
         "is the sender trusted and sending to this agent? `--timeout 0` waits until Ctrl-C",
     )
 }
@@ -1144,12 +1144,12 @@ pub fn send(
 }
 
 /// `pilotctl recv <port> [--count N] [--timeout S]`.
-pub fn recv(port: u16, count: u32, timeout: u64, json_mode: bool) -> Result<Success, Failure> {
+pub fn recv(port: u16, count: u32, timeout: Duration, json_mode: bool) -> Result<Success, Failure> {
     check_count(Some(count))?;
     let mut c = default_client()?;
     request(&mut c, Request::Listen { port })?;
     eprintln!("Receiving streams on port {port} (waiting for {count})");
-    let deadline = deadline_in(timeout_secs(timeout));
+    let deadline = deadline_in(no_limit_if_zero(timeout));
     print_each(
         Some(count),
         || Ok(next_stream_message(&mut c, deadline)?.map(|m| m.line(json_mode))),
@@ -1160,7 +1160,12 @@ pub fn recv(port: u16, count: u32, timeout: u64, json_mode: bool) -> Result<Succ
 /// `pilotctl recv <port> --raw`: each stream's bytes go to stdout as they
 /// arrive, binary-safe and nothing else, as `nc -l` does: the other end
 /// of `tar c dir | pilotctl connect PEER PORT`.
-pub fn recv_raw(port: u16, count: u32, timeout: u64, json_mode: bool) -> Result<Success, Failure> {
+pub fn recv_raw(
+    port: u16,
+    count: u32,
+    timeout: Duration,
+    json_mode: bool,
+) -> Result<Success, Failure> {
     check_count(Some(count))?;
     let mut c = default_client()?;
     request(&mut c, Request::Listen { port })?;
@@ -1169,7 +1174,7 @@ pub fn recv_raw(port: u16, count: u32, timeout: u64, json_mode: bool) -> Result<
     let (mut streams, mut bytes) = (0u32, 0u64);
     let mut from = Vec::new();
     while streams < count {
-        let deadline = deadline_in(timeout_secs(timeout));
+        let deadline = deadline_in(no_limit_if_zero(timeout));
         let stream = loop {
             match c.next_event(left(deadline)).map_err(failure)? {
                 None => return Err(nothing_arrived("stream", &format!("port {port}"), timeout)),
@@ -1210,7 +1215,7 @@ pub fn recv_raw(port: u16, count: u32, timeout: u64, json_mode: bool) -> Result<
 pub fn listen(
     port: u16,
     count: Option<u32>,
-    timeout: u64,
+    timeout: Duration,
     force: bool,
     json_mode: bool,
 ) -> Result<Success, Failure> {
@@ -1218,7 +1223,7 @@ pub fn listen(
     let mut c = default_client()?;
     request(&mut c, Request::Bind { port, force })?;
     eprintln!("Listening for datagrams on port {port}");
-    let deadline = deadline_in(timeout_secs(timeout));
+    let deadline = deadline_in(no_limit_if_zero(timeout));
     print_each(
         count,
         || Ok(next_datagram(&mut c, deadline)?.map(|d| d.line(json_mode))),
@@ -1577,14 +1582,14 @@ pub fn subscribe_cmd(
     peer: &str,
     topic: &str,
     count: Option<u32>,
-    timeout: u64,
+    timeout: Duration,
     json_mode: bool,
 ) -> Result<Success, Failure> {
     check_count(count)?;
     eventstream::check_pattern(topic).map_err(|e| bad_topic(topic, e))?;
     let mut c = default_client()?;
-    let deadline = deadline_in(timeout_secs(timeout));
-    let mut sub = subscribe(&mut c, peer, topic, timeout_secs(timeout))?;
+    let deadline = deadline_in(no_limit_if_zero(timeout));
+    let mut sub = subscribe(&mut c, peer, topic, no_limit_if_zero(timeout))?;
     eprintln!("Subscribed to `{topic}` on {peer}");
     let line = |(topic, data): (String, Vec<u8>)| {
         if json_mode {
