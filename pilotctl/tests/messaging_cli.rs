@@ -333,6 +333,7 @@ fn messaging_between_agents() {
     let got = lines(&recv.finish());
     assert_eq!(got.len(), 1);
     assert_eq!(got[0]["from"].as_str(), Some(alice_addr.as_str()));
+    assert_eq!(got[0]["hostname"], "alice");
     assert_eq!(got[0]["port"], 5000);
     assert_eq!(got[0]["data"], "hello recv");
 
@@ -410,11 +411,12 @@ fn messaging_between_agents() {
             assert_eq!(got.len(), 1);
             assert_eq!(got[0]["data"], "dgram");
             assert_eq!(got[0]["from"].as_str(), Some(alice_addr.as_str()));
+            assert_eq!(got[0]["hostname"], "alice");
             assert_eq!(got[0]["port"], 6000);
         } else {
             assert_eq!(run.code, 0, "{}", run.stderr);
             assert!(
-                run.stdout.trim().ends_with("-> port 6000: dgram"),
+                run.stdout.trim().ends_with("(alice) -> port 6000: dgram"),
                 "{}",
                 run.stdout
             );

@@ -285,12 +285,12 @@ pub const DOCS: &[CommandDoc] = &[
     },
     CommandDoc {
         name: "recv",
-        returns: r#"{"from":"string","from_port":"number","port":"number","bytes":"number","data":"string","data_b64":"string (only when data is not UTF-8)"}"#,
+        returns: r#"{"from":"string","hostname":"string or null","from_port":"number","port":"number","bytes":"number","data":"string","data_b64":"string (only when data is not UTF-8)"}"#,
         errors: ON_PORT,
     },
     CommandDoc {
         name: "listen",
-        returns: r#"{"from":"string","from_port":"number","port":"number","bytes":"number","data":"string","data_b64":"string (only when data is not UTF-8)"}"#,
+        returns: r#"{"from":"string","hostname":"string or null","from_port":"number","port":"number","bytes":"number","data":"string","data_b64":"string (only when data is not UTF-8)"}"#,
         errors: ON_PORT,
     },
     CommandDoc {
@@ -897,26 +897,54 @@ fn one_line(data: &[u8]) -> String {
 }
 
 impl Arrival {
-    fn to_json(&self) -> Value {
+    fn to_json(&self, hostname: Option<&str>) -> Value {
         let mut m = data_json(&self.data);
         m.insert("from".into(), self.from.clone().into());
+        m.insert("hostname".into(), hostname.into());
         m.insert("from_port".into(), self.from_port.into());
         m.insert("port".into(), self.port.into());
         Value::Object(m)
     }
 
-    /// One line of output: JSON or text.
-    fn line(&self, json_mode: bool) -> String {
+    /// One line of output: JSON or text, with the sender's hostname where
+    /// the daemon knows it.
+    fn line(&self, json_mode: bool, names: &mut Names) -> String {
+        let host = names.get(&self.from);
         if json_mode {
-            return self.to_json().to_string();
+            return self.to_json(host.as_deref()).to_string();
         }
-        format!(
-            "{}:{} -> port {}: {}",
-            self.from,
-            self.from_port,
-            self.port,
-            one_line(&self.data)
-        )
+        let from = match host {
+            Some(h) => format!("{}:{} ({h})", self.from, self.from_port),
+            None => format!("{}:{}", self.from, self.from_port),
+        };
+        format!("{from} -> port {}: {}", self.port, one_line(&self.data))
+    }
+}
+
+/// Trusted peers' hostnames for lines printed as things arrive: asked of
+/// the daemon once, and again for an address not seen before (a peer
+/// trusted meanwhile), never twice for the same one.
+struct Names {
+    home: PathBuf,
+    known: BTreeMap<String, String>,
+    asked: std::collections::BTreeSet<String>,
+}
+
+impl Names {
+    fn new() -> Self {
+        let home = crate::paths::home(None);
+        Names {
+            known: known_hostnames(&home),
+            home,
+            asked: Default::default(),
+        }
+    }
+
+    fn get(&mut self, address: &str) -> Option<String> {
+        if !self.known.contains_key(address) && self.asked.insert(address.to_string()) {
+            self.known = known_hostnames(&self.home);
+        }
+        self.known.get(address).cloned()
     }
 }
 
@@ -1150,9 +1178,10 @@ pub fn recv(port: u16, count: u32, timeout: Duration, json_mode: bool) -> Result
     request(&mut c, Request::Listen { port })?;
     eprintln!("Receiving streams on port {port} (waiting for {count})");
     let deadline = deadline_in(no_limit_if_zero(timeout));
+    let mut names = Names::new();
     print_each(
         Some(count),
-        || Ok(next_stream_message(&mut c, deadline)?.map(|m| m.line(json_mode))),
+        || Ok(next_stream_message(&mut c, deadline)?.map(|m| m.line(json_mode, &mut names))),
         || nothing_arrived("stream", &format!("port {port}"), timeout),
     )
 }
@@ -1224,9 +1253,10 @@ pub fn listen(
     request(&mut c, Request::Bind { port, force })?;
     eprintln!("Listening for datagrams on port {port}");
     let deadline = deadline_in(no_limit_if_zero(timeout));
+    let mut names = Names::new();
     print_each(
         count,
-        || Ok(next_datagram(&mut c, deadline)?.map(|d| d.line(json_mode))),
+        || Ok(next_datagram(&mut c, deadline)?.map(|d| d.line(json_mode, &mut names))),
         || nothing_arrived("datagram", &format!("port {port}"), timeout),
     )
 }
