@@ -517,6 +517,30 @@ enum Drive {
     Closed,
 }
 
+/// Where a WebSocket handshake step left `conn`: open, waiting for more
+/// bytes, or failed (counted and closed).
+fn handshake_step(
+    step: Result<WebSocket<Io>, HandshakeError<ServerHandshake<Io, PathCheck>>>,
+    conn: &mut Conn,
+    stats: &mut CarrierStats,
+) -> Drive {
+    match step {
+        Ok(ws) => {
+            conn.state = Some(State::Open(Box::new(ws)));
+            Drive::Opened
+        }
+        Err(HandshakeError::Interrupted(mid)) => {
+            conn.state = Some(State::Handshake(Box::new(mid)));
+            Drive::Pending
+        }
+        Err(HandshakeError::Failure(e)) => {
+            stats.handshake_failed += 1;
+            tracing::debug!(peer = %conn.peer, error = %e, "carrier handshake failed");
+            Drive::Closed
+        }
+    }
+}
+
 fn drive(
     conn: &mut Conn,
     stats: &mut CarrierStats,
@@ -532,40 +556,13 @@ fn drive(
                 stats.handshake_failed += 1;
                 Drive::Closed
             }
-            Head::Upgrade(io) => {
-                let io = *io;
-                match tungstenite::accept_hdr_with_config(io, PathCheck, Some(ws_config())) {
-                    Ok(ws) => {
-                        conn.state = Some(State::Open(Box::new(ws)));
-                        Drive::Opened
-                    }
-                    Err(HandshakeError::Interrupted(mid)) => {
-                        conn.state = Some(State::Handshake(Box::new(mid)));
-                        Drive::Pending
-                    }
-                    Err(HandshakeError::Failure(e)) => {
-                        stats.handshake_failed += 1;
-                        tracing::debug!(peer = %conn.peer, error = %e, "carrier handshake failed");
-                        Drive::Closed
-                    }
-                }
-            }
+            Head::Upgrade(io) => handshake_step(
+                tungstenite::accept_hdr_with_config(*io, PathCheck, Some(ws_config())),
+                conn,
+                stats,
+            ),
         },
-        Some(State::Handshake(mid)) => match (*mid).handshake() {
-            Ok(ws) => {
-                conn.state = Some(State::Open(Box::new(ws)));
-                Drive::Opened
-            }
-            Err(HandshakeError::Interrupted(mid)) => {
-                conn.state = Some(State::Handshake(Box::new(mid)));
-                Drive::Pending
-            }
-            Err(HandshakeError::Failure(e)) => {
-                stats.handshake_failed += 1;
-                tracing::debug!(peer = %conn.peer, error = %e, "carrier handshake failed");
-                Drive::Closed
-            }
-        },
+        Some(State::Handshake(mid)) => handshake_step((*mid).handshake(), conn, stats),
         Some(State::Open(mut ws)) => {
             let peer = conn.peer;
             let alive = loop {
