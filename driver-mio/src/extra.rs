@@ -43,9 +43,6 @@ pub struct ExtraSockets {
     by_token: BTreeMap<Token, SocketId>,
     /// How many queues are at [`EXTRA_SEND_QUEUE`].
     full: usize,
-    /// Datagrams dropped: the socket was closed, its queue full, or the
-    /// kernel refused them.
-    drops: u64,
     buf: Vec<u8>,
 }
 
@@ -59,7 +56,6 @@ impl ExtraSockets {
             by_id: BTreeMap::new(),
             by_token: BTreeMap::new(),
             full: 0,
-            drops: 0,
             buf: Vec::new(),
         }
     }
@@ -107,7 +103,6 @@ impl ExtraSockets {
             if e.queue.len() >= EXTRA_SEND_QUEUE {
                 self.full -= 1;
             }
-            self.drops += e.queue.len() as u64;
         }
     }
 
@@ -126,16 +121,6 @@ impl ExtraSockets {
         self.full > 0
     }
 
-    /// Datagrams dropped so far.
-    pub fn drops(&self) -> u64 {
-        self.drops
-    }
-
-    /// Datagrams waiting for the kernel, over all sockets.
-    pub fn queued(&self) -> usize {
-        self.by_id.values().map(|e| e.queue.len()).sum()
-    }
-
     /// The address socket `id` is bound to.
     pub fn local_addr(&self, id: SocketId) -> Option<SocketAddr> {
         self.by_id.get(&id).and_then(|e| e.socket.local_addr().ok())
@@ -151,7 +136,6 @@ impl ExtraSockets {
     /// or refused by the kernel).
     pub fn send(&mut self, t: Transmit) -> bool {
         let Some(e) = self.by_id.get_mut(&t.socket) else {
-            self.drops += 1;
             return false;
         };
         if e.queue.is_empty() {
@@ -159,14 +143,10 @@ impl ExtraSockets {
                 Ok(_) => return true,
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => {
-                    self.drops += 1;
-                    return false;
-                }
+                Err(_) => return false,
             }
         }
         if e.queue.len() >= EXTRA_SEND_QUEUE {
-            self.drops += 1;
             return false;
         }
         e.queue.push_back(t);
@@ -198,7 +178,8 @@ impl ExtraSockets {
                 Ok(_) => {}
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => self.drops += 1,
+                // Refused by the kernel (unreachable, too large): dropped.
+                Err(_) => {}
             }
             e.queue.pop_front();
         }

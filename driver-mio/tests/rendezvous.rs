@@ -545,43 +545,32 @@ fn the_reflect_port_answers_reflects_with_the_address_they_came_from() {
     me.set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
     let mine = me.local_addr().unwrap();
-    for (i, to) in [rv_addr, reflect_addr].into_iter().enumerate() {
+    // Each port answers from itself, or, asked to, from the other one
+    // (how an agent tells whether its NAT lets in a port it never sent
+    // to): (sent to, other port asked for, answered from).
+    let cases = [
+        (rv_addr, false, rv_addr),
+        (reflect_addr, false, reflect_addr),
+        (rv_addr, true, reflect_addr),
+        (reflect_addr, true, rv_addr),
+    ];
+    for (i, (to, other_port, from_want)) in cases.into_iter().enumerate() {
         let token = [i as u8 + 1; 8];
         // Retried: the first datagram may beat the socket's registration.
         let answer = (0..25)
             .find_map(|_| {
-                me.send_to(&pilot_proto::wire::reflect(token, false), to)
+                me.send_to(&pilot_proto::wire::reflect(token, other_port), to)
                     .unwrap();
                 let mut buf = [0u8; 64];
                 let (n, from) = me.recv_from(&mut buf).ok()?;
                 Some((from, buf[..n].to_vec()))
             })
-            .unwrap_or_else(|| panic!("no answer from {to}"));
-        assert_eq!(answer.0, to, "answered from the socket asked");
+            .unwrap_or_else(|| {
+                panic!("no answer to a reflect sent to {to} (other port: {other_port})")
+            });
+        assert_eq!(answer.0, from_want, "case {i}: the socket that answered");
         assert_eq!(
             pilot_proto::wire::decode(&answer.1),
-            Ok(pilot_proto::wire::Packet::Reflected {
-                token,
-                observed: mine
-            })
-        );
-    }
-    // Asked to, each port answers from the other one (how an agent tells
-    // whether its NAT lets in a port it never sent to).
-    for (i, (to, other)) in [(rv_addr, reflect_addr), (reflect_addr, rv_addr)]
-        .into_iter()
-        .enumerate()
-    {
-        let token = [i as u8 + 7; 8];
-        me.send_to(&pilot_proto::wire::reflect(token, true), to)
-            .unwrap();
-        let mut buf = [0u8; 64];
-        let (n, from) = me
-            .recv_from(&mut buf)
-            .unwrap_or_else(|e| panic!("no other-port answer to a reflect sent to {to}: {e}"));
-        assert_eq!(from, other, "answered from the other port");
-        assert_eq!(
-            pilot_proto::wire::decode(&buf[..n]),
             Ok(pilot_proto::wire::Packet::Reflected {
                 token,
                 observed: mine

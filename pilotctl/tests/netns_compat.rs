@@ -106,6 +106,45 @@ fn link(rv_ns: &str, ns: &str, tag: &str, n: u8) {
     must("ip", &["-n", ns, "link", "set", &b, "up"]);
 }
 
+/// The namespaces of one test: the rendezvous's (`pcrv…`, answering at
+/// 10.77.0.1 too) and one per `(prefix, n)`, named `pc{prefix}…` and
+/// linked to it as 10.77.n.0/24 with a route to the rendezvous. Names are
+/// unique to the run; everything goes when the `Namespaces` drops.
+fn lab(agents: &[(&str, u8)]) -> (Namespaces, String, Vec<String>) {
+    let run = format!(
+        "{}{}",
+        std::process::id() % 10_000,
+        NEXT.fetch_add(1, Ordering::SeqCst)
+    );
+    let rv_ns = format!("pcrv{run}");
+    let mut spaces = Namespaces(Vec::new());
+    spaces.add(&rv_ns);
+    let mut names = Vec::new();
+    for &(prefix, n) in agents {
+        let ns = format!("pc{prefix}{run}");
+        spaces.add(&ns);
+        link(&rv_ns, &ns, &format!("{}{run}", &prefix[..1]), n);
+        must(
+            "ip",
+            &[
+                "-n",
+                &ns,
+                "route",
+                "add",
+                "10.77.0.0/16",
+                "via",
+                &format!("10.77.{n}.1"),
+            ],
+        );
+        names.push(ns);
+    }
+    must(
+        "ip",
+        &["-n", &rv_ns, "addr", "add", "10.77.0.1/32", "dev", "lo"],
+    );
+    (spaces, rv_ns, names)
+}
+
 /// Lets out of `ns` only TCP to port 443 (and answers to it); counts the
 /// UDP packets that tried to leave.
 fn only_tcp_443(ns: &str) {
@@ -225,41 +264,8 @@ fn compat_and_auto_where_only_tcp_443_leaves() {
         eprintln!("netns compat test skipped: {why} (needs root, iproute2 and nftables)");
         return;
     }
-    let run = format!(
-        "{}{}",
-        std::process::id() % 10_000,
-        NEXT.fetch_add(1, Ordering::SeqCst)
-    );
-    let (rv_ns, locked, open) = (
-        format!("pcrv{run}"),
-        format!("pclk{run}"),
-        format!("pcop{run}"),
-    );
-    let mut spaces = Namespaces(Vec::new());
-    spaces.add(&rv_ns);
-    spaces.add(&locked);
-    spaces.add(&open);
-    link(&rv_ns, &locked, &format!("l{run}"), 1);
-    link(&rv_ns, &open, &format!("o{run}"), 2);
-    // Agents reach the rendezvous at 10.77.1.1 / 10.77.2.1: both are its.
-    for (ns, n) in [(&locked, 1), (&open, 2)] {
-        must(
-            "ip",
-            &[
-                "-n",
-                ns,
-                "route",
-                "add",
-                "10.77.0.0/16",
-                "via",
-                &format!("10.77.{n}.1"),
-            ],
-        );
-    }
-    must(
-        "ip",
-        &["-n", &rv_ns, "addr", "add", "10.77.0.1/32", "dev", "lo"],
-    );
+    let (spaces, rv_ns, agents) = lab(&[("lk", 1), ("op", 2)]);
+    let (locked, open) = (agents[0].clone(), agents[1].clone());
     only_tcp_443(&locked);
 
     let mut net = Net::with_rendezvous(
@@ -375,32 +381,8 @@ fn compat_where_only_an_http_proxy_is_reachable() {
         eprintln!("netns proxy test skipped: tinyproxy is missing (apt-get install tinyproxy)");
         return;
     }
-    let run = format!(
-        "{}{}",
-        std::process::id() % 10_000,
-        NEXT.fetch_add(1, Ordering::SeqCst)
-    );
-    let (rv_ns, boxed) = (format!("pcrv{run}"), format!("pcpx{run}"));
-    let mut spaces = Namespaces(Vec::new());
-    spaces.add(&rv_ns);
-    spaces.add(&boxed);
-    link(&rv_ns, &boxed, &format!("p{run}"), 3);
-    must(
-        "ip",
-        &[
-            "-n",
-            &boxed,
-            "route",
-            "add",
-            "10.77.0.0/16",
-            "via",
-            "10.77.3.1",
-        ],
-    );
-    must(
-        "ip",
-        &["-n", &rv_ns, "addr", "add", "10.77.0.1/32", "dev", "lo"],
-    );
+    let (spaces, rv_ns, agents) = lab(&[("px", 3)]);
+    let boxed = agents[0].clone();
     only_the_proxy(&boxed, "10.77.3.1");
 
     let mut net = Net::with_rendezvous(
@@ -530,32 +512,8 @@ fn auto_moves_back_to_udp_when_udp_comes_back() {
         eprintln!("netns auto-return test skipped: {why} (needs root, iproute2 and nftables)");
         return;
     }
-    let run = format!(
-        "{}{}",
-        std::process::id() % 10_000,
-        NEXT.fetch_add(1, Ordering::SeqCst)
-    );
-    let (rv_ns, agent_ns) = (format!("pcrv{run}"), format!("pcau{run}"));
-    let mut spaces = Namespaces(Vec::new());
-    spaces.add(&rv_ns);
-    spaces.add(&agent_ns);
-    link(&rv_ns, &agent_ns, &format!("a{run}"), 4);
-    must(
-        "ip",
-        &[
-            "-n",
-            &agent_ns,
-            "route",
-            "add",
-            "10.77.0.0/16",
-            "via",
-            "10.77.4.1",
-        ],
-    );
-    must(
-        "ip",
-        &["-n", &rv_ns, "addr", "add", "10.77.0.1/32", "dev", "lo"],
-    );
+    let (spaces, rv_ns, agents) = lab(&[("au", 4)]);
+    let agent_ns = agents[0].clone();
     block_udp_to(&agent_ns, "10.77.0.1");
 
     let mut net = Net::with_rendezvous(
