@@ -422,7 +422,13 @@ impl Netns {
         if !nix::unistd::geteuid().is_root() {
             return Err("needs root".into());
         }
-        let name = format!("pgw{}", std::process::id());
+        // One per test of this process: the tests run in parallel.
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let name = format!(
+            "pgw{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::SeqCst)
+        );
         let ip = |args: &[&str]| {
             Command::new("ip")
                 .args(args)
