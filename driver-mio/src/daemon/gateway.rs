@@ -456,7 +456,7 @@ impl Gateway {
             record.push(ip);
             self.write_record(&record);
             if let Err(e) = alias_add(ip) {
-                self.write_record(&self.held());
+                self.forget_alias(ip);
                 return Err(error(
                     codes::INTERNAL,
                     format!("cannot add the loopback alias {ip}: {e}"),
@@ -551,20 +551,27 @@ impl Gateway {
         }
     }
 
-    /// Closes a mapping's listeners and removes its alias. Connections
-    /// already bridged go on until they end.
+    /// Closes a mapping's listeners and removes its alias (off the record
+    /// only once it is gone). Connections already bridged go on until they
+    /// end.
     fn release(&mut self, tokens: &mut Tokens, ip: Ipv4Addr, m: Mapping) {
         for (token, mut l, _) in m.listeners {
             let _ = self.registry.deregister(&mut l);
             tokens.give_back(token);
         }
         if m.alias {
-            if let Err(e) = alias_del(ip) {
-                warn!(%ip, error = %e, "cannot remove the loopback alias");
-                return;
+            match alias_del(ip) {
+                Ok(()) => self.forget_alias(ip),
+                // Kept on record: the next start tries again.
+                Err(e) => warn!(%ip, error = %e, "cannot remove the loopback alias"),
             }
         }
-        self.write_record(&self.held());
+    }
+
+    /// Takes `ip` off the record of aliases (it is gone, or never came).
+    fn forget_alias(&self, ip: Ipv4Addr) {
+        let rest: Vec<Ipv4Addr> = self.recorded().into_iter().filter(|r| *r != ip).collect();
+        self.write_record(&rest);
     }
 
     /// Stops the gateway: every mapping goes. `None` if it was not
@@ -577,7 +584,6 @@ impl Gateway {
             self.release(tokens, ip, m);
         }
         self.running = None;
-        self.write_record(&[]);
         info!("gateway stopped");
         Some(ips)
     }
