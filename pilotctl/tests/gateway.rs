@@ -488,6 +488,21 @@ fn default_subnet_with_aliases_in_a_network_namespace() {
         }
     };
     let host_before = lo_addrs(None);
+    // 10.4.0.2 is taken by another interface of the namespace: the gateway
+    // must skip it (its listeners would be open to that network).
+    for args in [
+        // A veth pair with both ends inside (no dummy module everywhere).
+        &["link", "add", "d0", "type", "veth", "peer", "name", "d1"][..],
+        &["addr", "add", "10.4.0.2/32", "dev", "d0"],
+        &["link", "set", "d0", "up"],
+    ] {
+        let ok = Command::new("ip")
+            .args(["-n", &ns.0])
+            .args(args)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "ip {args:?}");
+    }
     let mut net = Net::new_in(Some(&ns.0));
     for name in ["alice", "carol", "bob"] {
         net.start(name, &[]);
@@ -510,10 +525,10 @@ fn default_subnet_with_aliases_in_a_network_namespace() {
         .data();
     assert_eq!(v["subnet"], "10.4.0.0/16");
     assert_eq!(v["mappings"][0]["local_ip"], "10.4.0.1");
-    assert_eq!(v["mappings"][1]["local_ip"], "10.4.0.2");
+    assert_eq!(v["mappings"][1]["local_ip"], "10.4.0.3", "10.4.0.2 skipped");
     let addrs = ns.lo_addrs();
     assert!(
-        addrs.contains("10.4.0.1/32") && addrs.contains("10.4.0.2/32"),
+        addrs.contains("10.4.0.1/32") && addrs.contains("10.4.0.3/32"),
         "{addrs}"
     );
     let fetch = |ip: &str, port: u16| {
@@ -529,15 +544,21 @@ fn default_subnet_with_aliases_in_a_network_namespace() {
         );
         assert_eq!(out.stdout, b"hello from the namespace\n");
     };
-    for ip in ["10.4.0.1", "10.4.0.2"] {
+    for ip in ["10.4.0.1", "10.4.0.3"] {
         for port in [one.port, two.port] {
             fetch(ip, port);
         }
     }
-    // Unmap and map while running.
-    net.ctl("bob", &["gateway", "unmap", "10.4.0.2", "--json"])
+    // Unmap and map while running; never onto another interface's address.
+    net.ctl("bob", &["gateway", "unmap", "10.4.0.3", "--json"])
         .data();
-    assert!(!ns.lo_addrs().contains("10.4.0.2/"), "{}", ns.lo_addrs());
+    assert!(!ns.lo_addrs().contains("10.4.0.3/"), "{}", ns.lo_addrs());
+    let run = net.ctl("bob", &["gateway", "map", "carol", "10.4.0.2", "--json"]);
+    assert_eq!(run.error_code(), "already_exists");
+    assert!(run.json()["message"]
+        .as_str()
+        .unwrap()
+        .contains("interface"));
     net.ctl("bob", &["gateway", "map", "carol", "10.4.0.7", "--json"])
         .data();
     assert!(ns.lo_addrs().contains("10.4.0.7/32"));

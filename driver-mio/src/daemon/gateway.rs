@@ -8,7 +8,8 @@
 //! [`Bridge`], which joins the two inside the daemon.
 //!
 //! Outside 127.0.0.0/8 the address must exist on the host: the gateway
-//! adds it to the loopback interface (Linux: `ip addr add IP/32 dev lo`,
+//! adds it to the loopback interface (never taking an address another
+//! interface has: its listeners would be open to that network) (Linux: `ip addr add IP/32 dev lo`,
 //! macOS: `ifconfig lo0 alias IP`), and removes it on unmap and stop.
 //! Every alias added is first written to `gateway-aliases` in the home,
 //! so aliases a crash left behind are removed when the daemon (or the
@@ -172,6 +173,23 @@ fn alias_del(ip: Ipv4Addr) -> Result<(), String> {
 /// Whether an address is configured on this host already.
 fn is_local(ip: Ipv4Addr) -> bool {
     std::net::UdpSocket::bind((ip, 0)).is_ok()
+}
+
+/// The host's IPv4 addresses on interfaces other than the loopback: a
+/// gateway listener there would be open to that interface's network, so
+/// the gateway never takes one (an address already on the loopback, added
+/// by hand, say, it uses as it is).
+fn outside_addresses() -> Vec<Ipv4Addr> {
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
+        return Vec::new();
+    };
+    addrs
+        .filter(|a| {
+            !a.flags
+                .contains(nix::net::if_::InterfaceFlags::IFF_LOOPBACK)
+        })
+        .filter_map(|a| a.address?.as_sockaddr_in().map(|s| s.ip()))
+        .collect()
 }
 
 impl Gateway {
@@ -434,19 +452,34 @@ impl Gateway {
                         "unmap it first, or leave the address out to get the next free one",
                     ));
                 }
+                if !r.subnet.is_loopback() && outside_addresses().contains(&ip) {
+                    return Err(error(
+                        codes::ALREADY_EXISTS,
+                        format!(
+                            "{ip} is an address of a network interface of this host: the gateway's ports there would be open to its network"
+                        ),
+                        "pick a free address of the subnet, or leave it out to get the next free one",
+                    ));
+                }
                 ip
             }
-            None => r
-                .subnet
-                .hosts()
-                .find(|ip| !r.maps.contains_key(ip))
-                .ok_or_else(|| {
-                    error(
-                        codes::ALREADY_EXISTS,
-                        format!("every address of {} is mapped", r.subnet),
-                        "unmap one, or start the gateway with a larger --subnet",
-                    )
-                })?,
+            None => {
+                let taken = if r.subnet.is_loopback() {
+                    Vec::new()
+                } else {
+                    outside_addresses()
+                };
+                r.subnet
+                    .hosts()
+                    .find(|ip| !r.maps.contains_key(ip) && !taken.contains(ip))
+                    .ok_or_else(|| {
+                        error(
+                            codes::ALREADY_EXISTS,
+                            format!("every address of {} is mapped", r.subnet),
+                            "unmap one, or start the gateway with a larger --subnet",
+                        )
+                    })?
+            }
         };
         let loopback = r.subnet.is_loopback() && cfg!(target_os = "linux");
         let ports = r.ports.clone();
