@@ -770,8 +770,8 @@ fn a_reader_that_stops_holds_the_writer_back_both_ways() {
 }
 
 /// `bridge_ports` and `bridge_peers` (set with `config --set`, shown by
-/// `info`, applied at the next start) decide what alice's daemon bridges;
-/// a service on `[::1]` only is reached too.
+/// `info`, applied at once and kept for the next start) decide what
+/// alice's daemon bridges; a service on `[::1]` only is reached too.
 #[test]
 fn the_bridge_settings_choose_what_alice_serves_and_ipv6_loopback_is_tried() {
     let Some(mut net) = pair() else {
@@ -807,9 +807,11 @@ fn the_bridge_settings_choose_what_alice_serves_and_ipv6_loopback_is_tried() {
         }
         args.push("--json");
         let v = net.ctl("alice", &args).data();
-        assert_eq!(v["next_start"].as_array().unwrap().len(), set.len(), "{v}");
-        net.stop("alice");
-        net.restart("alice");
+        assert_eq!(
+            v["applied_live"].as_array().unwrap().len(),
+            set.len(),
+            "{v}"
+        );
         net.ctl("alice", &["info", "--json"]).data()["bridge"].clone()
     };
     let only_v4 = format!("bridge_ports={}", v4.port);
@@ -837,6 +839,35 @@ fn the_bridge_settings_choose_what_alice_serves_and_ipv6_loopback_is_tried() {
         (Some("none"), Some("all"))
     );
     refused(v4.port);
+
+    // What the daemon is sent is checked there too; nothing changes.
+    let mut c = net.client("alice");
+    for (ports, peers) in [(Some("90-80"), None), (None, Some("Not A Peer"))] {
+        let req = driver_mio::ipc::api::Request::SetBridge {
+            ports: ports.map(str::to_string),
+            peers: peers.map(str::to_string),
+        };
+        match c.request(req, Duration::from_secs(10)) {
+            Err(driver_mio::client::ClientError::Remote { code, .. }) => {
+                assert_eq!(code, "invalid_argument")
+            }
+            other => panic!("{ports:?} {peers:?}: {other:?}"),
+        }
+    }
+    assert_eq!(
+        net.ctl("alice", &["info", "--json"]).data()["bridge"]["ports"],
+        "none"
+    );
+
+    // Saved too: the next start applies them.
+    policy(&mut net, &[&only_v4]);
+    net.stop("alice");
+    net.restart("alice");
+    let b = net.ctl("alice", &["info", "--json"]).data()["bridge"].clone();
+    assert_eq!(b["ports"], v4.port.to_string());
+    assert_eq!(b["peers"], "all");
+    served(v4.port);
+    refused(v6.port);
 }
 
 /// The daemon as an ordinary user (no CAP_NET_ADMIN, `setpriv` drops
