@@ -800,6 +800,37 @@ fn the_bridge_settings_choose_what_alice_serves_and_ipv6_loopback_is_tried() {
     served(v6.port);
     assert!(v6.requests().contains("\"GET /index.html HTTP/1.1\" 200"));
 
+    // An overlay application listening on the port comes first: the
+    // stream goes to it, not to the local TCP service on the same port.
+    let mut app = net.client("alice");
+    app.listen(v4.port).unwrap();
+    let fetching = {
+        let url = format!("http://{ip}:{}/index.html", v4.port);
+        std::thread::spawn(move || curl(&[&url]))
+    };
+    let stream = loop {
+        match app.next_event(Duration::from_secs(30)).unwrap() {
+            Some(driver_mio::ipc::api::Event::Incoming { stream, port, .. }) => {
+                assert_eq!(port, v4.port);
+                break stream;
+            }
+            Some(_) => continue,
+            None => panic!("no stream reached the listening application"),
+        }
+    };
+    app.write_stream(stream, b"HTTP/1.0 200 OK\r\n\r\nfrom the app\n")
+        .unwrap();
+    app.close_stream(stream).unwrap();
+    let (code, body, err) = fetching.join().unwrap();
+    assert_eq!(
+        (code, body.as_slice()),
+        (0, &b"from the app\n"[..]),
+        "{err}"
+    );
+    app.unlisten(v4.port).unwrap();
+    drop(app);
+    served(v4.port);
+
     let policy = |net: &mut Net, set: &[&str]| -> serde_json::Value {
         let mut args = vec!["config"];
         for s in set {
