@@ -621,3 +621,45 @@ impl Gateway {
         Some(ips)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subnets_parse_strictly_and_list_their_hosts() {
+        let s = Subnet::parse("10.4.0.0/16").unwrap();
+        assert_eq!(s.to_string(), "10.4.0.0/16");
+        assert!(!s.is_loopback());
+        let first: Vec<Ipv4Addr> = s.hosts().take(2).collect();
+        assert_eq!(
+            first,
+            [Ipv4Addr::new(10, 4, 0, 1), Ipv4Addr::new(10, 4, 0, 2)]
+        );
+        assert!(s.has_host(Ipv4Addr::new(10, 4, 255, 254)));
+        for not in [[10, 4, 0, 0], [10, 4, 255, 255], [10, 5, 0, 1]] {
+            assert!(!s.has_host(Ipv4Addr::from(not)), "{not:?}");
+        }
+        let tiny = Subnet::parse("127.4.0.0/30").unwrap();
+        assert!(tiny.is_loopback());
+        assert_eq!(tiny.hosts().count(), 2);
+        let e = Subnet::parse("10.4.0.1/16").unwrap_err();
+        assert!(e.contains("10.4.0.0/16"), "{e}");
+        for bad in [
+            "",
+            "/",
+            "10.4.0.0",
+            "10.4.0.0/",
+            "10.4.0.0/7",
+            "10.4.0.0/31",
+            "10.4.0.0/99999",
+            "10.4.0.0/-1",
+            "::1/64",
+            "10.4.0/16",
+            "x/16",
+            "10.4.0.0/16/1",
+        ] {
+            assert!(Subnet::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+}
