@@ -34,7 +34,7 @@ pub enum IdentityCommand {
     Config {
         /// A setting to change, KEY=VALUE (repeatable; an empty VALUE
         /// unsets). Keys: rendezvous, rendezvous_key, hostname, public,
-        /// listen, email, identity.
+        /// listen, email, identity, bridge_ports, bridge_peers.
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
     },
