@@ -773,6 +773,12 @@ impl Streams {
         Ok(())
     }
 
+    /// Accepts connections to every port from now on (`accept_any`), or
+    /// only to listened ones again; streams already accepted stay.
+    pub fn set_accept_any(&mut self, on: bool) {
+        self.config.accept_any = on;
+    }
+
     /// Stops accepting connections to `port`. Streams already accepted
     /// stay; handshakes in progress are dropped. Idempotent.
     pub fn unlisten(&mut self, port: u16) {

@@ -6,9 +6,14 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use common::{in_netns, Net};
 use sha2::Digest as _;
@@ -26,7 +31,7 @@ fn have(tool: &str, arg: &str) -> bool {
 }
 
 /// `python3 -m http.server` on 127.0.0.1 (a port of the kernel's choice),
-/// serving `dir`; its request log goes to `dir/../http.log`. Killed on drop.
+/// serving `dir`; its request log goes next to `dir`. Killed on drop.
 struct HttpServer {
     child: Child,
     port: u16,
@@ -39,9 +44,15 @@ impl HttpServer {
     }
 
     fn start_in(netns: Option<&str>, dir: &Path) -> HttpServer {
-        let log = dir.with_file_name("http.log");
+        HttpServer::start_on(netns, "127.0.0.1", dir)
+    }
+
+    /// The server bound to `bind` only (`::1`: IPv6 loopback, say); its
+    /// log is `dir/../http-BIND.log`.
+    fn start_on(netns: Option<&str>, bind: &str, dir: &Path) -> HttpServer {
+        let log = dir.with_file_name(format!("http-{bind}.log"));
         let mut child = in_netns(netns, "python3")
-            .args(["-u", "-m", "http.server", "--bind", "127.0.0.1", "0"])
+            .args(["-u", "-m", "http.server", "--bind", bind, "0"])
             .current_dir(dir)
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).expect("log file"))
@@ -82,7 +93,8 @@ struct Lab {
     base: String,
 }
 
-fn lab(fill: impl FnOnce(&Path)) -> Option<Lab> {
+/// alice and bob, trusting each other, if curl and python3 are here.
+fn pair() -> Option<Net> {
     if !have("python3", "--version") || !have("curl", "--version") {
         eprintln!("skipped: needs python3 and curl (installed by .ci/run)");
         return None;
@@ -91,23 +103,36 @@ fn lab(fill: impl FnOnce(&Path)) -> Option<Lab> {
     net.start("alice", &[]);
     net.start("bob", &[]);
     net.trust("bob", "alice");
-    let www = net.dir.path().join("www");
-    std::fs::create_dir(&www).unwrap();
-    fill(&www);
-    let server = HttpServer::start(&www);
-    let port = server.port.to_string();
+    Some(net)
+}
+
+/// Starts bob's gateway on `ports`, mapping alice to the subnet's first
+/// address; answers that address.
+fn map_alice(net: &Net, ports: &[u16]) -> String {
+    let ports: Vec<String> = ports.iter().map(|p| p.to_string()).collect();
+    let ports = ports.join(",");
     let v = net
         .ctl(
             "bob",
             &[
-                "gateway", "start", "--subnet", SUBNET, "--ports", &port, "alice", "--json",
+                "gateway", "start", "--subnet", SUBNET, "--ports", &ports, "alice", "--json",
             ],
         )
         .data();
     let ip = v["mappings"][0]["local_ip"].as_str().unwrap().to_string();
     assert_eq!(ip, "127.77.0.1", "the first address of the subnet: {v}");
+    ip
+}
+
+fn lab(fill: impl FnOnce(&Path)) -> Option<Lab> {
+    let net = pair()?;
+    let www = net.dir.path().join("www");
+    std::fs::create_dir(&www).unwrap();
+    fill(&www);
+    let server = HttpServer::start(&www);
+    let ip = map_alice(&net, &[server.port]);
     Some(Lab {
-        base: format!("http://{ip}:{port}"),
+        base: format!("http://{ip}:{}", server.port),
         net,
         server,
     })
@@ -397,7 +422,13 @@ impl Netns {
         if !nix::unistd::geteuid().is_root() {
             return Err("needs root".into());
         }
-        let name = format!("pgw{}", std::process::id());
+        // One per test of this process: the tests run in parallel.
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let name = format!(
+            "pgw{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::SeqCst)
+        );
         let ip = |args: &[&str]| {
             Command::new("ip")
                 .args(args)
@@ -457,6 +488,21 @@ fn default_subnet_with_aliases_in_a_network_namespace() {
         }
     };
     let host_before = lo_addrs(None);
+    // 10.4.0.2 is taken by another interface of the namespace: the gateway
+    // must skip it (its listeners would be open to that network).
+    for args in [
+        // A veth pair with both ends inside (no dummy module everywhere).
+        &["link", "add", "d0", "type", "veth", "peer", "name", "d1"][..],
+        &["addr", "add", "10.4.0.2/32", "dev", "d0"],
+        &["link", "set", "d0", "up"],
+    ] {
+        let ok = Command::new("ip")
+            .args(["-n", &ns.0])
+            .args(args)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "ip {args:?}");
+    }
     let mut net = Net::new_in(Some(&ns.0));
     for name in ["alice", "carol", "bob"] {
         net.start(name, &[]);
@@ -479,10 +525,10 @@ fn default_subnet_with_aliases_in_a_network_namespace() {
         .data();
     assert_eq!(v["subnet"], "10.4.0.0/16");
     assert_eq!(v["mappings"][0]["local_ip"], "10.4.0.1");
-    assert_eq!(v["mappings"][1]["local_ip"], "10.4.0.2");
+    assert_eq!(v["mappings"][1]["local_ip"], "10.4.0.3", "10.4.0.2 skipped");
     let addrs = ns.lo_addrs();
     assert!(
-        addrs.contains("10.4.0.1/32") && addrs.contains("10.4.0.2/32"),
+        addrs.contains("10.4.0.1/32") && addrs.contains("10.4.0.3/32"),
         "{addrs}"
     );
     let fetch = |ip: &str, port: u16| {
@@ -498,15 +544,21 @@ fn default_subnet_with_aliases_in_a_network_namespace() {
         );
         assert_eq!(out.stdout, b"hello from the namespace\n");
     };
-    for ip in ["10.4.0.1", "10.4.0.2"] {
+    for ip in ["10.4.0.1", "10.4.0.3"] {
         for port in [one.port, two.port] {
             fetch(ip, port);
         }
     }
-    // Unmap and map while running.
-    net.ctl("bob", &["gateway", "unmap", "10.4.0.2", "--json"])
+    // Unmap and map while running; never onto another interface's address.
+    net.ctl("bob", &["gateway", "unmap", "10.4.0.3", "--json"])
         .data();
-    assert!(!ns.lo_addrs().contains("10.4.0.2/"), "{}", ns.lo_addrs());
+    assert!(!ns.lo_addrs().contains("10.4.0.3/"), "{}", ns.lo_addrs());
+    let run = net.ctl("bob", &["gateway", "map", "carol", "10.4.0.2", "--json"]);
+    assert_eq!(run.error_code(), "already_exists");
+    assert!(run.json()["message"]
+        .as_str()
+        .unwrap()
+        .contains("interface"));
     net.ctl("bob", &["gateway", "map", "carol", "10.4.0.7", "--json"])
         .data();
     assert!(ns.lo_addrs().contains("10.4.0.7/32"));
@@ -531,3 +583,472 @@ fn default_subnet_with_aliases_in_a_network_namespace() {
     assert!(!ns.lo_addrs().contains("10.4."), "{}", ns.lo_addrs());
     drop(net);
 }
+
+/// A TCP service on alice's side (127.0.0.1, a port of the kernel's
+/// choice) that hands its first connection to `serve` on a thread.
+fn service(serve: impl FnOnce(TcpStream) + Send + 'static) -> (u16, std::thread::JoinHandle<()>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let th = std::thread::spawn(move || {
+        let (c, _) = l.accept().unwrap();
+        serve(c)
+    });
+    (port, th)
+}
+
+/// A client of bob's gateway, with a bound on how long a read may block
+/// (so that a bug fails the test instead of hanging it).
+fn client(ip: &str, port: u16) -> TcpStream {
+    let c = TcpStream::connect((ip, port)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    c.set_write_timeout(Some(Duration::from_secs(60))).unwrap();
+    c
+}
+
+#[test]
+fn half_close_works_both_ways_through_both_daemons() {
+    let Some(net) = pair() else {
+        return;
+    };
+    // The client half-closes first: the service reads to the end, then
+    // sends back everything it got, over the direction still open.
+    let (first, echo) = service(|mut c| {
+        let mut got = Vec::new();
+        c.read_to_end(&mut got).unwrap();
+        c.write_all(&got).unwrap();
+    });
+    // The service half-closes first: it says its piece, then reads what
+    // the client sends until the client is done too.
+    let greeting = noise(1 << 20);
+    let said = greeting.clone();
+    let (heard_tx, heard_rx) = std::sync::mpsc::channel();
+    let (second, talker) = service(move |mut c| {
+        c.write_all(&said).unwrap();
+        c.shutdown(Shutdown::Write).unwrap();
+        let mut got = Vec::new();
+        c.read_to_end(&mut got).unwrap();
+        heard_tx.send(got).unwrap();
+    });
+    let ip = map_alice(&net, &[first, second]);
+
+    let data = noise(8 << 20);
+    let mut c = client(&ip, first);
+    c.write_all(&data).unwrap();
+    c.shutdown(Shutdown::Write).unwrap();
+    let mut back = Vec::new();
+    c.read_to_end(&mut back).unwrap();
+    assert_eq!(back.len(), data.len());
+    assert_eq!(sha256(&back), sha256(&data), "the echo after a half-close");
+    echo.join().unwrap();
+
+    let mut c = client(&ip, second);
+    let mut got = Vec::new();
+    c.read_to_end(&mut got).unwrap();
+    assert_eq!(
+        sha256(&got),
+        sha256(&greeting),
+        "all of the greeting, then its end"
+    );
+    let reply = noise(4 << 20);
+    c.write_all(&reply).unwrap();
+    c.shutdown(Shutdown::Write).unwrap();
+    let heard = heard_rx.recv_timeout(Duration::from_secs(60)).unwrap();
+    assert_eq!(
+        sha256(&heard),
+        sha256(&reply),
+        "the reply after the service's half-close"
+    );
+    talker.join().unwrap();
+}
+
+/// Waits until `n` stops growing (unchanged for a second; at most a
+/// minute) and answers it.
+fn settled(n: &AtomicUsize) -> usize {
+    let mut last = n.load(Ordering::SeqCst);
+    let mut still = 0;
+    for _ in 0..600 {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = n.load(Ordering::SeqCst);
+        if now == last {
+            still += 1;
+            if still == 10 {
+                break;
+            }
+        } else {
+            (last, still) = (now, 0);
+        }
+    }
+    last
+}
+
+/// Backpressure: a reader that stops reading holds the writer at the far
+/// end back, across both daemons, in either direction; nothing is lost
+/// once it reads again.
+#[test]
+fn a_reader_that_stops_holds_the_writer_back_both_ways() {
+    const TOTAL: usize = 128 << 20;
+    let Some(net) = pair() else {
+        return;
+    };
+    let chunk = noise(64 << 10);
+    let want: usize = chunk.iter().map(|b| *b as usize).sum::<usize>() * (TOTAL / chunk.len());
+    // Service -> client: the service writes, the client does not read yet.
+    let sent = Arc::new(AtomicUsize::new(0));
+    let (out_port, writer) = {
+        let (sent, chunk) = (sent.clone(), chunk.clone());
+        service(move |mut c| {
+            while sent.load(Ordering::SeqCst) < TOTAL {
+                c.write_all(&chunk).unwrap();
+                sent.fetch_add(chunk.len(), Ordering::SeqCst);
+            }
+        })
+    };
+    // Client -> service: the service does not read until told.
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let (sum_tx, sum_rx) = std::sync::mpsc::channel();
+    let (in_port, reader) = service(move |mut c| {
+        go_rx.recv().unwrap();
+        let mut buf = vec![0u8; 256 << 10];
+        let (mut n, mut sum) = (0, 0usize);
+        loop {
+            match c.read(&mut buf).unwrap() {
+                0 => break,
+                k => {
+                    n += k;
+                    sum += buf[..k].iter().map(|b| *b as usize).sum::<usize>();
+                }
+            }
+        }
+        sum_tx.send((n, sum)).unwrap();
+    });
+    let ip = map_alice(&net, &[out_port, in_port]);
+
+    let mut down = client(&ip, out_port);
+    let held = settled(&sent);
+    assert!(
+        held < TOTAL,
+        "the service wrote all {TOTAL} bytes to a client that read nothing"
+    );
+    eprintln!("service -> client: held back after {} MiB", held >> 20);
+    let (mut n, mut sum) = (0, 0usize);
+    let mut buf = vec![0u8; 256 << 10];
+    loop {
+        match down.read(&mut buf).unwrap() {
+            0 => break,
+            k => {
+                n += k;
+                sum += buf[..k].iter().map(|b| *b as usize).sum::<usize>();
+            }
+        }
+    }
+    assert_eq!((n, sum), (TOTAL, want), "everything arrived once read");
+    writer.join().unwrap();
+
+    let written = Arc::new(AtomicUsize::new(0));
+    let up = {
+        let (written, chunk) = (written.clone(), chunk.clone());
+        let mut c = client(&ip, in_port);
+        std::thread::spawn(move || {
+            while written.load(Ordering::SeqCst) < TOTAL {
+                c.write_all(&chunk).unwrap();
+                written.fetch_add(chunk.len(), Ordering::SeqCst);
+            }
+            c.shutdown(Shutdown::Write).unwrap();
+        })
+    };
+    let held = settled(&written);
+    assert!(
+        held < TOTAL,
+        "the client wrote all {TOTAL} bytes to a service that read nothing"
+    );
+    eprintln!("client -> service: held back after {} MiB", held >> 20);
+    go_tx.send(()).unwrap();
+    up.join().unwrap();
+    let got = sum_rx.recv_timeout(Duration::from_secs(120)).unwrap();
+    assert_eq!(got, (TOTAL, want), "everything arrived once read");
+    reader.join().unwrap();
+}
+
+/// `bridge_ports` and `bridge_peers` (set with `config --set`, shown by
+/// `info`, applied at once and kept for the next start) decide what
+/// alice's daemon bridges; a service on `[::1]` only is reached too.
+#[test]
+fn the_bridge_settings_choose_what_alice_serves_and_ipv6_loopback_is_tried() {
+    let Some(mut net) = pair() else {
+        return;
+    };
+    let www = net.dir.path().join("www");
+    std::fs::create_dir(&www).unwrap();
+    std::fs::write(www.join("index.html"), "alice\n").unwrap();
+    let v4 = HttpServer::start(&www);
+    let v6 = HttpServer::start_on(None, "::1", &www);
+    let ip = map_alice(&net, &[v4.port, v6.port]);
+    let fetch = |port: u16| curl(&[&format!("http://{ip}:{port}/index.html")]);
+    let served = |port: u16| {
+        let (code, body, err) = fetch(port);
+        assert_eq!(code, 0, "port {port}: {err}");
+        assert_eq!(body, b"alice\n");
+    };
+    let refused = |port: u16| {
+        let (code, _, err) = fetch(port);
+        assert!(
+            [7, 52, 56].contains(&code),
+            "port {port}: curl should see the connection refused or reset, got {code}: {err}"
+        );
+    };
+    served(v4.port);
+    served(v6.port);
+    assert!(v6.requests().contains("\"GET /index.html HTTP/1.1\" 200"));
+
+    // An overlay application listening on the port comes first: the
+    // stream goes to it, not to the local TCP service on the same port.
+    let mut app = net.client("alice");
+    app.listen(v4.port).unwrap();
+    let fetching = {
+        let url = format!("http://{ip}:{}/index.html", v4.port);
+        std::thread::spawn(move || curl(&[&url]))
+    };
+    let stream = loop {
+        match app.next_event(Duration::from_secs(30)).unwrap() {
+            Some(driver_mio::ipc::api::Event::Incoming { stream, port, .. }) => {
+                assert_eq!(port, v4.port);
+                break stream;
+            }
+            Some(_) => continue,
+            None => panic!("no stream reached the listening application"),
+        }
+    };
+    app.write_stream(stream, b"HTTP/1.0 200 OK\r\n\r\nfrom the app\n")
+        .unwrap();
+    app.close_stream(stream).unwrap();
+    let (code, body, err) = fetching.join().unwrap();
+    assert_eq!(
+        (code, body.as_slice()),
+        (0, &b"from the app\n"[..]),
+        "{err}"
+    );
+    app.unlisten(v4.port).unwrap();
+    drop(app);
+    served(v4.port);
+
+    let policy = |net: &mut Net, set: &[&str]| -> serde_json::Value {
+        let mut args = vec!["config"];
+        for s in set {
+            args.extend(["--set", s]);
+        }
+        args.push("--json");
+        let v = net.ctl("alice", &args).data();
+        assert_eq!(
+            v["applied_live"].as_array().unwrap().len(),
+            set.len(),
+            "{v}"
+        );
+        net.ctl("alice", &["info", "--json"]).data()["bridge"].clone()
+    };
+    let only_v4 = format!("bridge_ports={}", v4.port);
+    let b = policy(&mut net, &[&only_v4]);
+    assert_eq!(b["ports"], v4.port.to_string());
+    assert_eq!(b["peers"], "all");
+    served(v4.port);
+    refused(v6.port);
+
+    let b = policy(&mut net, &["bridge_ports=all", "bridge_peers=carol"]);
+    assert_eq!(
+        (b["ports"].as_str(), b["peers"].as_str()),
+        (Some("all"), Some("carol"))
+    );
+    refused(v4.port);
+
+    let b = policy(&mut net, &["bridge_peers=bob"]);
+    assert_eq!(b["peers"], "bob");
+    served(v4.port);
+    served(v6.port);
+
+    let b = policy(&mut net, &["bridge_ports=none", "bridge_peers="]);
+    assert_eq!(
+        (b["ports"].as_str(), b["peers"].as_str()),
+        (Some("none"), Some("all"))
+    );
+    refused(v4.port);
+
+    // What the daemon is sent is checked there too; nothing changes.
+    let mut c = net.client("alice");
+    for (ports, peers) in [(Some("90-80"), None), (None, Some("Not A Peer"))] {
+        let req = driver_mio::ipc::api::Request::SetBridge {
+            ports: ports.map(str::to_string),
+            peers: peers.map(str::to_string),
+        };
+        match c.request(req, Duration::from_secs(10)) {
+            Err(driver_mio::client::ClientError::Remote { code, .. }) => {
+                assert_eq!(code, "invalid_argument")
+            }
+            other => panic!("{ports:?} {peers:?}: {other:?}"),
+        }
+    }
+    assert_eq!(
+        net.ctl("alice", &["info", "--json"]).data()["bridge"]["ports"],
+        "none"
+    );
+
+    // Saved too: the next start applies them. Started with none, the core
+    // accepts no port at all; a live change opens the ports again.
+    net.stop("alice");
+    net.restart("alice");
+    let b = net.ctl("alice", &["info", "--json"]).data()["bridge"].clone();
+    assert_eq!(b["ports"], "none");
+    assert_eq!(b["peers"], "all");
+    refused(v4.port);
+    policy(&mut net, &[&only_v4]);
+    served(v4.port);
+    refused(v6.port);
+}
+
+/// The daemon as an ordinary user (no CAP_NET_ADMIN, `setpriv` drops
+/// root), in a namespace the test makes: an alias or a port below 1024
+/// fails with the hint to use sudo or a 127.0.0.0/8 subnet, and the
+/// rootless mode works. The answer of `gateway start` in text, too.
+#[test]
+fn without_root_the_gateway_says_to_use_sudo_or_127_and_the_rootless_mode_works() {
+    if !have("python3", "--version")
+        || !have("curl", "--version")
+        || !have("ip", "-V")
+        || !have("setpriv", "--version")
+    {
+        eprintln!("skipped: needs python3, curl, ip and setpriv");
+        return;
+    }
+    let ns = match Netns::new() {
+        Ok(ns) => ns,
+        Err(why) => {
+            eprintln!("skipped: no network namespace ({why})");
+            return;
+        }
+    };
+    let mut net = Net::new_in(Some(&ns.0));
+    net.start("alice", &[]);
+    // bob's home belongs to nobody, who must be able to reach it.
+    std::fs::set_permissions(net.dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    let home = net.home("bob");
+    std::fs::create_dir(&home).unwrap();
+    std::os::unix::fs::chown(&home, Some(NOBODY), Some(NOBODY)).unwrap();
+    let as_nobody = |args: &[&str]| -> common::Run {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &ns.0, "setpriv"])
+            .arg(format!("--reuid={NOBODY}"))
+            .arg(format!("--regid={NOBODY}"))
+            .args(["--clear-groups", common::PILOTCTL]);
+        common::clean_env(&mut c)
+            .args(args)
+            .env("PILOT_HOME", &home);
+        let out = c.output().expect("setpriv");
+        common::Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    };
+    let (rv, key) = (net.rv_addr.clone(), net.rv_key.clone());
+    net.track("bob");
+    as_nobody(&[
+        "daemon",
+        "start",
+        "--rendezvous",
+        &rv,
+        "--rendezvous-key",
+        &key,
+        "--hostname",
+        "bob",
+        "--listen",
+        "127.0.0.1:0",
+        "--json",
+    ])
+    .data();
+    let pid: u32 = std::fs::read_to_string(home.join("daemon.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("Uid:") && l.contains(&NOBODY.to_string())),
+        "bob's daemon runs as nobody: {status}"
+    );
+    net.trust("bob", "alice");
+    let www = net.dir.path().join("www");
+    std::fs::create_dir(&www).unwrap();
+    std::fs::write(www.join("index.html"), "served to nobody\n").unwrap();
+    let server = HttpServer::start_in(Some(&ns.0), &www);
+    let port = server.port.to_string();
+    let root_hint = |run: &common::Run, what: &str| {
+        assert_eq!(run.error_code(), "internal", "{}", run.stdout);
+        let v = run.json();
+        let (message, hint) = (v["message"].as_str().unwrap(), v["hint"].as_str().unwrap());
+        assert!(message.contains(what), "{message}");
+        assert!(
+            hint.contains("sudo") && hint.contains("127.0.0.0/8"),
+            "{hint}"
+        );
+    };
+
+    // The default subnet needs an alias: refused, and none added.
+    let run = as_nobody(&["gateway", "start", "--ports", &port, "alice", "--json"]);
+    root_hint(&run, "cannot add the loopback alias 10.4.0.1");
+    assert!(!ns.lo_addrs().contains("10.4."), "{}", ns.lo_addrs());
+    // A port below 1024, even in 127.0.0.0/8.
+    let run = as_nobody(&[
+        "gateway", "start", "--subnet", SUBNET, "--ports", "80", "alice", "--json",
+    ]);
+    root_hint(&run, "permission denied");
+    // In text, the error says the same.
+    let run = as_nobody(&["gateway", "start", "--ports", &port, "alice"]);
+    assert_ne!(run.code, 0);
+    assert!(
+        run.stderr.contains("sudo") || run.stdout.contains("sudo"),
+        "{} {}",
+        run.stdout,
+        run.stderr
+    );
+    // Nothing is left running after those failures.
+    assert_eq!(
+        as_nobody(&["gateway", "list", "--json"]).error_code(),
+        "not_found"
+    );
+
+    // The rootless mode: 127.0.0.0/8, a port from 1024. The answer in text
+    // names the daemon's pid, the subnet and the mapping.
+    let alice = net.ctl("alice", &["info", "--json"]).data()["address"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let run = as_nobody(&[
+        "gateway", "start", "--subnet", SUBNET, "--ports", &port, "alice",
+    ]);
+    assert_eq!(run.code, 0, "{} {}", run.stdout, run.stderr);
+    for want in [
+        format!("(pid {pid})"),
+        format!("Subnet: {SUBNET}"),
+        format!("127.77.0.1 -> {alice}"),
+    ] {
+        assert!(run.stdout.contains(&want), "{want} in {}", run.stdout);
+    }
+    let out = in_netns(Some(&ns.0), "curl")
+        .args(["-sS", "--max-time", "60"])
+        .arg(format!("http://127.77.0.1:{port}/index.html"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, b"served to nobody\n");
+    let list = as_nobody(&["gateway", "list", "--json"]).data();
+    assert_eq!(list["pid"], pid);
+    assert_eq!(list["mappings"][0]["pilot_addr"], alice.as_str());
+    as_nobody(&["gateway", "stop", "--json"]).data();
+    drop(net);
+}
+
+const NOBODY: u32 = 65534;

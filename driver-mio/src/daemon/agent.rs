@@ -407,6 +407,14 @@ impl Agent {
         self.respond(client, id, response);
     }
 
+    /// The bridge policy as `info` and `SetBridge` show it.
+    fn bridge_json(&self) -> Value {
+        json!({
+            "ports": self.bridge_policy.ports.to_string(),
+            "peers": self.bridge_policy.peers.to_string(),
+        })
+    }
+
     /// Whether an incoming stream on `port` from `from` may be bridged.
     fn may_bridge(&self, port: u16, from: Address) -> bool {
         self.bridge_policy.ports.contains(port)
@@ -904,10 +912,7 @@ impl Agent {
             "datagrams_in": stats.datagrams_in,
             "datagrams_out": stats.datagrams_out,
             "dropped": stats.dropped(),
-            "bridge": {
-                "ports": self.bridge_policy.ports.to_string(),
-                "peers": self.bridge_policy.peers.to_string(),
-            },
+            "bridge": self.bridge_json(),
         })
     }
 
@@ -967,6 +972,35 @@ impl Agent {
                 };
                 let rid = self.node.set_hostname(now, hostname);
                 return self.registration_change(client, id, rid);
+            }
+            Request::SetBridge { ports, peers } => {
+                let ports = ports
+                    .as_deref()
+                    .map(super::bridge::PortSet::parse)
+                    .transpose();
+                let peers = peers
+                    .as_deref()
+                    .map(super::bridge::PeerSet::parse)
+                    .transpose();
+                match (ports, peers) {
+                    (Ok(ports), Ok(peers)) => {
+                        if let Some(p) = ports {
+                            self.bridge_policy.ports = p;
+                        }
+                        if let Some(p) = peers {
+                            self.bridge_policy.peers = p;
+                        }
+                        self.node.set_accept_any(
+                            self.bridge_policy.ports != super::bridge::PortSet::None,
+                        );
+                        ok(json!({ "bridge": self.bridge_json() }))
+                    }
+                    (Err(e), _) | (_, Err(e)) => error(
+                        codes::INVALID_ARGUMENT,
+                        e,
+                        "ports: all, none or a list like 80,8000-8099; peers: all, or addresses and hostnames",
+                    ),
+                }
             }
             Request::SetVisibility { public } => {
                 let rid = self.node.set_public(now, public);

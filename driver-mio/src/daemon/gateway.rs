@@ -8,7 +8,8 @@
 //! [`Bridge`], which joins the two inside the daemon.
 //!
 //! Outside 127.0.0.0/8 the address must exist on the host: the gateway
-//! adds it to the loopback interface (Linux: `ip addr add IP/32 dev lo`,
+//! adds it to the loopback interface (never taking an address another
+//! interface has: its listeners would be open to that network) (Linux: `ip addr add IP/32 dev lo`,
 //! macOS: `ifconfig lo0 alias IP`), and removes it on unmap and stop.
 //! Every alias added is first written to `gateway-aliases` in the home,
 //! so aliases a crash left behind are removed when the daemon (or the
@@ -172,6 +173,23 @@ fn alias_del(ip: Ipv4Addr) -> Result<(), String> {
 /// Whether an address is configured on this host already.
 fn is_local(ip: Ipv4Addr) -> bool {
     std::net::UdpSocket::bind((ip, 0)).is_ok()
+}
+
+/// The host's IPv4 addresses on interfaces other than the loopback: a
+/// gateway listener there would be open to that interface's network, so
+/// the gateway never takes one (an address already on the loopback, added
+/// by hand, say, it uses as it is).
+fn outside_addresses() -> Vec<Ipv4Addr> {
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
+        return Vec::new();
+    };
+    addrs
+        .filter(|a| {
+            !a.flags
+                .contains(nix::net::if_::InterfaceFlags::IFF_LOOPBACK)
+        })
+        .filter_map(|a| a.address?.as_sockaddr_in().map(|s| s.ip()))
+        .collect()
 }
 
 impl Gateway {
@@ -434,19 +452,34 @@ impl Gateway {
                         "unmap it first, or leave the address out to get the next free one",
                     ));
                 }
+                if !r.subnet.is_loopback() && outside_addresses().contains(&ip) {
+                    return Err(error(
+                        codes::ALREADY_EXISTS,
+                        format!(
+                            "{ip} is an address of a network interface of this host: the gateway's ports there would be open to its network"
+                        ),
+                        "pick a free address of the subnet, or leave it out to get the next free one",
+                    ));
+                }
                 ip
             }
-            None => r
-                .subnet
-                .hosts()
-                .find(|ip| !r.maps.contains_key(ip))
-                .ok_or_else(|| {
-                    error(
-                        codes::ALREADY_EXISTS,
-                        format!("every address of {} is mapped", r.subnet),
-                        "unmap one, or start the gateway with a larger --subnet",
-                    )
-                })?,
+            None => {
+                let taken = if r.subnet.is_loopback() {
+                    Vec::new()
+                } else {
+                    outside_addresses()
+                };
+                r.subnet
+                    .hosts()
+                    .find(|ip| !r.maps.contains_key(ip) && !taken.contains(ip))
+                    .ok_or_else(|| {
+                        error(
+                            codes::ALREADY_EXISTS,
+                            format!("every address of {} is mapped", r.subnet),
+                            "unmap one, or start the gateway with a larger --subnet",
+                        )
+                    })?
+            }
         };
         let loopback = r.subnet.is_loopback() && cfg!(target_os = "linux");
         let ports = r.ports.clone();
@@ -456,7 +489,7 @@ impl Gateway {
             record.push(ip);
             self.write_record(&record);
             if let Err(e) = alias_add(ip) {
-                self.write_record(&self.held());
+                self.forget_alias(ip);
                 return Err(error(
                     codes::INTERNAL,
                     format!("cannot add the loopback alias {ip}: {e}"),
@@ -551,20 +584,27 @@ impl Gateway {
         }
     }
 
-    /// Closes a mapping's listeners and removes its alias. Connections
-    /// already bridged go on until they end.
+    /// Closes a mapping's listeners and removes its alias (off the record
+    /// only once it is gone). Connections already bridged go on until they
+    /// end.
     fn release(&mut self, tokens: &mut Tokens, ip: Ipv4Addr, m: Mapping) {
         for (token, mut l, _) in m.listeners {
             let _ = self.registry.deregister(&mut l);
             tokens.give_back(token);
         }
         if m.alias {
-            if let Err(e) = alias_del(ip) {
-                warn!(%ip, error = %e, "cannot remove the loopback alias");
-                return;
+            match alias_del(ip) {
+                Ok(()) => self.forget_alias(ip),
+                // Kept on record: the next start tries again.
+                Err(e) => warn!(%ip, error = %e, "cannot remove the loopback alias"),
             }
         }
-        self.write_record(&self.held());
+    }
+
+    /// Takes `ip` off the record of aliases (it is gone, or never came).
+    fn forget_alias(&self, ip: Ipv4Addr) {
+        let rest: Vec<Ipv4Addr> = self.recorded().into_iter().filter(|r| *r != ip).collect();
+        self.write_record(&rest);
     }
 
     /// Stops the gateway: every mapping goes. `None` if it was not
@@ -577,8 +617,49 @@ impl Gateway {
             self.release(tokens, ip, m);
         }
         self.running = None;
-        self.write_record(&[]);
         info!("gateway stopped");
         Some(ips)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subnets_parse_strictly_and_list_their_hosts() {
+        let s = Subnet::parse("10.4.0.0/16").unwrap();
+        assert_eq!(s.to_string(), "10.4.0.0/16");
+        assert!(!s.is_loopback());
+        let first: Vec<Ipv4Addr> = s.hosts().take(2).collect();
+        assert_eq!(
+            first,
+            [Ipv4Addr::new(10, 4, 0, 1), Ipv4Addr::new(10, 4, 0, 2)]
+        );
+        assert!(s.has_host(Ipv4Addr::new(10, 4, 255, 254)));
+        for not in [[10, 4, 0, 0], [10, 4, 255, 255], [10, 5, 0, 1]] {
+            assert!(!s.has_host(Ipv4Addr::from(not)), "{not:?}");
+        }
+        let tiny = Subnet::parse("127.4.0.0/30").unwrap();
+        assert!(tiny.is_loopback());
+        assert_eq!(tiny.hosts().count(), 2);
+        let e = Subnet::parse("10.4.0.1/16").unwrap_err();
+        assert!(e.contains("10.4.0.0/16"), "{e}");
+        for bad in [
+            "",
+            "/",
+            "10.4.0.0",
+            "10.4.0.0/",
+            "10.4.0.0/7",
+            "10.4.0.0/31",
+            "10.4.0.0/99999",
+            "10.4.0.0/-1",
+            "::1/64",
+            "10.4.0/16",
+            "x/16",
+            "10.4.0.0/16/1",
+        ] {
+            assert!(Subnet::parse(bad).is_err(), "{bad:?}");
+        }
     }
 }

@@ -23,6 +23,16 @@ pub enum Request {
     /// Be findable by anyone (`public`) or only by trusted peers; answered
     /// and kept like `SetHostname`.
     SetVisibility { public: bool },
+    /// Which incoming streams the daemon bridges to local TCP services,
+    /// from now on (`None`: unchanged): `ports` is `all`, `none` or a list
+    /// like `80,8000-8099`; `peers` is `all` (every trusted peer) or
+    /// addresses and hostnames. Answers the policy now in force.
+    SetBridge {
+        #[serde(default)]
+        ports: Option<String>,
+        #[serde(default)]
+        peers: Option<String>,
+    },
     /// Ask a peer (address or hostname) for trust.
     Handshake { peer: String, reason: String },
     /// Requests waiting for our decision.

@@ -119,6 +119,15 @@ impl Node {
             .map_err(CommandError::Stream)
     }
 
+    /// Accepts streams to every port from now on (`StreamConfig::accept_any`),
+    /// or only to listened ones again; also after a re-registration.
+    pub fn set_accept_any(&mut self, on: bool) {
+        self.config.streams.accept_any = on;
+        if let Ok(s) = self.streams_mut() {
+            s.set_accept_any(on);
+        }
+    }
+
     /// Stops accepting streams on `port`.
     pub fn unlisten(&mut self, port: u16) {
         if let Ok(s) = self.streams_mut() {

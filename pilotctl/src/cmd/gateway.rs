@@ -186,3 +186,26 @@ impl GatewayCommand {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_parse_or_say_which_one_is_wrong() {
+        assert_eq!(ports("80").unwrap(), [80]);
+        assert_eq!(ports(" 80 , 8080").unwrap(), [80, 8080]);
+        for (bad, named) in [
+            ("", "``"),
+            ("0", "`0`"),
+            ("65536", "`65536`"),
+            ("80,,81", "``"),
+            ("80-90", "`80-90`"),
+            ("http", "`http`"),
+        ] {
+            let e = ports(bad).unwrap_err();
+            assert_eq!(e.code, "invalid_argument", "{bad}");
+            assert!(e.message.contains(named), "{bad}: {}", e.message);
+        }
+    }
+}

@@ -29,11 +29,12 @@ pub enum IdentityCommand {
     /// daemon. Never replaces an existing identity.
     Init(AgentArgs),
     /// Show the saved settings, or change them with --set KEY=VALUE
-    /// (hostname and public also apply live to a running daemon).
+    /// (hostname, public, bridge_ports and bridge_peers also apply live to
+    /// a running daemon).
     Config {
         /// A setting to change, KEY=VALUE (repeatable; an empty VALUE
         /// unsets). Keys: rendezvous, rendezvous_key, hostname, public,
-        /// listen, email, identity.
+        /// listen, email, identity, bridge_ports, bridge_peers.
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
     },
@@ -293,7 +294,8 @@ pub fn config(set: &[String]) -> Result<Success, Failure> {
         ));
     }
     // Hostname and visibility change live where a daemon runs; it saves
-    // them itself before answering.
+    // them itself before answering. The bridge policy changes live too,
+    // and is saved below with the rest.
     let mut live = Vec::new();
     let mut later = Vec::new();
     let mut daemon = connect(&paths::running_socket(None, &dir)).ok();
@@ -304,6 +306,15 @@ pub fn config(set: &[String]) -> Result<Success, Failure> {
             }),
             "public" => Some(Request::SetVisibility {
                 public: changed.public,
+            }),
+            // Unset is the default, `all`.
+            "bridge_ports" => Some(Request::SetBridge {
+                ports: Some(changed.bridge_ports.clone().unwrap_or_else(|| "all".into())),
+                peers: None,
+            }),
+            "bridge_peers" => Some(Request::SetBridge {
+                ports: None,
+                peers: Some(changed.bridge_peers.clone().unwrap_or_else(|| "all".into())),
             }),
             _ => None,
         };
