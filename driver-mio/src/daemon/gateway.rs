@@ -8,9 +8,10 @@
 //! [`Bridge`], which joins the two inside the daemon.
 //!
 //! Outside 127.0.0.0/8 the address must exist on the host: the gateway
-//! adds it to the loopback interface (never taking an address another
-//! interface has: its listeners would be open to that network) (Linux: `ip addr add IP/32 dev lo`,
-//! macOS: `ifconfig lo0 alias IP`), and removes it on unmap and stop.
+//! adds it to the loopback interface (Linux: `ip addr add IP/32 dev lo`,
+//! macOS: `ifconfig lo0 alias IP`), and removes it on unmap and stop. It
+//! never takes an address another interface has: its listeners would be
+//! open to that interface's network.
 //! Every alias added is first written to `gateway-aliases` in the home,
 //! so aliases a crash left behind are removed when the daemon (or the
 //! gateway) next starts. On Linux 127.0.0.0/8 is on the loopback as a
