@@ -251,6 +251,11 @@ fn every_start_flag_is_kept_and_a_one_off_rendezvous_in_the_environment_is_not()
     assert_eq!(saved["auto_approve"], true);
     assert_eq!(saved["no_services"], true);
     assert_eq!(saved["log_format"], "json");
+    // And the daemon started without flags runs by them, not just saves
+    // them: services off, auto-approve on.
+    let status = net.ctl("alice", &["status", "--json"]).data();
+    assert_eq!(status["agent"]["services"]["echo"], false, "{status}");
+    assert_eq!(status["agent"]["auto_approve"], true, "{status}");
     // --services undoes a saved --no-services.
     net.stop("alice");
     // (Restarted through the `Net`, which then stops it: a bare `daemon
