@@ -107,3 +107,4 @@ wait "$flood_pid"
 flood_pid=
 # The defences at work (the status file is at most 2 s old).
 "$bin/pilotctl" rendezvous status --home "$dir/rv" | grep -E 'Handshakes|UDP'
+echo "bob's daemon: $(ctl bob info --json | field datagrams_in) datagrams in, $(ctl bob info --json | field dropped) dropped"
