@@ -644,7 +644,7 @@ impl Tunnels {
         }
         // Entries of peers kept or removed since linger until reached;
         // keep them from piling up.
-        if self.probation.len() > 2 * self.config.max_probation.max(1) {
+        if self.probation.len() > self.config.max_probation.max(1).saturating_mul(2) {
             let peers = &self.peers;
             self.probation.retain(|(at, key)| {
                 peers

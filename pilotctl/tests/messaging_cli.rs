@@ -674,12 +674,33 @@ fn messaging_between_agents() {
 fn ctrl_c_under_json_ends_a_stream_with_an_error_object() {
     let mut net = Net::new();
     net.start("alice", &[]);
+    net.start("bob", &[]);
+    net.trust("alice", "bob");
     for (args, ready) in [
-        (["listen", "6001", "--timeout", "0", "--json"], "Listening"),
-        (["recv", "6002", "--timeout", "0", "--json"], "Receiving"),
+        (
+            &["listen", "6001", "--timeout", "0", "--json"][..],
+            Some("Listening"),
+        ),
+        (
+            &["recv", "6002", "--timeout", "0", "--json"],
+            Some("Receiving"),
+        ),
+        (
+            &["subscribe", "bob", "news", "--timeout", "0", "--json"],
+            Some("Subscribed"),
+        ),
+        // Prints nothing until it ends; a gigabyte takes longer than the
+        // moment given here.
+        (&["bench", "bob", "1G", "--json"], None),
     ] {
-        let mut bg = spawn(&net, "alice", &args);
-        bg.ready(ready);
+        let mut bg = spawn(&net, "alice", args);
+        match ready {
+            Some(ready) => bg.ready(ready),
+            None => {
+                std::thread::sleep(Duration::from_millis(500));
+                assert!(!bg.exited(), "{args:?} ended by itself");
+            }
+        }
         nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(bg.child.id() as i32),
             nix::sys::signal::Signal::SIGINT,

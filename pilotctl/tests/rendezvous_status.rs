@@ -32,6 +32,12 @@ fn status_shows_key_agents_pairs_and_relay_counters() {
     assert!(last["uptime_secs"].is_u64());
     assert!(last["relay"]["forwarded_packets"].is_u64(), "{last}");
     assert!(last["udp"]["datagrams_in"].as_u64().unwrap() > 0, "{last}");
+    // Both agents' tunnel peers; no load, so no cookie was needed.
+    assert!(
+        last["handshakes"]["tunnel_peers"].as_u64() >= Some(2),
+        "{last}"
+    );
+    assert_eq!(last["handshakes"]["cookie_replies"], 0, "{last}");
 
     let home = net.rv_home.to_str().unwrap().to_string();
     let text = pilotctl(&["rendezvous", "status", "--home", &home], &[]);
@@ -45,6 +51,7 @@ fn status_shows_key_agents_pairs_and_relay_counters() {
         text.stdout
     );
     assert!(text.stdout.contains("Relay:"), "{}", text.stdout);
+    assert!(text.stdout.contains("Handshakes:"), "{}", text.stdout);
 
     // Stopped: not running, and the status file is gone with it.
     let stopped = pilotctl(&["rendezvous", "stop", "--home", &home, "--json"], &[]);

@@ -494,6 +494,7 @@ impl Server {
     pub fn status(&self) -> serde_json::Value {
         let relay = self.rv.relay_stats();
         let udp = self.udp.stats();
+        let hs = self.rv.stats();
         let mut v = serde_json::json!({
             "pid": std::process::id(),
             "address": self.local_addr().to_string(),
@@ -520,6 +521,14 @@ impl Server {
             "udp": {
                 "datagrams_in": udp.datagrams_in,
                 "datagrams_out": udp.datagrams_out,
+            },
+            // What a handshake flood meets: cookies under load, the
+            // per-source limit, and tunnel peers nobody kept forgotten.
+            "handshakes": {
+                "tunnel_peers": self.rv.state_size().0,
+                "cookie_replies": hs.cookie_replies,
+                "source_limited": hs.handshakes_source_limited,
+                "peers_forgotten": hs.peers_forgotten,
             },
             "tls_address": self.carrier_addr().map(|a| a.to_string()),
             "tls_fingerprint": self.carrier_fingerprint(),

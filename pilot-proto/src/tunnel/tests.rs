@@ -554,6 +554,25 @@ fn probation_is_bounded_and_the_oldest_go_first() {
     }
 }
 
+/// Probation switched off by configuration (`max_probation: usize::MAX`,
+/// as the flood bench does for its "defences off" case): no overflow.
+#[test]
+fn an_unbounded_probation_table_does_not_overflow() {
+    let config = TunnelConfig {
+        max_probation: usize::MAX,
+        ..TunnelConfig::default()
+    };
+    let mut b = tunnels(2, config);
+    let bk = *b.public_key();
+    for i in 0..3u8 {
+        let now = Timestamp::from_secs(1) + Duration::from_millis(u64::from(i));
+        let mut a = initiator(10 + i, &b);
+        a.send(now, &bk, b"x").unwrap();
+        shuttle(now, &mut a, &mut b);
+    }
+    assert_eq!(b.probation_size(), 3);
+}
+
 #[test]
 fn a_cookie_reply_makes_the_initiator_retry_at_once() {
     let config = TunnelConfig {

@@ -270,10 +270,7 @@ pub fn ping(
     if rtts.is_empty() {
         return Err(Failure::new(
             "timeout",
-            format!(
-                "no echo from {peer} in {sent} {}",
-                if sent == 1 { "try" } else { "tries" }
-            ),
+            no_echo(&peer, sent),
             "is the peer online, trusted (`pilotctl trust`), and running its echo service?",
         ));
     }
@@ -312,6 +309,14 @@ fn path_to(c: &mut driver_mio::client::Client, address: &str) -> String {
 
 /// The middle of sorted samples (not empty); with an even count, the
 /// mean of the two in the middle.
+/// What a ping that got no echo at all says: "in 1 try", "in 3 tries".
+fn no_echo(peer: &str, sent: u32) -> String {
+    format!(
+        "no echo from {peer} in {sent} {}",
+        if sent == 1 { "try" } else { "tries" }
+    )
+}
+
 fn median(sorted: &[f64]) -> f64 {
     let mid = sorted.len() / 2;
     match sorted.len() % 2 {
@@ -713,6 +718,12 @@ mod tests {
         assert_eq!(super::median(&[1.0, 2.0, 10.0]), 2.0);
         assert_eq!(super::median(&[1.0, 2.0, 4.0, 10.0]), 3.0);
         assert_eq!(super::median(&[5.0]), 5.0);
+    }
+
+    #[test]
+    fn one_try_is_not_one_tries() {
+        assert_eq!(super::no_echo("bob", 1), "no echo from bob in 1 try");
+        assert_eq!(super::no_echo("bob", 3), "no echo from bob in 3 tries");
     }
 
     use super::{check_echo, human_bytes, parse_size};

@@ -48,7 +48,7 @@ pub const DOCS: &[CommandDoc] = &[
     },
     CommandDoc {
         name: "rendezvous status",
-        returns: r#"{"running":"bool","pid":"number","address":"string","public_key":"string","home":"string","reflect_port":"number|null","started_at":"number","updated_at":"number","uptime_secs":"number","agents":{"registered":"number","online":"number"},"trust_pairs":"number","relay":{"forwarded_packets":"number","forwarded_bytes":"number","refused_malformed":"number","refused_unknown_sender":"number","refused_offline":"number","refused_not_paired":"number","refused_limited":"number"},"udp":{"datagrams_in":"number","datagrams_out":"number"},"tls_address":"string|null","tls_fingerprint":"string|null"}"#,
+        returns: r#"{"running":"bool","pid":"number","address":"string","public_key":"string","home":"string","reflect_port":"number|null","started_at":"number","updated_at":"number","uptime_secs":"number","agents":{"registered":"number","online":"number"},"trust_pairs":"number","relay":{"forwarded_packets":"number","forwarded_bytes":"number","refused_malformed":"number","refused_unknown_sender":"number","refused_offline":"number","refused_not_paired":"number","refused_limited":"number"},"udp":{"datagrams_in":"number","datagrams_out":"number"},"handshakes":{"tunnel_peers":"number","cookie_replies":"number","source_limited":"number","peers_forgotten":"number"},"tls_address":"string|null","tls_fingerprint":"string|null"}"#,
         errors: &["not_running"],
     },
     CommandDoc {
@@ -501,6 +501,14 @@ fn status_text(d: &Value, now: u64) -> String {
         "\n  UDP:         {} datagrams in, {} out",
         n(&d["udp"]["datagrams_in"]),
         n(&d["udp"]["datagrams_out"])
+    ));
+    let hs = &d["handshakes"];
+    t.push_str(&format!(
+        "\n  Handshakes:  {} tunnel peers; {} cookies sent under load, {} over the per-source limit, {} unkept peers forgotten",
+        n(&hs["tunnel_peers"]),
+        n(&hs["cookie_replies"]),
+        n(&hs["source_limited"]),
+        n(&hs["peers_forgotten"]),
     ));
     t.push_str(&format!(
         "\n  (as of {} ago)",
