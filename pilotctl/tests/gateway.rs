@@ -152,6 +152,21 @@ fn curl(args: &[&str]) -> (i32, Vec<u8>, String) {
     )
 }
 
+/// Fetches `url` with curl inside network namespace `ns`; the body, or a
+/// failed test naming the URL and curl's complaint.
+fn curl_in(ns: &str, url: &str) -> Vec<u8> {
+    let out = in_netns(Some(ns), "curl")
+        .args(["-sS", "--max-time", "60", url])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{url}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
 fn sha256(bytes: &[u8]) -> String {
     sha2::Sha256::digest(bytes)
         .iter()
@@ -532,17 +547,8 @@ fn default_subnet_with_aliases_in_a_network_namespace() {
         "{addrs}"
     );
     let fetch = |ip: &str, port: u16| {
-        let out = in_netns(Some(&ns.0), "curl")
-            .args(["-sS", "--max-time", "60"])
-            .arg(format!("http://{ip}:{port}/index.html"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{ip}:{port}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert_eq!(out.stdout, b"hello from the namespace\n");
+        let page = curl_in(&ns.0, &format!("http://{ip}:{port}/index.html"));
+        assert_eq!(page, b"hello from the namespace\n");
     };
     for ip in ["10.4.0.1", "10.4.0.3"] {
         for port in [one.port, two.port] {
@@ -1033,17 +1039,8 @@ fn without_root_the_gateway_says_to_use_sudo_or_127_and_the_rootless_mode_works(
     ] {
         assert!(run.stdout.contains(&want), "{want} in {}", run.stdout);
     }
-    let out = in_netns(Some(&ns.0), "curl")
-        .args(["-sS", "--max-time", "60"])
-        .arg(format!("http://127.77.0.1:{port}/index.html"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(out.stdout, b"served to nobody\n");
+    let page = curl_in(&ns.0, &format!("http://127.77.0.1:{port}/index.html"));
+    assert_eq!(page, b"served to nobody\n");
     let list = as_nobody(&["gateway", "list", "--json"]).data();
     assert_eq!(list["pid"], pid);
     assert_eq!(list["mappings"][0]["pilot_addr"], alice.as_str());

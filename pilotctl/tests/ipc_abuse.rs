@@ -65,14 +65,20 @@ fn pipelined_requests_from_a_client_that_never_reads_stay_bounded() {
     assert!(during < before + (64 << 10), "{before} -> {during} KiB");
 }
 
-#[test]
-fn idle_connections_are_refused_with_an_error_frame_beyond_the_limit() {
+/// A running alice and 300 connections to her socket that say nothing.
+fn alice_with_300_idle_connections() -> (Net, Vec<UnixStream>) {
     let mut net = Net::new();
     net.start("alice", &[]);
     let path = net.home("alice").join("pilot.sock");
-    let conns: Vec<UnixStream> = (0..300)
+    let conns = (0..300)
         .map(|_| UnixStream::connect(&path).unwrap())
         .collect();
+    (net, conns)
+}
+
+#[test]
+fn idle_connections_are_refused_with_an_error_frame_beyond_the_limit() {
+    let (net, conns) = alice_with_300_idle_connections();
     let blocked = net.ctl("alice", &["info", "--json"]);
     let (mut accepted, mut refused) = (0, 0);
     for mut c in conns {
@@ -105,12 +111,7 @@ fn idle_connections_are_refused_with_an_error_frame_beyond_the_limit() {
 /// still holds them. (Before: never timed out, locked out for good.)
 #[test]
 fn idle_connections_time_out_and_pilotctl_gets_in_again() {
-    let mut net = Net::new();
-    net.start("alice", &[]);
-    let path = net.home("alice").join("pilot.sock");
-    let conns: Vec<UnixStream> = (0..300)
-        .map(|_| UnixStream::connect(&path).unwrap())
-        .collect();
+    let (net, conns) = alice_with_300_idle_connections();
     let start = Instant::now();
     assert_eq!(
         net.ctl("alice", &["info", "--json"]).error_code(),
