@@ -307,8 +307,6 @@ fn path_to(c: &mut driver_mio::client::Client, address: &str) -> String {
         .unwrap_or_else(|| "none".into())
 }
 
-/// The middle of sorted samples (not empty); with an even count, the
-/// mean of the two in the middle.
 /// What a ping that got no echo at all says: "in 1 try", "in 3 tries".
 fn no_echo(peer: &str, sent: u32) -> String {
     format!(
@@ -317,6 +315,8 @@ fn no_echo(peer: &str, sent: u32) -> String {
     )
 }
 
+/// The middle of sorted samples (not empty); with an even count, the
+/// mean of the two in the middle.
 fn median(sorted: &[f64]) -> f64 {
     let mid = sorted.len() / 2;
     match sorted.len() % 2 {
