@@ -326,3 +326,48 @@ fn foreground_daemon_prints_its_address_once_registered() {
         format!("Registered: address {address} (dave)")
     );
 }
+
+/// Starts agent `name` on `listen` against the rendezvous at `rendezvous`
+/// where registration is bound to fail, and waits until the agent warns
+/// that it keeps failing: by then it has retried, so a line promised once
+/// had its chance to repeat.
+fn start_failing(net: &mut Net, name: &str, rendezvous: &str, listen: &str) {
+    let args = ["--hostname", name, "--listen", listen, "--wait", "1"];
+    let started = net.daemon_start_at(name, rendezvous, &args);
+    assert_eq!(started.error_code(), "timeout");
+    let home = net.home(name);
+    once(
+        net,
+        &format!("{name}'s failing registration"),
+        || daemon_log(&home),
+        &[" WARN ", "registration failing"],
+    );
+}
+
+#[test]
+fn a_socket_that_cannot_reach_the_rendezvous_family_is_warned_once() {
+    let mut net = Net::new();
+    let port = net.rv_addr.rsplit_once(':').unwrap().1.to_string();
+    let (v4_rv, v6_rv) = (net.rv_addr.clone(), format!("[::1]:{port}"));
+    // An IPv4 socket and an IPv6 rendezvous; an IPv6 socket that is not
+    // dual-stack (on ::1) and an IPv4 rendezvous.
+    for (name, rendezvous, listen, theirs) in [
+        ("four", &v6_rv, "127.0.0.1:", "IPv6"),
+        ("six", &v4_rv, "[::1]:", "IPv4"),
+    ] {
+        start_failing(&mut net, name, rendezvous, &format!("{listen}0"));
+        let home = net.home(name);
+        once(
+            &net,
+            &format!("{name}: the rendezvous's family"),
+            || daemon_log(&home),
+            &[
+                " WARN ",
+                "registration cannot work",
+                &format!("the rendezvous is an {theirs} address"),
+                &format!("listen={listen}"),
+                &format!("rendezvous={rendezvous}"),
+            ],
+        );
+    }
+}
