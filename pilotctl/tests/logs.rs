@@ -371,3 +371,41 @@ fn a_socket_that_cannot_reach_the_rendezvous_family_is_warned_once() {
         );
     }
 }
+
+#[test]
+fn a_hostname_taken_by_another_key_is_refused_and_logged_once() {
+    let mut net = Net::new();
+    net.start("alice", &[]);
+    let rv_addr = net.rv_addr.clone();
+    let args = [
+        "--hostname",
+        "alice",
+        "--listen",
+        "127.0.0.1:0",
+        "--wait",
+        "1",
+    ];
+    assert_eq!(net.daemon_start("imposter", &args).error_code(), "timeout");
+    let home = net.home("imposter");
+    once(
+        &net,
+        "the imposter was refused",
+        || daemon_log(&home),
+        &[
+            " WARN ",
+            "registration refused by the rendezvous",
+            &format!("rendezvous={rv_addr}"),
+            "hostname=alice",
+            "code=hostname taken",
+            "detail=hostname `alice` belongs to another identity",
+        ],
+    );
+    // The rendezvous registered the name's owner, never the imposter.
+    let rv_home = net.rv_home.clone();
+    once(
+        &net,
+        "rendezvous: alice registered",
+        || rendezvous_log(&rv_home),
+        &[" INFO ", "registered", "hostname=alice"],
+    );
+}

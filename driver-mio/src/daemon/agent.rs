@@ -1410,7 +1410,9 @@ impl Agent {
                     rendezvous = %self.node.rendezvous_addr(),
                     hostname = %self.node.hostname().map_or("-", |h| h.as_str()),
                     %code,
-                    %message,
+                    // Not `message`: that is the line's own text to a
+                    // formatter, which would print it without its name.
+                    detail = %message,
                     "registration refused by the rendezvous"
                 );
                 self.effects.registration_changed = true;
