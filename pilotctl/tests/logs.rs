@@ -409,3 +409,42 @@ fn a_hostname_taken_by_another_key_is_refused_and_logged_once() {
         &[" INFO ", "registered", "hostname=alice"],
     );
 }
+
+/// A peer whose daemon stops says goodbye, and the session ends with that
+/// reason. (A peer that vanishes without a word ends as `expired` once
+/// the session passes its 180 s lifetime, which no setting shortens: too
+/// long for this test.)
+#[test]
+fn a_peer_that_stops_ends_the_session_once() {
+    let mut net = Net::new();
+    let bob = net.start("bob", &[])["address"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    net.start("alice", &[]);
+    net.trust("alice", "bob");
+    net.ctl("alice", &["send-message", "bob", "--data", "hi", "--json"])
+        .data();
+    let alice_home = net.home("alice");
+    let alice_log = || daemon_log(&alice_home);
+    let peer = format!("peer={bob}");
+    once(
+        &net,
+        "alice's session with bob",
+        alice_log,
+        &[" INFO ", "session up", &peer],
+    );
+    net.stop("bob");
+    once(
+        &net,
+        "bob left",
+        alice_log,
+        &[
+            " INFO ",
+            "session down",
+            &peer,
+            "hostname=bob",
+            "reason=peer left",
+        ],
+    );
+}
