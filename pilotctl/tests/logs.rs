@@ -400,6 +400,20 @@ fn a_hostname_taken_by_another_key_is_refused_and_logged_once() {
             "detail=hostname `alice` belongs to another identity",
         ],
     );
+    // The imposter asks again by itself every half minute or more, and at
+    // once when its registration changes: it is refused again (after its
+    // settings are saved for the change, for the rollback and for the
+    // refusal), and the refusal is still logged once.
+    net.ctl("imposter", &["set-public", "--json"]).data();
+    let saved = || lines_with(&daemon_log(&home), &["registration settings saved"]).len();
+    assert!(
+        net.wait(10, || saved() >= 4),
+        "no second refusal:\n{}",
+        daemon_log(&home)
+    );
+    let refused = ["registration refused by the rendezvous"];
+    let n = lines_with(&daemon_log(&home), &refused).len();
+    assert_eq!(n, 1, "{n} refusals logged:\n{}", daemon_log(&home));
     // The rendezvous registered the name's owner, never the imposter.
     let rv_home = net.rv_home.clone();
     once(
