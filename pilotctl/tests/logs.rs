@@ -27,6 +27,11 @@ fn daemon_log(home: &Path) -> String {
     std::fs::read_to_string(home.join("pilot.log")).unwrap_or_default()
 }
 
+/// The address in `daemon start`'s answer.
+fn address(started: serde_json::Value) -> String {
+    started["address"].as_str().expect("registered").to_string()
+}
+
 /// The lines of `log` holding every one of `parts`.
 fn lines_with<'a>(log: &'a str, parts: &[&str]) -> Vec<&'a str> {
     log.lines()
@@ -48,18 +53,9 @@ fn once(net: &Net, what: &str, mut log: impl FnMut() -> String, parts: &[&str]) 
 fn registration_trust_messages_and_a_wrong_key_are_logged_once() {
     let mut net = Net::new();
     let debug = ["--log-level", "debug"];
-    let alice = net.start("alice", &debug)["address"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let bob = net.start("bob", &debug)["address"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let carol = net.start("carol", &debug)["address"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let alice = address(net.start("alice", &debug));
+    let bob = address(net.start("bob", &debug));
+    let carol = address(net.start("carol", &debug));
     let rv_home = net.rv_home.clone();
     let rv_log = || rendezvous_log(&rv_home);
 
@@ -431,10 +427,7 @@ fn a_hostname_taken_by_another_key_is_refused_and_logged_once() {
 #[test]
 fn a_peer_that_stops_ends_the_session_once() {
     let mut net = Net::new();
-    let bob = net.start("bob", &[])["address"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let bob = address(net.start("bob", &[]));
     net.start("alice", &[]);
     net.trust("alice", "bob");
     net.ctl("alice", &["send-message", "bob", "--data", "hi", "--json"])
