@@ -214,20 +214,25 @@ impl LookupError {
             LookupError::NotFound { .. } | LookupError::Timeout { .. } => {
                 "check the name (and the machine's DNS or /etc/hosts), or give the rendezvous's IP address, e.g. --rendezvous 192.0.2.1:4000".into()
             }
-            LookupError::WrongFamily { local, .. } if local.is_ipv4() => {
-                "listen on IPv6 too with --listen [::]:0, or give the rendezvous's IPv4 address".into()
-            }
-            LookupError::WrongFamily { .. } => {
-                "listen on IPv4 too with --listen [::]:0 (dual stack) or 0.0.0.0:0, or give the rendezvous's IPv6 address".into()
-            }
+            LookupError::WrongFamily { local, .. } => family_hint(*local).into(),
         }
+    }
+}
+
+/// What to do when a UDP socket bound at `local` cannot reach the
+/// rendezvous's address family.
+pub fn family_hint(local: SocketAddr) -> &'static str {
+    if local.is_ipv4() {
+        "listen on IPv6 too with --listen [::]:0, or give the rendezvous's IPv4 address"
+    } else {
+        "listen on IPv4 too with --listen [::]:0 (dual stack) or 0.0.0.0:0, or give the rendezvous's IPv6 address"
     }
 }
 
 /// Which families a UDP socket bound at `local` reaches: an IPv4 socket
 /// only IPv4; an IPv6 socket on `[::]` both (dual stack, as
 /// [`crate::udp`] binds it); one on a specific IPv6 address only IPv6.
-fn reaches(local: SocketAddr, remote: &SocketAddr) -> bool {
+pub fn reaches(local: SocketAddr, remote: &SocketAddr) -> bool {
     match local.ip() {
         IpAddr::V4(_) => remote.is_ipv4(),
         IpAddr::V6(v6) if v6.is_unspecified() => true,

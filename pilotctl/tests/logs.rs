@@ -27,6 +27,11 @@ fn daemon_log(home: &Path) -> String {
     std::fs::read_to_string(home.join("pilot.log")).unwrap_or_default()
 }
 
+/// The address in `daemon start`'s answer.
+fn address(started: serde_json::Value) -> String {
+    started["address"].as_str().expect("registered").to_string()
+}
+
 /// The lines of `log` holding every one of `parts`.
 fn lines_with<'a>(log: &'a str, parts: &[&str]) -> Vec<&'a str> {
     log.lines()
@@ -48,18 +53,9 @@ fn once(net: &Net, what: &str, mut log: impl FnMut() -> String, parts: &[&str]) 
 fn registration_trust_messages_and_a_wrong_key_are_logged_once() {
     let mut net = Net::new();
     let debug = ["--log-level", "debug"];
-    let alice = net.start("alice", &debug)["address"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let bob = net.start("bob", &debug)["address"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let carol = net.start("carol", &debug)["address"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let alice = address(net.start("alice", &debug));
+    let bob = address(net.start("bob", &debug));
+    let carol = address(net.start("carol", &debug));
     let rv_home = net.rv_home.clone();
     let rv_log = || rendezvous_log(&rv_home);
 
@@ -324,5 +320,138 @@ fn foreground_daemon_prints_its_address_once_registered() {
     assert_eq!(
         first.trim(),
         format!("Registered: address {address} (dave)")
+    );
+}
+
+/// Starts agent `name` on `listen` against the rendezvous at `rendezvous`
+/// where registration is bound to fail, and waits until the agent warns
+/// that it keeps failing: by then it has retried, so a line promised once
+/// had its chance to repeat.
+fn start_failing(net: &mut Net, name: &str, rendezvous: &str, listen: &str) {
+    let args = ["--hostname", name, "--listen", listen, "--wait", "1"];
+    let started = net.daemon_start_at(name, rendezvous, &args);
+    assert_eq!(started.error_code(), "timeout");
+    let home = net.home(name);
+    once(
+        net,
+        &format!("{name}'s failing registration"),
+        || daemon_log(&home),
+        &[" WARN ", "registration failing"],
+    );
+}
+
+#[test]
+fn a_socket_that_cannot_reach_the_rendezvous_family_is_warned_once() {
+    let mut net = Net::new();
+    let port = net.rv_addr.rsplit_once(':').unwrap().1.to_string();
+    let (v4_rv, v6_rv) = (net.rv_addr.clone(), format!("[::1]:{port}"));
+    // An IPv4 socket and an IPv6 rendezvous; an IPv6 socket that is not
+    // dual-stack (on ::1) and an IPv4 rendezvous.
+    for (name, rendezvous, listen, theirs) in [
+        ("four", &v6_rv, "127.0.0.1:", "IPv6"),
+        ("six", &v4_rv, "[::1]:", "IPv4"),
+    ] {
+        start_failing(&mut net, name, rendezvous, &format!("{listen}0"));
+        let home = net.home(name);
+        once(
+            &net,
+            &format!("{name}: the rendezvous's family"),
+            || daemon_log(&home),
+            &[
+                " WARN ",
+                "registration cannot work",
+                &format!("the rendezvous is an {theirs} address"),
+                &format!("listen={listen}"),
+                &format!("rendezvous={rendezvous}"),
+            ],
+        );
+    }
+}
+
+#[test]
+fn a_hostname_taken_by_another_key_is_refused_and_logged_once() {
+    let mut net = Net::new();
+    net.start("alice", &[]);
+    let rv_addr = net.rv_addr.clone();
+    let args = [
+        "--hostname",
+        "alice",
+        "--listen",
+        "127.0.0.1:0",
+        "--wait",
+        "1",
+    ];
+    assert_eq!(net.daemon_start("imposter", &args).error_code(), "timeout");
+    let home = net.home("imposter");
+    once(
+        &net,
+        "the imposter was refused",
+        || daemon_log(&home),
+        &[
+            " WARN ",
+            "registration refused by the rendezvous",
+            &format!("rendezvous={rv_addr}"),
+            "hostname=alice",
+            "code=hostname taken",
+            "detail=hostname `alice` belongs to another identity",
+        ],
+    );
+    // The imposter asks again by itself every half minute or more, and at
+    // once when its registration changes: it is refused again (after its
+    // settings are saved for the change, for the rollback and for the
+    // refusal), and the refusal is still logged once.
+    net.ctl("imposter", &["set-public", "--json"]).data();
+    let saved = || lines_with(&daemon_log(&home), &["registration settings saved"]).len();
+    assert!(
+        net.wait(10, || saved() >= 4),
+        "no second refusal:\n{}",
+        daemon_log(&home)
+    );
+    let refused = ["registration refused by the rendezvous"];
+    let n = lines_with(&daemon_log(&home), &refused).len();
+    assert_eq!(n, 1, "{n} refusals logged:\n{}", daemon_log(&home));
+    // The rendezvous registered the name's owner, never the imposter.
+    let rv_home = net.rv_home.clone();
+    once(
+        &net,
+        "rendezvous: alice registered",
+        || rendezvous_log(&rv_home),
+        &[" INFO ", "registered", "hostname=alice"],
+    );
+}
+
+/// A peer whose daemon stops says goodbye, and the session ends with that
+/// reason. (A peer that vanishes without a word ends as `expired` once
+/// the session passes its 180 s lifetime, which no setting shortens: too
+/// long for this test.)
+#[test]
+fn a_peer_that_stops_ends_the_session_once() {
+    let mut net = Net::new();
+    let bob = address(net.start("bob", &[]));
+    net.start("alice", &[]);
+    net.trust("alice", "bob");
+    net.ctl("alice", &["send-message", "bob", "--data", "hi", "--json"])
+        .data();
+    let alice_home = net.home("alice");
+    let alice_log = || daemon_log(&alice_home);
+    let peer = format!("peer={bob}");
+    once(
+        &net,
+        "alice's session with bob",
+        alice_log,
+        &[" INFO ", "session up", &peer],
+    );
+    net.stop("bob");
+    once(
+        &net,
+        "bob left",
+        alice_log,
+        &[
+            " INFO ",
+            "session down",
+            &peer,
+            "hostname=bob",
+            "reason=peer left",
+        ],
     );
 }

@@ -115,6 +115,10 @@ pub struct Agent {
     /// The rendezvous's name as given (`HOST:PORT`), when it was given
     /// by DNS name (`pilotctl info`).
     pub rendezvous_name: Option<String>,
+    /// The last refusal logged (hostname, code and detail), until the
+    /// node registers: the node asks again every half minute and is
+    /// refused the same way, which is logged once.
+    refusal_logged: Option<String>,
 }
 
 fn error(code: &str, message: impl Into<String>, hint: impl Into<String>) -> Response {
@@ -355,6 +359,7 @@ impl Agent {
             deferred: BTreeMap::new(),
             netchecks: Vec::new(),
             rendezvous_name: None,
+            refusal_logged: None,
             resolving: BTreeMap::new(),
             connecting: BTreeMap::new(),
             stream_owner: BTreeMap::new(),
@@ -1406,19 +1411,27 @@ impl Agent {
                 }
             }
             Event::RegistrationFailed { code, message } => {
-                warn!(
-                    rendezvous = %self.node.rendezvous_addr(),
-                    hostname = %self.node.hostname().map_or("-", |h| h.as_str()),
-                    %code,
-                    %message,
-                    "registration refused by the rendezvous"
-                );
+                let hostname = self.node.hostname().map_or("-", |h| h.as_str());
+                let refusal = format!("{hostname} {code} {message}");
+                if self.refusal_logged.as_ref() != Some(&refusal) {
+                    warn!(
+                        rendezvous = %self.node.rendezvous_addr(),
+                        %hostname,
+                        %code,
+                        // Not `message`: that is the line's own text to a
+                        // formatter, which would print it without its name.
+                        detail = %message,
+                        "registration refused by the rendezvous"
+                    );
+                    self.refusal_logged = Some(refusal);
+                }
                 self.effects.registration_changed = true;
             }
             Event::Registered {
                 address,
                 public_endpoint,
             } => {
+                self.refusal_logged = None;
                 info!(
                     %address,
                     hostname = %self.node.hostname().map_or("-", |h| h.as_str()),

@@ -372,17 +372,24 @@ pub fn run_with(opts: Options, mut hooks: Hooks) -> Result<(), DaemonError> {
         transport = %opts.transport,
         "daemon started"
     );
-    // An IPv4 socket cannot reach an IPv6 rendezvous (IPv6 sockets are
-    // dual-stack, so the reverse works): registration would fail forever
-    // with nothing but per-datagram send errors to show for it.
+    // A socket reaches one family only unless it is dual-stack on [::]
+    // (an IPv4 socket, or one on a given IPv6 address such as ::1): a
+    // rendezvous of the other family would fail registration forever with
+    // nothing but per-datagram send errors to show for it.
     if let Some(udp) = &links.udp {
         let local = udp.local_addr();
-        if local.is_ipv4() && opts.rendezvous.is_ipv6() {
+        if !crate::resolve::reaches(local, &opts.rendezvous) {
+            let (theirs, ours) = if opts.rendezvous.is_ipv6() {
+                ("IPv6", "IPv4")
+            } else {
+                ("IPv4", "IPv6")
+            };
             warn!(
                 listen = %local,
                 rendezvous = %opts.rendezvous,
-                "registration cannot work: the rendezvous is an IPv6 address but the UDP socket \
-                 is IPv4; listen on [::]:0 (--listen) or give the rendezvous's IPv4 address"
+                "registration cannot work: the rendezvous is an {theirs} address but the UDP \
+                 socket reaches only {ours}; {}",
+                crate::resolve::family_hint(local)
             );
         }
     }
