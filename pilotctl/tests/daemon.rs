@@ -509,3 +509,50 @@ fn a_start_removes_temporary_files_that_killed_writers_left() {
     );
     assert!(after.is_empty(), "left after the start: {after:?}");
 }
+
+/// A hostname another identity holds: `daemon start` answers with the
+/// rendezvous's refusal as soon as it comes, not `timeout` after its whole
+/// `--wait`, and `daemon status` says why the daemon is not registered.
+/// Renaming the running daemon then registers it.
+#[test]
+fn a_taken_hostname_fails_daemon_start_with_the_refusal_not_a_timeout() {
+    let mut net = Net::new();
+    net.start("alice", &[]);
+    let args = [
+        "--hostname",
+        "alice",
+        "--listen",
+        "127.0.0.1:0",
+        "--wait",
+        "60",
+    ];
+    let run = net.daemon_start("imposter", &args);
+    assert_eq!(run.error_code(), "already_exists", "{}", run.stdout);
+    let e = run.json();
+    let message = e["message"].as_str().unwrap();
+    assert!(
+        message.contains("belongs to another identity") && message.contains("still running"),
+        "{message}"
+    );
+    assert!(e["hint"].as_str().unwrap().contains("set-hostname"), "{e}");
+
+    let status = net.ctl("imposter", &["daemon", "status"]);
+    assert!(
+        status.stdout.contains("no, refused by the rendezvous"),
+        "{}",
+        status.stdout
+    );
+    let info = net.ctl("imposter", &["info", "--json"]).data();
+    assert_eq!(info["registration_refused"]["code"], "already_exists");
+    assert_eq!(info["registration_refused"]["hostname"], "alice");
+
+    net.ctl("imposter", &["set-hostname", "imposter", "--json"])
+        .data();
+    assert!(
+        net.wait(20, || {
+            let info = net.ctl("imposter", &["info", "--json"]).data();
+            info["registered"] == true && info["registration_refused"].is_null()
+        }),
+        "not registered under its new name"
+    );
+}

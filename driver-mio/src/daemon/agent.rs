@@ -115,10 +115,36 @@ pub struct Agent {
     /// The rendezvous's name as given (`HOST:PORT`), when it was given
     /// by DNS name (`pilotctl info`).
     pub rendezvous_name: Option<String>,
-    /// The last refusal logged (hostname, code and detail), until the
-    /// node registers: the node asks again every half minute and is
-    /// refused the same way, which is logged once.
-    refusal_logged: Option<String>,
+    /// The rendezvous's last refusal of this agent's registration, until
+    /// the node registers: the node asks again every half minute and is
+    /// refused the same way, which is logged once. `info` shows it, so
+    /// `daemon start` answers with it instead of waiting.
+    refused: Option<Refusal>,
+}
+
+/// A registration the rendezvous refused: for the log (once) and `info`.
+#[derive(Debug, PartialEq)]
+struct Refusal {
+    hostname: Option<String>,
+    code: ErrorCode,
+    message: String,
+}
+
+impl Refusal {
+    /// `{code, reason, message}`: `code` is the CLI's error code for it.
+    fn json(&self) -> Value {
+        let code = match self.code {
+            ErrorCode::HostnameTaken => codes::ALREADY_EXISTS,
+            ErrorCode::InvalidHostname => codes::INVALID_ARGUMENT,
+            _ => codes::CONNECTION_FAILED,
+        };
+        json!({
+            "code": code,
+            "reason": self.code.to_string(),
+            "message": self.message,
+            "hostname": self.hostname,
+        })
+    }
 }
 
 fn error(code: &str, message: impl Into<String>, hint: impl Into<String>) -> Response {
@@ -359,7 +385,7 @@ impl Agent {
             deferred: BTreeMap::new(),
             netchecks: Vec::new(),
             rendezvous_name: None,
-            refusal_logged: None,
+            refused: None,
             resolving: BTreeMap::new(),
             connecting: BTreeMap::new(),
             stream_owner: BTreeMap::new(),
@@ -901,6 +927,7 @@ impl Agent {
             "public_key": n.public_key().to_string(),
             "fingerprint": n.public_key().fingerprint().to_string(),
             "registered": n.is_registered(),
+            "registration_refused": self.refused.as_ref().map(Refusal::json),
             "public_endpoint": n.public_endpoint().map(|e| e.to_string()),
             "transport": self.transport.clone(),
             "rendezvous": {
@@ -1411,19 +1438,22 @@ impl Agent {
                 }
             }
             Event::RegistrationFailed { code, message } => {
-                let hostname = self.node.hostname().map_or("-", |h| h.as_str());
-                let refusal = format!("{hostname} {code} {message}");
-                if self.refusal_logged.as_ref() != Some(&refusal) {
+                let refusal = Refusal {
+                    hostname: self.node.hostname().map(|h| h.to_string()),
+                    code,
+                    message,
+                };
+                if self.refused.as_ref() != Some(&refusal) {
                     warn!(
                         rendezvous = %self.node.rendezvous_addr(),
-                        %hostname,
+                        hostname = %refusal.hostname.as_deref().unwrap_or("-"),
                         %code,
                         // Not `message`: that is the line's own text to a
                         // formatter, which would print it without its name.
-                        detail = %message,
+                        detail = %refusal.message,
                         "registration refused by the rendezvous"
                     );
-                    self.refusal_logged = Some(refusal);
+                    self.refused = Some(refusal);
                 }
                 self.effects.registration_changed = true;
             }
@@ -1431,7 +1461,7 @@ impl Agent {
                 address,
                 public_endpoint,
             } => {
-                self.refusal_logged = None;
+                self.refused = None;
                 info!(
                     %address,
                     hostname = %self.node.hostname().map_or("-", |h| h.as_str()),

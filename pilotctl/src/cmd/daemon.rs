@@ -42,7 +42,12 @@ pub const DOCS: &[CommandDoc] = &[
     CommandDoc {
         name: "daemon start",
         returns: r#"{"pid":"number","address":"string","hostname":"string|null","socket":"string","logs":"string","public_key":"string"}"#,
-        errors: &["invalid_argument", "already_exists", "timeout"],
+        errors: &[
+            "invalid_argument",
+            "already_exists",
+            "connection_failed",
+            "timeout",
+        ],
     },
     CommandDoc {
         name: "daemon stop",
@@ -530,6 +535,14 @@ fn start(a: StartArgs, json: bool) -> Result<Success, Failure> {
                     }
                     return Ok(started(pid, &info, &options.socket, &home_dir));
                 }
+                // Refused (a hostname another identity holds, say): the
+                // answer is in, waiting longer changes nothing.
+                if let Some(r) = info["registration_refused"].as_object() {
+                    if !json {
+                        eprintln!();
+                    }
+                    return Err(refused(pid, r));
+                }
             }
         }
         if Instant::now() > deadline {
@@ -554,6 +567,29 @@ fn start(a: StartArgs, json: bool) -> Result<Success, Failure> {
         }
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// `daemon start`'s answer when the rendezvous refused the registration:
+/// the daemon runs on and keeps asking, so say how to change course.
+fn refused(pid: u32, r: &serde_json::Map<String, Value>) -> Failure {
+    let text = |k: &str| r.get(k).and_then(Value::as_str).unwrap_or_default();
+    let code = match text("code") {
+        "" => "connection_failed",
+        c => c,
+    };
+    let hint = if code == "already_exists" {
+        "choose another name: `pilotctl set-hostname NAME` (the running daemon takes it at once), or `pilotctl daemon stop` and start again with another --hostname"
+    } else {
+        "the daemon keeps asking; `pilotctl daemon stop` to give up, and see `pilotctl daemon status`"
+    };
+    Failure::new(
+        code,
+        format!(
+            "the rendezvous refused the daemon's registration (pid {pid}, still running): {}",
+            text("message")
+        ),
+        hint,
+    )
 }
 
 fn started(pid: u32, info: &Value, socket: &Path, home: &Path) -> Success {
@@ -628,12 +664,16 @@ fn status(h: HomeArgs, check: bool, json: bool) -> Result<Success, Failure> {
         .get("registered")
         .and_then(Value::as_bool)
         .unwrap_or(false);
+    let registered = match info["registration_refused"]["message"].as_str() {
+        _ if registered => "yes".to_string(),
+        Some(why) => format!("no, refused by the rendezvous: {why} (retrying)"),
+        None => "no (retrying)".to_string(),
+    };
     Ok(Success::new(
         json!({ "running": true, "pid": pid, "socket": socket.display().to_string(), "info": info }),
         format!(
-            "Daemon running (pid {})\n  Address:    {address}\n  Registered: {}\n  Socket:     {}",
+            "Daemon running (pid {})\n  Address:    {address}\n  Registered: {registered}\n  Socket:     {}",
             pid.map(|p| p.to_string()).unwrap_or_else(|| "?".into()),
-            if registered { "yes" } else { "no (retrying)" },
             socket.display()
         ),
     ))

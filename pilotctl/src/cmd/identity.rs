@@ -76,7 +76,7 @@ impl IdentityCommand {
 pub const DOCS: &[CommandDoc] = &[
     CommandDoc {
         name: "info",
-        returns: r#"{"address":"string|null","node_id":"number|null","hostname":"string|null","public_key":"string","fingerprint":"string","registered":"bool","public_endpoint":"string|null","rendezvous":{"name":"string|null","address":"string"},"nat":{"mapping":"string","stride":"number|null","state":"string"},"peers":"number","pending":"number","streams":"number","uptime_secs":"number","datagrams_in":"number","datagrams_out":"number","dropped":"number"}"#,
+        returns: r#"{"address":"string|null","node_id":"number|null","hostname":"string|null","public_key":"string","fingerprint":"string","registered":"bool","registration_refused":{"code":"string","reason":"string","message":"string","hostname":"string|null"},"public_endpoint":"string|null","rendezvous":{"name":"string|null","address":"string"},"nat":{"mapping":"string","stride":"number|null","state":"string"},"peers":"number","pending":"number","streams":"number","uptime_secs":"number","datagrams_in":"number","datagrams_out":"number","dropped":"number"}"#,
         errors: &["not_running", "timeout"],
     },
     CommandDoc {
