@@ -855,6 +855,10 @@ fn the_bridge_settings_choose_what_alice_serves_and_ipv6_loopback_is_tried() {
     let b = policy(&mut net, &[&only_v4]);
     assert_eq!(b["ports"], v4.port.to_string());
     assert_eq!(b["peers"], "all");
+    // The README sends the serving side to `pilotctl info` for these two.
+    let shown = net.ctl("alice", &["info"]).stdout;
+    let line = format!("Bridge:      ports {}, peers all", v4.port);
+    assert!(shown.contains(&line), "{shown}");
     served(v4.port);
     refused(v6.port);
 

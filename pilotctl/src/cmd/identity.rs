@@ -153,13 +153,15 @@ pub fn info() -> Result<Success, Failure> {
         _ => "-".into(),
     };
     let text = format!(
-        "Address:     {}\nHostname:    {}\nPublic key:  {}\nFingerprint: {}\nRendezvous:  {rv_text}\nRegistered:  {}\nEndpoint:    {}\nNAT:         {nat_text}\nPeers:       {}\nPending:     {}\nUptime:      {} s",
+        "Address:     {}\nHostname:    {}\nPublic key:  {}\nFingerprint: {}\nRendezvous:  {rv_text}\nRegistered:  {}\nEndpoint:    {}\nNAT:         {nat_text}\nBridge:      ports {}, peers {}\nPeers:       {}\nPending:     {}\nUptime:      {} s",
         field("address"),
         field("hostname"),
         field("public_key"),
         field("fingerprint"),
         field("registered"),
         field("public_endpoint"),
+        text(&info["bridge"], "ports"),
+        text(&info["bridge"], "peers"),
         field("peers"),
         field("pending"),
         field("uptime_secs"),
