@@ -246,6 +246,11 @@ fn a_private_hostname_is_as_missing_as_an_unknown_one() {
         m["message"].as_str().unwrap().replace("nobody", "NAME")
     );
     assert_eq!(p["hint"], m["hint"]);
+    // The README's advice, where the user meets the error: ask by address.
+    assert!(
+        p["hint"].as_str().unwrap().contains("by its address"),
+        "{p}"
+    );
     assert!(net
         .ctl("carol", &["pending", "--json"])
         .data()
