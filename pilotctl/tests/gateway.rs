@@ -296,6 +296,11 @@ fn a_remote_port_with_nothing_listening_fails_at_once_and_untrusted_agents_are_r
     let run = net.ctl("bob", &["gateway", "map", &carol, "--json"]);
     assert_eq!(run.error_code(), "not_trusted");
     assert!(run.json()["hint"].as_str().unwrap().contains("handshake"));
+    // bob himself is no peer to map, as for every other command (it was
+    // `not_trusted` with a hint to ask himself for trust).
+    let run = net.ctl("bob", &["gateway", "map", "bob", "--json"]);
+    assert_eq!(run.error_code(), "invalid_argument", "{}", run.stdout);
+    assert!(run.json()["message"].as_str().unwrap().contains("itself"));
     // And `extras gateway` is the same command.
     let list = net
         .ctl("bob", &["extras", "gateway", "list", "--json"])
