@@ -411,8 +411,10 @@ pub fn peers() -> Result<Success, Failure> {
     let cells: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
+            // Which path (direct, relay, none) first, as `status` shows
+            // it: an endpoint alone does not say whether it is direct.
             let path = match r["endpoint"].as_str() {
-                Some(e) => e.to_string(),
+                Some(e) => format!("{} {e}", text(r, "path")),
                 None => text(r, "path"),
             };
             let rtt = r["rtt_ms"]
