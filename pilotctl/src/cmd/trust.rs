@@ -158,8 +158,9 @@ fn requester(c: &mut driver_mio::client::Client, node: &str) -> String {
     let Ok(list) = request(c, Request::Pending) else {
         return node.to_string();
     };
+    let id = node.trim().parse::<u64>().ok();
     let found = list.as_array().into_iter().flatten().find(|r| {
-        r["node"] == node || r["hostname"] == node || r["node_id"].to_string() == node.trim()
+        r["node"] == node || r["hostname"] == node || (id.is_some() && r["node_id"].as_u64() == id)
     });
     match found {
         Some(r) => match r["hostname"].as_str() {
