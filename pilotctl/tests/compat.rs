@@ -71,6 +71,15 @@ fn compat_agents_reach_udp_and_compat_peers_through_the_relay() {
     assert_eq!(info["transport"]["carrier_connected"], true, "{info}");
     let alice = ok(&net, "alice", &["info"]);
     assert_eq!(alice["transport"]["active"], "udp", "{alice}");
+    // The text answer shows the transport too (the README sends users to
+    // `pilotctl info` for it), not only --json.
+    for (name, line) in [
+        ("carol", "Transport:   compat, carrier connected"),
+        ("alice", "Transport:   udp\n"),
+    ] {
+        let shown = net.ctl(name, &["info"]).stdout;
+        assert!(shown.contains(line), "{name}: {shown}");
+    }
 
     // Compat <-> UDP.
     net.trust("carol", "alice");
