@@ -93,6 +93,13 @@ fn compat_agents_reach_udp_and_compat_peers_through_the_relay() {
     let a = peer(&peers, "alice");
     assert_eq!(a["path"], "relay", "{a}");
     assert_eq!(a["transport"], "compat", "{a}");
+    // The text shows both too, as the README's compat section says.
+    let shown = net.ctl("carol", &["peers"]).stdout;
+    let row = shown
+        .lines()
+        .find(|l| l.contains("alice"))
+        .unwrap_or_default();
+    assert!(row.contains("relay") && row.contains("(compat)"), "{shown}");
     // Nobody was offered a UDP candidate for a compat agent.
     let peers = ok(&net, "alice", &["peers"]);
     let c = peer(&peers, "carol");
