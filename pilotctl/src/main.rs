@@ -102,7 +102,14 @@ fn parse() -> Cli {
             let usage = rendered
                 .lines()
                 .find(|l| l.starts_with("Usage:"))
-                .map(|l| format!("{l}; see `pilotctl context --json`"))
+                // clap shows the flags given among the usage's; --json
+                // is what asked for this answer, not part of the usage.
+                .map(|l| {
+                    format!(
+                        "{}; see `pilotctl context --json`",
+                        l.replace(" --json", "")
+                    )
+                })
                 .unwrap_or_else(|| "see `pilotctl --help`".into());
             std::process::exit(finish(
                 true,

@@ -173,7 +173,7 @@ fn default_hint(code: &str) -> &'static str {
         "invalid_argument" => "see `pilotctl <command> --help` or `pilotctl context`",
         "not_running" => "start the daemon with `pilotctl daemon start`",
         "not_found" => {
-            "check the name or address; `pilotctl trust` and `pilotctl pending` list peers"
+            "check the name or address; a private agent is found by hostname only by peers that trust it, so ask it by its address; `pilotctl trust` and `pilotctl pending` list peers"
         }
         "already_exists" => "it is already there; nothing more to do",
         "not_trusted" => "ask the peer for trust with `pilotctl handshake <peer>`",

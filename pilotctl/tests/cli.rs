@@ -17,6 +17,14 @@ fn usage_errors_answer_json_under_json() {
         "{v}"
     );
 
+    // The usage is the command's, without the --json that was given.
+    let run = pilotctl(&["send", "alice", "--json"], &[]);
+    let hint = run.json()["hint"].as_str().unwrap().to_string();
+    assert!(
+        hint.contains("Usage: pilotctl send --data <DATA> <PEER> <PORT>"),
+        "{hint}"
+    );
+
     let run = pilotctl(&["ping", "x", "--count", "many", "--json"], &[]);
     assert_eq!(run.error_code(), "invalid_argument");
     assert!(run.json()["message"].as_str().unwrap().contains("many"));

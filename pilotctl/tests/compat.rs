@@ -71,6 +71,15 @@ fn compat_agents_reach_udp_and_compat_peers_through_the_relay() {
     assert_eq!(info["transport"]["carrier_connected"], true, "{info}");
     let alice = ok(&net, "alice", &["info"]);
     assert_eq!(alice["transport"]["active"], "udp", "{alice}");
+    // The text answer shows the transport too (the README sends users to
+    // `pilotctl info` for it), not only --json.
+    for (name, line) in [
+        ("carol", "Transport:   compat, carrier connected"),
+        ("alice", "Transport:   udp\n"),
+    ] {
+        let shown = net.ctl(name, &["info"]).stdout;
+        assert!(shown.contains(line), "{name}: {shown}");
+    }
 
     // Compat <-> UDP.
     net.trust("carol", "alice");
@@ -84,6 +93,13 @@ fn compat_agents_reach_udp_and_compat_peers_through_the_relay() {
     let a = peer(&peers, "alice");
     assert_eq!(a["path"], "relay", "{a}");
     assert_eq!(a["transport"], "compat", "{a}");
+    // The text shows both too, as the README's compat section says.
+    let shown = net.ctl("carol", &["peers"]).stdout;
+    let row = shown
+        .lines()
+        .find(|l| l.contains("alice"))
+        .unwrap_or_default();
+    assert!(row.contains("relay") && row.contains("(compat)"), "{shown}");
     // Nobody was offered a UDP candidate for a compat agent.
     let peers = ok(&net, "alice", &["peers"]);
     let c = peer(&peers, "carol");

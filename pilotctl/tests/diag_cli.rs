@@ -48,6 +48,8 @@ fn peers_connections_disconnect_bench() {
     let text = net.ctl("alice", &["peers"]);
     assert_eq!(text.code, 0);
     assert!(text.stdout.contains("bob") && text.stdout.contains("established"));
+    // The path as the README and `status` name it, then the endpoint.
+    assert!(text.stdout.contains("direct 127.0.0.1:"), "{}", text.stdout);
 
     // connections: a stream a client holds open, and bob's echo side.
     let mut client = net.client("alice");

@@ -296,6 +296,11 @@ fn a_remote_port_with_nothing_listening_fails_at_once_and_untrusted_agents_are_r
     let run = net.ctl("bob", &["gateway", "map", &carol, "--json"]);
     assert_eq!(run.error_code(), "not_trusted");
     assert!(run.json()["hint"].as_str().unwrap().contains("handshake"));
+    // bob himself is no peer to map, as for every other command (it was
+    // `not_trusted` with a hint to ask himself for trust).
+    let run = net.ctl("bob", &["gateway", "map", "bob", "--json"]);
+    assert_eq!(run.error_code(), "invalid_argument", "{}", run.stdout);
+    assert!(run.json()["message"].as_str().unwrap().contains("itself"));
     // And `extras gateway` is the same command.
     let list = net
         .ctl("bob", &["extras", "gateway", "list", "--json"])
@@ -855,6 +860,10 @@ fn the_bridge_settings_choose_what_alice_serves_and_ipv6_loopback_is_tried() {
     let b = policy(&mut net, &[&only_v4]);
     assert_eq!(b["ports"], v4.port.to_string());
     assert_eq!(b["peers"], "all");
+    // The README sends the serving side to `pilotctl info` for these two.
+    let shown = net.ctl("alice", &["info"]).stdout;
+    let line = format!("Bridge:      ports {}, peers all", v4.port);
+    assert!(shown.contains(&line), "{shown}");
     served(v4.port);
     refused(v6.port);
 

@@ -347,3 +347,24 @@ fn a_change_while_the_rendezvous_is_down_is_saved_and_pending() {
     assert_eq!(changed["pending"], true, "{changed}");
     assert_eq!(saved(&net, "alice")["hostname"], "alice-2");
 }
+
+/// A copied rendezvous key with one digit wrong is still 64 hex digits:
+/// the error says so and asks for the key again, instead of a hint that
+/// asks for the 64 hex digits the user did give.
+#[test]
+fn a_mistyped_rendezvous_key_of_the_right_length_is_called_mistyped() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("h");
+    let key = "ab".repeat(32);
+    let run = common::pilotctl(
+        &["init", "--rendezvous-key", &key, "--json"],
+        &[("PILOT_HOME", home.to_str().unwrap())],
+    );
+    assert_eq!(run.error_code(), "invalid_argument", "{}", run.stdout);
+    let v = run.json();
+    let (message, hint) = (v["message"].as_str().unwrap(), v["hint"].as_str().unwrap());
+    assert!(message.contains("mistyped"), "{message}");
+    assert!(!hint.contains("expected 64 hex digits"), "{hint}");
+    assert!(hint.contains("pilotctl rendezvous status"), "{hint}");
+    assert!(!home.exists());
+}

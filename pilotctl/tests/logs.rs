@@ -106,6 +106,25 @@ fn registration_trust_messages_and_a_wrong_key_are_logged_once() {
             "to_hostname=bob",
         ],
     );
+    once(
+        &net,
+        "alice sent it",
+        alice_log,
+        &[" INFO ", "trust request sent", &format!("peer={bob}")],
+    );
+    // A name the rendezvous does not know: pilotctl says not_found, and
+    // the log must not claim the request went out.
+    let run = net.ctl("alice", &["handshake", "nobody-here", "--json"]);
+    assert_eq!(run.error_code(), "not_found", "{}", run.stdout);
+    once(
+        &net,
+        "alice's request to nobody",
+        alice_log,
+        &["trust request not sent", "peer=nobody-here"],
+    );
+    let text = alice_log();
+    let sent = lines_with(&text, &["trust request sent", "peer=nobody-here"]);
+    assert!(sent.is_empty(), "{sent:?}");
     net.ctl("bob", &["approve", "alice", "--json"]).data();
     once(
         &net,

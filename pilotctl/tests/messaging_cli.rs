@@ -893,3 +893,23 @@ fn data_from_files_and_stdin() {
         run.stdout
     );
 }
+
+/// `send-file` of a path that does not exist: the hint is about the
+/// path, not about peers (it was the generic "check the name or
+/// address" of an unknown node).
+#[test]
+fn a_missing_file_to_send_gets_a_hint_about_its_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("h");
+    let missing = dir.path().join("report.pdf");
+    let run = common::pilotctl(
+        &["send-file", "bob", missing.to_str().unwrap(), "--json"],
+        &[("PILOT_HOME", home.to_str().unwrap())],
+    );
+    assert_eq!(run.error_code(), "not_found", "{}", run.stdout);
+    let v = run.json();
+    assert!(v["message"].as_str().unwrap().contains("no file"), "{v}");
+    let hint = v["hint"].as_str().unwrap();
+    assert!(hint.contains("path"), "{hint}");
+    assert!(!hint.contains("address"), "{hint}");
+}

@@ -167,8 +167,16 @@ fn reject_reaches_the_requester() {
         .data()
         .as_array()
         .is_some_and(|a| !a.is_empty())));
-    net.ctl("bob", &["reject", &alice_addr, "not now", "--json"])
-        .data();
+    // By node ID, the answer names the requester by address and hostname,
+    // not by the number typed.
+    let id = net.ctl("bob", &["pending", "--json"]).data()[0]["node_id"].to_string();
+    let run = net.ctl("bob", &["reject", &id, "not now"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stdout.contains(&format!("{alice_addr} (alice)")),
+        "{}",
+        run.stdout
+    );
     assert!(net
         .ctl("bob", &["pending", "--json"])
         .data()
@@ -246,6 +254,11 @@ fn a_private_hostname_is_as_missing_as_an_unknown_one() {
         m["message"].as_str().unwrap().replace("nobody", "NAME")
     );
     assert_eq!(p["hint"], m["hint"]);
+    // The README's advice, where the user meets the error: ask by address.
+    assert!(
+        p["hint"].as_str().unwrap().contains("by its address"),
+        "{p}"
+    );
     assert!(net
         .ctl("carol", &["pending", "--json"])
         .data()

@@ -79,6 +79,9 @@ pub struct Agent {
     effects: Effects,
     /// Node request IDs (lookups, trust requests) to the client waiting.
     deferred: BTreeMap<u32, (ClientId, u32)>,
+    /// Trust requests on their way, to the peer as named: logged as sent
+    /// once the rendezvous took them (a name it does not know is not).
+    handshakes: BTreeMap<u32, String>,
     /// Lookups of a hostname this agent does not know, to the request
     /// that named it: run again by address once it is found.
     resolving: BTreeMap<u32, (ClientId, u32, Request)>,
@@ -383,6 +386,7 @@ impl Agent {
             out: VecDeque::new(),
             effects: Effects::default(),
             deferred: BTreeMap::new(),
+            handshakes: BTreeMap::new(),
             netchecks: Vec::new(),
             rendezvous_name: None,
             refused: None,
@@ -1054,8 +1058,8 @@ impl Agent {
             Request::Handshake { peer, reason } => match self.query(&peer) {
                 Ok(q) => {
                     let r = self.node.handshake(now, q, &reason);
-                    if r.is_ok() {
-                        info!(peer = %peer.trim(), "trust request sent");
+                    if let Ok(rid) = r {
+                        self.handshakes.insert(rid, peer.trim().to_string());
                     }
                     return self.defer_trust(client, id, r);
                 }
@@ -1502,6 +1506,12 @@ impl Agent {
             }
             Event::RequestDone { id, result } => {
                 self.effects.trust_changed = true;
+                if let Some(peer) = self.handshakes.remove(&id) {
+                    match &result {
+                        Ok(()) => info!(%peer, "trust request sent"),
+                        Err(e) => info!(%peer, error = %e, "trust request not sent"),
+                    }
+                }
                 if let Some((client, rid)) = self.deferred.remove(&id) {
                     let r = match result {
                         Ok(()) => ok(json!({ "done": true })),

@@ -413,6 +413,11 @@ impl Gateway {
             return Err(not_running());
         };
         let address = agent.peer_address(peer)?;
+        if agent.node.address() == Some(address) {
+            return Err(super::agent::command_error(
+                &pilot_proto::node::CommandError::IsSelf,
+            ));
+        }
         if !agent.node.trusted().any(|t| t.address == address) {
             return Err(error(
                 codes::NOT_TRUSTED,

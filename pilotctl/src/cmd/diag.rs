@@ -411,10 +411,16 @@ pub fn peers() -> Result<Success, Failure> {
     let cells: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
-            let path = match r["endpoint"].as_str() {
-                Some(e) => e.to_string(),
+            // Which path (direct, relay, none) first, as `status` shows
+            // it: an endpoint alone does not say whether it is direct.
+            let mut path = match r["endpoint"].as_str() {
+                Some(e) => format!("{} {e}", text(r, "path")),
                 None => text(r, "path"),
             };
+            // What it rides on, where that is not plain UDP.
+            if r["transport"] == "compat" {
+                path.push_str(" (compat)");
+            }
             let rtt = r["rtt_ms"]
                 .as_f64()
                 .map_or("-".into(), |ms| format!("{ms:.2} ms"));

@@ -152,14 +152,32 @@ pub fn info() -> Result<Success, Failure> {
         (None, Some(addr)) => addr.to_string(),
         _ => "-".into(),
     };
+    // The transport asked for, what carries the traffic now when that
+    // differs (auto), and the compat carrier's state with its last error.
+    let t = &info["transport"];
+    let mut transport_text = text(t, "mode");
+    if t["active"] != t["mode"] {
+        transport_text.push_str(&format!(" (active: {})", text(t, "active")));
+    }
+    match (
+        t["carrier_connected"].as_bool(),
+        t["carrier_error"].as_str(),
+    ) {
+        (Some(true), _) => transport_text.push_str(", carrier connected"),
+        (Some(false), Some(e)) => transport_text.push_str(&format!(", carrier down: {e}")),
+        (Some(false), None) => transport_text.push_str(", carrier not connected"),
+        (None, _) => {}
+    }
     let text = format!(
-        "Address:     {}\nHostname:    {}\nPublic key:  {}\nFingerprint: {}\nRendezvous:  {rv_text}\nRegistered:  {}\nEndpoint:    {}\nNAT:         {nat_text}\nPeers:       {}\nPending:     {}\nUptime:      {} s",
+        "Address:     {}\nHostname:    {}\nPublic key:  {}\nFingerprint: {}\nRendezvous:  {rv_text}\nTransport:   {transport_text}\nRegistered:  {}\nEndpoint:    {}\nNAT:         {nat_text}\nBridge:      ports {}, peers {}\nPeers:       {}\nPending:     {}\nUptime:      {} s",
         field("address"),
         field("hostname"),
         field("public_key"),
         field("fingerprint"),
         field("registered"),
         field("public_endpoint"),
+        text(&info["bridge"], "ports"),
+        text(&info["bridge"], "peers"),
         field("peers"),
         field("pending"),
         field("uptime_secs"),

@@ -1334,8 +1334,15 @@ pub fn send_message_cmd(
 pub fn send_file(peer: &str, path: &Path, timeout: Duration) -> Result<Success, Failure> {
     let shown = path.display();
     let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
-        io::ErrorKind::NotFound => Failure::new("not_found", format!("no file {shown}"), ""),
-        _ => invalid(format!("cannot read {shown}: {e}"), ""),
+        io::ErrorKind::NotFound => Failure::new(
+            "not_found",
+            format!("no file {shown}"),
+            "check the path: the file is read on this machine, relative to the current directory",
+        ),
+        _ => invalid(
+            format!("cannot read {shown}: {e}"),
+            "check the file's permissions",
+        ),
     })?;
     if !meta.is_file() {
         return Err(invalid(format!("{shown} is not a regular file"), ""));

@@ -55,14 +55,24 @@ pub fn rendezvous(text: &str) -> Result<HostPort, Failure> {
 
 /// The rendezvous's public key: 64 hex digits of a valid Ed25519 point.
 pub fn rendezvous_key(text: &str) -> Result<PublicKey, Failure> {
-    parse_public_key(text.trim())
-        .filter(|k| k.x25519().is_ok())
-        .ok_or_else(|| {
-            invalid(
-                format!("{} is not a public key", quoted(text)),
-                "expected 64 hex digits, as printed by `pilotctl rendezvous start`",
-            )
-        })
+    let Some(key) = parse_public_key(text.trim()) else {
+        return Err(invalid(
+            format!("{} is not a public key", quoted(text)),
+            "expected 64 hex digits, as printed by `pilotctl rendezvous start`",
+        ));
+    };
+    // 64 hex digits that are no Ed25519 point: a typo in a copied key,
+    // not a wrong length, so the hint must not ask for 64 hex digits.
+    if key.x25519().is_err() {
+        return Err(invalid(
+            format!(
+                "{} is not a valid public key: 64 hex digits, but no Ed25519 point (a digit mistyped?)",
+                quoted(text)
+            ),
+            "copy the key again from `pilotctl rendezvous start` or `pilotctl rendezvous status` on the rendezvous host",
+        ));
+    }
+    Ok(key)
 }
 
 /// A hostname.

@@ -151,19 +151,41 @@ fn table(
     }
 }
 
+/// The pending requester `node` names (address, node ID or hostname), as
+/// `ADDRESS (HOSTNAME)` for the text answer; as typed when the list has
+/// no such request (the daemon's own answer then says what is wrong).
+fn requester(c: &mut driver_mio::client::Client, node: &str) -> String {
+    let Ok(list) = request(c, Request::Pending) else {
+        return node.to_string();
+    };
+    let id = node.trim().parse::<u64>().ok();
+    let found = list.as_array().into_iter().flatten().find(|r| {
+        r["node"] == node || r["hostname"] == node || (id.is_some() && r["node_id"].as_u64() == id)
+    });
+    match found {
+        Some(r) => match r["hostname"].as_str() {
+            Some(h) => format!("{} ({h})", text(r, "node")),
+            None => text(r, "node"),
+        },
+        None => node.to_string(),
+    }
+}
+
 /// `pilotctl approve <node>`.
 pub fn approve(node: String) -> Result<Success, Failure> {
     let mut c = default_client()?;
+    let shown = requester(&mut c, &node);
     request(&mut c, Request::Approve { node: node.clone() })?;
     Ok(Success::new(
         json!({ "node": node, "trusted": true }),
-        format!("Approved: {node} is trusted"),
+        format!("Approved: {shown} is trusted"),
     ))
 }
 
 /// `pilotctl reject <node> [reason]`.
 pub fn reject(node: String, reason: Option<String>) -> Result<Success, Failure> {
     let mut c = default_client()?;
+    let shown = requester(&mut c, &node);
     request(
         &mut c,
         Request::Reject {
@@ -173,7 +195,7 @@ pub fn reject(node: String, reason: Option<String>) -> Result<Success, Failure> 
     )?;
     Ok(Success::new(
         json!({ "node": node, "rejected": true }),
-        format!("Rejected the request from {node}"),
+        format!("Rejected the request from {shown}"),
     ))
 }
 
