@@ -85,10 +85,17 @@ fn parse() -> Cli {
                 let ok = output::Success::new(serde_json::json!({ "version": version }), text);
                 std::process::exit(finish(true, Ok(ok)));
             }
+            let rendered = e.render().to_string();
+            if json && e.kind() == ErrorKind::DisplayHelp {
+                // Help asked for under --json is one object like every
+                // other answer: the help text as clap would print it.
+                let ok =
+                    output::Success::new(serde_json::json!({ "help": rendered }), rendered.clone());
+                std::process::exit(finish(true, Ok(ok)));
+            }
             if !json || informational {
                 e.exit();
             }
-            let rendered = e.render().to_string();
             // The message is everything before the usage, on one line.
             let message = rendered
                 .lines()

@@ -224,6 +224,18 @@ fn version_under_json_status_check_and_hints() {
     let v = pilotctl(&["--json", "--version"], &[]);
     assert_eq!(v.code, 0);
     assert_eq!(v.data()["version"], env!("CARGO_PKG_VERSION"));
+    // So does --help, for the tool and for a command: one object, the
+    // help text in it, nothing else on stdout.
+    for args in [
+        &["--help", "--json"][..],
+        &["gateway", "start", "--help", "--json"],
+    ] {
+        let h = pilotctl(args, &[]);
+        assert_eq!(h.code, 0, "{args:?}");
+        assert_eq!(h.stdout.lines().count(), 1, "{args:?}: {}", h.stdout);
+        let text = h.data()["help"].as_str().unwrap().to_string();
+        assert!(text.contains("Usage: pilotctl"), "{args:?}: {text}");
+    }
     // status --check: only the exit status, nothing on stderr.
     let c = pilotctl(&["daemon", "status", "--check", "--home", home], &[]);
     assert_eq!(c.code, 3);
