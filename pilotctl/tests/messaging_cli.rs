@@ -621,9 +621,11 @@ fn messaging_between_agents() {
     assert_eq!(events[1]["topic"], "tasks.a.done");
     assert_eq!(events[1]["data"], "done");
 
-    let mut sub = spawn(&net, "carol", &["subscribe", "alice", "*", "--count", "1"]);
+    let mut sub = spawn(&net, "carol", &["subscribe", "alice", "*", "--count", "2"]);
     sub.ready("Subscribed");
     // alice publishes on her own broker: she learns how many it reached.
+    let text = net.ctl("alice", &["publish", "alice", "x", "--data", "text mode"]);
+    assert!(text.stdout.contains("(1 subscriber)"), "{}", text.stdout);
     let local = net
         .ctl(
             "alice",
@@ -633,7 +635,7 @@ fn messaging_between_agents() {
     assert_eq!(local["subscribers"], 1);
     let run = sub.finish();
     assert_eq!(run.code, 0, "{}", run.stderr);
-    assert_eq!(run.stdout.trim(), "x: text mode");
+    assert_eq!(run.stdout.trim(), "x: text mode\nx: text mode");
 
     let quiet = net.ctl(
         "carol",

@@ -1663,6 +1663,7 @@ pub fn publish_cmd(
     let mut c = default_client()?;
     let subscribers = publish(&mut c, peer, topic, data, timeout)?;
     let reached = match subscribers {
+        Some(1) => " (1 subscriber)".to_string(),
         Some(n) => format!(" ({n} subscribers)"),
         None => String::new(),
     };
