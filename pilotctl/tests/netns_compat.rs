@@ -145,19 +145,8 @@ fn lab(agents: &[(&str, u8)]) -> (Namespaces, String, Vec<String>) {
     (spaces, rv_ns, names)
 }
 
-/// Lets out of `ns` only TCP to port 443 (and answers to it); counts the
-/// UDP packets that tried to leave.
-fn only_tcp_443(ns: &str) {
-    let rules = "table inet pcfw {\n\
-        chain out {\n\
-          type filter hook output priority 0; policy drop;\n\
-          oif lo accept\n\
-          ct state established,related accept\n\
-          tcp dport 443 accept\n\
-          meta l4proto udp counter name udp_out drop\n\
-        }\n\
-        counter udp_out { }\n\
-      }\n";
+/// Loads nftables `rules` into network namespace `ns`.
+fn nft(ns: &str, rules: &str) {
     let mut child = Command::new("ip")
         .args(["netns", "exec", ns, "nft", "-f", "-"])
         .stdin(std::process::Stdio::piped())
@@ -171,6 +160,22 @@ fn only_tcp_443(ns: &str) {
         .write_all(rules.as_bytes())
         .unwrap();
     assert!(child.wait().unwrap().success(), "nft in {ns}");
+}
+
+/// Lets out of `ns` only TCP to port 443 (and answers to it); counts the
+/// UDP packets that tried to leave.
+fn only_tcp_443(ns: &str) {
+    let rules = "table inet pcfw {\n\
+        chain out {\n\
+          type filter hook output priority 0; policy drop;\n\
+          oif lo accept\n\
+          ct state established,related accept\n\
+          tcp dport 443 accept\n\
+          meta l4proto udp counter name udp_out drop\n\
+        }\n\
+        counter udp_out { }\n\
+      }\n";
+    nft(ns, rules);
 }
 
 /// Lets out of `ns` only TCP to the proxy at `proxy` port 3128.
@@ -187,19 +192,7 @@ fn only_the_proxy(ns: &str, proxy: &str) {
         counter udp_out {{ }}\n\
       }}\n"
     );
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", ns, "nft", "-f", "-"])
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .expect("nft");
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(rules.as_bytes())
-        .unwrap();
-    assert!(child.wait().unwrap().success(), "nft in {ns}");
+    nft(ns, &rules);
 }
 
 fn udp_out_packets(ns: &str) -> u64 {
@@ -478,19 +471,7 @@ fn block_udp_to(ns: &str, rv: &str) {
         }}\n\
       }}\n"
     );
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", ns, "nft", "-f", "-"])
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .expect("nft");
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(rules.as_bytes())
-        .unwrap();
-    assert!(child.wait().unwrap().success(), "nft in {ns}");
+    nft(ns, &rules);
 }
 
 fn allow_udp(ns: &str) {
