@@ -713,6 +713,14 @@ impl Drop for RemoveOnDrop {
 fn save_registration(home: &Home, node: &Node) {
     let hostname = node.hostname().map(|h| h.to_string());
     let public = node.is_public();
+    // A refusal that changed nothing (asked again, refused the same way)
+    // has nothing to save or log.
+    if home
+        .settings()
+        .is_ok_and(|s| s.hostname == hostname && s.public == public)
+    {
+        return;
+    }
     let saved = home.update_settings(|s| {
         s.hostname = hostname;
         s.public = public;
