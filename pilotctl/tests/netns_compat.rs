@@ -145,6 +145,16 @@ fn lab(agents: &[(&str, u8)]) -> (Namespaces, String, Vec<String>) {
     (spaces, rv_ns, names)
 }
 
+/// The lab's rendezvous in `rv_ns`: UDP on 10.77.0.1:4000, the carrier
+/// on TCP 10.77.0.1:443.
+fn carrier_rendezvous(rv_ns: &str) -> Net {
+    Net::with_rendezvous(
+        Some(rv_ns),
+        "10.77.0.1:4000",
+        &["--tls-listen", "10.77.0.1:443"],
+    )
+}
+
 /// Loads nftables `rules` into network namespace `ns`.
 fn nft(ns: &str, rules: &str) {
     let mut child = Command::new("ip")
@@ -261,11 +271,7 @@ fn compat_and_auto_where_only_tcp_443_leaves() {
     let (locked, open) = (agents[0].clone(), agents[1].clone());
     only_tcp_443(&locked);
 
-    let mut net = Net::with_rendezvous(
-        Some(&rv_ns),
-        "10.77.0.1:4000",
-        &["--tls-listen", "10.77.0.1:443"],
-    );
+    let mut net = carrier_rendezvous(&rv_ns);
     let (tls, fingerprint) = net.rv_tls.clone().expect("carrier");
     assert_eq!(tls, "10.77.0.1:443");
     // A UDP agent beside the rendezvous.
@@ -378,11 +384,7 @@ fn compat_where_only_an_http_proxy_is_reachable() {
     let boxed = agents[0].clone();
     only_the_proxy(&boxed, "10.77.3.1");
 
-    let mut net = Net::with_rendezvous(
-        Some(&rv_ns),
-        "10.77.0.1:4000",
-        &["--tls-listen", "10.77.0.1:443"],
-    );
+    let mut net = carrier_rendezvous(&rv_ns);
     let conf = net.dir.path().join("tinyproxy.conf");
     std::fs::write(
         &conf,
@@ -497,11 +499,7 @@ fn auto_moves_back_to_udp_when_udp_comes_back() {
     let agent_ns = agents[0].clone();
     block_udp_to(&agent_ns, "10.77.0.1");
 
-    let mut net = Net::with_rendezvous(
-        Some(&rv_ns),
-        "10.77.0.1:4000",
-        &["--tls-listen", "10.77.0.1:443"],
-    );
+    let mut net = carrier_rendezvous(&rv_ns);
     let (_, fingerprint) = net.rv_tls.clone().expect("carrier");
     net.start("alice", &[]);
     let url = format!("wss://10.77.0.1:443{}", driver_mio::compat::WS_PATH);
