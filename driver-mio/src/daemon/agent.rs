@@ -1026,9 +1026,8 @@ impl Agent {
                         if let Some(p) = peers {
                             self.bridge_policy.peers = p;
                         }
-                        self.node.set_accept_any(
-                            self.bridge_policy.ports != super::bridge::PortSet::None,
-                        );
+                        self.node
+                            .set_accept_any(self.bridge_policy.accepts_any_port());
                         ok(json!({ "bridge": self.bridge_json() }))
                     }
                     (Err(e), _) | (_, Err(e)) => error(

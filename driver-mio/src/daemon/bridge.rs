@@ -48,6 +48,14 @@ pub struct BridgePolicy {
     pub peers: PeerSet,
 }
 
+impl BridgePolicy {
+    /// Whether the node must accept streams to ports no overlay
+    /// application listens on (the bridge resets what it cannot serve).
+    pub fn accepts_any_port(&self) -> bool {
+        self.ports != PortSet::None
+    }
+}
+
 /// A set of TCP ports: `all`, `none`, or a list like `80,8000-8099`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum PortSet {

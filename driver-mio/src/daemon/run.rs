@@ -345,9 +345,7 @@ pub fn run_with(opts: Options, mut hooks: Hooks) -> Result<(), DaemonError> {
     config.public = opts.public;
     config.auto_approve = opts.auto_approve;
     config.services = opts.services.clone();
-    // The bridge serves streams to ports no overlay application listens
-    // on: the node accepts them, and the bridge resets what it cannot serve.
-    config.streams.accept_any = opts.bridge.ports != super::bridge::PortSet::None;
+    config.streams.accept_any = opts.bridge.accepts_any_port();
     config.trust = trust;
     config.wall_origin_micros = clock.wall_origin_micros();
     if let Some(udp) = &links.udp {
