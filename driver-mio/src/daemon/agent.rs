@@ -136,17 +136,23 @@ struct Refusal {
 impl Refusal {
     /// `{code, reason, message}`: `code` is the CLI's error code for it.
     fn json(&self) -> Value {
-        let code = match self.code {
-            ErrorCode::HostnameTaken => codes::ALREADY_EXISTS,
-            ErrorCode::InvalidHostname => codes::INVALID_ARGUMENT,
-            _ => codes::CONNECTION_FAILED,
-        };
         json!({
-            "code": code,
+            "code": refusal_code(self.code),
             "reason": self.code.to_string(),
             "message": self.message,
             "hostname": self.hostname,
         })
+    }
+}
+
+/// The CLI's error code for a rendezvous's refusal.
+fn refusal_code(code: ErrorCode) -> &'static str {
+    match code {
+        ErrorCode::HostnameTaken => codes::ALREADY_EXISTS,
+        ErrorCode::InvalidHostname => codes::INVALID_ARGUMENT,
+        ErrorCode::NotFound => codes::NOT_FOUND,
+        ErrorCode::NotRegistered => codes::NOT_REGISTERED,
+        _ => codes::CONNECTION_FAILED,
     }
 }
 
@@ -1428,7 +1434,7 @@ impl Agent {
                             "choose another hostname; the agent keeps its previous one",
                         ),
                         Err(RequestError::Refused(code, message)) => error(
-                            codes::CONNECTION_FAILED,
+                            refusal_code(code),
                             format!("the rendezvous refused: {code}: {message}"),
                             "the agent keeps its previous registration",
                         ),
@@ -1515,12 +1521,7 @@ impl Agent {
                     let r = match result {
                         Ok(()) => ok(json!({ "done": true })),
                         Err(RequestError::Refused(code, message)) => {
-                            let c = match code {
-                                pilot_proto::msg::ErrorCode::NotFound => codes::NOT_FOUND,
-                                pilot_proto::msg::ErrorCode::NotRegistered => codes::NOT_REGISTERED,
-                                _ => codes::CONNECTION_FAILED,
-                            };
-                            error(c, format!("{code}: {message}"), "")
+                            error(refusal_code(code), format!("{code}: {message}"), "")
                         }
                         Err(RequestError::Timeout) => error(
                             codes::TIMEOUT,

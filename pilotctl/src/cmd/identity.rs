@@ -106,6 +106,8 @@ pub const DOCS: &[CommandDoc] = &[
         errors: &[
             "invalid_argument",
             "already_exists",
+            "connection_failed",
+            "not_registered",
             "not_running",
             "timeout",
         ],
@@ -113,17 +115,32 @@ pub const DOCS: &[CommandDoc] = &[
     CommandDoc {
         name: "clear-hostname",
         returns: REGISTRATION,
-        errors: &["not_running", "timeout"],
+        errors: &[
+            "connection_failed",
+            "not_registered",
+            "not_running",
+            "timeout",
+        ],
     },
     CommandDoc {
         name: "set-public",
         returns: REGISTRATION,
-        errors: &["not_running", "timeout"],
+        errors: &[
+            "connection_failed",
+            "not_registered",
+            "not_running",
+            "timeout",
+        ],
     },
     CommandDoc {
         name: "set-private",
         returns: REGISTRATION,
-        errors: &["not_running", "timeout"],
+        errors: &[
+            "connection_failed",
+            "not_registered",
+            "not_running",
+            "timeout",
+        ],
     },
 ];
 
